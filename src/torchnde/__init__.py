@@ -1,0 +1,36 @@
+"""torchnde: neural differential equations on one fast, correct solver core.
+
+```python
+import torch, torchnde as nde
+sol = nde.solve(lambda t, y: -y, torch.ones(3), torch.linspace(0, 1, 11), solver="tsit5")
+```
+"""
+
+from __future__ import annotations
+
+from . import solvers as solvers
+from ._solution import MaxStepsReached as MaxStepsReached
+from ._solution import NonFiniteState as NonFiniteState
+from ._solution import Solution as Solution
+from ._solution import SolveError as SolveError
+from ._solution import Stats as Stats
+from ._solution import Status as Status
+from ._solution import StepSizeTooSmall as StepSizeTooSmall
+from ._solve import solve as solve
+from .controllers import ConstantStep as ConstantStep
+from .controllers import PIDController as PIDController
+from .controllers import rms_norm as rms_norm
+from .solvers import RK4 as RK4
+from .solvers import RK38 as RK38
+from .solvers import Bosh3 as Bosh3
+from .solvers import Dopri5 as Dopri5
+from .solvers import Dopri8 as Dopri8
+from .solvers import Euler as Euler
+from .solvers import Fehlberg2 as Fehlberg2
+from .solvers import Heun as Heun
+from .solvers import Heun3 as Heun3
+from .solvers import Midpoint as Midpoint
+from .solvers import Ralston as Ralston
+from .solvers import Tsit5 as Tsit5
+
+__version__ = "0.1.0"

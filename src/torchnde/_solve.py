@@ -1,0 +1,843 @@
+"""``solve``: one loop over terms x solver x step-size controller x saving.
+
+The loop has two layouts that share the solvers, controllers and interpolants:
+
+- **global** (default): the whole state is one problem. It is flattened to ``[N]``; time and
+  the step size live on the host as Python floats. The loop synchronises with the device once
+  per step, to read the error norm (``float(err_norm)`` in :func:`_loop_global`); a fixed-step
+  solve never synchronises inside the loop.
+- **per-sample** (``per_sample=True``): the leading axis indexes independent problems, each
+  with its own step size, accept/reject decision, status, statistics and (optionally) time
+  span. The state is ``[B, N]``, times are float64 ``[B]`` tensors, and every decision is a
+  masked tensor operation. The loop synchronises once per step, to read
+  ``(max outputs passed, any sample running)`` in :func:`_loop_per_sample`.
+
+Integration backwards in time is integration forwards in ``s = -t`` of ``-f(-s, y)``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import sys
+import time as _time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ._solution import ERRORS, Solution, Stats, Status
+from .controllers import ConstantStep, PIDController, initial_step_size, rms_norm
+from .solvers import AbstractSolver, resolve_solver
+
+__all__ = ["solve"]
+
+_OPTIONS = (
+    "solver",
+    "rtol",
+    "atol",
+    "dt",
+    "controller",
+    "per_sample",
+    "dense",
+    "save_steps",
+    "max_steps",
+    "throw",
+    "progress",
+)
+
+
+def solve(
+    f: Callable[[torch.Tensor, Any], Any],
+    y0: torch.Tensor | tuple[torch.Tensor, ...],
+    t_eval: Any,
+    solver: str | AbstractSolver = "tsit5",
+    *,
+    rtol: Any = None,
+    atol: Any = None,
+    dt: float | None = None,
+    controller: ConstantStep | PIDController | None = None,
+    per_sample: bool = False,
+    dense: bool = False,
+    save_steps: bool = False,
+    max_steps: int = 10_000,
+    throw: bool = True,
+    progress: bool = False,
+    **unknown: Any,
+) -> Solution:
+    r"""Solve :math:`\dot y = f(t, y)` from ``y(t_eval[0]) = y0`` and return ``y`` at ``t_eval``.
+
+    **Arguments:**
+
+    - ``f``: the vector field ``f(t, y)`` (torchdiffeq's convention). ``t`` is a 0-d tensor of
+      the state's dtype (per sample: shape ``[B, 1, ..., 1]``, broadcasting against ``y``); ``y``
+      has the structure of ``y0``. It must return the same structure, shapes and dtype.
+    - ``y0``: a floating tensor of any shape, or a tuple of them (same dtype and device).
+    - ``t_eval``: strictly monotonic 1-D times (increasing or decreasing); the first is the
+      initial time. Per sample it may be ``[B, n]``: one time span per sample.
+    - ``solver``: a name (``nde.solvers.names()``) or a solver object.
+    - ``rtol``, ``atol``: shortcut for ``controller=PIDController(rtol, atol)`` (defaults
+      ``1e-6``, ``1e-8``); ``dt``: shortcut for ``controller=ConstantStep(dt)``.
+    - ``controller``: a :class:`ConstantStep` or :class:`PIDController` with every option.
+    - ``per_sample``: treat the leading axis of ``y0`` as a batch of independent problems.
+    - ``dense``: keep the continuous extension; ``sol.evaluate(t)`` then works anywhere.
+    - ``save_steps``: also return every accepted step in ``sol.step_ts``/``sol.step_ys``.
+    - ``max_steps``: maximum number of steps (attempted, per sample) before failing.
+    - ``throw``: raise a :class:`SolveError` on failure; otherwise return the partial solution
+      (NaN after the failure) with ``sol.status`` set.
+    - ``progress``: print a progress bar over the time interval to stderr.
+
+    Outputs between steps come from the solver's continuous extension; steps are never
+    shortened to hit output times, but the last step lands exactly on the final time.
+
+    **Returns:** a :class:`Solution` with ``ts``, ``ys`` (time first), ``stats``, ``status``.
+
+    ```python
+    import torch, torchnde as nde
+    sol = nde.solve(lambda t, y: -y, torch.tensor([1.0, 2.0]), torch.linspace(0, 1, 3))
+    sol.ys[-1]  # tensor([0.3679, 0.7358])
+    ```
+    """
+    if unknown:
+        raise TypeError(
+            f"solve() got unknown option(s) {sorted(unknown)}; valid options: {', '.join(_OPTIONS)}"
+        )
+    method = resolve_solver(solver)
+    ctrl = _controller(method, controller, rtol, atol, dt)
+    if not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
+    problem = _Problem.build(f, y0, t_eval, per_sample)
+    if problem.n_out == 1:
+        return problem.trivial_solution(dense)
+    if per_sample:
+        raw = _loop_per_sample(problem, method, ctrl, max_steps, dense, save_steps, progress)
+    else:
+        raw = _loop_global(problem, method, ctrl, max_steps, dense, save_steps, progress)
+    sol = problem.solution(raw)
+    if throw and not sol.success:
+        raise _error(sol, raw, method)
+    return sol
+
+
+def _controller(
+    method: AbstractSolver, controller: Any, rtol: Any, atol: Any, dt: float | None
+) -> ConstantStep | PIDController:
+    if controller is not None:
+        if rtol is not None or atol is not None or dt is not None:
+            raise ValueError(
+                "pass tolerances or dt either as solve(rtol=, atol=, dt=) or on the controller "
+                "object, not both"
+            )
+        if not isinstance(controller, (ConstantStep, PIDController)):
+            raise TypeError(
+                f"controller must be ConstantStep or PIDController, got {type(controller).__name__}"
+            )
+        ctrl = controller
+    elif dt is not None:
+        if rtol is not None or atol is not None:
+            raise ValueError("dt= selects constant steps, which ignore rtol/atol: pass one or the other")
+        ctrl = ConstantStep(dt)
+    elif method.adaptive:
+        ctrl = PIDController(1e-6 if rtol is None else rtol, 1e-8 if atol is None else atol)
+    else:
+        raise ValueError(
+            f"solver {method.name!r} has no error estimate: pass dt=... (or "
+            "controller=ConstantStep(dt)), or choose an adaptive solver such as 'tsit5'"
+        )
+    if ctrl.adaptive and not method.adaptive:
+        raise ValueError(
+            f"solver {method.name!r} has no error estimate, so it cannot use PIDController: "
+            "use ConstantStep(dt), or an adaptive solver such as 'tsit5' or 'dopri5'"
+        )
+    return ctrl
+
+
+# --------------------------------------------------------------------------------------------
+# The problem: flattening, time reversal, the user's vector field and the output shape.
+
+
+def _is_tuple(y: Any) -> bool:
+    return isinstance(y, (tuple, list))
+
+
+@dataclass
+class _Problem:
+    f: Callable
+    is_tuple: bool
+    shapes: list[torch.Size]  # per-component shapes (per sample: without the batch axis)
+    sizes: list[int]
+    dtype: torch.dtype
+    device: torch.device
+    per_sample: bool
+    batch: int
+    direction: float  # +1 forwards, -1 backwards
+    t_eval: torch.Tensor  # as given by the user
+    s_eval: torch.Tensor  # float64 forward times, [n] or [B, n], on the state's device
+    y0: torch.Tensor  # flat: [N] or [B, N]
+    n_out: int
+    nfe_counter: list[int]
+
+    @staticmethod
+    def build(f: Callable, y0: Any, t_eval: Any, per_sample: bool) -> _Problem:
+        if not callable(f):
+            raise TypeError(f"f must be callable as f(t, y), got {type(f).__name__}")
+        is_tuple = _is_tuple(y0)
+        parts = list(y0) if is_tuple else [y0]
+        if not parts or not all(isinstance(p, torch.Tensor) for p in parts):
+            raise TypeError("y0 must be a tensor or a non-empty tuple of tensors")
+        dtype, device = parts[0].dtype, parts[0].device
+        for p in parts:
+            if not p.is_floating_point():
+                raise TypeError(
+                    f"y0 has dtype {p.dtype}: states must be floating point, e.g. y0.to(torch.float32)"
+                )
+            if p.dtype != dtype:
+                raise TypeError(
+                    f"all parts of a tuple state must share one dtype, got {dtype} and {p.dtype}: "
+                    "cast them, e.g. tuple(y.to(torch.float64) for y in y0)"
+                )
+            if p.device != device:
+                raise ValueError(f"all parts of a tuple state must be on one device, got {device} and {p.device}")
+        if per_sample:
+            if any(p.ndim == 0 for p in parts):
+                raise ValueError("per_sample=True needs a leading batch axis on y0, got a 0-d tensor")
+            batch = parts[0].shape[0]
+            if any(p.shape[0] != batch for p in parts):
+                raise ValueError("per_sample=True needs every part of y0 to share the leading batch size")
+            shapes = [p.shape[1:] for p in parts]
+        else:
+            batch = 1
+            shapes = [p.shape for p in parts]
+        sizes = [math.prod(s) for s in shapes]
+        t, s_eval, direction = _check_times(t_eval, per_sample, batch, device)
+        if per_sample:
+            flat = torch.cat([p.reshape(batch, -1) for p in parts], 1) if is_tuple else y0.reshape(batch, -1)
+        else:
+            flat = torch.cat([p.reshape(-1) for p in parts]) if is_tuple else y0.reshape(-1)
+        return _Problem(f, is_tuple, shapes, sizes, dtype, device, per_sample, batch, direction,
+                        t, s_eval, flat, s_eval.shape[-1], [0])  # fmt: skip
+
+    # -- the vector field in the loop's layout -----------------------------------------------
+
+    def unflatten(self, y: torch.Tensor, lead: tuple[int, ...]) -> Any:
+        if not self.is_tuple:
+            return y.view((*lead, *self.shapes[0]))
+        pieces = torch.split(y, self.sizes, dim=-1)
+        return tuple(p.reshape((*lead, *s)) for p, s in zip(pieces, self.shapes))
+
+    def _user_time(self, s: Any) -> torch.Tensor:
+        if self.per_sample:
+            t = (s if self.direction > 0 else -s).to(self.dtype)
+            return t.view(self.batch, *([1] * len(self.shapes[0])))
+        return torch.full((), s * self.direction, dtype=self.dtype, device=self.device)
+
+    def checked_f0(self) -> torch.Tensor:
+        """Evaluate ``f`` once at the initial point, checking what it returns."""
+        lead = (self.batch,) if self.per_sample else ()
+        s0 = self.s_eval[:, 0] if self.per_sample else float(self.s_eval[0])
+        out = self.f(self._user_time(s0), self.unflatten(self.y0, lead))
+        self.nfe_counter[0] += 1
+        outs = list(out) if _is_tuple(out) else [out]
+        if _is_tuple(out) != self.is_tuple or len(outs) != len(self.shapes):
+            raise TypeError(
+                f"f must return the same structure as y0 ({'a tuple of ' + str(len(self.shapes)) if self.is_tuple else 'a tensor'}), "
+                f"got {type(out).__name__}"
+            )
+        for i, (o, shape) in enumerate(zip(outs, self.shapes)):
+            want = torch.Size(lead) + shape
+            where = f"part {i} of " if self.is_tuple else ""
+            if not isinstance(o, torch.Tensor):
+                raise TypeError(f"f returned {type(o).__name__} for {where}dy/dt: return a tensor")
+            if o.shape != want:
+                raise ValueError(
+                    f"f returned shape {tuple(o.shape)} for {where}dy/dt but y has shape {tuple(want)}: "
+                    "f(t, y) must return a tensor shaped like y"
+                )
+            if o.dtype != self.dtype:
+                raise TypeError(
+                    f"f returned dtype {o.dtype} for {where}dy/dt but y is {self.dtype}: cast inside f, "
+                    f"e.g. return out.to(y.dtype)"
+                )
+        return self._flatten_out(out, lead)
+
+    def _flatten_out(self, out: Any, lead: tuple[int, ...]) -> torch.Tensor:
+        if self.is_tuple:
+            flat = torch.cat([o.reshape((*lead, -1)) for o in out], -1)
+        else:
+            flat = out.reshape((*lead, -1))
+        return flat if self.direction > 0 else -flat
+
+    def func(self) -> Callable[[Any, torch.Tensor], torch.Tensor]:
+        """``func(s, y_flat) -> dy/ds`` in the loop's layout."""
+        f, lead, counter = self.f, ((self.batch,) if self.per_sample else ()), self.nfe_counter
+        user_time, flatten = self._user_time, self._flatten_out
+        if not self.is_tuple and self.direction > 0:
+            shape = (*lead, *self.shapes[0])
+            flat_shape = (*lead, -1)
+
+            def fast(s: Any, y: torch.Tensor) -> torch.Tensor:
+                counter[0] += 1
+                return f(user_time(s), y.view(shape)).reshape(flat_shape)
+
+            return fast
+        unflatten = self.unflatten
+
+        def general(s: Any, y: torch.Tensor) -> torch.Tensor:
+            counter[0] += 1
+            return flatten(f(user_time(s), unflatten(y, lead)), lead)
+
+        return general
+
+    # -- results ------------------------------------------------------------------------------
+
+    def trivial_solution(self, dense: bool) -> Solution:
+        ys = self.y0.unsqueeze(0)
+        lead = (1, self.batch) if self.per_sample else (1,)
+        status: Any = torch.zeros(self.batch, dtype=torch.int64) if self.per_sample else Status.SUCCESS
+        return Solution(self.t_eval, self.unflatten(ys, lead), Stats(), status)
+
+    def solution(self, raw: _Raw) -> Solution:
+        if self.per_sample:
+            ys = raw.ys.permute(1, 0, 2)  # [n, B, N]
+            lead: tuple[int, ...] = (self.n_out, self.batch)
+        else:
+            ys, lead = raw.ys, (self.n_out,)
+        step_ts = step_ys = None
+        if raw.step_s is not None:
+            step_ts = raw.step_s * self.direction
+            step_ys = self.unflatten(raw.step_y, tuple(raw.step_y.shape[:-1]))
+        evaluate = None
+        if raw.dense is not None:
+            evaluate = self._evaluator(raw.dense)
+        return Solution(self.t_eval, self.unflatten(ys, lead), raw.stats, raw.status, step_ts, step_ys, evaluate)
+
+    def _evaluator(self, dense: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[Any], Any]:
+        def evaluate(t: Any) -> Any:
+            t = torch.as_tensor(t, dtype=torch.float64, device=self.device)
+            flat = dense(t * self.direction)
+            return self.unflatten(flat, tuple(flat.shape[:-1]))
+
+        return evaluate
+
+
+def _check_times(
+    t_eval: Any, per_sample: bool, batch: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    if not isinstance(t_eval, torch.Tensor):
+        try:
+            t_eval = torch.as_tensor(t_eval, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"t_eval must be a 1-D tensor of times, got {type(t_eval).__name__}") from err
+    if t_eval.is_complex() or t_eval.dtype == torch.bool:
+        raise TypeError(f"t_eval must be real, got dtype {t_eval.dtype}")
+    allowed = (1, 2) if per_sample else (1,)
+    if t_eval.ndim not in allowed:
+        shape = "[n] or [batch, n]" if per_sample else "[n] (1-D)"
+        raise ValueError(f"t_eval must have shape {shape}, got {tuple(t_eval.shape)}")
+    if t_eval.shape[-1] < 1:
+        raise ValueError("t_eval must contain at least the initial time")
+    if per_sample and t_eval.ndim == 2 and t_eval.shape[0] != batch:
+        raise ValueError(f"per-sample t_eval has {t_eval.shape[0]} rows but y0 has batch {batch}")
+    s = t_eval.detach().to(device=device, dtype=torch.float64)
+    if not bool(torch.isfinite(s).all()):
+        raise ValueError("t_eval must be finite")
+    diffs = s.diff(dim=-1)
+    direction = 1.0
+    if diffs.numel():
+        if bool((diffs > 0).all()):
+            direction = 1.0
+        elif bool((diffs < 0).all()):
+            direction = -1.0
+        else:
+            raise ValueError(
+                "t_eval must be strictly monotonic (all increasing or all decreasing, no repeats): "
+                "sort it, e.g. torch.sort(t_eval).values"
+            )
+    s = s * direction
+    if per_sample and s.ndim == 1:
+        s = s.expand(batch, -1)
+    return t_eval, s.contiguous(), direction
+
+
+@dataclass
+class _Raw:
+    ys: torch.Tensor  # [n, N] or [B, n, N]
+    stats: Stats
+    status: Any
+    fail_time: Any = None
+    fail_dt: Any = None
+    step_s: torch.Tensor | None = None
+    step_y: torch.Tensor | None = None
+    dense: Callable[[torch.Tensor], torch.Tensor] | None = None
+    stiff_hint: bool = False
+
+
+def _flat_tolerance(problem: _Problem, tol: Any, name: str) -> Any:
+    """A float, or the tolerance broadcast to the state and flattened to the loop's layout."""
+    if isinstance(tol, (int, float)):
+        return float(tol)
+    parts = list(tol) if _is_tuple(tol) else [tol]
+    if len(parts) != len(problem.shapes):
+        raise ValueError(f"{name} has {len(parts)} parts for a state of {len(problem.shapes)}")
+    lead = (problem.batch,) if problem.per_sample else ()
+    flat = []
+    for p, shape in zip(parts, problem.shapes):
+        p = torch.as_tensor(p, dtype=problem.dtype, device=problem.device)
+        try:
+            p = p.broadcast_to((*lead, *shape))
+        except RuntimeError as err:
+            raise ValueError(
+                f"{name} of shape {tuple(p.shape)} does not broadcast to the state {(*lead, *shape)}"
+            ) from err
+        flat.append(p.reshape(*lead, -1))
+    return torch.cat(flat, -1)
+
+
+class _Progress:
+    """A dependency-free progress bar on stderr, redrawn at most ten times a second."""
+
+    def __init__(self, s0: float, s1: float, enabled: bool):
+        self.s0, self.span, self.enabled, self.last = s0, max(s1 - s0, 1e-300), enabled, 0.0
+
+    def update(self, s: float, steps: int, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = _time.perf_counter()
+        if not force and now - self.last < 0.1:
+            return
+        self.last = now
+        frac = min(max((s - self.s0) / self.span, 0.0), 1.0)
+        bar = "#" * int(30 * frac)
+        sys.stderr.write(f"\rsolve [{bar:<30}] {100 * frac:5.1f}%  steps={steps}")
+        if force:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+# --------------------------------------------------------------------------------------------
+# Global layout: host-side control, one sync per adaptive step.
+
+
+def _stops(ctrl: Any, direction: float, s0: float, s1: float) -> tuple[list[float], set[float]]:
+    stops: set[float] = set()
+    jumps: set[float] = set()
+    for name in ("step_ts", "jump_ts"):
+        times = getattr(ctrl, name)
+        if times is None:
+            continue
+        for t in (times * direction).tolist():
+            if s0 < t < s1:
+                stops.add(t)
+                if name == "jump_ts":
+                    jumps.add(t)
+    return sorted(stops), jumps
+
+
+def _loop_global(
+    problem: _Problem,
+    solver: AbstractSolver,
+    ctrl: ConstantStep | PIDController,
+    max_steps: int,
+    dense: bool,
+    save_steps: bool,
+    progress: bool,
+) -> _Raw:
+    func = problem.func()
+    s_out = problem.s_eval.tolist()
+    s0, s1 = s_out[0], s_out[-1]
+    stops, jumps = _stops(ctrl, problem.direction, s0, s1)
+    stops.append(s1)
+    y = problem.y0
+    f0: torch.Tensor | None = problem.checked_f0()
+    adaptive = ctrl.adaptive
+    n_stages = solver.tableau.stages  # type: ignore[attr-defined]
+    fsal = solver.tableau.fsal  # type: ignore[attr-defined]
+    if adaptive:
+        rtol = _flat_tolerance(problem, ctrl.rtol, "rtol")
+        atol = _flat_tolerance(problem, ctrl.atol, "atol")
+        norm = ctrl.norm or rms_norm
+        beta1, beta2, beta3 = ctrl.exponents(solver.error_order)
+        dtmin = ctrl.dtmin or 0.0
+        dtmax = ctrl.dtmax or math.inf
+        if ctrl.dt0 is not None:
+            dt = ctrl.dt0
+        else:
+            dt = float(initial_step_size(func, s0, y, f0, solver.order, rtol, atol, norm))
+        dt = min(dt, dtmax)
+        inv1 = inv2 = 1.0
+    else:
+        dt = ctrl.dt
+    outputs: list[torch.Tensor] = [y]
+    next_out = 1
+    steps = accepted = rejected = 0
+    status = Status.SUCCESS
+    s = s0
+    stop_idx = 0
+    step_s: list[float] = []
+    step_y: list[torch.Tensor] = []
+    dense_pieces: list[tuple[float, float, torch.Tensor, torch.Tensor]] = []
+    bar = _Progress(s0, s1, progress)
+    fail_dt = None
+    while s < s1:
+        if steps >= max_steps:
+            status = Status.MAX_STEPS
+            break
+        while stops[stop_idx] <= s:
+            stop_idx += 1
+        s_stop = stops[stop_idx]
+        land = s + dt >= s_stop
+        h = s_stop - s if land else dt
+        if f0 is None:
+            f0 = func(_after(s) if s in jumps else s, y)
+        res = solver.step(func, s, y, f0, h, adaptive)
+        steps += 1
+        if adaptive:
+            scale = torch.maximum(y.abs(), res.y1.abs()).mul_(rtol).add_(atol)
+            err = solver.combine_error_norms(tuple(norm(e / scale) for e in res.errors))
+            err = float(err)  # the one host synchronisation of an adaptive step
+            if not math.isfinite(err):
+                status, fail_dt = Status.NONFINITE, h
+                break
+            accept = err <= 1.0
+            inv = 1.0 / err if err > 0 else math.inf
+            factor = ctrl.safety * inv**beta1
+            if beta2:
+                factor *= inv1**beta2
+            if beta3:
+                factor *= inv2**beta3
+            factor = min(max(factor, ctrl.factor_min), ctrl.factor_max)
+        else:
+            accept = True
+        if accept:
+            accepted += 1
+            s_new = s_stop if land else s + h
+            f1 = res.f1
+            need = next_out < len(s_out) and s_out[next_out] <= s_new
+            if (need or dense) and f1 is None and solver.interpolant is None:  # type: ignore[attr-defined]
+                f1 = func(s_new, res.y1)
+            if need or dense:
+                stages = solver.dense_stages(func, s, y, h, res, f1)
+                if dense:
+                    dense_pieces.append((s, h, y, stages))
+                while next_out < len(s_out) and s_out[next_out] <= s_new:
+                    hi = next_out
+                    while hi < len(s_out) and s_out[hi] < s_new:
+                        hi += 1
+                    if hi > next_out:  # strictly inside the step: interpolate
+                        theta = (np.asarray(s_out[next_out:hi]) - s) / h
+                        w = torch.as_tensor(solver.dense_weights_np(theta), dtype=y.dtype, device=y.device)  # type: ignore[attr-defined]
+                        outputs.extend(torch.addmm(y.unsqueeze(0), w, stages.T, alpha=h).unbind(0))
+                        next_out = hi
+                    if next_out < len(s_out) and s_out[next_out] == s_new:
+                        outputs.append(res.y1)
+                        next_out += 1
+            if save_steps:
+                step_s.append(s_new)
+                step_y.append(res.y1)
+            s, y = s_new, res.y1
+            f0 = f1 if fsal or f1 is not None else None
+            if land and s_stop in jumps:
+                f0 = None
+            if adaptive:
+                inv2, inv1 = inv1, inv
+                dt = min(h * factor, dtmax)
+            bar.update(s, steps)
+        else:
+            rejected += 1
+            dt = h * min(factor, 1.0)
+        if adaptive and s < s1 and (dt < dtmin or s + dt == s):
+            status, fail_dt = Status.DT_MIN, dt
+            break
+    if status == Status.SUCCESS and not adaptive and not bool(torch.isfinite(y).all()):
+        status = Status.NONFINITE
+    bar.update(s, steps, force=True)
+    nan = torch.full_like(problem.y0, math.nan)
+    outputs.extend([nan] * (len(s_out) - len(outputs)))
+    ys = torch.stack(outputs)
+    nfe = problem.nfe_counter[0]
+    raw = _Raw(ys, Stats(nfe, steps, accepted, rejected), status, s * problem.direction, fail_dt)
+    raw.stiff_hint = rejected > 0.3 * max(steps, 1) and steps >= 20
+    if save_steps:
+        raw.step_s = torch.tensor(step_s, dtype=torch.float64, device=problem.device)
+        raw.step_y = torch.stack(step_y) if step_y else problem.y0.new_empty((0, problem.y0.shape[-1]))
+    if dense:
+        raw.dense = _global_dense(solver, dense_pieces, s0, s)
+    return raw
+
+
+def _after(s: float) -> float:
+    """The next float after ``s``: ``f`` is evaluated just past a known discontinuity."""
+    return math.nextafter(s, math.inf)
+
+
+def _global_dense(
+    solver: AbstractSolver, pieces: list[tuple[float, float, torch.Tensor, torch.Tensor]], s0: float, s_end: float
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    starts = [p[0] for p in pieces]
+
+    def dense(s: torch.Tensor) -> torch.Tensor:
+        flat = s.reshape(-1).tolist()
+        out = []
+        for si in flat:
+            if not (s0 - 1e-12 * abs(s0) <= si <= s_end + 1e-12 * abs(s_end)) or not pieces:
+                raise ValueError(f"evaluate() time {si * 1:.6g} is outside the solved interval")
+            k = min(max(bisect.bisect_right(starts, si) - 1, 0), len(pieces) - 1)
+            start, h, y, stages = pieces[k]
+            theta = np.asarray([(si - start) / h])
+            w = torch.as_tensor(solver.dense_weights_np(theta), dtype=y.dtype, device=y.device)  # type: ignore[attr-defined]
+            out.append(torch.addmm(y.unsqueeze(0), w, stages.T, alpha=h)[0])
+        return torch.stack(out).reshape(*s.shape, -1)
+
+    return dense
+
+
+# --------------------------------------------------------------------------------------------
+# Per-sample layout: every decision is a masked tensor operation, one sync per step.
+
+
+def _loop_per_sample(
+    problem: _Problem,
+    solver: AbstractSolver,
+    ctrl: ConstantStep | PIDController,
+    max_steps: int,
+    dense: bool,
+    save_steps: bool,
+    progress: bool,
+) -> _Raw:
+    func = problem.func()
+    dev, dtype = problem.device, problem.dtype
+    s_eval = problem.s_eval  # [B, n]
+    B, n = s_eval.shape
+    N = problem.y0.shape[-1]
+    s = s_eval[:, 0].clone()
+    s1 = s_eval[:, -1]
+    y = problem.y0
+    f0 = problem.checked_f0()
+    adaptive = ctrl.adaptive
+    tab = solver.tableau  # type: ignore[attr-defined]
+    evals_per_step = tab.stages - 1
+    stop_t = None
+    jump_t = None
+    times = [ctrl.step_ts, ctrl.jump_ts]
+    times = [None if x is None else torch.sort(x.to(dev) * problem.direction).values for x in times]
+    if times[0] is not None or times[1] is not None:
+        stop_t = torch.cat([x for x in times if x is not None]).sort().values
+    jump_t = times[1]
+    fsal = tab.fsal and jump_t is None
+    ones = torch.ones(B, dtype=torch.float64, device=dev)
+    if adaptive:
+        rtol = _flat_tolerance(problem, ctrl.rtol, "rtol")
+        atol = _flat_tolerance(problem, ctrl.atol, "atol")
+        norm = ctrl.norm or rms_norm
+        beta1, beta2, beta3 = ctrl.exponents(solver.error_order)
+        dtmin = ctrl.dtmin or 0.0
+        dtmax = ctrl.dtmax or math.inf
+        if ctrl.dt0 is not None:
+            dt = ones * ctrl.dt0
+        else:
+            dt = initial_step_size(func, s, y, f0, solver.order, rtol, atol, norm)
+        dt = dt.clamp(max=dtmax)
+        inv1 = inv2 = ones
+    else:
+        dt = ones * ctrl.dt
+    nfe_init = problem.nfe_counter[0]
+    ys = y.new_full((B, n + 1, N), math.nan)  # slot n is a dump slot for masked scatters
+    ys[:, 0] = y
+    ptr = torch.ones(B, dtype=torch.int64, device=dev)
+    status = torch.zeros(B, dtype=torch.int64, device=dev)
+    running = s < s1
+    z = torch.zeros(B, dtype=torch.int64, device=dev)
+    nfe, steps, acc, rej = z + nfe_init, z.clone(), z.clone(), z.clone()
+    fail_t = torch.full((B,), math.nan, dtype=torch.float64, device=dev)
+    fail_dt = fail_t.clone()
+    step_s: list[torch.Tensor] = []
+    step_y: list[torch.Tensor] = []
+    dense_pieces: list[tuple[torch.Tensor, ...]] = []
+    arange_cache: dict[int, torch.Tensor] = {}
+    bar = _Progress(0.0, 1.0, progress)
+    span = (s1 - s).clamp(min=1e-300)
+    any_running = bool(running.any())
+    it = 0
+    while any_running:
+        it += 1
+        # step end: the next stop (t1, or a step_ts/jump_ts point) strictly after s
+        s_stop = s1
+        if stop_t is not None:
+            idx = torch.searchsorted(stop_t, s, right=True)
+            nxt = stop_t[idx.clamp(max=stop_t.numel() - 1)]
+            s_stop = torch.where((idx < stop_t.numel()) & (nxt < s1), nxt, s1)
+        land = s + dt >= s_stop
+        h = torch.where(running, torch.where(land, s_stop - s, dt), 0.0)
+        if not fsal:
+            s_f = s
+            if jump_t is not None:
+                at_jump = torch.isin(s, jump_t)
+                s_f = torch.where(at_jump, torch.nextafter(s, s + 1), s)
+            f0 = func(s_f, y)
+            nfe += running
+        res = solver.step(func, s, y, f0, h, adaptive)
+        nfe += evals_per_step * running
+        steps += running
+        if adaptive:
+            scale = torch.maximum(y.abs(), res.y1.abs()).mul_(rtol).add_(atol)
+            err = solver.combine_error_norms(tuple(norm(e / scale) for e in res.errors)).to(torch.float64)
+            finite = torch.isfinite(err)
+            accept = running & finite & (err <= 1.0)
+            inv = 1.0 / err.clamp(min=1e-300)
+            factor = ctrl.safety * inv**beta1
+            if beta2:
+                factor = factor * inv1**beta2
+            if beta3:
+                factor = factor * inv2**beta3
+            factor = factor.clamp(ctrl.factor_min, ctrl.factor_max)
+            factor = torch.where(accept, factor, factor.clamp(max=1.0))
+            new_dt = (h * factor).clamp(max=dtmax)
+            dt = torch.where(running, new_dt, dt)
+            inv2 = torch.where(accept, inv1, inv2)
+            inv1 = torch.where(accept, inv, inv1)
+            nonfinite = running & ~finite
+        else:
+            finite = torch.isfinite(res.y1).all(-1)
+            accept = running & finite
+            nonfinite = running & ~finite
+        acc += accept
+        rej += running & ~accept & ~nonfinite
+        s_new = torch.where(accept, torch.where(land, s_stop, s + h), s)
+        # outputs passed by this step, per sample
+        new_ptr = torch.searchsorted(s_eval, s_new.unsqueeze(-1), right=True).squeeze(-1)
+        counts = new_ptr - ptr
+        # statuses
+        dt_small = accept & (s_new < s1) & ((dt < dtmin) | (s_new + dt == s_new)) if adaptive else None
+        newly_max = running & ~nonfinite & (steps >= max_steps) & (s_new < s1)
+        fail = nonfinite | newly_max | (dt_small if dt_small is not None else nonfinite)
+        status = torch.where(nonfinite, Status.NONFINITE, status)
+        if dt_small is not None:
+            rejected_small = running & ~accept & ~nonfinite & ((dt < dtmin) | (s + dt == s))
+            dt_small = dt_small | rejected_small
+            status = torch.where(dt_small & ~nonfinite, Status.DT_MIN, status)
+            fail = fail | dt_small
+        status = torch.where(newly_max & (status == Status.SUCCESS), Status.MAX_STEPS, status)
+        fail_t = torch.where(fail, s_new, fail_t)
+        fail_dt = torch.where(fail, h, fail_dt)
+        still = running & ~fail & (s_new < s1)
+        m_out, any_running = torch.stack([counts.max(), still.any().long()]).tolist()  # the sync
+        if m_out > 0 or dense:
+            f1 = res.f1
+            if f1 is None and solver.interpolant is None:  # type: ignore[attr-defined]
+                f1 = func(s_new, torch.where(accept.unsqueeze(-1), res.y1, y))
+            stages = solver.dense_stages(func, s, y, h, res, f1)
+            if dense:
+                dense_pieces.append((s, h, y, stages, accept))
+        if m_out > 0:
+            ar = arange_cache.get(m_out)
+            if ar is None:
+                ar = arange_cache[m_out] = torch.arange(m_out, device=dev)
+            valid = ar < counts.unsqueeze(-1)  # [B, m]
+            idx = ptr.unsqueeze(-1) + ar
+            idx = torch.where(valid, idx, n)
+            s_out = s_eval.gather(1, idx.clamp(max=n - 1))
+            h_safe = torch.where(h > 0, h, 1.0).unsqueeze(-1)
+            theta = ((s_out - s.unsqueeze(-1)) / h_safe).clamp(0.0, 1.0)
+            w = solver.dense_weights(theta.to(dtype))  # [B, m, S]
+            vals = y.unsqueeze(1) + h_safe.to(dtype).unsqueeze(-1) * (w @ stages.transpose(1, 2))
+            exact = (s_out == s_new.unsqueeze(-1)).unsqueeze(-1)
+            vals = torch.where(exact, res.y1.unsqueeze(1), vals)
+            ys.scatter_(1, idx.unsqueeze(-1).expand(B, m_out, N), vals)
+        ptr = torch.where(accept, new_ptr, ptr)
+        if save_steps:
+            step_s.append(torch.where(accept, s_new, math.nan))
+            step_y.append(torch.where(accept.unsqueeze(-1), res.y1, math.nan))
+        y = torch.where(accept.unsqueeze(-1), res.y1, y)
+        if fsal:
+            f0 = torch.where(accept.unsqueeze(-1), res.f1, f0)
+        s = s_new
+        running = still
+        if progress:
+            bar.update(float(((s - s_eval[:, 0]) / span).min()), it)
+    if progress:
+        bar.update(1.0, it, force=True)
+    raw = _Raw(ys[:, :n], Stats(nfe, steps, acc, rej), status, fail_t * problem.direction, fail_dt)
+    raw.stiff_hint = bool(((rej > 0.3 * steps) & (steps >= 20)).any())
+    if save_steps:
+        raw.step_s = torch.stack(step_s, 0) if step_s else s.new_empty((0, B))
+        raw.step_y = torch.stack(step_y, 0) if step_y else y.new_empty((0, B, N))
+    if dense:
+        raw.dense = _per_sample_dense(solver, dense_pieces, s_eval)
+    return raw
+
+
+def _per_sample_dense(
+    solver: AbstractSolver, pieces: list[tuple[torch.Tensor, ...]], s_eval: torch.Tensor
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    B = s_eval.shape[0]
+    if pieces:
+        starts = torch.stack([p[0] for p in pieces])  # [K, B]
+        hs = torch.stack([p[1] for p in pieces])
+        ok = torch.stack([p[4] for p in pieces])
+        ys0 = torch.stack([p[2] for p in pieces])  # [K, B, N]
+        stages = torch.stack([p[3] for p in pieces])  # [K, B, N, S]
+
+    def dense(s: torch.Tensor) -> torch.Tensor:
+        shape = s.shape
+        if s.ndim == 0:
+            s = s.expand(B, 1)
+        elif s.ndim == 1 and s.shape[0] == B:
+            s = s.unsqueeze(-1)
+        elif s.ndim == 1:
+            s = s.expand(B, -1)
+        if s.shape[0] != B:
+            raise ValueError(f"per-sample evaluate() needs times of shape [batch] or [batch, m], got {tuple(shape)}")
+        lo, hi = s_eval[:, :1], s_eval[:, -1:]
+        if not pieces or bool(((s < lo - 1e-12 * lo.abs()) | (s > hi + 1e-12 * hi.abs())).any()):
+            raise ValueError("evaluate() time outside the solved interval")
+        # piece k covers [start_k, start_k + h_k] for accepted pieces of each sample
+        inside = ok.unsqueeze(-1) & (starts.unsqueeze(-1) <= s) & (s <= (starts + hs).unsqueeze(-1))  # [K, B, m]
+        k = inside.int().argmax(0)  # [B, m]
+        bidx = torch.arange(B, device=s.device).unsqueeze(-1).expand_as(k)
+        st, h = starts[k, bidx], hs[k, bidx]
+        theta = ((s - st) / torch.where(h > 0, h, 1.0)).clamp(0, 1)
+        w = solver.dense_weights(theta.to(ys0.dtype))  # [B, m, S]
+        out = ys0[k, bidx] + h.to(ys0.dtype).unsqueeze(-1) * (stages[k, bidx] @ w.unsqueeze(-1)).squeeze(-1)
+        if len(shape) == 0:
+            return out[:, 0]
+        if len(shape) == 1 and shape[0] == B:
+            return out[:, 0]
+        return out
+
+    return dense
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _error(sol: Solution, raw: _Raw, solver: AbstractSolver) -> Exception:
+    if isinstance(sol.status, torch.Tensor):
+        bad = (sol.status != Status.SUCCESS).nonzero().flatten().tolist()
+        i = bad[0]
+        status = Status(int(sol.status[i]))
+        where = (
+            f"sample {i} (and {len(bad) - 1} more)" if len(bad) > 1 else f"sample {i}"
+        ) + f" at t={float(raw.fail_time[i]):.6g}, dt={float(raw.fail_dt[i]):.3g}, "
+        where += f"after {int(raw.stats.steps[i])} steps"
+    else:
+        status = Status(sol.status)
+        dt_txt = "n/a" if raw.fail_dt is None else f"{raw.fail_dt:.3g}"
+        where = f"at t={raw.fail_time:.6g}, dt={dt_txt}, after {raw.stats.steps} steps"
+    hint = _HINTS[status]
+    if raw.stiff_hint and solver.adaptive:
+        hint = (
+            "many steps were rejected: the problem looks stiff; an implicit solver (e.g. "
+            "'kvaerno5') is the right tool, or raise max_steps"
+        )
+    return ERRORS[status](f"solve stopped {where}: {status.message}. {hint}", sol)
+
+
+_HINTS = {
+    Status.MAX_STEPS: "Raise max_steps, loosen rtol/atol, or check whether the problem is stiff.",
+    Status.DT_MIN: (
+        "The solution may blow up or be discontinuous here; if f has known jumps pass them as "
+        "jump_ts, or lower dtmin. If the problem looks stiff use an implicit solver."
+    ),
+    Status.NONFINITE: "Check f for overflow or division by zero, or tighten rtol/atol.",
+}

@@ -1,0 +1,208 @@
+r"""Step-size controllers: constant steps and the PID controller, plus Hairer's initial step.
+
+A controller turns the scaled error norm of a step into an accept/reject decision and the next
+step size. The scaled error of a proposed step from :math:`y_0` to :math:`y_1` with embedded
+error estimate :math:`e` is
+
+.. math:: \|e\| = \operatorname{norm}\Bigl(\frac{e}{\mathrm{atol} + \mathrm{rtol}\,
+          \max(|y_0|, |y_1|)}\Bigr),
+
+with the root-mean-square norm by default; the step is accepted when it is at most 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+
+__all__ = ["ConstantStep", "PIDController", "rms_norm"]
+
+TimesLike = "torch.Tensor | Sequence[float] | None"
+
+
+def rms_norm(x: torch.Tensor) -> torch.Tensor:
+    """Root-mean-square over the last axis (the default error norm)."""
+    return torch.linalg.vector_norm(x, dim=-1) / math.sqrt(x.shape[-1])
+
+
+def _times(name: str, value: Any) -> torch.Tensor | None:
+    if value is None:
+        return None
+    out = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
+    if out.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D sequence of times, got shape {tuple(out.shape)}")
+    if not torch.isfinite(out).all():
+        raise ValueError(f"{name} must be finite")
+    return torch.unique(out)  # sorted, deduplicated
+
+
+@dataclass(frozen=True)
+class ConstantStep:
+    """Fixed steps of size ``dt`` (the last step before ``t1``, or before a point of
+    ``step_ts``/``jump_ts``, is shortened to land on it exactly).
+
+    **Arguments:**
+
+    - ``dt``: the step size, a positive float (its sign follows the direction of integration).
+    - ``step_ts``: times the solver must step onto exactly.
+    - ``jump_ts``: known discontinuities of ``f`` in time: stepped onto, and ``f`` is re-evaluated
+      just after them (no first-same-as-last reuse across a jump).
+
+    ```python
+    import torch, torchnde as nde
+    sol = nde.solve(lambda t, y: -y, torch.ones(2), torch.linspace(0, 1, 5),
+                    solver="rk4", controller=nde.ConstantStep(0.01))
+    ```
+    """
+
+    dt: float
+    step_ts: Any = None
+    jump_ts: Any = None
+
+    adaptive = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.dt, torch.Tensor):
+            object.__setattr__(self, "dt", float(self.dt))
+        if not isinstance(self.dt, (int, float)) or not math.isfinite(self.dt) or self.dt <= 0:
+            raise ValueError(f"ConstantStep(dt) needs a positive finite float, got {self.dt!r}")
+        object.__setattr__(self, "step_ts", _times("step_ts", self.step_ts))
+        object.__setattr__(self, "jump_ts", _times("jump_ts", self.jump_ts))
+
+
+@dataclass(frozen=True)
+class PIDController:
+    r"""Adaptive step size from the embedded error estimate, with a PID rule on the error history.
+
+    With inverse errors :math:`\varepsilon_n = 1 / \|e_n\|` and :math:`k` the solver's error order,
+    the step is multiplied by
+
+    .. math:: \mathrm{safety}\; \varepsilon_n^{\beta_1}\, \varepsilon_{n-1}^{\beta_2}\,
+              \varepsilon_{n-2}^{\beta_3},\quad
+              \beta_1 = \frac{P + I + D}{k},\ \beta_2 = -\frac{P + 2D}{k},\ \beta_3 = \frac{D}{k},
+
+    clipped to ``[factor_min, factor_max]`` (and to at most 1 after a rejection). The default
+    ``P = D = 0, I = 1`` is the classical integral controller, :math:`0.9\,\|e\|^{-1/k}`.
+    Söderlind & Wang's PI(D) controllers, e.g. ``pcoeff=0.4, icoeff=0.3``, are smoother on
+    problems at the edge of stability.
+
+    **Arguments:**
+
+    - ``rtol``, ``atol``: relative and absolute tolerances; floats or tensors broadcastable to the
+      state (per-component tolerances; tuples of tensors for tuple states).
+    - ``pcoeff``, ``icoeff``, ``dcoeff``: the PID coefficients.
+    - ``safety``, ``factor_min``, ``factor_max``: the safety factor and the clip on the change.
+    - ``dtmin``: smallest step allowed; below it the solve fails with ``Status.DT_MIN``. The step
+      also fails if it no longer changes the time in float64.
+    - ``dtmax``: largest step allowed.
+    - ``dt0``: the first step; by default chosen by Hairer's algorithm (one extra evaluation).
+    - ``norm``: reduces the scaled error over its last axis (default :func:`rms_norm`).
+    - ``step_ts``, ``jump_ts``: as for :class:`ConstantStep`.
+
+    ??? cite "References"
+        G. Söderlind, L. Wang, Adaptive time-stepping and computational stability,
+        *J. Comput. Appl. Math.* 185 (2006) 225–243.
+        E. Hairer, S. P. Nørsett, G. Wanner, *Solving ODEs I*, Section II.4 (initial step).
+
+    ```python
+    import torch, torchnde as nde
+    ctrl = nde.PIDController(rtol=1e-8, atol=1e-10, pcoeff=0.4, icoeff=0.3)
+    sol = nde.solve(lambda t, y: -y, torch.ones(2), torch.linspace(0, 1, 5), controller=ctrl)
+    ```
+    """
+
+    rtol: Any = 1e-6
+    atol: Any = 1e-8
+    pcoeff: float = 0.0
+    icoeff: float = 1.0
+    dcoeff: float = 0.0
+    safety: float = 0.9
+    factor_min: float = 0.2
+    factor_max: float = 10.0
+    dtmin: float | None = None
+    dtmax: float | None = None
+    dt0: float | None = None
+    norm: Callable[[torch.Tensor], torch.Tensor] | None = None
+    step_ts: Any = None
+    jump_ts: Any = None
+
+    adaptive = True
+
+    def __post_init__(self) -> None:
+        for name in ("rtol", "atol"):
+            value = getattr(self, name)
+            bad = (
+                (value <= 0).any() if name == "rtol" else (value < 0).any()
+            ) if isinstance(value, torch.Tensor) else None
+            if isinstance(value, (tuple, list)):
+                bad = any(bool((torch.as_tensor(v) <= 0).any()) if name == "rtol"
+                          else bool((torch.as_tensor(v) < 0).any()) for v in value)  # fmt: skip
+            elif not isinstance(value, torch.Tensor):
+                if not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise ValueError(f"{name} must be a positive float or tensor, got {value!r}")
+                bad = value <= 0 if name == "rtol" else value < 0
+            if bad:
+                hint = "e.g. rtol=1e-6" if name == "rtol" else "e.g. atol=1e-8 (0 is allowed)"
+                raise ValueError(f"{name} must be {'> 0' if name == 'rtol' else '>= 0'}: {hint}")
+        if not 0 < self.safety <= 1:
+            raise ValueError(f"safety must be in (0, 1], got {self.safety}")
+        if not 0 < self.factor_min < 1 < self.factor_max:
+            raise ValueError(
+                f"need 0 < factor_min < 1 < factor_max, got {self.factor_min}, {self.factor_max}"
+            )
+        for name in ("dtmin", "dtmax", "dt0"):
+            value = getattr(self, name)
+            if value is not None and (not math.isfinite(value) or value <= 0):
+                raise ValueError(f"{name} must be a positive float or None, got {value!r}")
+        if self.dtmin is not None and self.dtmax is not None and self.dtmin > self.dtmax:
+            raise ValueError(f"dtmin {self.dtmin} exceeds dtmax {self.dtmax}")
+        object.__setattr__(self, "step_ts", _times("step_ts", self.step_ts))
+        object.__setattr__(self, "jump_ts", _times("jump_ts", self.jump_ts))
+
+    def exponents(self, error_order: int) -> tuple[float, float, float]:
+        """``(beta1, beta2, beta3)`` for a solver whose error estimate has ``error_order``."""
+        k = float(error_order)
+        p, i, d = self.pcoeff, self.icoeff, self.dcoeff
+        return (p + i + d) / k, -(p + 2 * d) / k, d / k
+
+
+def initial_step_size(
+    func: Callable[[Any, torch.Tensor], torch.Tensor],
+    t0: Any,
+    y0: torch.Tensor,
+    f0: torch.Tensor,
+    order: int,
+    rtol: Any,
+    atol: Any,
+    norm: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    r"""Hairer's initial step (Solving ODEs I, II.4), one extra evaluation of ``f``.
+
+    With :math:`d_0 = \|y_0\|`, :math:`d_1 = \|f_0\|` (scaled norms), a trial Euler step of
+    :math:`h_0 = 0.01\,d_0/d_1` gives :math:`d_2 = \|f(t_0 + h_0, y_0 + h_0 f_0) - f_0\| / h_0`;
+    the step is :math:`\min(100 h_0, (0.01 / \max(d_1, d_2))^{1/(p+1)})`.
+
+    Works in both layouts: ``y0`` is ``[N]`` (returns a 0-d tensor) or ``[B, N]`` with ``t0`` a
+    ``[B]`` tensor (returns ``[B]``). Time-like results are float64.
+    """
+    scale = atol + rtol * y0.abs()
+    d0 = norm(y0 / scale).to(torch.float64)
+    d1 = norm(f0 / scale).to(torch.float64)
+    small = (d0 < 1e-5) | (d1 < 1e-5)
+    h0 = torch.where(small, 1e-6, 0.01 * d0 / torch.where(small, 1.0, d1))
+    per_sample = isinstance(t0, torch.Tensor) and t0.ndim == 1
+    h0_t = h0 if per_sample else float(h0)
+    y1 = y0 + (h0.to(y0.dtype).unsqueeze(-1) if per_sample else h0_t) * f0
+    f1 = func(t0 + h0_t, y1)
+    d2 = norm((f1 - f0) / scale).to(torch.float64) / h0
+    dmax = torch.maximum(d1, d2)
+    tiny = dmax <= 1e-15
+    h1 = torch.where(
+        tiny,
+        torch.clamp(h0 * 1e-3, min=1e-6),
+        (0.01 / torch.where(tiny, 1.0, dmax)) ** (1.0 / (order + 1)),
+    )
+    return torch.minimum(100 * h0, h1)

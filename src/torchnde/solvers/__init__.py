@@ -1,0 +1,61 @@
+"""Solvers: one file per method family, all on the engines in this package.
+
+``names()`` lists what ``solve(solver=...)`` accepts; :func:`resolve_solver` maps a name or an
+object onto a solver, rejecting anything else with the list of valid names.
+"""
+
+from __future__ import annotations
+
+from .base import AbstractSolver, StepResult
+from .classic import RK4, RK38, Bosh3, Euler, Fehlberg2, Heun, Heun3, Midpoint, Ralston
+from .dopri5 import Dopri5
+from .dopri8 import Dopri8
+from .explicit_rk import ExplicitRungeKutta
+from .tableau import ButcherTableau, DensePolynomial
+from .tsit5 import Tsit5
+
+__all__ = [
+    "RK4",
+    "RK38",
+    "AbstractSolver",
+    "Bosh3",
+    "ButcherTableau",
+    "DensePolynomial",
+    "Dopri5",
+    "Dopri8",
+    "Euler",
+    "ExplicitRungeKutta",
+    "Fehlberg2",
+    "Heun",
+    "Heun3",
+    "Midpoint",
+    "Ralston",
+    "StepResult",
+    "Tsit5",
+    "names",
+    "resolve_solver",
+]
+
+_REGISTRY: dict[str, type[AbstractSolver]] = {
+    cls.name: cls
+    for cls in (Euler, Midpoint, Heun, Ralston, Heun3, RK4, RK38, Fehlberg2, Bosh3, Dopri5, Tsit5, Dopri8)
+}
+
+
+def names() -> list[str]:
+    """The solver names accepted by ``solve(solver=...)``."""
+    return sorted(_REGISTRY)
+
+
+def resolve_solver(solver: str | AbstractSolver) -> AbstractSolver:
+    """A solver object from a name or an object; unknown names list the valid ones."""
+    if isinstance(solver, AbstractSolver):
+        return solver
+    if isinstance(solver, type) and issubclass(solver, AbstractSolver):
+        return solver()
+    if isinstance(solver, str):
+        cls = _REGISTRY.get(solver.lower())
+        if cls is None:
+            raise ValueError(f"unknown solver {solver!r}; valid solvers: {', '.join(names())}")
+        return cls()
+    raise TypeError(f"solver must be a name or a solver object, got {type(solver).__name__}")

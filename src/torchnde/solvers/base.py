@@ -1,0 +1,98 @@
+"""The solver contract shared by every method family.
+
+A solver advances one step and reports what the loop needs; it owns no loop, no step-size
+decision and no saving. The loop in :mod:`torchnde._solve` calls it in one of two layouts:
+
+- *global* layout: the state is one flat vector ``y`` of shape ``[N]``, ``t0`` and ``dt`` are
+  Python floats (the loop keeps time on the host and synchronises once per step);
+- *per-sample* layout: the state is ``[B, N]`` and ``t0``, ``dt`` are float64 tensors of shape
+  ``[B]``: every sample has its own step.
+
+The vector field ``func(t, y)`` given to :meth:`AbstractSolver.step` already works in the
+solver's layout (it flattens, unflattens and reverses time as needed).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable, ClassVar, NamedTuple
+
+import torch
+
+__all__ = ["AbstractSolver", "StepResult"]
+
+Func = Callable[[Any, torch.Tensor], torch.Tensor]
+
+
+class StepResult(NamedTuple):
+    """What one step returns.
+
+    - ``y1``: the proposed state at ``t0 + dt``.
+    - ``errors``: embedded error estimates (each shaped like ``y1``), empty for fixed-step
+      methods; the controller turns each into a scaled norm and the solver combines those norms
+      with :meth:`AbstractSolver.combine_error_norms`.
+    - ``stages``: the stage derivatives stacked on the last axis, ``[..., N, stages]``; the
+      continuous extension is a linear combination of them.
+    - ``f1``: ``f(t0 + dt, y1)`` when the method computed it anyway (FSAL), else ``None``.
+    """
+
+    y1: torch.Tensor
+    errors: tuple[torch.Tensor, ...]
+    stages: torch.Tensor
+    f1: torch.Tensor | None
+
+
+class AbstractSolver(abc.ABC):
+    """A one-step method. Concrete solvers are small: a tableau, an order and a citation.
+
+    Class attributes every solver declares:
+
+    - ``name``: the string accepted by ``solve(solver=...)``.
+    - ``order``: order of the propagated solution.
+    - ``error_order``: order of the local error estimate (embedded order + 1), which sets the
+      controller's exponent; ``None`` for fixed-step methods.
+    - ``dense_order``: order of the continuous extension used for ``t_eval`` and ``dense=True``.
+    """
+
+    name: ClassVar[str]
+    order: ClassVar[int]
+    error_order: ClassVar[int | None] = None
+    dense_order: ClassVar[int]
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the method has an embedded error estimate (needed by ``PIDController``)."""
+        return self.error_order is not None
+
+    @abc.abstractmethod
+    def step(
+        self, func: Func, t0: Any, y0: torch.Tensor, f0: torch.Tensor, dt: Any
+    ) -> StepResult:
+        """Advance from ``(t0, y0)`` by ``dt``; ``f0 = func(t0, y0)`` is supplied by the loop."""
+
+    def combine_error_norms(self, norms: tuple[Any, ...]) -> Any:
+        """Turn the scaled norms of ``StepResult.errors`` into the one the controller uses."""
+        return norms[0]
+
+    @abc.abstractmethod
+    def dense_stages(
+        self,
+        func: Func,
+        t0: Any,
+        y0: torch.Tensor,
+        dt: Any,
+        result: StepResult,
+        f1: torch.Tensor,
+    ) -> torch.Tensor:
+        """Stages needed by the continuous extension, ``[..., N, dense_stages]``.
+
+        Called only for steps that contain output points; ``f1 = func(t0 + dt, y1)``.
+        """
+
+    @abc.abstractmethod
+    def dense_weights(self, theta: torch.Tensor) -> torch.Tensor:
+        """Interpolation weights ``w(theta)``, ``[*theta.shape, dense_stages]``, such that
+        ``y(t0 + theta dt) = y0 + dt * dense_stages @ w(theta)``."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

@@ -1,0 +1,182 @@
+"""The explicit Runge–Kutta engine: every explicit method is a tableau plus a continuous extension.
+
+Stages are combined in "k-space": stage ``i`` takes ``y0 + dt * K[:, :i] @ a_i`` where ``K``
+stacks the stage derivatives on the last axis, so a step costs one small matrix-vector product
+per stage instead of one axpy per tableau entry. In the global layout ``dt`` is a Python float
+and the product is a single fused ``addmv``; in the per-sample layout ``dt`` is a ``[B]`` tensor
+and the product is a batched ``matmul`` followed by one ``addcmul``. Neither reads anything back
+to the host, so a step launches kernels only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from .base import AbstractSolver, Func, StepResult
+from .tableau import ButcherTableau, DensePolynomial
+
+__all__ = ["ExplicitRungeKutta", "hermite_interpolant"]
+
+
+def hermite_interpolant(b: tuple[float, ...], order: int = 3) -> DensePolynomial:
+    r"""Cubic Hermite continuous extension for any explicit method with solution weights ``b``.
+
+    With :math:`y_1 = y_0 + dt\,\sum_j b_j k_j`, the Hermite cubic through
+    :math:`(y_0, f_0, y_1, f_1)` is a linear combination of the stages plus :math:`f_1`:
+    :math:`w_j = h_{01}(\theta) b_j + \delta_{j0} h_{10}(\theta)`, :math:`w_{f_1} = h_{11}(\theta)`
+    with :math:`h_{01} = 3\theta^2 - 2\theta^3`, :math:`h_{10} = \theta - 2\theta^2 + \theta^3`,
+    :math:`h_{11} = \theta^3 - \theta^2`. It is third order (local error :math:`O(dt^4)`), or
+    the method's ``order`` if that is lower, since it passes through the numerical ``y1``.
+    """
+    s = len(b)
+    p = np.zeros((s + 1, 3))
+    h01 = np.array([0.0, 3.0, -2.0])
+    for j, bj in enumerate(b):
+        p[j] = bj * h01
+    p[0] += np.array([1.0, -2.0, 1.0])
+    p[s] = np.array([0.0, -1.0, 1.0])
+    return DensePolynomial(p, order=min(order, 3))
+
+
+class _Coefficients:
+    """The tableau as tensors of one dtype and device, built once and cached."""
+
+    def __init__(
+        self, tableau: ButcherTableau, dtype: torch.dtype, device: torch.device
+    ):
+        def t(x: Any) -> torch.Tensor:
+            return torch.as_tensor(
+                np.asarray(x, dtype=np.float64), dtype=dtype, device=device
+            )
+
+        a = tableau.a_matrix
+        self.rows: list[tuple[int, float] | torch.Tensor] = [None]  # type: ignore[list-item]
+        for i in range(1, tableau.stages):
+            nz = np.flatnonzero(a[i, :i])
+            if len(nz) == 1:
+                self.rows.append((int(nz[0]), float(a[i, nz[0]])))
+            else:
+                self.rows.append(t(a[i, :i]))
+        self.b = t(tableau.b)
+        self.errors = tuple(t(e) for e in (tableau.e, tableau.e_low) if e is not None)
+
+
+class ExplicitRungeKutta(AbstractSolver):
+    """Engine for explicit Runge–Kutta methods given by a :class:`ButcherTableau`.
+
+    Subclasses set ``tableau``, ``order``, ``name`` and optionally ``interpolant`` (a
+    :class:`DensePolynomial` over the stages, plus ``extra_stages`` when the continuous
+    extension needs more function evaluations). Without an interpolant the cubic Hermite
+    extension is used.
+    """
+
+    tableau: ClassVar[ButcherTableau]
+    interpolant: ClassVar[DensePolynomial | None] = None
+    # Extra stages for the continuous extension: (c_i, a_i over all previous stages).
+    extra_stages: ClassVar[tuple[tuple[float, tuple[float, ...]], ...]] = ()
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[torch.dtype, torch.device], _Coefficients] = {}
+        self._dense = self.interpolant or hermite_interpolant(
+            self.tableau.b, self.order
+        )
+        self._extra_cache: dict[
+            tuple[torch.dtype, torch.device], list[torch.Tensor]
+        ] = {}
+
+    @property
+    def dense_order(self) -> int:  # type: ignore[override]
+        return self._dense.order
+
+    def _coefficients(self, y: torch.Tensor) -> _Coefficients:
+        key = (y.dtype, y.device)
+        co = self._cache.get(key)
+        if co is None:
+            co = self._cache[key] = _Coefficients(self.tableau, y.dtype, y.device)
+        return co
+
+    def step(
+        self,
+        func: Func,
+        t0: Any,
+        y0: torch.Tensor,
+        f0: torch.Tensor,
+        dt: Any,
+        need_error: bool = True,
+    ) -> StepResult:
+        tab = self.tableau
+        co = self._coefficients(y0)
+        per_sample = isinstance(dt, torch.Tensor)
+        dt_col = dt.to(y0.dtype).unsqueeze(-1) if per_sample else None
+        ks = [f0]
+        yi = y0
+        for i in range(1, tab.stages):
+            row = co.rows[i]
+            if isinstance(row, tuple):
+                j, v = row
+                if per_sample:
+                    yi = torch.addcmul(y0, dt_col, ks[j], value=v)
+                else:
+                    yi = torch.add(y0, ks[j], alpha=dt * v)
+            else:
+                yi = _combine(y0, torch.stack(ks, -1), row, dt, dt_col)
+            ks.append(func(t0 + tab.c[i] * dt, yi))
+        stages = torch.stack(ks, -1)
+        y1 = yi if tab.fsal else _combine(y0, stages, co.b, dt, dt_col)
+        errors: tuple[torch.Tensor, ...] = ()
+        if need_error and co.errors:
+            if per_sample:
+                errors = tuple((stages @ e) * dt_col for e in co.errors)
+            else:
+                errors = tuple(torch.mv(stages, e).mul_(dt) for e in co.errors)
+        return StepResult(y1, errors, stages, ks[-1] if tab.fsal else None)
+
+    def dense_stages(
+        self,
+        func: Func,
+        t0: Any,
+        y0: torch.Tensor,
+        dt: Any,
+        result: StepResult,
+        f1: torch.Tensor,
+    ) -> torch.Tensor:
+        if self.interpolant is None:  # Hermite: the stages and f(t1, y1)
+            return torch.cat([result.stages, f1.unsqueeze(-1)], -1)
+        if not self.extra_stages:
+            return result.stages
+        key = (y0.dtype, y0.device)
+        rows = self._extra_cache.get(key)
+        if rows is None:
+            rows = self._extra_cache[key] = [
+                torch.as_tensor(a, dtype=y0.dtype, device=y0.device)
+                for _, a in self.extra_stages
+            ]
+        per_sample = isinstance(dt, torch.Tensor)
+        dt_col = dt.to(y0.dtype).unsqueeze(-1) if per_sample else None
+        stages = result.stages
+        for (c, _), a in zip(self.extra_stages, rows):
+            yi = _combine(y0, stages, a, dt, dt_col)
+            stages = torch.cat([stages, func(t0 + c * dt, yi).unsqueeze(-1)], -1)
+        return stages
+
+    def dense_weights(self, theta: torch.Tensor) -> torch.Tensor:
+        return self._dense.weights(theta)
+
+    def dense_weights_np(self, theta: np.ndarray) -> np.ndarray:
+        """Host-side weights for the global layout."""
+        return self._dense.weights_np(theta)
+
+    def combine_error_norms(self, norms: tuple[Any, ...]) -> Any:
+        return norms[0]
+
+
+def _combine(
+    y0: torch.Tensor, stages: torch.Tensor, weights: torch.Tensor, dt: Any, dt_col: Any
+) -> torch.Tensor:
+    """``y0 + dt * stages @ weights`` in either layout."""
+    if dt_col is None:
+        return torch.addmv(y0, stages, weights, alpha=dt)
+    return torch.addcmul(y0, dt_col, stages @ weights)
