@@ -21,10 +21,10 @@ import bisect
 import math
 import sys
 import time as _time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 import torch
 
 from ._solution import ERRORS, Solution, Stats, Status
@@ -198,7 +198,9 @@ class _Problem:
                     "cast them, e.g. tuple(y.to(torch.float64) for y in y0)"
                 )
             if p.device != device:
-                raise ValueError(f"all parts of a tuple state must be on one device, got {device} and {p.device}")
+                raise ValueError(
+                    f"all parts of a tuple state must be on one device, got {device} and {p.device}"
+                )
         if per_sample:
             if any(p.ndim == 0 for p in parts):
                 raise ValueError("per_sample=True needs a leading batch axis on y0, got a 0-d tensor")
@@ -310,7 +312,9 @@ class _Problem:
         evaluate = None
         if raw.dense is not None:
             evaluate = self._evaluator(raw.dense)
-        return Solution(self.t_eval, self.unflatten(ys, lead), raw.stats, raw.status, step_ts, step_ys, evaluate)
+        return Solution(
+            self.t_eval, self.unflatten(ys, lead), raw.stats, raw.status, step_ts, step_ys, evaluate
+        )
 
     def _evaluator(self, dense: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[Any], Any]:
         def evaluate(t: Any) -> Any:
@@ -415,6 +419,49 @@ class _Progress:
         sys.stderr.flush()
 
 
+class _ErrorNorm:
+    """``|dt| * combine(norm(e / (atol + rtol * max(|y0|, |y1|))))`` for one solve.
+
+    In the global layout it returns a Python float (the step's one synchronisation); per sample
+    a float64 ``[B]`` tensor. The default RMS norm is split into a device-side 2-norm and a
+    host-side division by ``sqrt(N)``.
+    """
+
+    def __init__(self, problem: _Problem, solver: AbstractSolver, ctrl: PIDController):
+        self.solver = solver
+        self.rtol = _flat_tolerance(problem, ctrl.rtol, "rtol")
+        atol = _flat_tolerance(problem, ctrl.atol, "atol")
+        self.atol = torch.as_tensor(atol, dtype=problem.dtype, device=problem.device)
+        self.per_sample = problem.per_sample
+        n = problem.y0.shape[-1]
+        user = ctrl.norm
+        if problem.per_sample:
+            self.norm = user or rms_norm
+        elif user is None:
+            inv_sqrt_n = 1.0 / math.sqrt(n)
+            self.norm = lambda x: _rms_host(x, inv_sqrt_n)
+        else:
+            self.norm = lambda x: float(user(x))
+
+    def scale(self, y: torch.Tensor, y1: torch.Tensor | None = None) -> torch.Tensor:
+        big = y.abs() if y1 is None else torch.maximum(y.abs(), y1.abs())
+        if isinstance(self.rtol, float):
+            return torch.add(self.atol, big, alpha=self.rtol)
+        return torch.addcmul(self.atol, self.rtol, big)
+
+    @torch.no_grad()
+    def __call__(self, y0: torch.Tensor, y1: torch.Tensor, errors: tuple[torch.Tensor, ...], h: Any) -> Any:
+        scale = self.scale(y0, y1)
+        norms = tuple(self.norm(e / scale) for e in errors)
+        if self.per_sample:
+            return self.solver.combine_error_norms(tuple(n.to(torch.float64) for n in norms)) * h
+        return self.solver.combine_error_norms(norms) * abs(h)
+
+
+def _rms_host(x: torch.Tensor, inv_sqrt_n: float) -> float:
+    return float(torch.linalg.vector_norm(x)) * inv_sqrt_n
+
+
 # --------------------------------------------------------------------------------------------
 # Global layout: host-side control, one sync per adaptive step.
 
@@ -451,19 +498,17 @@ def _loop_global(
     y = problem.y0
     f0: torch.Tensor | None = problem.checked_f0()
     adaptive = ctrl.adaptive
-    n_stages = solver.tableau.stages  # type: ignore[attr-defined]
     fsal = solver.tableau.fsal  # type: ignore[attr-defined]
     if adaptive:
-        rtol = _flat_tolerance(problem, ctrl.rtol, "rtol")
-        atol = _flat_tolerance(problem, ctrl.atol, "atol")
-        norm = ctrl.norm or rms_norm
+        error_norm = _ErrorNorm(problem, solver, ctrl)
         beta1, beta2, beta3 = ctrl.exponents(solver.error_order)
         dtmin = ctrl.dtmin or 0.0
         dtmax = ctrl.dtmax or math.inf
         if ctrl.dt0 is not None:
             dt = ctrl.dt0
         else:
-            dt = float(initial_step_size(func, s0, y, f0, solver.order, rtol, atol, norm))
+            with torch.no_grad():
+                dt = initial_step_size(func, s0, y, f0, solver.order, error_norm.scale(y), error_norm.norm)
         dt = min(dt, dtmax)
         inv1 = inv2 = 1.0
     else:
@@ -493,9 +538,7 @@ def _loop_global(
         res = solver.step(func, s, y, f0, h, adaptive)
         steps += 1
         if adaptive:
-            scale = torch.maximum(y.abs(), res.y1.abs()).mul_(rtol).add_(atol)
-            err = solver.combine_error_norms(tuple(norm(e / scale) for e in res.errors))
-            err = float(err)  # the one host synchronisation of an adaptive step
+            err = error_norm(y, res.y1, res.errors, h)  # the one host synchronisation of a step
             if not math.isfinite(err):
                 status, fail_dt = Status.NONFINITE, h
                 break
@@ -525,9 +568,7 @@ def _loop_global(
                     while hi < len(s_out) and s_out[hi] < s_new:
                         hi += 1
                     if hi > next_out:  # strictly inside the step: interpolate
-                        theta = (np.asarray(s_out[next_out:hi]) - s) / h
-                        w = torch.as_tensor(solver.dense_weights_np(theta), dtype=y.dtype, device=y.device)  # type: ignore[attr-defined]
-                        outputs.extend(torch.addmm(y.unsqueeze(0), w, stages.T, alpha=h).unbind(0))
+                        outputs.extend(_interpolate_host(solver, s, h, y, stages, s_out[next_out:hi]))
                         next_out = hi
                     if next_out < len(s_out) and s_out[next_out] == s_new:
                         outputs.append(res.y1)
@@ -566,13 +607,28 @@ def _loop_global(
     return raw
 
 
+def _interpolate_host(
+    solver: AbstractSolver, s: float, h: float, y: torch.Tensor, stages: torch.Tensor, s_out: list[float]
+) -> list[torch.Tensor]:
+    """States at the times ``s_out`` inside the step ``[s, s + h]`` from its continuous extension."""
+    poly = solver.dense_polynomial
+    degree = poly.degree
+    powers = [[((si - s) / h) ** k for k in range(1, degree + 1)] for si in s_out]
+    powers = torch.tensor(powers, dtype=y.dtype, device=y.device)
+    coeffs = stages @ poly.matrix(y.dtype, y.device)  # [N, degree]
+    return list(torch.addmm(y.unsqueeze(0), powers, coeffs.T, alpha=h).unbind(0))
+
+
 def _after(s: float) -> float:
     """The next float after ``s``: ``f`` is evaluated just past a known discontinuity."""
     return math.nextafter(s, math.inf)
 
 
 def _global_dense(
-    solver: AbstractSolver, pieces: list[tuple[float, float, torch.Tensor, torch.Tensor]], s0: float, s_end: float
+    solver: AbstractSolver,
+    pieces: list[tuple[float, float, torch.Tensor, torch.Tensor]],
+    s0: float,
+    s_end: float,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     starts = [p[0] for p in pieces]
 
@@ -584,9 +640,7 @@ def _global_dense(
                 raise ValueError(f"evaluate() time {si * 1:.6g} is outside the solved interval")
             k = min(max(bisect.bisect_right(starts, si) - 1, 0), len(pieces) - 1)
             start, h, y, stages = pieces[k]
-            theta = np.asarray([(si - start) / h])
-            w = torch.as_tensor(solver.dense_weights_np(theta), dtype=y.dtype, device=y.device)  # type: ignore[attr-defined]
-            out.append(torch.addmm(y.unsqueeze(0), w, stages.T, alpha=h)[0])
+            out.extend(_interpolate_host(solver, start, h, y, stages, [si]))
         return torch.stack(out).reshape(*s.shape, -1)
 
     return dense
@@ -606,7 +660,7 @@ def _loop_per_sample(
     progress: bool,
 ) -> _Raw:
     func = problem.func()
-    dev, dtype = problem.device, problem.dtype
+    dev = problem.device
     s_eval = problem.s_eval  # [B, n]
     B, n = s_eval.shape
     N = problem.y0.shape[-1]
@@ -627,16 +681,18 @@ def _loop_per_sample(
     fsal = tab.fsal and jump_t is None
     ones = torch.ones(B, dtype=torch.float64, device=dev)
     if adaptive:
-        rtol = _flat_tolerance(problem, ctrl.rtol, "rtol")
-        atol = _flat_tolerance(problem, ctrl.atol, "atol")
-        norm = ctrl.norm or rms_norm
+        error_norm = _ErrorNorm(problem, solver, ctrl)
         beta1, beta2, beta3 = ctrl.exponents(solver.error_order)
         dtmin = ctrl.dtmin or 0.0
         dtmax = ctrl.dtmax or math.inf
         if ctrl.dt0 is not None:
             dt = ones * ctrl.dt0
         else:
-            dt = initial_step_size(func, s, y, f0, solver.order, rtol, atol, norm)
+            norm = error_norm.norm
+            with torch.no_grad():
+                dt = initial_step_size(
+                    func, s, y, f0, solver.order, error_norm.scale(y), lambda x: norm(x).double()
+                )
         dt = dt.clamp(max=dtmax)
         inv1 = inv2 = ones
     else:
@@ -680,8 +736,7 @@ def _loop_per_sample(
         nfe += evals_per_step * running
         steps += running
         if adaptive:
-            scale = torch.maximum(y.abs(), res.y1.abs()).mul_(rtol).add_(atol)
-            err = solver.combine_error_norms(tuple(norm(e / scale) for e in res.errors)).to(torch.float64)
+            err = error_norm(y, res.y1, res.errors, h)
             finite = torch.isfinite(err)
             accept = running & finite & (err <= 1.0)
             inv = 1.0 / err.clamp(min=1e-300)
@@ -739,8 +794,7 @@ def _loop_per_sample(
             s_out = s_eval.gather(1, idx.clamp(max=n - 1))
             h_safe = torch.where(h > 0, h, 1.0).unsqueeze(-1)
             theta = ((s_out - s.unsqueeze(-1)) / h_safe).clamp(0.0, 1.0)
-            w = solver.dense_weights(theta.to(dtype))  # [B, m, S]
-            vals = y.unsqueeze(1) + h_safe.to(dtype).unsqueeze(-1) * (w @ stages.transpose(1, 2))
+            vals = _interpolate(solver, y, stages, h_safe, theta)
             exact = (s_out == s_new.unsqueeze(-1)).unsqueeze(-1)
             vals = torch.where(exact, res.y1.unsqueeze(1), vals)
             ys.scatter_(1, idx.unsqueeze(-1).expand(B, m_out, N), vals)
@@ -767,6 +821,20 @@ def _loop_per_sample(
     return raw
 
 
+def _interpolate(
+    solver: AbstractSolver, y: torch.Tensor, stages: torch.Tensor, h: torch.Tensor, theta: torch.Tensor
+) -> torch.Tensor:
+    """Continuous extension per sample: ``y [B, N]``, ``stages [B, N, S]``, ``h`` and ``theta``
+    of shape ``[B, m]`` (or ``h [B, 1]``); returns ``[B, m, N]``. The ``[B, m]``-shaped ``y`` and
+    ``stages`` of :func:`_per_sample_dense` (one piece per time) broadcast the same way."""
+    poly = solver.dense_polynomial
+    coeffs = stages @ poly.matrix(y.dtype, y.device)  # [..., N, degree]
+    powers = poly.powers(theta.to(y.dtype))  # [..., degree]
+    if y.ndim == 2:  # one step per sample, m times in it
+        return y.unsqueeze(1) + h.to(y.dtype).unsqueeze(-1) * (powers @ coeffs.transpose(1, 2))
+    return y + h.to(y.dtype).unsqueeze(-1) * (coeffs @ powers.unsqueeze(-1)).squeeze(-1)
+
+
 def _per_sample_dense(
     solver: AbstractSolver, pieces: list[tuple[torch.Tensor, ...]], s_eval: torch.Tensor
 ) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -787,18 +855,21 @@ def _per_sample_dense(
         elif s.ndim == 1:
             s = s.expand(B, -1)
         if s.shape[0] != B:
-            raise ValueError(f"per-sample evaluate() needs times of shape [batch] or [batch, m], got {tuple(shape)}")
+            raise ValueError(
+                f"per-sample evaluate() needs times of shape [batch] or [batch, m], got {tuple(shape)}"
+            )
         lo, hi = s_eval[:, :1], s_eval[:, -1:]
         if not pieces or bool(((s < lo - 1e-12 * lo.abs()) | (s > hi + 1e-12 * hi.abs())).any()):
             raise ValueError("evaluate() time outside the solved interval")
         # piece k covers [start_k, start_k + h_k] for accepted pieces of each sample
-        inside = ok.unsqueeze(-1) & (starts.unsqueeze(-1) <= s) & (s <= (starts + hs).unsqueeze(-1))  # [K, B, m]
+        inside = (
+            ok.unsqueeze(-1) & (starts.unsqueeze(-1) <= s) & (s <= (starts + hs).unsqueeze(-1))
+        )  # [K, B, m]
         k = inside.int().argmax(0)  # [B, m]
         bidx = torch.arange(B, device=s.device).unsqueeze(-1).expand_as(k)
         st, h = starts[k, bidx], hs[k, bidx]
         theta = ((s - st) / torch.where(h > 0, h, 1.0)).clamp(0, 1)
-        w = solver.dense_weights(theta.to(ys0.dtype))  # [B, m, S]
-        out = ys0[k, bidx] + h.to(ys0.dtype).unsqueeze(-1) * (stages[k, bidx] @ w.unsqueeze(-1)).squeeze(-1)
+        out = _interpolate(solver, ys0[k, bidx], stages[k, bidx], h, theta)
         if len(shape) == 0:
             return out[:, 0]
         if len(shape) == 1 and shape[0] == B:

@@ -13,8 +13,9 @@ with the root-mean-square norm by default; the step is accepted when it is at mo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -135,8 +136,10 @@ class PIDController:
         for name in ("rtol", "atol"):
             value = getattr(self, name)
             bad = (
-                (value <= 0).any() if name == "rtol" else (value < 0).any()
-            ) if isinstance(value, torch.Tensor) else None
+                ((value <= 0).any() if name == "rtol" else (value < 0).any())
+                if isinstance(value, torch.Tensor)
+                else None
+            )
             if isinstance(value, (tuple, list)):
                 bad = any(bool((torch.as_tensor(v) <= 0).any()) if name == "rtol"
                           else bool((torch.as_tensor(v) < 0).any()) for v in value)  # fmt: skip
@@ -169,40 +172,40 @@ class PIDController:
         return (p + i + d) / k, -(p + 2 * d) / k, d / k
 
 
+def _where(cond: Any, a: Any, b: Any) -> Any:
+    return torch.where(cond, a, b) if isinstance(cond, torch.Tensor) else (a if cond else b)
+
+
 def initial_step_size(
     func: Callable[[Any, torch.Tensor], torch.Tensor],
     t0: Any,
     y0: torch.Tensor,
     f0: torch.Tensor,
     order: int,
-    rtol: Any,
-    atol: Any,
-    norm: Callable[[torch.Tensor], torch.Tensor],
-) -> torch.Tensor:
+    scale: torch.Tensor,
+    norm: Callable[[torch.Tensor], Any],
+) -> Any:
     r"""Hairer's initial step (Solving ODEs I, II.4), one extra evaluation of ``f``.
 
-    With :math:`d_0 = \|y_0\|`, :math:`d_1 = \|f_0\|` (scaled norms), a trial Euler step of
-    :math:`h_0 = 0.01\,d_0/d_1` gives :math:`d_2 = \|f(t_0 + h_0, y_0 + h_0 f_0) - f_0\| / h_0`;
-    the step is :math:`\min(100 h_0, (0.01 / \max(d_1, d_2))^{1/(p+1)})`.
+    With :math:`d_0 = \|y_0\|`, :math:`d_1 = \|f_0\|` (norms scaled by
+    ``scale = atol + rtol |y0|``), a trial Euler step of :math:`h_0 = 0.01\,d_0/d_1` gives
+    :math:`d_2 = \|f(t_0 + h_0, y_0 + h_0 f_0) - f_0\| / h_0`; the step is
+    :math:`\min(100 h_0, (0.01 / \max(d_1, d_2))^{1/(p+1)})`.
 
-    Works in both layouts: ``y0`` is ``[N]`` (returns a 0-d tensor) or ``[B, N]`` with ``t0`` a
-    ``[B]`` tensor (returns ``[B]``). Time-like results are float64.
+    Works in both layouts: with ``y0`` of shape ``[N]`` and ``norm`` returning a Python float it
+    returns a float; with ``y0`` of shape ``[B, N]``, ``t0`` a ``[B]`` tensor and ``norm``
+    returning float64 ``[B]`` it returns ``[B]``.
     """
-    scale = atol + rtol * y0.abs()
-    d0 = norm(y0 / scale).to(torch.float64)
-    d1 = norm(f0 / scale).to(torch.float64)
+    d0, d1 = norm(y0 / scale), norm(f0 / scale)
     small = (d0 < 1e-5) | (d1 < 1e-5)
-    h0 = torch.where(small, 1e-6, 0.01 * d0 / torch.where(small, 1.0, d1))
-    per_sample = isinstance(t0, torch.Tensor) and t0.ndim == 1
-    h0_t = h0 if per_sample else float(h0)
-    y1 = y0 + (h0.to(y0.dtype).unsqueeze(-1) if per_sample else h0_t) * f0
-    f1 = func(t0 + h0_t, y1)
-    d2 = norm((f1 - f0) / scale).to(torch.float64) / h0
-    dmax = torch.maximum(d1, d2)
+    h0 = _where(small, 1e-6, 0.01 * d0 / _where(small, 1.0, d1))
+    if isinstance(h0, torch.Tensor):
+        y1 = torch.addcmul(y0, h0.to(y0.dtype).unsqueeze(-1), f0)
+    else:
+        y1 = torch.add(y0, f0, alpha=h0)
+    d2 = norm((func(t0 + h0, y1) - f0) / scale) / h0
+    dmax = _where(d1 > d2, d1, d2)
     tiny = dmax <= 1e-15
-    h1 = torch.where(
-        tiny,
-        torch.clamp(h0 * 1e-3, min=1e-6),
-        (0.01 / torch.where(tiny, 1.0, dmax)) ** (1.0 / (order + 1)),
-    )
-    return torch.minimum(100 * h0, h1)
+    h_tiny = (h0 * 1e-3).clamp(min=1e-6) if isinstance(h0, torch.Tensor) else max(h0 * 1e-3, 1e-6)
+    h1 = _where(tiny, h_tiny, (0.01 / _where(tiny, 1.0, dmax)) ** (1.0 / (order + 1)))
+    return _where(100 * h0 < h1, 100 * h0, h1)

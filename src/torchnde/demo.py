@@ -13,12 +13,16 @@ def main() -> None:
     """Solve the harmonic oscillator and a batch of decays, and print what came out."""
     torch.set_default_dtype(torch.float64)
 
-    def oscillator(t: torch.Tensor, y: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def oscillator(
+        t: torch.Tensor, y: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x, v = y
         return v, -x
 
     ts = torch.linspace(0, 2 * math.pi, 5)
-    sol = nde.solve(oscillator, (torch.tensor(1.0), torch.tensor(0.0)), ts, solver="dopri8", rtol=1e-10, atol=1e-12)
+    sol = nde.solve(
+        oscillator, (torch.tensor(1.0), torch.tensor(0.0)), ts, solver="dopri8", rtol=1e-10, atol=1e-12
+    )
     print("harmonic oscillator x(t) = cos t with dopri8:")
     for t, x in zip(ts.tolist(), sol.ys[0].tolist()):
         print(f"  t = {t:6.3f}   x = {x:+.12f}   cos t = {math.cos(t):+.12f}")

@@ -15,9 +15,12 @@ solver's layout (it flattens, unflattens and reverses time as needed).
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable, ClassVar, NamedTuple
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple
 
 import torch
+
+from .tableau import DensePolynomial
 
 __all__ = ["AbstractSolver", "StepResult"]
 
@@ -28,9 +31,11 @@ class StepResult(NamedTuple):
     """What one step returns.
 
     - ``y1``: the proposed state at ``t0 + dt``.
-    - ``errors``: embedded error estimates (each shaped like ``y1``), empty for fixed-step
-      methods; the controller turns each into a scaled norm and the solver combines those norms
-      with :meth:`AbstractSolver.combine_error_norms`.
+    - ``errors``: embedded error estimates *per unit step* (each shaped like ``y1``; the local
+      error estimate is ``dt`` times it), empty for fixed-step methods or when not requested.
+      The loop turns each into a scaled norm, the solver combines those norms with
+      :meth:`AbstractSolver.combine_error_norms` (a homogeneous function), and the loop
+      multiplies by ``|dt|``, which costs a scalar instead of a state-sized product.
     - ``stages``: the stage derivatives stacked on the last axis, ``[..., N, stages]``; the
       continuous extension is a linear combination of them.
     - ``f1``: ``f(t0 + dt, y1)`` when the method computed it anyway (FSAL), else ``None``.
@@ -65,9 +70,7 @@ class AbstractSolver(abc.ABC):
         return self.error_order is not None
 
     @abc.abstractmethod
-    def step(
-        self, func: Func, t0: Any, y0: torch.Tensor, f0: torch.Tensor, dt: Any
-    ) -> StepResult:
+    def step(self, func: Func, t0: Any, y0: torch.Tensor, f0: torch.Tensor, dt: Any) -> StepResult:
         """Advance from ``(t0, y0)`` by ``dt``; ``f0 = func(t0, y0)`` is supplied by the loop."""
 
     def combine_error_norms(self, norms: tuple[Any, ...]) -> Any:
@@ -89,10 +92,11 @@ class AbstractSolver(abc.ABC):
         Called only for steps that contain output points; ``f1 = func(t0 + dt, y1)``.
         """
 
+    @property
     @abc.abstractmethod
-    def dense_weights(self, theta: torch.Tensor) -> torch.Tensor:
-        """Interpolation weights ``w(theta)``, ``[*theta.shape, dense_stages]``, such that
-        ``y(t0 + theta dt) = y0 + dt * dense_stages @ w(theta)``."""
+    def dense_polynomial(self) -> DensePolynomial:
+        """The continuous extension over :meth:`dense_stages`: ``y(t0 + theta dt) =
+        y0 + dt * dense_stages @ P @ [theta, ..., theta**degree]``."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -84,9 +84,7 @@ class Heun3(ExplicitRungeKutta):
 
     name = "heun3"
     order = 3
-    tableau = ButcherTableau(
-        c=(0.0, 1 / 3, 2 / 3), a=((1 / 3,), (0.0, 2 / 3)), b=(0.25, 0.0, 0.75)
-    )
+    tableau = ButcherTableau(c=(0.0, 1 / 3, 2 / 3), a=((1 / 3,), (0.0, 2 / 3)), b=(0.25, 0.0, 0.75))
 
 
 class RK4(ExplicitRungeKutta):

@@ -318,7 +318,7 @@ def _interpolant() -> DensePolynomial:
     return DensePolynomial(p[:, 1:], order=7)
 
 
-_B = tuple(_A[-1]) + (0.0,)
+_B = (*_A[-1], 0.0)
 
 
 class Dopri8(ExplicitRungeKutta):

@@ -44,24 +44,26 @@ def hermite_interpolant(b: tuple[float, ...], order: int = 3) -> DensePolynomial
 class _Coefficients:
     """The tableau as tensors of one dtype and device, built once and cached."""
 
-    def __init__(
-        self, tableau: ButcherTableau, dtype: torch.dtype, device: torch.device
-    ):
+    def __init__(self, tableau: ButcherTableau, dtype: torch.dtype, device: torch.device):
         def t(x: Any) -> torch.Tensor:
-            return torch.as_tensor(
-                np.asarray(x, dtype=np.float64), dtype=dtype, device=device
-            )
+            return torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=dtype, device=device)
 
         a = tableau.a_matrix
-        self.rows: list[tuple[int, float] | torch.Tensor] = [None]  # type: ignore[list-item]
+        # One entry per stage after the first: (c_i, j, a_ij) when the row has a single
+        # non-zero (one fused axpy), else (c_i, None, row) for a matrix-vector product.
+        self.plan: list[tuple[float, int | None, Any]] = []
         for i in range(1, tableau.stages):
             nz = np.flatnonzero(a[i, :i])
             if len(nz) == 1:
-                self.rows.append((int(nz[0]), float(a[i, nz[0]])))
+                self.plan.append((tableau.c[i], int(nz[0]), float(a[i, nz[0]])))
             else:
-                self.rows.append(t(a[i, :i]))
+                self.plan.append((tableau.c[i], None, t(a[i, :i])))
         self.b = t(tableau.b)
         self.errors = tuple(t(e) for e in (tableau.e, tableau.e_low) if e is not None)
+
+
+_COEFFICIENTS: dict[tuple[ButcherTableau, torch.dtype, torch.device], _Coefficients] = {}
+_EXTRA: dict[tuple[type, torch.dtype, torch.device], list[torch.Tensor]] = {}
 
 
 class ExplicitRungeKutta(AbstractSolver):
@@ -80,22 +82,18 @@ class ExplicitRungeKutta(AbstractSolver):
 
     def __init__(self) -> None:
         self._cache: dict[tuple[torch.dtype, torch.device], _Coefficients] = {}
-        self._dense = self.interpolant or hermite_interpolant(
-            self.tableau.b, self.order
-        )
-        self._extra_cache: dict[
-            tuple[torch.dtype, torch.device], list[torch.Tensor]
-        ] = {}
+        self._dense = self.interpolant or hermite_interpolant(self.tableau.b, self.order)
+        self._extra_cache: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
 
     @property
     def dense_order(self) -> int:  # type: ignore[override]
         return self._dense.order
 
     def _coefficients(self, y: torch.Tensor) -> _Coefficients:
-        key = (y.dtype, y.device)
-        co = self._cache.get(key)
+        key = (self.tableau, y.dtype, y.device)
+        co = _COEFFICIENTS.get(key)
         if co is None:
-            co = self._cache[key] = _Coefficients(self.tableau, y.dtype, y.device)
+            co = _COEFFICIENTS[key] = _Coefficients(self.tableau, y.dtype, y.device)
         return co
 
     def step(
@@ -107,32 +105,26 @@ class ExplicitRungeKutta(AbstractSolver):
         dt: Any,
         need_error: bool = True,
     ) -> StepResult:
-        tab = self.tableau
+        fsal = self.tableau.fsal
         co = self._coefficients(y0)
         per_sample = isinstance(dt, torch.Tensor)
         dt_col = dt.to(y0.dtype).unsqueeze(-1) if per_sample else None
         ks = [f0]
         yi = y0
-        for i in range(1, tab.stages):
-            row = co.rows[i]
-            if isinstance(row, tuple):
-                j, v = row
-                if per_sample:
-                    yi = torch.addcmul(y0, dt_col, ks[j], value=v)
-                else:
-                    yi = torch.add(y0, ks[j], alpha=dt * v)
-            else:
+        for c, j, row in co.plan:
+            if j is None:
                 yi = _combine(y0, torch.stack(ks, -1), row, dt, dt_col)
-            ks.append(func(t0 + tab.c[i] * dt, yi))
-        stages = torch.stack(ks, -1)
-        y1 = yi if tab.fsal else _combine(y0, stages, co.b, dt, dt_col)
-        errors: tuple[torch.Tensor, ...] = ()
-        if need_error and co.errors:
-            if per_sample:
-                errors = tuple((stages @ e) * dt_col for e in co.errors)
+            elif per_sample:
+                yi = torch.addcmul(y0, dt_col, ks[j], value=row)
             else:
-                errors = tuple(torch.mv(stages, e).mul_(dt) for e in co.errors)
-        return StepResult(y1, errors, stages, ks[-1] if tab.fsal else None)
+                yi = torch.add(y0, ks[j], alpha=dt * row)
+            ks.append(func(t0 + c * dt, yi))
+        stages = torch.stack(ks, -1)
+        y1 = yi if fsal else _combine(y0, stages, co.b, dt, dt_col)
+        errors: tuple[torch.Tensor, ...] = ()
+        if need_error:
+            errors = tuple(stages @ e for e in co.errors)
+        return StepResult(y1, errors, stages, ks[-1] if fsal else None)
 
     def dense_stages(
         self,
@@ -147,12 +139,11 @@ class ExplicitRungeKutta(AbstractSolver):
             return torch.cat([result.stages, f1.unsqueeze(-1)], -1)
         if not self.extra_stages:
             return result.stages
-        key = (y0.dtype, y0.device)
-        rows = self._extra_cache.get(key)
+        key = (type(self), y0.dtype, y0.device)
+        rows = _EXTRA.get(key)
         if rows is None:
-            rows = self._extra_cache[key] = [
-                torch.as_tensor(a, dtype=y0.dtype, device=y0.device)
-                for _, a in self.extra_stages
+            rows = _EXTRA[key] = [
+                torch.as_tensor(a, dtype=y0.dtype, device=y0.device) for _, a in self.extra_stages
             ]
         per_sample = isinstance(dt, torch.Tensor)
         dt_col = dt.to(y0.dtype).unsqueeze(-1) if per_sample else None
@@ -162,12 +153,9 @@ class ExplicitRungeKutta(AbstractSolver):
             stages = torch.cat([stages, func(t0 + c * dt, yi).unsqueeze(-1)], -1)
         return stages
 
-    def dense_weights(self, theta: torch.Tensor) -> torch.Tensor:
-        return self._dense.weights(theta)
-
-    def dense_weights_np(self, theta: np.ndarray) -> np.ndarray:
-        """Host-side weights for the global layout."""
-        return self._dense.weights_np(theta)
+    @property
+    def dense_polynomial(self) -> DensePolynomial:
+        return self._dense
 
     def combine_error_norms(self, norms: tuple[Any, ...]) -> Any:
         return norms[0]

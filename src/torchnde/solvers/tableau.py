@@ -59,22 +59,26 @@ class DensePolynomial:
     coefficients: np.ndarray
     order: int
 
+    @property
+    def degree(self) -> int:
+        return int(self.coefficients.shape[1])
+
+    def matrix(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """``P`` as a tensor (cached per dtype and device)."""
+        cache = self.__dict__.setdefault("_matrix_cache", {})
+        out = cache.get((dtype, device))
+        if out is None:
+            out = cache[(dtype, device)] = torch.as_tensor(self.coefficients, dtype=dtype, device=device)
+        return out
+
+    def powers(self, theta: torch.Tensor) -> torch.Tensor:
+        """``[theta, theta**2, ..., theta**degree]`` on a new last axis."""
+        exps = torch.arange(1, self.degree + 1, dtype=theta.dtype, device=theta.device)
+        return theta.unsqueeze(-1) ** exps
+
     def weights(self, theta: torch.Tensor) -> torch.Tensor:
         """Stage weights ``w(theta)`` with shape ``[*theta.shape, stages]``."""
-        degree = self.coefficients.shape[1]
-        coeffs = torch.as_tensor(
-            self.coefficients, dtype=theta.dtype, device=theta.device
-        )
-        powers = theta.unsqueeze(-1) ** torch.arange(
-            1, degree + 1, dtype=theta.dtype, device=theta.device
-        )
-        return powers @ coeffs.T
-
-    def weights_np(self, theta: np.ndarray) -> np.ndarray:
-        """Host-side twin of :meth:`weights` for float64 ``theta`` of shape ``[n]``."""
-        degree = self.coefficients.shape[1]
-        powers = theta[:, None] ** np.arange(1, degree + 1)
-        return powers @ self.coefficients.T
+        return self.powers(theta) @ self.matrix(theta.dtype, theta.device).T
 
 
 @dataclass(frozen=True)
@@ -102,21 +106,15 @@ class ButcherTableau:
     def __post_init__(self) -> None:
         s = len(self.c)
         if len(self.b) != s or len(self.a) != s - 1:
-            raise ValueError(
-                f"tableau shapes disagree: {s} stage times, {len(self.b)} weights"
-            )
+            raise ValueError(f"tableau shapes disagree: {s} stage times, {len(self.b)} weights")
         if self.c[0] != 0:
             raise ValueError("explicit tableau must have c[0] == 0")
         a = _rows(self.a, s)
         for i in range(1, s):
             if len(self.a[i - 1]) > i:
-                raise ValueError(
-                    f"row {i} of a is longer than {i}: the tableau is not explicit"
-                )
+                raise ValueError(f"row {i} of a is longer than {i}: the tableau is not explicit")
             if abs(a[i].sum() - self.c[i]) > _TOL * max(1.0, abs(self.c[i])) * 100:
-                raise ValueError(
-                    f"row {i} of a sums to {a[i].sum()!r}, not c[{i}] = {self.c[i]!r}"
-                )
+                raise ValueError(f"row {i} of a sums to {a[i].sum()!r}, not c[{i}] = {self.c[i]!r}")
         if abs(math.fsum(self.b) - 1) > _TOL:
             raise ValueError(f"weights b sum to {math.fsum(self.b)!r}, not 1")
         for name in ("e", "e_low"):
@@ -126,12 +124,8 @@ class ButcherTableau:
             if len(weights) != s:
                 raise ValueError(f"{name} has {len(weights)} entries for {s} stages")
             if abs(math.fsum(weights)) > _TOL * 10:
-                raise ValueError(
-                    f"error weights {name} sum to {math.fsum(weights)!r}, not 0"
-                )
-        fsal = (
-            s > 1 and self.c[-1] == 1 and np.allclose(a[-1], self.b, rtol=0, atol=1e-15)
-        )
+                raise ValueError(f"error weights {name} sum to {math.fsum(weights)!r}, not 0")
+        fsal = s > 1 and self.c[-1] == 1 and np.allclose(a[-1], self.b, rtol=0, atol=1e-15)
         object.__setattr__(self, "stages", s)
         object.__setattr__(self, "fsal", bool(fsal))
         object.__setattr__(self, "a_matrix", a)
