@@ -33,6 +33,10 @@ from .solvers import AbstractSolver, resolve_solver
 
 __all__ = ["solve"]
 
+# A step that would end within a relative 1e-8 of a stop is stretched onto it, so that float
+# rounding in ``s + dt`` never leaves a sliver of a step before an output or grid time.
+_STRETCH = 1.0 + 1e-8
+
 _OPTIONS = (
     "solver",
     "rtol",
@@ -531,8 +535,10 @@ def _loop_global(
         while stops[stop_idx] <= s:
             stop_idx += 1
         s_stop = stops[stop_idx]
-        land = s + dt >= s_stop
-        h = s_stop - s if land else dt
+        land = s + dt * _STRETCH >= s_stop
+        h = dt
+        if land:  # just short of a jump, so no stage sees f on the far side of it
+            h = (math.nextafter(s_stop, -math.inf) if s_stop in jumps else s_stop) - s
         if f0 is None:
             f0 = func(_after(s) if s in jumps else s, y)
         res = solver.step(func, s, y, f0, h, adaptive)
@@ -723,8 +729,11 @@ def _loop_per_sample(
             idx = torch.searchsorted(stop_t, s, right=True)
             nxt = stop_t[idx.clamp(max=stop_t.numel() - 1)]
             s_stop = torch.where((idx < stop_t.numel()) & (nxt < s1), nxt, s1)
-        land = s + dt >= s_stop
-        h = torch.where(running, torch.where(land, s_stop - s, dt), 0.0)
+        land = s + dt * _STRETCH >= s_stop
+        end = s_stop
+        if jump_t is not None:  # stop just short of a jump, so no stage sees its far side
+            end = torch.where(torch.isin(s_stop, jump_t), torch.nextafter(s_stop, s_stop - 1), s_stop)
+        h = torch.where(running, torch.where(land, end - s, dt), 0.0)
         if not fsal:
             s_f = s
             if jump_t is not None:

@@ -1,0 +1,174 @@
+"""Timing machinery shared by every benchmark: thread set-up, candidates, interleaved timing.
+
+A *group* is one problem (e.g. "neural ODE, no grad, batch 16") solved by several *candidates*
+(one library or configuration each). Every candidate is warmed up first (its first call, which
+includes any compilation, is timed separately), then the group is timed *interleaved*: each
+repeat runs every candidate once, in turn, so that drifting machine load hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import signal
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+def configure_threads() -> None:
+    """One thread per library: torch intra/inter-op and XLA (must run before jax is imported)."""
+    os.environ["XLA_FLAGS"] = XLA_FLAGS
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    with contextlib.suppress(RuntimeError):  # only settable before any inter-op work ran
+        torch.set_num_interop_threads(1)
+
+
+@dataclass
+class Probe:
+    """Work counters and the final state of one untimed solve.
+
+    - ``calls``: vector-field calls counted by a wrapper around ``f`` (one call = one batched
+      evaluation); ``None`` where ``f`` cannot be wrapped (diffrax, inside ``jit``).
+    - ``nfe``/``steps``: what the library itself reports (per-sample libraries: the maximum over
+      samples; the mean is in ``extra``), ``None`` where it reports nothing.
+    - ``y_final``: the state at the last output time, as a float64 numpy array (for the error).
+    """
+
+    calls: int | None = None
+    nfe: int | None = None
+    steps: int | None = None
+    y_final: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Candidate:
+    """One library/configuration in a group.
+
+    - ``run``: one solve, exactly what is timed; it must block until the result is ready.
+    - ``probe``: one untimed solve that collects the :class:`Probe` (called after timing).
+    - ``error``: set when the candidate could not be built (missing package, ...); such a
+      candidate is listed in the results but not run.
+    """
+
+    key: str
+    label: str
+    run: Callable[[], Any] | None = None
+    probe: Callable[[], Probe] | None = None
+    error: str | None = None
+    first_call_timeout_s: float | None = None
+    note: str = ""
+
+
+@dataclass
+class Timing:
+    times_s: list[float] = field(default_factory=list)
+    first_call_s: float | None = None
+
+    @property
+    def median_s(self) -> float | None:
+        return statistics.median(self.times_s) if self.times_s else None
+
+    @property
+    def min_s(self) -> float | None:
+        return min(self.times_s) if self.times_s else None
+
+
+@dataclass
+class Settings:
+    warmup: int
+    repeats: int
+    min_repeats: int
+    group_budget_s: float  # stop repeating a group after this much timed work (>= min_repeats)
+    compile_timeout_s: float
+
+
+class FirstCallTimeout(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`FirstCallTimeout` in the main thread after ``seconds`` (POSIX only)."""
+    if not seconds or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise FirstCallTimeout(f"did not finish within {seconds:.0f} s")
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        out = fn()
+        elapsed = time.perf_counter() - start
+    finally:
+        gc.enable()
+    del out
+    return elapsed
+
+
+def short_error(err: BaseException, limit: int = 160) -> str:
+    text = f"{type(err).__name__}: {err}".strip().splitlines()[0] if str(err) else type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def measure_group(candidates: list[Candidate], settings: Settings, log: Callable[[str], None]) -> dict[str, Timing]:
+    """Warm up every candidate, then time them interleaved. Failing candidates get ``error`` set."""
+    timings = {c.key: Timing() for c in candidates}
+    live: list[Candidate] = []
+    for cand in candidates:
+        if cand.error is not None or cand.run is None:
+            continue
+        try:
+            with time_limit(cand.first_call_timeout_s):
+                timings[cand.key].first_call_s = _timed(cand.run)
+            for _ in range(max(settings.warmup - 1, 0)):
+                cand.run()
+        except Exception as err:  # a failing peer must not stop the run
+            cand.error = short_error(err)
+            log(f"    {cand.label}: FAILED ({cand.error})")
+            continue
+        live.append(cand)
+
+    spent = 0.0
+    for rep in range(settings.repeats):
+        if rep >= settings.min_repeats and spent > settings.group_budget_s:
+            break
+        for cand in live:
+            assert cand.run is not None
+            elapsed = _timed(cand.run)
+            timings[cand.key].times_s.append(elapsed)
+            spent += elapsed
+    return timings
+
+
+def fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds >= 1.0:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} µs"

@@ -1,0 +1,5 @@
+"""Drop-in shims for code written against other libraries (``compat.torchdiffeq``)."""
+
+from . import torchdiffeq as torchdiffeq
+
+__all__ = ["torchdiffeq"]

@@ -1,0 +1,181 @@
+"""Drop-in replacement for ``torchdiffeq.odeint`` (torchdiffeq 0.2.5 semantics).
+
+Change ``from torchdiffeq import odeint`` to ``from torchnde.compat.torchdiffeq import odeint``
+and nothing else: same arguments, same method names, the options torchdiffeq documents, tuple
+states, and the same fixed-grid semantics (``step_size`` builds torchdiffeq's grid, outputs
+between grid points are interpolated linearly unless ``interp="cubic"``). Unsupported methods
+and options raise instead of being ignored.
+
+What differs, on purpose: the adaptive solvers land exactly on the final time instead of
+stepping past it and interpolating back (so they are more accurate at the end point), and time
+is always handled in float64.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+
+from .._solve import solve
+from ..controllers import ConstantStep, PIDController
+
+__all__ = ["odeint"]
+
+_ADAPTIVE = {
+    "dopri8": "dopri8",
+    "dopri5": "dopri5",
+    "bosh3": "bosh3",
+    "fehlberg2": "fehlberg2",
+    "adaptive_heun": "heun",
+}
+_FIXED = {"euler": "euler", "midpoint": "midpoint", "heun2": "heun", "heun3": "heun3", "rk4": "rk38"}
+_UNSUPPORTED = {"explicit_adams", "implicit_adams", "fixed_adams", "scipy_solver"}
+_ADAPTIVE_OPTIONS = {"first_step", "max_num_steps", "step_t", "jump_t", "dtype", "norm", "safety", "ifactor", "dfactor"}
+_FIXED_OPTIONS = {"step_size", "interp", "perturb", "dtype"}
+
+
+def odeint(
+    func: Callable[[torch.Tensor, Any], Any],
+    y0: torch.Tensor | tuple[torch.Tensor, ...],
+    t: torch.Tensor,
+    *,
+    rtol: Any = 1e-7,
+    atol: Any = 1e-9,
+    method: str | None = None,
+    options: dict[str, Any] | None = None,
+    event_fn: Callable | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """Integrate ``dy/dt = func(t, y)`` and return ``y`` at the times ``t`` (time first).
+
+    Arguments and defaults are torchdiffeq 0.2.5's: ``method`` is one of ``dopri8``, ``dopri5``
+    (default), ``bosh3``, ``fehlberg2``, ``adaptive_heun`` (adaptive; options ``first_step``,
+    ``max_num_steps``, ``step_t``, ``jump_t``, ``norm``, ``dtype``, ``safety``, ``ifactor``,
+    ``dfactor``) or ``euler``, ``midpoint``, ``heun2``, ``heun3``, ``rk4`` (fixed grid; options
+    ``step_size``, ``interp``, ``dtype``).
+
+    ```python
+    import torch
+    from torchnde.compat.torchdiffeq import odeint
+    ys = odeint(lambda t, y: -y, torch.ones(3), torch.linspace(0, 1, 5), method="rk4",
+                options=dict(step_size=0.1))
+    ```
+    """
+    if event_fn is not None:
+        raise NotImplementedError(
+            "event_fn is not supported by torchnde.compat.torchdiffeq.odeint yet; events arrive with "
+            "odeint_event in a later release"
+        )
+    method = "dopri5" if method is None else method
+    options = dict(options or {})
+    if not isinstance(t, torch.Tensor) or t.ndim != 1:
+        raise ValueError("t must be a 1-D tensor of times, as in torchdiffeq")
+    if method in _UNSUPPORTED:
+        raise ValueError(
+            f"method {method!r} is not supported by torchnde; use one of "
+            f"{', '.join(sorted({**_ADAPTIVE, **_FIXED}))} (e.g. 'dopri5')"
+        )
+    if method in _ADAPTIVE:
+        _reject_unknown(options, _ADAPTIVE_OPTIONS, method)
+        return _adaptive(func, y0, t, rtol, atol, _ADAPTIVE[method], options)
+    if method in _FIXED:
+        _reject_unknown(options, _FIXED_OPTIONS, method)
+        return _fixed(func, y0, t, _FIXED[method], options)
+    raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(sorted({**_ADAPTIVE, **_FIXED}))}")
+
+
+def _reject_unknown(options: dict[str, Any], allowed: set[str], method: str) -> None:
+    unknown = set(options) - allowed
+    if unknown:
+        raise ValueError(
+            f"option(s) {sorted(unknown)} are not supported for method {method!r}; "
+            f"supported: {', '.join(sorted(allowed))}"
+        )
+    dtype = options.get("dtype")
+    if dtype is not None and dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"options['dtype'] must be torch.float32 or torch.float64, got {dtype}")
+
+
+def _shapes(y0: Any) -> list[torch.Size]:
+    return [y.shape for y in y0] if isinstance(y0, (tuple, list)) else [y0.shape]
+
+
+def _user_norm(norm: Callable, y0: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    """torchdiffeq hands ``norm`` the scaled error shaped like the state (a tuple for tuples)."""
+    shapes = _shapes(y0)
+    if not isinstance(y0, (tuple, list)):
+        return lambda x: norm(x.view(shapes[0]))
+    sizes = [math.prod(s) for s in shapes]
+    return lambda x: norm(tuple(p.view(s) for p, s in zip(torch.split(x, sizes), shapes)))
+
+
+def _mixed_norm(y0: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    """torchdiffeq's default for tuple states: the largest RMS norm over the parts."""
+    sizes = [math.prod(s) for s in _shapes(y0)]
+    return lambda x: torch.stack([p.pow(2).mean().sqrt() for p in torch.split(x, sizes)]).max()
+
+
+def _adaptive(func: Callable, y0: Any, t: torch.Tensor, rtol: Any, atol: Any, solver: str, options: dict) -> Any:
+    norm = options.get("norm")
+    if norm is not None:
+        norm = _user_norm(norm, y0)
+    elif isinstance(y0, (tuple, list)):
+        norm = _mixed_norm(y0)
+    controller = PIDController(
+        rtol=rtol,
+        atol=atol,
+        safety=float(options.get("safety", 0.9)),
+        factor_max=float(options.get("ifactor", 10.0)),
+        factor_min=float(options.get("dfactor", 0.2)),
+        dt0=None if options.get("first_step") is None else abs(float(options["first_step"])),
+        norm=norm,
+        step_ts=options.get("step_t"),
+        jump_ts=options.get("jump_t"),
+    )
+    max_steps = int(options.get("max_num_steps", 2**31 - 1))
+    return solve(func, y0, t, solver, controller=controller, max_steps=max_steps).ys
+
+
+def _fixed(func: Callable, y0: Any, t: torch.Tensor, solver: str, options: dict) -> Any:
+    if options.get("perturb"):
+        raise ValueError("options['perturb']=True is not supported; pass known discontinuities as jump_t")
+    interp = options.get("interp", "linear")
+    if interp not in ("linear", "cubic"):
+        raise ValueError(f"options['interp'] must be 'linear' or 'cubic', got {interp!r}")
+    step_size = options.get("step_size")
+    if step_size is None:  # torchdiffeq steps from output time to output time
+        grid = t
+    else:
+        # torchdiffeq's grid: start + k * step_size, with the last point moved onto t[-1]; a
+        # decreasing t is handled as the increasing -t, as torchdiffeq does
+        sign = -1.0 if len(t) > 1 and bool(t[-1] < t[0]) else 1.0
+        start, end = sign * t[0], sign * t[-1]
+        niters = math.ceil(float((end - start) / step_size + 1))
+        grid = torch.arange(0, niters, dtype=t.dtype, device=t.device) * step_size + start
+        grid[-1] = end
+        grid = sign * grid
+    spacing = float(grid.diff().abs().max()) if len(grid) > 1 else 1.0
+    controller = ConstantStep(spacing, step_ts=grid)
+    if interp == "cubic" or step_size is None:
+        # every output time is a grid point, or cubic Hermite is what the dense output is
+        return solve(func, y0, t, solver, controller=controller, max_steps=2**31 - 1).ys
+    sol = solve(func, y0, grid, solver, controller=controller, max_steps=2**31 - 1)
+    return _linear(grid, sol.ys, t)
+
+
+def _linear(grid: torch.Tensor, ys: Any, t: torch.Tensor) -> Any:
+    """torchdiffeq's linear interpolation of the grid solution at the output times."""
+    forward = bool(grid[-1] > grid[0])
+    g, q = (grid, t) if forward else (-grid, -t)
+    idx = torch.searchsorted(g, q, right=True).clamp(1, len(g) - 1)
+    g0, g1 = g[idx - 1], g[idx]
+    theta = (q - g0) / (g1 - g0)
+
+    def interp(y: torch.Tensor) -> torch.Tensor:
+        w = theta.to(y.dtype).view(-1, *([1] * (y.ndim - 1)))
+        return y[idx - 1] + w * (y[idx] - y[idx - 1])
+
+    if isinstance(ys, tuple):
+        return tuple(interp(y) for y in ys)
+    return interp(ys)

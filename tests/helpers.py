@@ -1,0 +1,31 @@
+"""Shared test helpers: the solver registry and small reference problems."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+import torch
+
+import torchnde as nde
+
+ALL_SOLVERS = nde.solvers.names()
+ADAPTIVE_SOLVERS = [n for n in ALL_SOLVERS if nde.solvers.resolve_solver(n).adaptive]
+
+
+def linear_problem(seed: int = 0, n: int = 3, scale: float = 1.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random, mildly contracting linear system ``y' = A y`` and its initial state (float64)."""
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.randn(n, n, generator=gen, dtype=torch.float64) * scale / n**0.5
+    a = a - 0.5 * torch.eye(n, dtype=torch.float64)
+    y0 = torch.randn(n, generator=gen, dtype=torch.float64)
+    return a, y0
+
+
+def expm_solution(a: torch.Tensor, y0: torch.Tensor, t: float) -> torch.Tensor:
+    """Exact ``exp(A t) y0``."""
+    return torch.from_numpy(scipy.linalg.expm(a.numpy() * t) @ y0.numpy())
+
+
+def fit_slope(hs: list[float], errs: list[float]) -> float:
+    """Least-squares slope of log(err) against log(h)."""
+    return float(np.polyfit(np.log(hs), np.log(errs), 1)[0])

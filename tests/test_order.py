@@ -1,0 +1,66 @@
+"""Convergence orders are asserted: the log-log slope of error against dt is the declared order."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import torchnde as nde
+
+from .helpers import ALL_SOLVERS, expm_solution, fit_slope, linear_problem
+
+
+_A = torch.tensor([[-0.1, 2.0, 0.0], [-2.0, -0.1, 0.5], [0.0, -0.5, -0.2]], dtype=torch.float64)
+_Y0 = torch.tensor([1.0, 0.5, -0.3], dtype=torch.float64)
+
+
+def _slope_near_roundoff(run, hs, floor):
+    """Slope over the four finest step sizes whose error is still above round-off (``floor``):
+    the most asymptotic part of the curve."""
+    kept_h, kept_e = [], []
+    for h in hs:
+        err = run(h)
+        if err <= floor:
+            break
+        kept_h.append(h)
+        kept_e.append(err)
+    assert len(kept_h) >= 4, f"too few usable step sizes: {list(zip(kept_h, kept_e))}"
+    return fit_slope(kept_h[-4:], kept_e[-4:])
+
+
+@pytest.mark.parametrize("name", ALL_SOLVERS)
+def test_global_error_converges_at_declared_order(name):
+    """``y' = A y`` on [0, 4] against ``expm(4 A) y0`` with dt = 4 / 2^k."""
+    solver = nde.solvers.resolve_solver(name)
+    t1 = 4.0
+    exact = expm_solution(_A, _Y0, t1)
+
+    def run(h):
+        sol = nde.solve(lambda t, y: _A @ y, _Y0, torch.tensor([0.0, t1]), solver, dt=h, max_steps=10**6)
+        return float((sol.ys[-1] - exact).abs().max())
+
+    slope = _slope_near_roundoff(run, [t1 * 2.0**-k for k in range(2, 15)], floor=1e-12)
+    assert abs(slope - solver.order) <= 0.2, f"{name}: slope {slope:.3f}, declared {solver.order}"
+
+
+@pytest.mark.parametrize("name", ALL_SOLVERS)
+def test_dense_output_converges_at_its_own_order(name):
+    """One step from the exact state; the interpolant inside the step has local error
+    O(dt^(q+1)) for a continuous extension of order q."""
+    solver = nde.solvers.resolve_solver(name)
+    a, y0 = linear_problem(seed=1)
+    theta = 0.37
+
+    def run(h):
+        ts = torch.tensor([0.0, theta * h, h], dtype=torch.float64)
+        sol = nde.solve(lambda t, y: a @ y, y0, ts, solver, dt=h)
+        return float((sol.ys[1] - expm_solution(a, y0, theta * h)).abs().max())
+
+    slope = _slope_near_roundoff(run, [2.0**-k for k in range(-1, 14)], floor=1e-14)
+    want = solver.dense_order + 1
+    assert abs(slope - want) <= 0.2, f"{name}: local dense slope {slope:.3f}, expected {want}"
+
+
+def test_dense_orders_are_the_published_ones():
+    orders = {n: nde.solvers.resolve_solver(n).dense_order for n in ("dopri5", "tsit5", "dopri8", "rk4")}
+    assert orders == {"dopri5": 4, "tsit5": 4, "dopri8": 7, "rk4": 3}
