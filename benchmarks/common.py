@@ -93,8 +93,9 @@ class Settings:
     compile_timeout_s: float
 
 
-class FirstCallTimeout(RuntimeError):
-    pass
+class FirstCallTimeout(BaseException):
+    """A first call (usually a compile) ran too long. A ``BaseException``, so that library code
+    catching ``Exception`` (e.g. to fall back to eager) cannot swallow it."""
 
 
 @contextlib.contextmanager
@@ -105,7 +106,7 @@ def time_limit(seconds: float | None) -> Iterator[None]:
         return
 
     def handler(signum: int, frame: Any) -> None:
-        raise FirstCallTimeout(f"did not finish within {seconds:.0f} s")
+        raise FirstCallTimeout(f"first call did not finish within {seconds:g} s")
 
     previous = signal.signal(signal.SIGALRM, handler)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -134,7 +135,9 @@ def short_error(err: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def measure_group(candidates: list[Candidate], settings: Settings, log: Callable[[str], None]) -> dict[str, Timing]:
+def measure_group(
+    candidates: list[Candidate], settings: Settings, log: Callable[[str], None]
+) -> dict[str, Timing]:
     """Warm up every candidate, then time them interleaved. Failing candidates get ``error`` set."""
     timings = {c.key: Timing() for c in candidates}
     live: list[Candidate] = []
@@ -146,7 +149,7 @@ def measure_group(candidates: list[Candidate], settings: Settings, log: Callable
                 timings[cand.key].first_call_s = _timed(cand.run)
             for _ in range(max(settings.warmup - 1, 0)):
                 cand.run()
-        except Exception as err:  # a failing peer must not stop the run
+        except (Exception, FirstCallTimeout) as err:  # a failing peer must not stop the run
             cand.error = short_error(err)
             log(f"    {cand.label}: FAILED ({cand.error})")
             continue

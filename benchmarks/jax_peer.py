@@ -46,7 +46,9 @@ def diffrax_dopri5(key: str, label: str, problem: Problem) -> Candidate:
     import numpy as np
 
     jax.config.update("jax_enable_x64", False)
-    params = tuple((jnp.asarray(w, jnp.float32), jnp.asarray(b, jnp.float32)) for w, b in problem.field.weights())
+    params = tuple(
+        (jnp.asarray(w, jnp.float32), jnp.asarray(b, jnp.float32)) for w, b in problem.field.weights()
+    )
     n_layers = len(params)
     ts = jnp.asarray(problem.t_eval.numpy(), jnp.float32)
     t0, t1 = float(problem.t_eval[0]), float(problem.t_eval[-1])

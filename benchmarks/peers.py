@@ -94,7 +94,9 @@ def torchode_dopri5(key: str, label: str, problem: Problem, f: VectorField, grad
 
     def make(fn: VectorField) -> Any:
         term = to.ODETerm(fn)
-        return to.AutoDiffAdjoint(to.Dopri5(term=term), to.IntegralController(atol=ATOL, rtol=RTOL, term=term))
+        return to.AutoDiffAdjoint(
+            to.Dopri5(term=term), to.IntegralController(atol=ATOL, rtol=RTOL, term=term)
+        )
 
     adjoint = make(f)
 
@@ -127,7 +129,9 @@ def scipy_rk45(key: str, label: str, problem: Problem) -> Candidate:
 
     def probe() -> Probe:
         sol = run()
-        return Probe(calls=int(sol.nfev), nfe=int(sol.nfev), steps=None, y_final=sol.y[:, -1].reshape(problem.y0.shape))
+        return Probe(
+            calls=int(sol.nfev), nfe=int(sol.nfev), steps=None, y_final=sol.y[:, -1].reshape(problem.y0.shape)
+        )
 
     return Candidate(key, label, run=run, probe=probe, note="float64 numpy")
 

@@ -3,6 +3,7 @@ hand-written RK4 loop that the fixed-step rows compare against."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ class MLPField(nn.Module):
     def __init__(self, widths: tuple[int, ...]):
         super().__init__()
         layers: list[nn.Module] = []
-        for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
+        for i, (w_in, w_out) in enumerate(itertools.pairwise(widths)):
             layers.append(nn.Linear(w_in, w_out))
             if i < len(widths) - 2:
                 layers.append(nn.Tanh())

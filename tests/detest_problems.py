@@ -175,6 +175,7 @@ def _orbit(t, y, xp):
 
 
 def _orbit_y0(eps: float) -> tuple[float, ...]:
+    # Perihelion of an orbit of eccentricity eps with semi-major axis 1.
     return (1.0 - eps, 0.0, 0.0, math.sqrt((1.0 + eps) / (1.0 - eps)))
 
 
@@ -236,10 +237,42 @@ PROBLEMS: dict[str, Problem] = {
     ]
 }
 
-# Exact solutions at T1 where they are known in closed form (used to check the reference).
+# Closed-form solutions at T1, where known (used to check the reference solutions).
+
+
+def _kepler(eps: float, t: float) -> np.ndarray:
+    """The D problems' orbit (semi-major axis 1, period 2 pi, starting at perihelion) at time t."""
+    e_anom = t
+    for _ in range(50):  # Newton on Kepler's equation E - eps sin E = t
+        e_anom -= (e_anom - eps * math.sin(e_anom) - t) / (1.0 - eps * math.cos(e_anom))
+    d = 1.0 - eps * math.cos(e_anom)
+    s = math.sqrt(1.0 - eps**2)
+    return np.array(
+        [math.cos(e_anom) - eps, s * math.sin(e_anom), -math.sin(e_anom) / d, s * math.cos(e_anom) / d]
+    )
+
+
+def _c1_exact(t: float) -> np.ndarray:
+    # A Poisson process: y_i = t^(i-1) e^-t / (i-1)! for i = 1..9, and y10 = 1 - (the rest).
+    head = np.array([t**k * math.exp(-t) / math.factorial(k) for k in range(9)])
+    return np.r_[head, 1.0 - head.sum()]
+
+
+def _e1_exact(t: float) -> np.ndarray:
+    # y1 = J_{1/2}(x) = sqrt(2 / (pi x)) sin x with x = t + 1.
+    x = t + 1.0
+    c = math.sqrt(2.0 / math.pi)
+    return np.array(
+        [c * math.sin(x) / math.sqrt(x), c * (math.cos(x) / math.sqrt(x) - math.sin(x) / (2.0 * x**1.5))]
+    )
+
+
 EXACT_AT_T1: dict[str, np.ndarray] = {
     "A1": np.array([math.exp(-T1)]),
     "A2": np.array([1.0 / math.sqrt(1.0 + T1)]),
     "A3": np.array([math.exp(math.sin(T1))]),
     "A4": np.array([20.0 / (1.0 + 19.0 * math.exp(-T1 / 4.0))]),
+    "C1": _c1_exact(T1),
+    **{f"D{i + 1}": _kepler(eps, T1) for i, eps in enumerate((0.1, 0.3, 0.5, 0.7, 0.9))},
+    "E1": _e1_exact(T1),
 }

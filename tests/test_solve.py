@@ -134,7 +134,9 @@ def test_save_steps_returns_every_accepted_step():
 @pytest.mark.parametrize("per_sample", [False, True])
 def test_dense_output_evaluates_anywhere_in_the_interval(per_sample):
     y0 = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
-    sol = nde.solve(_decay, y0, torch.tensor([0.0, 2.0]), dense=True, rtol=1e-9, atol=1e-11, per_sample=per_sample)
+    sol = nde.solve(
+        _decay, y0, torch.tensor([0.0, 2.0]), dense=True, rtol=1e-9, atol=1e-11, per_sample=per_sample
+    )
     t = torch.tensor([0.0, 0.123, 1.0, 1.77, 2.0], dtype=torch.float64)
     out = sol.evaluate(t)
     exact = torch.exp(-t)[:, None, None] * y0 if not per_sample else (y0 * torch.exp(-t)).unsqueeze(-1)
@@ -151,7 +153,9 @@ def test_dense_evaluate_without_dense_flag_says_how_to_enable_it():
 def test_step_ts_are_stepped_onto_exactly():
     stops = [0.25, 0.5, 0.8]
     ctrl = nde.PIDController(rtol=1e-6, atol=1e-8, step_ts=stops)
-    sol = nde.solve(_decay, torch.ones(1, dtype=torch.float64), torch.tensor([0.0, 1.0]), controller=ctrl, save_steps=True)
+    sol = nde.solve(
+        _decay, torch.ones(1, dtype=torch.float64), torch.tensor([0.0, 1.0]), controller=ctrl, save_steps=True
+    )
     for s in stops:
         assert s in sol.step_ts.tolist()
 

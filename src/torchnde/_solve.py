@@ -49,6 +49,7 @@ _OPTIONS = (
     "max_steps",
     "throw",
     "progress",
+    "compile",
 )
 
 
@@ -68,6 +69,7 @@ def solve(
     max_steps: int = 10_000,
     throw: bool = True,
     progress: bool = False,
+    compile: bool = False,  # noqa: A002 - the natural name for torch.compile's switch
     **unknown: Any,
 ) -> Solution:
     r"""Solve :math:`\dot y = f(t, y)` from ``y(t_eval[0]) = y0`` and return ``y`` at ``t_eval``.
@@ -91,6 +93,8 @@ def solve(
     - ``throw``: raise a :class:`SolveError` on failure; otherwise return the partial solution
       (NaN after the failure) with ``sol.status`` set.
     - ``progress``: print a progress bar over the time interval to stderr.
+    - ``compile``: run the solver's step function under ``torch.compile`` (compiled once per
+      solver, vector field and state layout, then reused by later solves).
 
     Outputs between steps come from the solver's continuous extension; steps are never
     shortened to hit output times, but the last step lands exactly on the final time.
@@ -114,10 +118,9 @@ def solve(
     problem = _Problem.build(f, y0, t_eval, per_sample)
     if problem.n_out == 1:
         return problem.trivial_solution(dense)
-    if per_sample:
-        raw = _loop_per_sample(problem, method, ctrl, max_steps, dense, save_steps, progress)
-    else:
-        raw = _loop_global(problem, method, ctrl, max_steps, dense, save_steps, progress)
+    opts = _LoopOptions(max_steps, dense, save_steps, progress, compile)
+    loop = _loop_per_sample if per_sample else _loop_global
+    raw = loop(problem, method, ctrl, opts)
     sol = problem.solution(raw)
     if throw and not sol.success:
         raise _error(sol, raw, method)
@@ -274,9 +277,11 @@ class _Problem:
             flat = out.reshape((*lead, -1))
         return flat if self.direction > 0 else -flat
 
-    def func(self) -> Callable[[Any, torch.Tensor], torch.Tensor]:
-        """``func(s, y_flat) -> dy/ds`` in the loop's layout."""
-        f, lead, counter = self.f, ((self.batch,) if self.per_sample else ()), self.nfe_counter
+    def func(self, count: bool = True) -> Callable[[Any, torch.Tensor], torch.Tensor]:
+        """``func(s, y_flat) -> dy/ds`` in the loop's layout, counting evaluations unless
+        ``count=False`` (a compiled step counts them itself)."""
+        f, lead = self.f, ((self.batch,) if self.per_sample else ())
+        counter = self.nfe_counter if count else [0]
         user_time, flatten = self._user_time, self._flatten_out
         if not self.is_tuple and self.direction > 0:
             shape = (*lead, *self.shapes[0])
@@ -368,6 +373,47 @@ def _check_times(
     return t_eval, s.contiguous(), direction
 
 
+@dataclass(frozen=True)
+class _LoopOptions:
+    max_steps: int
+    dense: bool
+    save_steps: bool
+    progress: bool
+    compile: bool
+
+
+_COMPILED: dict[tuple, Callable] = {}
+_COMPILED_MAX = 16
+
+
+def _compiled_step(problem: _Problem, solver: AbstractSolver) -> Callable:
+    """``solver.step`` under ``torch.compile``, cached by everything the trace depends on.
+
+    The cache holds at most ``_COMPILED_MAX`` entries (oldest evicted), since an entry keeps its
+    vector field alive.
+    """
+    key = (type(solver), id(problem.f), problem.per_sample, problem.direction, problem.is_tuple,
+           tuple(problem.shapes), problem.batch, problem.dtype, problem.device)  # fmt: skip
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        if len(_COMPILED) >= _COMPILED_MAX:
+            _COMPILED.pop(next(iter(_COMPILED)))
+        uncounted = problem.func(count=False)
+
+        def step(s: Any, y: torch.Tensor, f0: torch.Tensor, h: Any, need_error: bool) -> Any:
+            return solver.step(uncounted, s, y, f0, h, need_error)
+
+        compiled = _COMPILED[key] = torch.compile(step, dynamic=True)
+    evals = solver.tableau.stages - 1  # type: ignore[attr-defined]
+    counter = problem.nfe_counter
+
+    def call(_func: Callable, s: Any, y: torch.Tensor, f0: torch.Tensor, h: Any, need_error: bool) -> Any:
+        counter[0] += evals
+        return compiled(s, y, f0, h, need_error)
+
+    return call
+
+
 @dataclass
 class _Raw:
     ys: torch.Tensor  # [n, N] or [B, n, N]
@@ -378,7 +424,7 @@ class _Raw:
     step_s: torch.Tensor | None = None
     step_y: torch.Tensor | None = None
     dense: Callable[[torch.Tensor], torch.Tensor] | None = None
-    stiff_hint: bool = False
+    stiff_check: Callable[[], Any] | None = None  # lazily: does the failure look like stiffness?
 
 
 def _flat_tolerance(problem: _Problem, tol: Any, name: str) -> Any:
@@ -486,15 +532,11 @@ def _stops(ctrl: Any, direction: float, s0: float, s1: float) -> tuple[list[floa
 
 
 def _loop_global(
-    problem: _Problem,
-    solver: AbstractSolver,
-    ctrl: ConstantStep | PIDController,
-    max_steps: int,
-    dense: bool,
-    save_steps: bool,
-    progress: bool,
+    problem: _Problem, solver: AbstractSolver, ctrl: ConstantStep | PIDController, opts: _LoopOptions
 ) -> _Raw:
+    max_steps, dense, save_steps, progress = opts.max_steps, opts.dense, opts.save_steps, opts.progress
     func = problem.func()
+    step = _compiled_step(problem, solver) if opts.compile else solver.step
     s_out = problem.s_eval.tolist()
     s0, s1 = s_out[0], s_out[-1]
     stops, jumps = _stops(ctrl, problem.direction, s0, s1)
@@ -512,9 +554,12 @@ def _loop_global(
             dt = ctrl.dt0
         else:
             with torch.no_grad():
-                dt = initial_step_size(func, s0, y, f0, solver.order, error_norm.scale(y), error_norm.norm)
+                dt = initial_step_size(
+                    func, s0, y, f0, solver.error_order, error_norm.scale(y), error_norm.norm
+                )
         dt = min(dt, dtmax)
         inv1 = inv2 = 1.0
+        after_reject = False
     else:
         dt = ctrl.dt
     outputs: list[torch.Tensor] = [y]
@@ -541,7 +586,7 @@ def _loop_global(
             h = (math.nextafter(s_stop, -math.inf) if s_stop in jumps else s_stop) - s
         if f0 is None:
             f0 = func(_after(s) if s in jumps else s, y)
-        res = solver.step(func, s, y, f0, h, adaptive)
+        res = step(func, s, y, f0, h, adaptive)
         steps += 1
         if adaptive:
             err = error_norm(y, res.y1, res.errors, h)  # the one host synchronisation of a step
@@ -562,23 +607,24 @@ def _loop_global(
             accepted += 1
             s_new = s_stop if land else s + h
             f1 = res.f1
-            need = next_out < len(s_out) and s_out[next_out] <= s_new
-            if (need or dense) and f1 is None and solver.interpolant is None:  # type: ignore[attr-defined]
+            interior = next_out < len(s_out) and s_out[next_out] < s_new
+            if (interior or dense) and f1 is None and solver.interpolant is None:  # type: ignore[attr-defined]
                 f1 = func(s_new, res.y1)
-            if need or dense:
+            stages = None
+            if interior or dense:  # outputs at the step's end need no continuous extension
                 stages = solver.dense_stages(func, s, y, h, res, f1)
                 if dense:
                     dense_pieces.append((s, h, y, stages))
-                while next_out < len(s_out) and s_out[next_out] <= s_new:
-                    hi = next_out
-                    while hi < len(s_out) and s_out[hi] < s_new:
-                        hi += 1
-                    if hi > next_out:  # strictly inside the step: interpolate
-                        outputs.extend(_interpolate_host(solver, s, h, y, stages, s_out[next_out:hi]))
-                        next_out = hi
-                    if next_out < len(s_out) and s_out[next_out] == s_new:
-                        outputs.append(res.y1)
-                        next_out += 1
+            while next_out < len(s_out) and s_out[next_out] <= s_new:
+                hi = next_out
+                while hi < len(s_out) and s_out[hi] < s_new:
+                    hi += 1
+                if hi > next_out:  # strictly inside the step: interpolate
+                    outputs.extend(_interpolate_host(solver, s, h, y, stages, s_out[next_out:hi]))
+                    next_out = hi
+                if next_out < len(s_out) and s_out[next_out] == s_new:
+                    outputs.append(res.y1)
+                    next_out += 1
             if save_steps:
                 step_s.append(s_new)
                 step_y.append(res.y1)
@@ -588,11 +634,13 @@ def _loop_global(
                 f0 = None
             if adaptive:
                 inv2, inv1 = inv1, inv
-                dt = min(h * factor, dtmax)
+                dt = min(h * (min(factor, 1.0) if after_reject else factor), dtmax)
+                after_reject = False
             bar.update(s, steps)
         else:
             rejected += 1
             dt = h * min(factor, 1.0)
+            after_reject = True
         if adaptive and s < s1 and (dt < dtmin or s + dt == s):
             status, fail_dt = Status.DT_MIN, dt
             break
@@ -604,7 +652,9 @@ def _loop_global(
     ys = torch.stack(outputs)
     nfe = problem.nfe_counter[0]
     raw = _Raw(ys, Stats(nfe, steps, accepted, rejected), status, s * problem.direction, fail_dt)
-    raw.stiff_hint = rejected > 0.3 * max(steps, 1) and steps >= 20
+    if status in (Status.MAX_STEPS, Status.DT_MIN):
+        mean_dt = (s - s0) / max(accepted, 1)
+        raw.stiff_check = lambda: bool(_stiffness_ratio(func, s, y) * mean_dt > 1.0)
     if save_steps:
         raw.step_s = torch.tensor(step_s, dtype=torch.float64, device=problem.device)
         raw.step_y = torch.stack(step_y) if step_y else problem.y0.new_empty((0, problem.y0.shape[-1]))
@@ -657,15 +707,11 @@ def _global_dense(
 
 
 def _loop_per_sample(
-    problem: _Problem,
-    solver: AbstractSolver,
-    ctrl: ConstantStep | PIDController,
-    max_steps: int,
-    dense: bool,
-    save_steps: bool,
-    progress: bool,
+    problem: _Problem, solver: AbstractSolver, ctrl: ConstantStep | PIDController, opts: _LoopOptions
 ) -> _Raw:
+    max_steps, dense, save_steps, progress = opts.max_steps, opts.dense, opts.save_steps, opts.progress
     func = problem.func()
+    step = _compiled_step(problem, solver) if opts.compile else solver.step
     dev = problem.device
     s_eval = problem.s_eval  # [B, n]
     B, n = s_eval.shape
@@ -697,10 +743,11 @@ def _loop_per_sample(
             norm = error_norm.norm
             with torch.no_grad():
                 dt = initial_step_size(
-                    func, s, y, f0, solver.order, error_norm.scale(y), lambda x: norm(x).double()
+                    func, s, y, f0, solver.error_order, error_norm.scale(y), lambda x: norm(x).double()
                 )
         dt = dt.clamp(max=dtmax)
         inv1 = inv2 = ones
+        after_reject = torch.zeros(B, dtype=torch.bool, device=dev)
     else:
         dt = ones * ctrl.dt
     nfe_init = problem.nfe_counter[0]
@@ -741,7 +788,7 @@ def _loop_per_sample(
                 s_f = torch.where(at_jump, torch.nextafter(s, s + 1), s)
             f0 = func(s_f, y)
             nfe += running
-        res = solver.step(func, s, y, f0, h, adaptive)
+        res = step(func, s, y, f0, h, adaptive)
         nfe += evals_per_step * running
         steps += running
         if adaptive:
@@ -755,7 +802,9 @@ def _loop_per_sample(
             if beta3:
                 factor = factor * inv2**beta3
             factor = factor.clamp(ctrl.factor_min, ctrl.factor_max)
-            factor = torch.where(accept, factor, factor.clamp(max=1.0))
+            # no growth on a retry, nor on the step that follows a rejection
+            factor = torch.where(accept & ~after_reject, factor, factor.clamp(max=1.0))
+            after_reject = torch.where(running, ~accept, after_reject)
             new_dt = (h * factor).clamp(max=dtmax)
             dt = torch.where(running, new_dt, dt)
             inv2 = torch.where(accept, inv1, inv2)
@@ -771,6 +820,7 @@ def _loop_per_sample(
         # outputs passed by this step, per sample
         new_ptr = torch.searchsorted(s_eval, s_new.unsqueeze(-1), right=True).squeeze(-1)
         counts = new_ptr - ptr
+        interior = torch.searchsorted(s_eval, s_new.unsqueeze(-1)).squeeze(-1) - ptr  # strictly inside
         # statuses
         dt_small = accept & (s_new < s1) & ((dt < dtmin) | (s_new + dt == s_new)) if adaptive else None
         newly_max = running & ~nonfinite & (steps >= max_steps) & (s_new < s1)
@@ -785,8 +835,10 @@ def _loop_per_sample(
         fail_t = torch.where(fail, s_new, fail_t)
         fail_dt = torch.where(fail, h, fail_dt)
         still = running & ~fail & (s_new < s1)
-        m_out, any_running = torch.stack([counts.max(), still.any().long()]).tolist()  # the sync
-        if m_out > 0 or dense:
+        sync = torch.stack([counts.max(), interior.max(), still.any().long()])
+        m_out, m_interior, any_running = sync.tolist()  # the one synchronisation of a step
+        stages = None
+        if m_interior > 0 or dense:
             f1 = res.f1
             if f1 is None and solver.interpolant is None:  # type: ignore[attr-defined]
                 f1 = func(s_new, torch.where(accept.unsqueeze(-1), res.y1, y))
@@ -801,11 +853,14 @@ def _loop_per_sample(
             idx = ptr.unsqueeze(-1) + ar
             idx = torch.where(valid, idx, n)
             s_out = s_eval.gather(1, idx.clamp(max=n - 1))
-            h_safe = torch.where(h > 0, h, 1.0).unsqueeze(-1)
-            theta = ((s_out - s.unsqueeze(-1)) / h_safe).clamp(0.0, 1.0)
-            vals = _interpolate(solver, y, stages, h_safe, theta)
-            exact = (s_out == s_new.unsqueeze(-1)).unsqueeze(-1)
-            vals = torch.where(exact, res.y1.unsqueeze(1), vals)
+            if stages is None:  # every output lies on a step's end
+                vals = res.y1.unsqueeze(1).expand(B, m_out, N)
+            else:
+                h_safe = torch.where(h > 0, h, 1.0).unsqueeze(-1)
+                theta = ((s_out - s.unsqueeze(-1)) / h_safe).clamp(0.0, 1.0)
+                vals = _interpolate(solver, y, stages, h_safe, theta)
+                exact = (s_out == s_new.unsqueeze(-1)).unsqueeze(-1)
+                vals = torch.where(exact, res.y1.unsqueeze(1), vals)
             ys.scatter_(1, idx.unsqueeze(-1).expand(B, m_out, N), vals)
         ptr = torch.where(accept, new_ptr, ptr)
         if save_steps:
@@ -821,7 +876,8 @@ def _loop_per_sample(
     if progress:
         bar.update(1.0, it, force=True)
     raw = _Raw(ys[:, :n], Stats(nfe, steps, acc, rej), status, fail_t * problem.direction, fail_dt)
-    raw.stiff_hint = bool(((rej > 0.3 * steps) & (steps >= 20)).any())
+    mean_dt = (s - s_eval[:, 0]) / acc.clamp(min=1)
+    raw.stiff_check = lambda: _stiffness_ratio(func, s, y) * mean_dt > 1.0
     if save_steps:
         raw.step_s = torch.stack(step_s, 0) if step_s else s.new_empty((0, B))
         raw.step_y = torch.stack(step_y, 0) if step_y else y.new_empty((0, B, N))
@@ -891,6 +947,30 @@ def _per_sample_dense(
 # --------------------------------------------------------------------------------------------
 
 
+@torch.no_grad()
+def _stiffness_ratio(func: Callable, s: Any, y: torch.Tensor, iters: int = 10) -> Any:
+    """Estimate the spectral radius of ``df/dy`` at ``(s, y)`` (per sample in that layout) by
+    power iteration on finite-difference Jacobian-vector products.
+
+    An explicit method whose steps are limited by stability rather than accuracy takes steps of
+    about ``c / rho`` with ``c`` of order one (3.3 for Dopri5), so ``rho * mean_dt > 1`` at a
+    failure says the problem is stiff (Hairer & Wanner, *Solving ODEs II*, IV.2).
+    """
+    gen = torch.Generator(device=y.device).manual_seed(0)
+    v = torch.randn(y.shape, generator=gen, dtype=y.dtype, device=y.device)
+    v = v / torch.linalg.vector_norm(v, dim=-1, keepdim=True)
+    eps = torch.finfo(y.dtype).eps ** 0.5 * (1 + torch.linalg.vector_norm(y, dim=-1, keepdim=True))
+    f0 = func(s, y)
+    rho = torch.zeros(y.shape[:-1], dtype=torch.float64, device=y.device)
+    for _ in range(iters):
+        jv = (func(s, y + eps * v) - f0) / eps
+        norm = torch.linalg.vector_norm(jv, dim=-1, keepdim=True)
+        rho = norm.squeeze(-1).to(torch.float64)
+        v = jv / norm.clamp(min=1e-300)
+    rho = torch.nan_to_num(rho, nan=0.0)
+    return rho if y.ndim > 1 else float(rho)
+
+
 def _error(sol: Solution, raw: _Raw, solver: AbstractSolver) -> Exception:
     if isinstance(sol.status, torch.Tensor):
         bad = (sol.status != Status.SUCCESS).nonzero().flatten().tolist()
@@ -905,10 +985,13 @@ def _error(sol: Solution, raw: _Raw, solver: AbstractSolver) -> Exception:
         dt_txt = "n/a" if raw.fail_dt is None else f"{raw.fail_dt:.3g}"
         where = f"at t={raw.fail_time:.6g}, dt={dt_txt}, after {raw.stats.steps} steps"
     hint = _HINTS[status]
-    if raw.stiff_hint and solver.adaptive:
+    stiff = raw.stiff_check() if raw.stiff_check is not None and solver.adaptive else False
+    if isinstance(stiff, torch.Tensor):
+        stiff = bool(stiff[i])
+    if stiff:
         hint = (
-            "many steps were rejected: the problem looks stiff; an implicit solver (e.g. "
-            "'kvaerno5') is the right tool, or raise max_steps"
+            "The step size is limited by stability, not accuracy: the problem looks stiff. Use an "
+            "implicit solver (e.g. solver='kvaerno5'), or raise max_steps"
         )
     return ERRORS[status](f"solve stopped {where}: {status.message}. {hint}", sol)
 

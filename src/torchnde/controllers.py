@@ -181,7 +181,7 @@ def initial_step_size(
     t0: Any,
     y0: torch.Tensor,
     f0: torch.Tensor,
-    order: int,
+    error_order: int,
     scale: torch.Tensor,
     norm: Callable[[torch.Tensor], Any],
 ) -> Any:
@@ -190,7 +190,8 @@ def initial_step_size(
     With :math:`d_0 = \|y_0\|`, :math:`d_1 = \|f_0\|` (norms scaled by
     ``scale = atol + rtol |y0|``), a trial Euler step of :math:`h_0 = 0.01\,d_0/d_1` gives
     :math:`d_2 = \|f(t_0 + h_0, y_0 + h_0 f_0) - f_0\| / h_0`; the step is
-    :math:`\min(100 h_0, (0.01 / \max(d_1, d_2))^{1/(p+1)})`.
+    :math:`\min(100 h_0, (0.01 / \max(d_1, d_2))^{1/k})` with :math:`k` the order of the error
+    estimate (5 for Dopri5, as in Hairer's HINIT and scipy).
 
     Works in both layouts: with ``y0`` of shape ``[N]`` and ``norm`` returning a Python float it
     returns a float; with ``y0`` of shape ``[B, N]``, ``t0`` a ``[B]`` tensor and ``norm``
@@ -207,5 +208,5 @@ def initial_step_size(
     dmax = _where(d1 > d2, d1, d2)
     tiny = dmax <= 1e-15
     h_tiny = (h0 * 1e-3).clamp(min=1e-6) if isinstance(h0, torch.Tensor) else max(h0 * 1e-3, 1e-6)
-    h1 = _where(tiny, h_tiny, (0.01 / _where(tiny, 1.0, dmax)) ** (1.0 / (order + 1)))
+    h1 = _where(tiny, h_tiny, (0.01 / _where(tiny, 1.0, dmax)) ** (1.0 / error_order))
     return _where(100 * h0 < h1, 100 * h0, h1)

@@ -32,7 +32,17 @@ _ADAPTIVE = {
 }
 _FIXED = {"euler": "euler", "midpoint": "midpoint", "heun2": "heun", "heun3": "heun3", "rk4": "rk38"}
 _UNSUPPORTED = {"explicit_adams", "implicit_adams", "fixed_adams", "scipy_solver"}
-_ADAPTIVE_OPTIONS = {"first_step", "max_num_steps", "step_t", "jump_t", "dtype", "norm", "safety", "ifactor", "dfactor"}
+_ADAPTIVE_OPTIONS = {
+    "first_step",
+    "max_num_steps",
+    "step_t",
+    "jump_t",
+    "dtype",
+    "norm",
+    "safety",
+    "ifactor",
+    "dfactor",
+}
 _FIXED_OPTIONS = {"step_size", "interp", "perturb", "dtype"}
 
 
@@ -82,7 +92,9 @@ def odeint(
     if method in _FIXED:
         _reject_unknown(options, _FIXED_OPTIONS, method)
         return _fixed(func, y0, t, _FIXED[method], options)
-    raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(sorted({**_ADAPTIVE, **_FIXED}))}")
+    raise ValueError(
+        f"unknown method {method!r}; valid methods: {', '.join(sorted({**_ADAPTIVE, **_FIXED}))}"
+    )
 
 
 def _reject_unknown(options: dict[str, Any], allowed: set[str], method: str) -> None:
@@ -116,7 +128,9 @@ def _mixed_norm(y0: Any) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda x: torch.stack([p.pow(2).mean().sqrt() for p in torch.split(x, sizes)]).max()
 
 
-def _adaptive(func: Callable, y0: Any, t: torch.Tensor, rtol: Any, atol: Any, solver: str, options: dict) -> Any:
+def _adaptive(
+    func: Callable, y0: Any, t: torch.Tensor, rtol: Any, atol: Any, solver: str, options: dict
+) -> Any:
     norm = options.get("norm")
     if norm is not None:
         norm = _user_norm(norm, y0)

@@ -62,7 +62,7 @@ class _Coefficients:
         self.errors = tuple(t(e) for e in (tableau.e, tableau.e_low) if e is not None)
 
 
-_COEFFICIENTS: dict[tuple[ButcherTableau, torch.dtype, torch.device], _Coefficients] = {}
+_COEFFICIENTS: dict[tuple[type, torch.dtype, torch.device], _Coefficients] = {}
 _EXTRA: dict[tuple[type, torch.dtype, torch.device], list[torch.Tensor]] = {}
 
 
@@ -90,7 +90,7 @@ class ExplicitRungeKutta(AbstractSolver):
         return self._dense.order
 
     def _coefficients(self, y: torch.Tensor) -> _Coefficients:
-        key = (self.tableau, y.dtype, y.device)
+        key = (type(self), y.dtype, y.device)
         co = _COEFFICIENTS.get(key)
         if co is None:
             co = _COEFFICIENTS[key] = _Coefficients(self.tableau, y.dtype, y.device)

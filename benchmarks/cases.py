@@ -1,0 +1,165 @@
+"""The benchmark groups: which problem, which candidates, and the acceptance targets.
+
+Group keys (the row names in ``core.md``/``core.json``):
+
+- ``node_fwd/no_grad/b16``, ``node_fwd/no_grad/b1024``: neural ODE forward solve under
+  ``torch.no_grad()``; torchnde (global step) vs torchdiffeq, torchode, diffrax, scipy.
+- ``node_fwd/grad/b16``, ``node_fwd/grad/b1024``: the same with grad enabled (parameters require
+  grad, so the autograd graph is recorded; no backward); torch libraries only.
+- ``per_sample/no_grad/b1024``: torchnde ``per_sample=True`` vs torchode (per-sample by design).
+- ``compile/{no_grad,grad}/b{16,1024}``: ``f`` wrapped in ``torch.compile``, used by torchnde
+  and by torchdiffeq; the eager rows are re-timed alongside for reference.
+- ``rk4/{no_grad,grad}/b1``: 1000 fixed RK4 steps; time per step vs a hand-written loop and
+  torchdiffeq's ``rk4``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .common import Candidate
+from .jax_peer import diffrax_dopri5
+from .peers import (
+    hand_written_rk4,
+    scipy_rk45,
+    torchdiffeq_dopri5,
+    torchdiffeq_rk4,
+    torchnde_dopri5,
+    torchnde_rk4,
+    torchode_dopri5,
+)
+from .problems import Problem, neural_ode, rk4_problem
+
+RK4_DT = 1e-3
+
+
+@dataclass
+class Group:
+    key: str
+    title: str
+    problem: Problem
+    subject: str  # the candidate key whose time is the numerator of every ratio
+    build: Callable[[], list[Candidate]]  # built just before the group runs
+    per_step: bool = False  # compare time per step rather than time per solve
+    targets: dict[str, float] = field(default_factory=dict)  # peer key -> target for subject/peer
+    note: str = ""
+
+
+def _mode(grad: bool) -> str:
+    return "grad" if grad else "no_grad"
+
+
+def _node_group(problem: Problem, grad: bool, targets: dict[str, float]) -> Group:
+    f = problem.field
+
+    def build() -> list[Candidate]:
+        cands = [
+            torchnde_dopri5("torchnde", "torchnde dopri5 (global step)", problem, f, grad),
+            torchdiffeq_dopri5("torchdiffeq", "torchdiffeq dopri5", problem, f, grad),
+            torchode_dopri5("torchode", "torchode Dopri5 (per-sample)", problem, f, grad),
+        ]
+        if not grad:
+            cands.append(diffrax_dopri5("diffrax", "diffrax Dopri5", problem))
+            cands.append(scipy_rk45("scipy", "scipy RK45 (reference)", problem))
+        return cands
+
+    b = problem.batch
+    what = "grad enabled, no backward" if grad else "torch.no_grad()"
+    return Group(
+        f"node_fwd/{_mode(grad)}/b{b}",
+        f"Neural ODE forward, {what}, batch {b}",
+        problem,
+        "torchnde",
+        build,
+        targets=targets,
+    )
+
+
+def _per_sample_group(problem: Problem, targets: dict[str, float]) -> Group:
+    f = problem.field
+
+    def build() -> list[Candidate]:
+        return [
+            torchnde_dopri5(
+                "torchnde_ps", "torchnde dopri5 per_sample=True", problem, f, False, per_sample=True
+            ),
+            torchode_dopri5("torchode", "torchode Dopri5 (per-sample)", problem, f, False),
+            torchnde_dopri5("torchnde", "torchnde dopri5 (global step, for reference)", problem, f, False),
+        ]
+
+    b = problem.batch
+    return Group(
+        f"per_sample/no_grad/b{b}",
+        f"Per-sample step sizes, torch.no_grad(), batch {b}",
+        problem,
+        "torchnde_ps",
+        build,
+        targets=targets,
+    )
+
+
+def _compile_group(problem: Problem, grad: bool, timeout_s: float) -> Group:
+    f = problem.field
+
+    def build() -> list[Candidate]:
+        torch._dynamo.reset()  # each group compiles afresh: its first call is the compile time
+        fc = torch.compile(f, dynamic=False)
+        cands = [
+            torchnde_dopri5("torchnde_compiled", "torchnde dopri5 + compiled f", problem, fc, grad),
+            torchdiffeq_dopri5("torchdiffeq_compiled", "torchdiffeq dopri5 + compiled f", problem, fc, grad),
+            torchnde_dopri5("torchnde", "torchnde dopri5 (eager f)", problem, f, grad),
+            torchdiffeq_dopri5("torchdiffeq", "torchdiffeq dopri5 (eager f)", problem, f, grad),
+        ]
+        for c in cands[:2]:
+            c.first_call_timeout_s = timeout_s
+            c.note = "first call = compile"
+        return cands
+
+    b = problem.batch
+    what = "grad enabled" if grad else "torch.no_grad()"
+    return Group(
+        f"compile/{_mode(grad)}/b{b}",
+        f"torch.compile(f) (dynamic=False), {what}, batch {b}",
+        problem,
+        "torchnde_compiled",
+        build,
+    )
+
+
+def _rk4_group(problem: Problem, grad: bool, targets: dict[str, float]) -> Group:
+    def build() -> list[Candidate]:
+        return [
+            torchnde_rk4("torchnde", f"torchnde rk4, dt={RK4_DT:g}", problem, RK4_DT, grad),
+            hand_written_rk4("hand", "hand-written PyTorch RK4 loop", problem, RK4_DT, grad),
+            torchdiffeq_rk4("torchdiffeq", "torchdiffeq rk4 (step_size)", problem, RK4_DT, grad),
+        ]
+
+    what = "grad enabled" if grad else "torch.no_grad()"
+    return Group(
+        f"rk4/{_mode(grad)}/b1",
+        f"Fixed-step RK4, 1000 steps of {RK4_DT:g} on [0, 1], {what}, batch 1",
+        problem,
+        "torchnde",
+        build,
+        per_step=True,
+        targets=targets,
+    )
+
+
+def all_groups(compile_timeout_s: float, with_compile: bool = True) -> list[Group]:
+    """Every group, in run order. ``targets`` hold the acceptance targets (torchnde / peer)."""
+    b16, b1024, small = neural_ode(16), neural_ode(1024), rk4_problem()
+    groups = [
+        _node_group(b16, False, {"torchdiffeq": 0.35}),
+        _node_group(b1024, False, {"torchdiffeq": 0.8}),
+        _node_group(b16, True, {}),
+        _node_group(b1024, True, {}),
+        _per_sample_group(b1024, {"torchode": 0.8}),
+    ]
+    if with_compile:
+        groups += [_compile_group(p, grad, compile_timeout_s) for grad in (False, True) for p in (b16, b1024)]
+    groups += [_rk4_group(small, False, {"hand": 1.15}), _rk4_group(small, True, {})]
+    return groups

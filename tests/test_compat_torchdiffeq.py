@@ -1,0 +1,152 @@
+"""compat.torchdiffeq.odeint against torchdiffeq 0.2.5 itself (the oracle)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torchdiffeq
+
+from torchnde.compat.torchdiffeq import odeint
+
+A = torch.tensor([[-0.1, 1.0], [-1.0, -0.1]], dtype=torch.float64)
+
+
+def linear_forced(t, y):
+    return y @ A.T + torch.sin(t)
+
+
+def nonlinear(t, y):
+    return torch.stack([y[..., 1], -torch.sin(y[..., 0]) - 0.1 * y[..., 1]], -1)
+
+
+class Mlp(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)
+        ).double()
+
+    def forward(self, t, y):
+        return self.net(y)
+
+
+FIELDS = {"linear_forced": linear_forced, "pendulum": nonlinear, "mlp": Mlp()}
+Y0 = torch.tensor([[1.0, 0.5], [0.2, -0.3], [2.0, 0.0]], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("field", list(FIELDS))
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [
+        ("euler", None),
+        ("midpoint", {"step_size": 0.07}),
+        ("heun2", {"step_size": 0.1}),
+        ("heun3", {"step_size": 0.05, "interp": "cubic"}),
+        ("rk4", None),
+        ("rk4", {"step_size": 0.13}),
+        ("rk4", {"step_size": 0.1, "interp": "cubic"}),
+    ],
+)
+def test_fixed_grid_methods_agree_to_1e_10(field, method, options):
+    t = torch.linspace(0, 3, 7, dtype=torch.float64)
+    want = torchdiffeq.odeint(FIELDS[field], Y0, t, method=method, options=options)
+    got = odeint(FIELDS[field], Y0, t, method=method, options=options)
+    assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_fixed_grid_backwards_in_time_agrees():
+    t = torch.linspace(3, 0, 7, dtype=torch.float64)
+    want = torchdiffeq.odeint(linear_forced, Y0, t, method="rk4", options={"step_size": 0.1})
+    got = odeint(linear_forced, Y0, t, method="rk4", options={"step_size": 0.1})
+    assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("field", list(FIELDS))
+@pytest.mark.parametrize("method", ["dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2"])
+@pytest.mark.parametrize("tol", [1e-5, 1e-8])
+def test_adaptive_methods_agree_within_10x_tolerance(field, method, tol):
+    """Agreement within 10 x tol (scaled by the solution's size). Where torchdiffeq itself is
+    further than that from the exact solution (its dopri8 and bosh3 interpolate outputs with a
+    lower-order polynomial, and fehlberg2's first-order error estimate lets its error grow far past
+    the tolerance), torchnde must instead be about as close to the exact solution: within 2x of
+    torchdiffeq's own error."""
+    f = FIELDS[field]
+    t = torch.linspace(0, 3, 7, dtype=torch.float64)
+    want = torchdiffeq.odeint(f, Y0, t, method=method, rtol=tol, atol=tol)
+    got = odeint(f, Y0, t, method=method, rtol=tol, atol=tol)
+    exact = torchdiffeq.odeint(f, Y0, t, method="dopri8", rtol=1e-13, atol=1e-13)
+    bound = 10 * tol * (1 + exact.abs())
+    torchdiffeq_ok = bool(((want - exact).abs() <= bound).all())
+    if torchdiffeq_ok:
+        assert bool(((got - want).abs() <= bound).all()), float((got - want).abs().max())
+    else:
+        assert float((got - exact).abs().max()) <= 2 * float((want - exact).abs().max())
+
+
+def test_tuple_states_agree():
+    def f(t, y):
+        x, v = y
+        return v, -x - 0.1 * v
+
+    y0 = (torch.tensor([1.0, 0.5], dtype=torch.float64), torch.zeros(2, dtype=torch.float64))
+    t = torch.linspace(0, 5, 6, dtype=torch.float64)
+    want = torchdiffeq.odeint(f, y0, t, rtol=1e-8, atol=1e-8)
+    got = odeint(f, y0, t, rtol=1e-8, atol=1e-8)
+    assert isinstance(got, tuple) and len(got) == 2
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        assert torch.allclose(g, w, atol=1e-7)
+
+
+def test_options_are_honoured():
+    t = torch.linspace(0, 1, 4, dtype=torch.float64)
+    calls = []
+
+    def norm(x):
+        calls.append(x.shape)
+        return x.abs().max()
+
+    options = {
+        "first_step": 0.01,
+        "max_num_steps": 1000,
+        "step_t": [0.3],
+        "jump_t": [0.6],
+        "norm": norm,
+        "dtype": torch.float64,
+    }
+    got = odeint(linear_forced, Y0, t, options=options)
+    want = torchdiffeq.odeint(linear_forced, Y0, t, options=options)
+    assert torch.allclose(got, want, atol=1e-6)
+    assert calls and calls[0] == Y0.shape  # the norm sees the state's shape, as in torchdiffeq
+
+
+def test_max_num_steps_is_enforced():
+    with pytest.raises(RuntimeError, match="maximum number of steps"):
+        odeint(linear_forced, Y0, torch.tensor([0.0, 100.0]), options={"max_num_steps": 10})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"method": "explicit_adams"}, "not supported by torchnde"),
+        ({"method": "dopri6"}, "unknown method 'dopri6'; valid methods"),
+        ({"options": {"grid_constructor": None}}, r"not supported for method 'dopri5'"),
+        ({"method": "rk4", "options": {"first_step": 0.1}}, r"not supported for method 'rk4'"),
+        ({"method": "rk4", "options": {"perturb": True}}, "perturb"),
+        ({"event_fn": lambda t, y: y}, "event_fn"),
+    ],
+)
+def test_unsupported_methods_and_options_raise(kwargs, match):
+    with pytest.raises((ValueError, NotImplementedError), match=match):
+        odeint(linear_forced, Y0, torch.tensor([0.0, 1.0], dtype=torch.float64), **kwargs)
+
+
+def test_switching_is_an_import_change():
+    """The default method and tolerances match torchdiffeq's."""
+    t = torch.linspace(0, 2 * math.pi, 5, dtype=torch.float64)
+    want = torchdiffeq.odeint(nonlinear, Y0, t)
+    got = odeint(nonlinear, Y0, t)
+    assert torch.allclose(got, want, atol=1e-6)
