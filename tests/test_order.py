@@ -9,7 +9,6 @@ import torchnde as nde
 
 from .helpers import ALL_SOLVERS, expm_solution, fit_slope, linear_problem
 
-
 _A = torch.tensor([[-0.1, 2.0, 0.0], [-2.0, -0.1, 0.5], [0.0, -0.5, -0.2]], dtype=torch.float64)
 _Y0 = torch.tensor([1.0, 0.5, -0.3], dtype=torch.float64)
 

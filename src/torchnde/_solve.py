@@ -69,7 +69,7 @@ def solve(
     max_steps: int = 10_000,
     throw: bool = True,
     progress: bool = False,
-    compile: bool = False,  # noqa: A002 - the natural name for torch.compile's switch
+    compile: bool = False,
     **unknown: Any,
 ) -> Solution:
     r"""Solve :math:`\dot y = f(t, y)` from ``y(t_eval[0]) = y0`` and return ``y`` at ``t_eval``.
