@@ -3,7 +3,8 @@
 Group keys (the row names in ``core.md``/``core.json``):
 
 - ``node_fwd/no_grad/b16``, ``node_fwd/no_grad/b1024``: neural ODE forward solve under
-  ``torch.no_grad()``; torchnde (global step) vs torchdiffeq, torchode, diffrax, scipy.
+  ``torch.no_grad()``; torchnde (global step) vs torchdiffeq, torchode, diffrax, scipy; plus
+  "f alone": as many bare vector-field calls as torchnde makes (a floor, not a peer).
 - ``node_fwd/grad/b16``, ``node_fwd/grad/b1024``: the same with grad enabled (parameters require
   grad, so the autograd graph is recorded; no backward); torch libraries only.
 - ``per_sample/no_grad/b1024``: torchnde ``per_sample=True`` vs torchode (per-sample by design).
@@ -20,9 +21,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+import torchnde as nde
+
 from .common import Candidate
 from .jax_peer import diffrax_dopri5
 from .peers import (
+    count_calls,
     hand_written_rk4,
     scipy_rk45,
     torchdiffeq_dopri5,
@@ -30,8 +34,9 @@ from .peers import (
     torchnde_dopri5,
     torchnde_rk4,
     torchode_dopri5,
+    vector_field_only,
 )
-from .problems import Problem, neural_ode, rk4_problem
+from .problems import ATOL, RTOL, Problem, neural_ode, rk4_problem
 
 RK4_DT = 1e-3
 
@@ -63,7 +68,11 @@ def _node_group(problem: Problem, grad: bool, targets: dict[str, float]) -> Grou
         ]
         if not grad:
             cands.append(diffrax_dopri5("diffrax", "diffrax Dopri5", problem))
-            cands.append(scipy_rk45("scipy", "scipy RK45 (reference)", problem))
+            cands.append(scipy_rk45("scipy", "scipy RK45", problem))
+        n = count_calls(
+            lambda fn: nde.solve(fn, problem.y0, problem.t_eval, "dopri5", rtol=RTOL, atol=ATOL), f
+        )
+        cands.append(vector_field_only("f_only", f"f alone × {n} calls", problem, f, grad, n))
         return cands
 
     b = problem.batch

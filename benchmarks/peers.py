@@ -133,7 +133,33 @@ def scipy_rk45(key: str, label: str, problem: Problem) -> Candidate:
             calls=int(sol.nfev), nfe=int(sol.nfev), steps=None, y_final=sol.y[:, -1].reshape(problem.y0.shape)
         )
 
-    return Candidate(key, label, run=run, probe=probe, note="float64 numpy")
+    return Candidate(key, label, run=run, probe=probe, note="float64 numpy, reference")
+
+
+def count_calls(solve_with: Callable[[VectorField], Any], f: VectorField) -> int:
+    """How many times one solve calls ``f`` (for :func:`vector_field_only`)."""
+    counted = CountingField(f)
+    solve_with(counted)
+    return counted.calls
+
+
+def vector_field_only(
+    key: str, label: str, problem: Problem, f: VectorField, grad: bool, n_calls: int
+) -> Candidate:
+    """``n_calls`` bare evaluations of ``f`` at ``y0``: the floor under any solver that makes as
+    many calls (it has no solver arithmetic, no control flow and no output interpolation)."""
+    y0, t = problem.y0, problem.t_eval[0]
+
+    def run() -> torch.Tensor:
+        with torch.set_grad_enabled(grad):
+            out = y0
+            for _ in range(n_calls):
+                out = f(t, y0)
+            return out
+
+    return Candidate(
+        key, label, run=run, probe=lambda: Probe(calls=n_calls), note="torchnde's call count; a floor"
+    )
 
 
 # -- fixed-step RK4 ------------------------------------------------------------------------------

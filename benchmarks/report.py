@@ -41,6 +41,7 @@ class GroupResult:
     per_step: bool
     rows: list[Row]
     targets: dict[str, float]
+    wall_s: float = 0.0  # the whole group: build, first calls, warm-up, repeats, probes
 
 
 def make_row(cand: Candidate, timing: Timing, probe: Probe | None, reference: np.ndarray) -> Row:

@@ -12,6 +12,7 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -92,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = QUICK if args.quick else FULL
     if args.repeats is not None:
-        settings.repeats = args.repeats
-        settings.min_repeats = min(settings.min_repeats, args.repeats)
+        settings = replace(
+            settings, repeats=args.repeats, min_repeats=min(settings.min_repeats, args.repeats)
+        )
     groups = all_groups(settings.compile_timeout_s, with_compile=not args.no_compile)
     if args.only:
         groups = [g for g in groups if any(s in g.key for s in args.only)]
@@ -103,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[GroupResult] = []
     for i, group in enumerate(groups, 1):
         _log(f"[{i}/{len(groups)}] {group.key}: {group.title}")
+        group_start = time.perf_counter()
         if group.problem.name not in references:
             references[group.problem.name] = reference_final(group.problem)
         candidates = group.build()
@@ -122,11 +125,13 @@ def main(argv: list[str] | None = None) -> int:
             group.key, group.title, group.problem.name, group.subject, group.per_step, rows, group.targets
         )
         fill_ratios(result)
+        result.wall_s = round(time.perf_counter() - group_start, 1)
         for row in rows:
             shown = row.per_step_median_s if group.per_step else row.median_s
             ratio = "" if row.ratio is None or row.key == group.subject else f"  ratio {row.ratio:.2f}"
             status = f"error: {row.error}" if row.error else f"{(shown or 0) * 1e3:9.3f} ms{ratio}"
             _log(f"    {row.label:<48} {status}")
+        _log(f"    ({result.wall_s} s, {min((r.repeats for r in rows if r.repeats), default=0)}+ repeats)")
         results.append(result)
         del candidates
 

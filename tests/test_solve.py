@@ -177,7 +177,7 @@ def test_jump_ts_restore_accuracy_at_a_discontinuity():
 def test_constant_step_counts_are_exact():
     sol = nde.solve(_decay, torch.ones(1), torch.linspace(0, 1, 3), "rk4", dt=0.1)
     assert sol.stats.steps == 10
-    assert sol.stats.nfe == 4 * 10 + 1  # the last f(t1, y1) is only evaluated for outputs inside steps
+    assert sol.stats.nfe == 4 * 10  # f(t1, y1) is evaluated once, as the next step's first stage
 
 
 def test_stats_count_rejections_and_nfe_consistently():

@@ -181,7 +181,7 @@ class _Problem:
     direction: float  # +1 forwards, -1 backwards
     t_eval: torch.Tensor  # as given by the user
     s_eval: torch.Tensor  # float64 forward times, [n] or [B, n], on the state's device
-    y0: torch.Tensor  # flat: [N] or [B, N]
+    y0: torch.Tensor  # the loop's state: y0 itself, or a tuple flattened to [N] or [B, N]
     n_out: int
     nfe_counter: list[int]
 
@@ -220,12 +220,16 @@ class _Problem:
             shapes = [p.shape for p in parts]
         sizes = [math.prod(s) for s in shapes]
         t, s_eval, direction = _check_times(t_eval, per_sample, batch, device)
-        if per_sample:
-            flat = torch.cat([p.reshape(batch, -1) for p in parts], 1) if is_tuple else y0.reshape(batch, -1)
+        # The loop's state: a single tensor keeps its own shape (so f is called on it directly);
+        # a tuple is concatenated into one flat vector per sample.
+        if not is_tuple:
+            state = y0
+        elif per_sample:
+            state = torch.cat([p.reshape(batch, -1) for p in parts], 1)
         else:
-            flat = torch.cat([p.reshape(-1) for p in parts]) if is_tuple else y0.reshape(-1)
+            state = torch.cat([p.reshape(-1) for p in parts])
         return _Problem(f, is_tuple, shapes, sizes, dtype, device, per_sample, batch, direction,
-                        t, s_eval, flat, s_eval.shape[-1], [0])  # fmt: skip
+                        t, s_eval, state, s_eval.shape[-1], [0])  # fmt: skip
 
     # -- the vector field in the loop's layout -----------------------------------------------
 
@@ -270,26 +274,26 @@ class _Problem:
                 )
         return self._flatten_out(out, lead)
 
+    @property
+    def numel(self) -> int:
+        """Elements per sample (global: of the whole state)."""
+        return sum(self.sizes)
+
     def _flatten_out(self, out: Any, lead: tuple[int, ...]) -> torch.Tensor:
-        if self.is_tuple:
-            flat = torch.cat([o.reshape((*lead, -1)) for o in out], -1)
-        else:
-            flat = out.reshape((*lead, -1))
+        flat = torch.cat([o.reshape((*lead, -1)) for o in out], -1) if self.is_tuple else out
         return flat if self.direction > 0 else -flat
 
     def func(self, count: bool = True) -> Callable[[Any, torch.Tensor], torch.Tensor]:
-        """``func(s, y_flat) -> dy/ds`` in the loop's layout, counting evaluations unless
+        """``func(s, y) -> dy/ds`` in the loop's layout, counting evaluations unless
         ``count=False`` (a compiled step counts them itself)."""
         f, lead = self.f, ((self.batch,) if self.per_sample else ())
         counter = self.nfe_counter if count else [0]
         user_time, flatten = self._user_time, self._flatten_out
         if not self.is_tuple and self.direction > 0:
-            shape = (*lead, *self.shapes[0])
-            flat_shape = (*lead, -1)
 
             def fast(s: Any, y: torch.Tensor) -> torch.Tensor:
                 counter[0] += 1
-                return f(user_time(s), y.view(shape)).reshape(flat_shape)
+                return f(user_time(s), y)
 
             return fast
         unflatten = self.unflatten
@@ -317,7 +321,7 @@ class _Problem:
         step_ts = step_ys = None
         if raw.step_s is not None:
             step_ts = raw.step_s * self.direction
-            step_ys = self.unflatten(raw.step_y, tuple(raw.step_y.shape[:-1]))
+            step_ys = self.unflatten(raw.step_y, tuple(raw.step_s.shape))
         evaluate = None
         if raw.dense is not None:
             evaluate = self._evaluator(raw.dense)
@@ -328,7 +332,7 @@ class _Problem:
     def _evaluator(self, dense: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[Any], Any]:
         def evaluate(t: Any) -> Any:
             t = torch.as_tensor(t, dtype=torch.float64, device=self.device)
-            flat = dense(t * self.direction)
+            flat = dense(t * self.direction)  # [*lead, numel]
             return self.unflatten(flat, tuple(flat.shape[:-1]))
 
         return evaluate
@@ -427,8 +431,8 @@ class _Raw:
     stiff_check: Callable[[], Any] | None = None  # lazily: does the failure look like stiffness?
 
 
-def _flat_tolerance(problem: _Problem, tol: Any, name: str) -> Any:
-    """A float, or the tolerance broadcast to the state and flattened to the loop's layout."""
+def _layout_tolerance(problem: _Problem, tol: Any, name: str) -> Any:
+    """A float, or the tolerance broadcast to the state in the loop's layout."""
     if isinstance(tol, (int, float)):
         return float(tol)
     parts = list(tol) if _is_tuple(tol) else [tol]
@@ -444,8 +448,8 @@ def _flat_tolerance(problem: _Problem, tol: Any, name: str) -> Any:
             raise ValueError(
                 f"{name} of shape {tuple(p.shape)} does not broadcast to the state {(*lead, *shape)}"
             ) from err
-        flat.append(p.reshape(*lead, -1))
-    return torch.cat(flat, -1)
+        flat.append(p if not problem.is_tuple else p.reshape(*lead, -1))
+    return torch.cat(flat, -1) if problem.is_tuple else flat[0]
 
 
 class _Progress:
@@ -479,19 +483,19 @@ class _ErrorNorm:
 
     def __init__(self, problem: _Problem, solver: AbstractSolver, ctrl: PIDController):
         self.solver = solver
-        self.rtol = _flat_tolerance(problem, ctrl.rtol, "rtol")
-        atol = _flat_tolerance(problem, ctrl.atol, "atol")
+        self.rtol = _layout_tolerance(problem, ctrl.rtol, "rtol")
+        atol = _layout_tolerance(problem, ctrl.atol, "atol")
         self.atol = torch.as_tensor(atol, dtype=problem.dtype, device=problem.device)
         self.per_sample = problem.per_sample
-        n = problem.y0.shape[-1]
-        user = ctrl.norm
+        user, batch = ctrl.norm, problem.batch
         if problem.per_sample:
-            self.norm = user or rms_norm
+            norm = user or rms_norm
+            self.norm = lambda x: norm(x.reshape(batch, -1))
         elif user is None:
-            inv_sqrt_n = 1.0 / math.sqrt(n)
+            inv_sqrt_n = 1.0 / math.sqrt(problem.numel)
             self.norm = lambda x: _rms_host(x, inv_sqrt_n)
         else:
-            self.norm = lambda x: float(user(x))
+            self.norm = lambda x: float(user(x.reshape(-1)))
 
     def scale(self, y: torch.Tensor, y1: torch.Tensor | None = None) -> torch.Tensor:
         big = y.abs() if y1 is None else torch.maximum(y.abs(), y1.abs())
@@ -654,10 +658,10 @@ def _loop_global(
     raw = _Raw(ys, Stats(nfe, steps, accepted, rejected), status, s * problem.direction, fail_dt)
     if status in (Status.MAX_STEPS, Status.DT_MIN):
         mean_dt = (s - s0) / max(accepted, 1)
-        raw.stiff_check = lambda: bool(_stiffness_ratio(func, s, y) * mean_dt > 1.0)
+        raw.stiff_check = lambda: bool(_stiffness_ratio(func, s, y, False) * mean_dt > 1.0)
     if save_steps:
         raw.step_s = torch.tensor(step_s, dtype=torch.float64, device=problem.device)
-        raw.step_y = torch.stack(step_y) if step_y else problem.y0.new_empty((0, problem.y0.shape[-1]))
+        raw.step_y = torch.stack(step_y) if step_y else problem.y0.new_empty((0, *problem.y0.shape))
     if dense:
         raw.dense = _global_dense(solver, dense_pieces, s0, s)
     return raw
@@ -671,8 +675,9 @@ def _interpolate_host(
     degree = poly.degree
     powers = [[((si - s) / h) ** k for k in range(1, degree + 1)] for si in s_out]
     powers = torch.tensor(powers, dtype=y.dtype, device=y.device)
-    coeffs = stages @ poly.matrix(y.dtype, y.device)  # [N, degree]
-    return list(torch.addmm(y.unsqueeze(0), powers, coeffs.T, alpha=h).unbind(0))
+    coeffs = stages.reshape(-1, stages.shape[-1]) @ poly.matrix(y.dtype, y.device)  # [N, degree]
+    out = torch.addmm(y.reshape(1, -1), powers, coeffs.T, alpha=h)
+    return list(out.view(len(s_out), *y.shape).unbind(0))
 
 
 def _after(s: float) -> float:
@@ -697,7 +702,7 @@ def _global_dense(
             k = min(max(bisect.bisect_right(starts, si) - 1, 0), len(pieces) - 1)
             start, h, y, stages = pieces[k]
             out.extend(_interpolate_host(solver, start, h, y, stages, [si]))
-        return torch.stack(out).reshape(*s.shape, -1)
+        return torch.stack(out).reshape(*s.shape, -1)  # flat per time: the evaluator unflattens
 
     return dense
 
@@ -715,7 +720,7 @@ def _loop_per_sample(
     dev = problem.device
     s_eval = problem.s_eval  # [B, n]
     B, n = s_eval.shape
-    N = problem.y0.shape[-1]
+    N = problem.numel  # per sample
     s = s_eval[:, 0].clone()
     s1 = s_eval[:, -1]
     y = problem.y0
@@ -752,7 +757,12 @@ def _loop_per_sample(
         dt = ones * ctrl.dt
     nfe_init = problem.nfe_counter[0]
     ys = y.new_full((B, n + 1, N), math.nan)  # slot n is a dump slot for masked scatters
-    ys[:, 0] = y
+    ys[:, 0] = y.reshape(B, N)
+    ones_tail = [1] * (y.ndim - 1)
+
+    def col(v: torch.Tensor) -> torch.Tensor:  # a [B] mask or value against the state
+        return v.view(B, *ones_tail)
+
     ptr = torch.ones(B, dtype=torch.int64, device=dev)
     status = torch.zeros(B, dtype=torch.int64, device=dev)
     running = s < s1
@@ -811,7 +821,7 @@ def _loop_per_sample(
             inv1 = torch.where(accept, inv, inv1)
             nonfinite = running & ~finite
         else:
-            finite = torch.isfinite(res.y1).all(-1)
+            finite = torch.isfinite(res.y1.reshape(B, N)).all(-1)
             accept = running & finite
             nonfinite = running & ~finite
         acc += accept
@@ -841,10 +851,10 @@ def _loop_per_sample(
         if m_interior > 0 or dense:
             f1 = res.f1
             if f1 is None and solver.interpolant is None:  # type: ignore[attr-defined]
-                f1 = func(s_new, torch.where(accept.unsqueeze(-1), res.y1, y))
+                f1 = func(s_new, torch.where(col(accept), res.y1, y))
             stages = solver.dense_stages(func, s, y, h, res, f1)
             if dense:
-                dense_pieces.append((s, h, y, stages, accept))
+                dense_pieces.append((s, h, y.reshape(B, N), stages.reshape(B, N, -1), accept))
         if m_out > 0:
             ar = arange_cache.get(m_out)
             if ar is None:
@@ -853,22 +863,23 @@ def _loop_per_sample(
             idx = ptr.unsqueeze(-1) + ar
             idx = torch.where(valid, idx, n)
             s_out = s_eval.gather(1, idx.clamp(max=n - 1))
+            y1_flat = res.y1.reshape(B, 1, N)
             if stages is None:  # every output lies on a step's end
-                vals = res.y1.unsqueeze(1).expand(B, m_out, N)
+                vals = y1_flat.expand(B, m_out, N)
             else:
                 h_safe = torch.where(h > 0, h, 1.0).unsqueeze(-1)
                 theta = ((s_out - s.unsqueeze(-1)) / h_safe).clamp(0.0, 1.0)
-                vals = _interpolate(solver, y, stages, h_safe, theta)
+                vals = _interpolate(solver, y.reshape(B, N), stages.reshape(B, N, -1), h_safe, theta)
                 exact = (s_out == s_new.unsqueeze(-1)).unsqueeze(-1)
-                vals = torch.where(exact, res.y1.unsqueeze(1), vals)
+                vals = torch.where(exact, y1_flat, vals)
             ys.scatter_(1, idx.unsqueeze(-1).expand(B, m_out, N), vals)
         ptr = torch.where(accept, new_ptr, ptr)
         if save_steps:
             step_s.append(torch.where(accept, s_new, math.nan))
-            step_y.append(torch.where(accept.unsqueeze(-1), res.y1, math.nan))
-        y = torch.where(accept.unsqueeze(-1), res.y1, y)
+            step_y.append(torch.where(col(accept), res.y1, math.nan))
+        y = torch.where(col(accept), res.y1, y)
         if fsal:
-            f0 = torch.where(accept.unsqueeze(-1), res.f1, f0)
+            f0 = torch.where(col(accept), res.f1, f0)
         s = s_new
         running = still
         if progress:
@@ -877,10 +888,10 @@ def _loop_per_sample(
         bar.update(1.0, it, force=True)
     raw = _Raw(ys[:, :n], Stats(nfe, steps, acc, rej), status, fail_t * problem.direction, fail_dt)
     mean_dt = (s - s_eval[:, 0]) / acc.clamp(min=1)
-    raw.stiff_check = lambda: _stiffness_ratio(func, s, y) * mean_dt > 1.0
+    raw.stiff_check = lambda: _stiffness_ratio(func, s, y, True) * mean_dt > 1.0
     if save_steps:
         raw.step_s = torch.stack(step_s, 0) if step_s else s.new_empty((0, B))
-        raw.step_y = torch.stack(step_y, 0) if step_y else y.new_empty((0, B, N))
+        raw.step_y = torch.stack(step_y, 0) if step_y else y.new_empty((0, *y.shape))
     if dense:
         raw.dense = _per_sample_dense(solver, dense_pieces, s_eval)
     return raw
@@ -948,7 +959,7 @@ def _per_sample_dense(
 
 
 @torch.no_grad()
-def _stiffness_ratio(func: Callable, s: Any, y: torch.Tensor, iters: int = 10) -> Any:
+def _stiffness_ratio(func: Callable, s: Any, y: torch.Tensor, per_sample: bool, iters: int = 10) -> Any:
     """Estimate the spectral radius of ``df/dy`` at ``(s, y)`` (per sample in that layout) by
     power iteration on finite-difference Jacobian-vector products.
 
@@ -956,19 +967,25 @@ def _stiffness_ratio(func: Callable, s: Any, y: torch.Tensor, iters: int = 10) -
     about ``c / rho`` with ``c`` of order one (3.3 for Dopri5), so ``rho * mean_dt > 1`` at a
     failure says the problem is stiff (Hairer & Wanner, *Solving ODEs II*, IV.2).
     """
+    lead = y.shape[:1] if per_sample else ()
+
+    def norm(x: torch.Tensor) -> torch.Tensor:  # per sample (or overall), broadcastable to y
+        n = torch.linalg.vector_norm(x.reshape(*lead, -1), dim=-1)
+        return n.view(*lead, *([1] * (y.ndim - len(lead))))
+
     gen = torch.Generator(device=y.device).manual_seed(0)
     v = torch.randn(y.shape, generator=gen, dtype=y.dtype, device=y.device)
-    v = v / torch.linalg.vector_norm(v, dim=-1, keepdim=True)
-    eps = torch.finfo(y.dtype).eps ** 0.5 * (1 + torch.linalg.vector_norm(y, dim=-1, keepdim=True))
+    v = v / norm(v)
+    eps = torch.finfo(y.dtype).eps ** 0.5 * (1 + norm(y))
     f0 = func(s, y)
-    rho = torch.zeros(y.shape[:-1], dtype=torch.float64, device=y.device)
+    rho = torch.zeros(lead, dtype=torch.float64, device=y.device)
     for _ in range(iters):
         jv = (func(s, y + eps * v) - f0) / eps
-        norm = torch.linalg.vector_norm(jv, dim=-1, keepdim=True)
-        rho = norm.squeeze(-1).to(torch.float64)
-        v = jv / norm.clamp(min=1e-300)
+        size = norm(jv)
+        rho = size.reshape(lead).to(torch.float64)
+        v = jv / size.clamp(min=1e-300)
     rho = torch.nan_to_num(rho, nan=0.0)
-    return rho if y.ndim > 1 else float(rho)
+    return rho if per_sample else float(rho)
 
 
 def _error(sol: Solution, raw: _Raw, solver: AbstractSolver) -> Exception:

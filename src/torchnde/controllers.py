@@ -25,7 +25,8 @@ TimesLike = "torch.Tensor | Sequence[float] | None"
 
 
 def rms_norm(x: torch.Tensor) -> torch.Tensor:
-    """Root-mean-square over the last axis (the default error norm)."""
+    """Root-mean-square over the last axis (the default error norm). The loop hands a norm the
+    scaled error flattened to ``[N]`` (global) or ``[B, N]`` (per sample)."""
     return torch.linalg.vector_norm(x, dim=-1) / math.sqrt(x.shape[-1])
 
 
@@ -193,15 +194,15 @@ def initial_step_size(
     :math:`\min(100 h_0, (0.01 / \max(d_1, d_2))^{1/k})` with :math:`k` the order of the error
     estimate (5 for Dopri5, as in Hairer's HINIT and scipy).
 
-    Works in both layouts: with ``y0`` of shape ``[N]`` and ``norm`` returning a Python float it
-    returns a float; with ``y0`` of shape ``[B, N]``, ``t0`` a ``[B]`` tensor and ``norm``
-    returning float64 ``[B]`` it returns ``[B]``.
+    Works in both layouts: with ``norm`` returning a Python float it returns a float; per sample
+    (``y0`` of shape ``[B, ...]``, ``t0`` a ``[B]`` tensor, ``norm`` returning float64 ``[B]``) it
+    returns ``[B]``.
     """
     d0, d1 = norm(y0 / scale), norm(f0 / scale)
     small = (d0 < 1e-5) | (d1 < 1e-5)
     h0 = _where(small, 1e-6, 0.01 * d0 / _where(small, 1.0, d1))
     if isinstance(h0, torch.Tensor):
-        y1 = torch.addcmul(y0, h0.to(y0.dtype).unsqueeze(-1), f0)
+        y1 = torch.addcmul(y0, h0.to(y0.dtype).view(-1, *([1] * (y0.ndim - 1))), f0)
     else:
         y1 = torch.add(y0, f0, alpha=h0)
     d2 = norm((func(t0 + h0, y1) - f0) / scale) / h0

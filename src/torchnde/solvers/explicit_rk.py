@@ -1,11 +1,11 @@
 """The explicit Runge–Kutta engine: every explicit method is a tableau plus a continuous extension.
 
-Stages are combined in "k-space": stage ``i`` takes ``y0 + dt * K[:, :i] @ a_i`` where ``K``
-stacks the stage derivatives on the last axis, so a step costs one small matrix-vector product
-per stage instead of one axpy per tableau entry. In the global layout ``dt`` is a Python float
-and the product is a single fused ``addmv``; in the per-sample layout ``dt`` is a ``[B]`` tensor
-and the product is a batched ``matmul`` followed by one ``addcmul``. Neither reads anything back
-to the host, so a step launches kernels only.
+Stages are combined in "k-space": stage ``i`` takes ``y0 + dt * K[..., :i] @ a_i`` where ``K``
+stacks the stage derivatives on a new last axis, so a step costs one small matrix-vector product
+per stage instead of one axpy per tableau entry (a row with a single non-zero is one fused axpy).
+The state keeps its own shape, so the vector field is called without reshaping. In the global
+layout ``dt`` is a Python float; in the per-sample layout it is a ``[B]`` tensor, broadcast over
+the trailing axes. Nothing is read back to the host, so a step launches kernels only.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class ExplicitRungeKutta(AbstractSolver):
         fsal = self.tableau.fsal
         co = self._coefficients(y0)
         per_sample = isinstance(dt, torch.Tensor)
-        dt_col = dt.to(y0.dtype).unsqueeze(-1) if per_sample else None
+        dt_col = _column(dt, y0) if per_sample else None
         ks = [f0]
         yi = y0
         for c, j, row in co.plan:
@@ -136,7 +136,7 @@ class ExplicitRungeKutta(AbstractSolver):
         f1: torch.Tensor,
     ) -> torch.Tensor:
         if self.interpolant is None:  # Hermite: the stages and f(t1, y1)
-            return torch.cat([result.stages, f1.unsqueeze(-1)], -1)
+            return torch.cat([result.stages, f1.unsqueeze(-1)], -1)  # type: ignore[union-attr]
         if not self.extra_stages:
             return result.stages
         key = (type(self), y0.dtype, y0.device)
@@ -146,7 +146,7 @@ class ExplicitRungeKutta(AbstractSolver):
                 torch.as_tensor(a, dtype=y0.dtype, device=y0.device) for _, a in self.extra_stages
             ]
         per_sample = isinstance(dt, torch.Tensor)
-        dt_col = dt.to(y0.dtype).unsqueeze(-1) if per_sample else None
+        dt_col = _column(dt, y0) if per_sample else None
         stages = result.stages
         for (c, _), a in zip(self.extra_stages, rows):
             yi = _combine(y0, stages, a, dt, dt_col)
@@ -161,10 +161,17 @@ class ExplicitRungeKutta(AbstractSolver):
         return norms[0]
 
 
+def _column(dt: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``dt`` as ``[B, 1, ..., 1]`` in the state's dtype."""
+    return dt.to(y.dtype).view(-1, *([1] * (y.ndim - 1)))
+
+
 def _combine(
     y0: torch.Tensor, stages: torch.Tensor, weights: torch.Tensor, dt: Any, dt_col: Any
 ) -> torch.Tensor:
     """``y0 + dt * stages @ weights`` in either layout."""
-    if dt_col is None:
+    if dt_col is not None:
+        return torch.addcmul(y0, dt_col, stages @ weights)
+    if y0.ndim == 1:
         return torch.addmv(y0, stages, weights, alpha=dt)
-    return torch.addcmul(y0, dt_col, stages @ weights)
+    return torch.add(y0, stages @ weights, alpha=dt)
