@@ -181,6 +181,7 @@ class _Problem:
     direction: float  # +1 forwards, -1 backwards
     t_eval: torch.Tensor  # as given by the user
     s_eval: torch.Tensor  # float64 forward times, [n] or [B, n], on the state's device
+    s_host: list[float] | None  # the same on the host, for 1-D t_eval
     y0: torch.Tensor  # the loop's state: y0 itself, or a tuple flattened to [N] or [B, N]
     n_out: int
     nfe_counter: list[int]
@@ -219,7 +220,7 @@ class _Problem:
             batch = 1
             shapes = [p.shape for p in parts]
         sizes = [math.prod(s) for s in shapes]
-        t, s_eval, direction = _check_times(t_eval, per_sample, batch, device)
+        t, s_eval, direction, s_host = _check_times(t_eval, per_sample, batch, device)
         # The loop's state: a single tensor keeps its own shape (so f is called on it directly);
         # a tuple is concatenated into one flat vector per sample.
         if not is_tuple:
@@ -229,7 +230,7 @@ class _Problem:
         else:
             state = torch.cat([p.reshape(-1) for p in parts])
         return _Problem(f, is_tuple, shapes, sizes, dtype, device, per_sample, batch, direction,
-                        t, s_eval, state, s_eval.shape[-1], [0])  # fmt: skip
+                        t, s_eval, s_host, state, s_eval.shape[-1], [0])  # fmt: skip
 
     # -- the vector field in the loop's layout -----------------------------------------------
 
@@ -248,7 +249,7 @@ class _Problem:
     def checked_f0(self) -> torch.Tensor:
         """Evaluate ``f`` once at the initial point, checking what it returns."""
         lead = (self.batch,) if self.per_sample else ()
-        s0 = self.s_eval[:, 0] if self.per_sample else float(self.s_eval[0])
+        s0 = self.s_eval[:, 0] if self.per_sample else self.s_host[0]
         out = self.f(self._user_time(s0), self.unflatten(self.y0, lead))
         self.nfe_counter[0] += 1
         outs = list(out) if _is_tuple(out) else [out]
@@ -340,7 +341,9 @@ class _Problem:
 
 def _check_times(
     t_eval: Any, per_sample: bool, batch: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, float]:
+) -> tuple[torch.Tensor, torch.Tensor, float, list[float] | None]:
+    """The user's times, forward times ``s = direction * t`` as float64 on the state's device,
+    the direction, and (for 1-D ``t_eval``) ``s`` as a host list."""
     if not isinstance(t_eval, torch.Tensor):
         try:
             t_eval = torch.as_tensor(t_eval, dtype=torch.float64)
@@ -356,6 +359,19 @@ def _check_times(
         raise ValueError("t_eval must contain at least the initial time")
     if per_sample and t_eval.ndim == 2 and t_eval.shape[0] != batch:
         raise ValueError(f"per-sample t_eval has {t_eval.shape[0]} rows but y0 has batch {batch}")
+    if t_eval.ndim == 1:  # the common case: check on the host, one transfer
+        host = [float(v) for v in t_eval.detach().tolist()]
+        if not all(math.isfinite(v) for v in host):
+            raise ValueError("t_eval must be finite")
+        rising = all(a < b for a, b in zip(host, host[1:]))
+        if not rising and not all(a > b for a, b in zip(host, host[1:])):
+            raise ValueError(_NOT_MONOTONIC)
+        direction = 1.0 if rising else -1.0
+        host = [v * direction for v in host]
+        s = torch.tensor(host, dtype=torch.float64, device=device)
+        if per_sample:
+            s = s.expand(batch, -1).contiguous()
+        return t_eval, s, direction, host
     s = t_eval.detach().to(device=device, dtype=torch.float64)
     if not bool(torch.isfinite(s).all()):
         raise ValueError("t_eval must be finite")
@@ -367,14 +383,14 @@ def _check_times(
         elif bool((diffs < 0).all()):
             direction = -1.0
         else:
-            raise ValueError(
-                "t_eval must be strictly monotonic (all increasing or all decreasing, no repeats): "
-                "sort it, e.g. torch.sort(t_eval).values"
-            )
-    s = s * direction
-    if per_sample and s.ndim == 1:
-        s = s.expand(batch, -1)
-    return t_eval, s.contiguous(), direction
+            raise ValueError(_NOT_MONOTONIC)
+    return t_eval, (s * direction).contiguous(), direction, None
+
+
+_NOT_MONOTONIC = (
+    "t_eval must be strictly monotonic (all increasing or all decreasing, no repeats): "
+    "sort it, e.g. torch.sort(t_eval).values"
+)
 
 
 @dataclass(frozen=True)
@@ -541,7 +557,7 @@ def _loop_global(
     max_steps, dense, save_steps, progress = opts.max_steps, opts.dense, opts.save_steps, opts.progress
     func = problem.func()
     step = _compiled_step(problem, solver) if opts.compile else solver.step
-    s_out = problem.s_eval.tolist()
+    s_out = problem.s_host
     s0, s1 = s_out[0], s_out[-1]
     stops, jumps = _stops(ctrl, problem.direction, s0, s1)
     stops.append(s1)
@@ -566,7 +582,7 @@ def _loop_global(
         after_reject = False
     else:
         dt = ctrl.dt
-    outputs: list[torch.Tensor] = [y]
+    outputs: list[torch.Tensor] = [y.unsqueeze(0)]  # chunks of [m, *state], concatenated at the end
     next_out = 1
     steps = accepted = rejected = 0
     status = Status.SUCCESS
@@ -624,10 +640,10 @@ def _loop_global(
                 while hi < len(s_out) and s_out[hi] < s_new:
                     hi += 1
                 if hi > next_out:  # strictly inside the step: interpolate
-                    outputs.extend(_interpolate_host(solver, s, h, y, stages, s_out[next_out:hi]))
+                    outputs.append(_interpolate_host(solver, s, h, y, stages, s_out[next_out:hi]))
                     next_out = hi
                 if next_out < len(s_out) and s_out[next_out] == s_new:
-                    outputs.append(res.y1)
+                    outputs.append(res.y1.unsqueeze(0))
                     next_out += 1
             if save_steps:
                 step_s.append(s_new)
@@ -651,9 +667,9 @@ def _loop_global(
     if status == Status.SUCCESS and not adaptive and not bool(torch.isfinite(y).all()):
         status = Status.NONFINITE
     bar.update(s, steps, force=True)
-    nan = torch.full_like(problem.y0, math.nan)
-    outputs.extend([nan] * (len(s_out) - len(outputs)))
-    ys = torch.stack(outputs)
+    if next_out < len(s_out):  # after a failure: NaN from there on
+        outputs.append(problem.y0.new_full((len(s_out) - next_out, *problem.y0.shape), math.nan))
+    ys = torch.cat(outputs)
     nfe = problem.nfe_counter[0]
     raw = _Raw(ys, Stats(nfe, steps, accepted, rejected), status, s * problem.direction, fail_dt)
     if status in (Status.MAX_STEPS, Status.DT_MIN):
@@ -669,15 +685,16 @@ def _loop_global(
 
 def _interpolate_host(
     solver: AbstractSolver, s: float, h: float, y: torch.Tensor, stages: torch.Tensor, s_out: list[float]
-) -> list[torch.Tensor]:
-    """States at the times ``s_out`` inside the step ``[s, s + h]`` from its continuous extension."""
+) -> torch.Tensor:
+    """States ``[m, *state]`` at the times ``s_out`` inside the step ``[s, s + h]``, from its
+    continuous extension."""
     poly = solver.dense_polynomial
     degree = poly.degree
     powers = [[((si - s) / h) ** k for k in range(1, degree + 1)] for si in s_out]
     powers = torch.tensor(powers, dtype=y.dtype, device=y.device)
     coeffs = stages.reshape(-1, stages.shape[-1]) @ poly.matrix(y.dtype, y.device)  # [N, degree]
     out = torch.addmm(y.reshape(1, -1), powers, coeffs.T, alpha=h)
-    return list(out.view(len(s_out), *y.shape).unbind(0))
+    return out.view(len(s_out), *y.shape)
 
 
 def _after(s: float) -> float:
@@ -701,7 +718,7 @@ def _global_dense(
                 raise ValueError(f"evaluate() time {si * 1:.6g} is outside the solved interval")
             k = min(max(bisect.bisect_right(starts, si) - 1, 0), len(pieces) - 1)
             start, h, y, stages = pieces[k]
-            out.extend(_interpolate_host(solver, start, h, y, stages, [si]))
+            out.append(_interpolate_host(solver, start, h, y, stages, [si])[0])
         return torch.stack(out).reshape(*s.shape, -1)  # flat per time: the evaluator unflattens
 
     return dense
