@@ -4,13 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench format clean
+.PHONY: demo test lint bench reproduce format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev,benchmarks]"
+	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -21,8 +20,17 @@ test: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/python -m pytest
 
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+# Side-by-side timings against torchdiffeq, torchode, scipy and (when jax installs) diffrax.
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[benchmarks]"
+	$(BIN)/pip install --quiet jax diffrax || echo "jax/diffrax not installed: their rows are skipped"
 	$(BIN)/python -m benchmarks.run
+
+reproduce: bench
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks

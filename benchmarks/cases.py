@@ -9,7 +9,8 @@ Group keys (the row names in ``core.md``/``core.json``):
   grad, so the autograd graph is recorded; no backward); torch libraries only.
 - ``per_sample/no_grad/b1024``: torchnde ``per_sample=True`` vs torchode (per-sample by design).
 - ``compile/{no_grad,grad}/b{16,1024}``: ``f`` wrapped in ``torch.compile``, used by torchnde
-  and by torchdiffeq; the eager rows are re-timed alongside for reference.
+  and by torchdiffeq; torchnde with its whole step function compiled (``solve(compile=True)``);
+  the eager rows are re-timed alongside for reference.
 - ``rk4/{no_grad,grad}/b1``: 1000 fixed RK4 steps; time per step vs a hand-written loop and
   torchdiffeq's ``rk4``.
 """
@@ -87,16 +88,28 @@ def _node_group(problem: Problem, grad: bool, targets: dict[str, float]) -> Grou
     )
 
 
-def _per_sample_group(problem: Problem, targets: dict[str, float]) -> Group:
+def _per_sample_group(problem: Problem, targets: dict[str, float], timeout_s: float) -> Group:
     f = problem.field
 
     def build() -> list[Candidate]:
+        compiled = torchnde_dopri5(
+            "torchnde_ps_step",
+            "torchnde per_sample=True, step under torch.compile",
+            problem,
+            f,
+            False,
+            per_sample=True,
+            compile_step=True,
+        )
+        compiled.first_call_timeout_s = timeout_s
+        compiled.note = "first call = compile"
         return [
             torchnde_dopri5(
                 "torchnde_ps", "torchnde dopri5 per_sample=True", problem, f, False, per_sample=True
             ),
             torchode_dopri5("torchode", "torchode Dopri5 (per-sample)", problem, f, False),
             torchnde_dopri5("torchnde", "torchnde dopri5 (global step, for reference)", problem, f, False),
+            compiled,
         ]
 
     b = problem.batch
@@ -116,13 +129,15 @@ def _compile_group(problem: Problem, grad: bool, timeout_s: float) -> Group:
     def build() -> list[Candidate]:
         torch._dynamo.reset()  # each group compiles afresh: its first call is the compile time
         fc = torch.compile(f, dynamic=False)
+        step = "torchnde dopri5, step under torch.compile (solve(compile=True))"
         cands = [
             torchnde_dopri5("torchnde_compiled", "torchnde dopri5 + compiled f", problem, fc, grad),
             torchdiffeq_dopri5("torchdiffeq_compiled", "torchdiffeq dopri5 + compiled f", problem, fc, grad),
+            torchnde_dopri5("torchnde_step", step, problem, f, grad, compile_step=True),
             torchnde_dopri5("torchnde", "torchnde dopri5 (eager f)", problem, f, grad),
             torchdiffeq_dopri5("torchdiffeq", "torchdiffeq dopri5 (eager f)", problem, f, grad),
         ]
-        for c in cands[:2]:
+        for c in cands[:3]:
             c.first_call_timeout_s = timeout_s
             c.note = "first call = compile"
         return cands
@@ -166,7 +181,7 @@ def all_groups(compile_timeout_s: float, with_compile: bool = True) -> list[Grou
         _node_group(b1024, False, {"torchdiffeq": 0.8}),
         _node_group(b16, True, {}),
         _node_group(b1024, True, {}),
-        _per_sample_group(b1024, {"torchode": 0.8}),
+        _per_sample_group(b1024, {"torchode": 0.8}, compile_timeout_s),
     ]
     if with_compile:
         groups += [_compile_group(p, grad, compile_timeout_s) for grad in (False, True) for p in (b16, b1024)]

@@ -47,13 +47,23 @@ def _worst(x: Any) -> tuple[int, dict[str, Any]]:
 
 
 def torchnde_dopri5(
-    key: str, label: str, problem: Problem, f: VectorField, grad: bool, per_sample: bool = False
+    key: str,
+    label: str,
+    problem: Problem,
+    f: VectorField,
+    grad: bool,
+    per_sample: bool = False,
+    compile_step: bool = False,
 ) -> Candidate:
+    """torchnde's dopri5; ``compile_step`` runs the step function under torch.compile
+    (``solve(..., compile=True)``: the stages and the vector field in one graph)."""
     y0, t_eval = problem.y0, problem.t_eval
 
     def solve(fn: VectorField) -> nde.Solution:
         with torch.set_grad_enabled(grad):
-            return nde.solve(fn, y0, t_eval, solver="dopri5", rtol=RTOL, atol=ATOL, per_sample=per_sample)
+            return nde.solve(
+                fn, y0, t_eval, "dopri5", rtol=RTOL, atol=ATOL, per_sample=per_sample, compile=compile_step
+            )
 
     def probe() -> Probe:
         counted = CountingField(f)

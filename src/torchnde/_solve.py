@@ -18,6 +18,8 @@ Integration backwards in time is integration forwards in ``s = -t`` of ``-f(-s, 
 from __future__ import annotations
 
 import bisect
+import functools
+import itertools
 import math
 import sys
 import time as _time
@@ -127,6 +129,11 @@ def solve(
     return sol
 
 
+@functools.lru_cache(maxsize=64)
+def _default_pid(rtol: float, atol: float) -> PIDController:
+    return PIDController(rtol, atol)
+
+
 def _controller(
     method: AbstractSolver, controller: Any, rtol: Any, atol: Any, dt: float | None
 ) -> ConstantStep | PIDController:
@@ -146,7 +153,12 @@ def _controller(
             raise ValueError("dt= selects constant steps, which ignore rtol/atol: pass one or the other")
         ctrl = ConstantStep(dt)
     elif method.adaptive:
-        ctrl = PIDController(1e-6 if rtol is None else rtol, 1e-8 if atol is None else atol)
+        rtol = 1e-6 if rtol is None else rtol
+        atol = 1e-8 if atol is None else atol
+        if isinstance(rtol, float) and isinstance(atol, float):
+            ctrl = _default_pid(rtol, atol)  # frozen, so one object serves every solve
+        else:
+            ctrl = PIDController(rtol, atol)
     else:
         raise ValueError(
             f"solver {method.name!r} has no error estimate: pass dt=... (or "
@@ -291,12 +303,20 @@ class _Problem:
         counter = self.nfe_counter if count else [0]
         user_time, flatten = self._user_time, self._flatten_out
         if not self.is_tuple and self.direction > 0:
+            if self.per_sample:
 
-            def fast(s: Any, y: torch.Tensor) -> torch.Tensor:
+                def fast(s: Any, y: torch.Tensor) -> torch.Tensor:
+                    counter[0] += 1
+                    return f(user_time(s), y)
+
+                return fast
+            full, dtype, device = torch.full, self.dtype, self.device
+
+            def fastest(s: float, y: torch.Tensor) -> torch.Tensor:  # the hot path
                 counter[0] += 1
-                return f(user_time(s), y)
+                return f(full((), s, dtype=dtype, device=device), y)
 
-            return fast
+            return fastest
         unflatten = self.unflatten
 
         def general(s: Any, y: torch.Tensor) -> torch.Tensor:
@@ -363,8 +383,8 @@ def _check_times(
         host = [float(v) for v in t_eval.detach().tolist()]
         if not all(math.isfinite(v) for v in host):
             raise ValueError("t_eval must be finite")
-        rising = all(a < b for a, b in zip(host, host[1:]))
-        if not rising and not all(a > b for a, b in zip(host, host[1:])):
+        rising = all(a < b for a, b in itertools.pairwise(host))
+        if not rising and not all(a > b for a, b in itertools.pairwise(host)):
             raise ValueError(_NOT_MONOTONIC)
         direction = 1.0 if rising else -1.0
         host = [v * direction for v in host]
@@ -492,9 +512,9 @@ class _Progress:
 class _ErrorNorm:
     """``|dt| * combine(norm(e / (atol + rtol * max(|y0|, |y1|))))`` for one solve.
 
-    In the global layout it returns a Python float (the step's one synchronisation); per sample
-    a float64 ``[B]`` tensor. The default RMS norm is split into a device-side 2-norm and a
-    host-side division by ``sqrt(N)``.
+    In the global layout it returns a Python float (the step's one synchronisation, also for
+    solvers with two estimates); per sample a float64 ``[B]`` tensor. The default RMS norm is
+    split into a device-side 2-norm and a host-side division by ``sqrt(N)``.
     """
 
     def __init__(self, problem: _Problem, solver: AbstractSolver, ctrl: PIDController):
@@ -503,33 +523,48 @@ class _ErrorNorm:
         atol = _layout_tolerance(problem, ctrl.atol, "atol")
         self.atol = torch.as_tensor(atol, dtype=problem.dtype, device=problem.device)
         self.per_sample = problem.per_sample
+        self._abs: tuple[Any, Any] = (None, None)
         user, batch = ctrl.norm, problem.batch
         if problem.per_sample:
             norm = user or rms_norm
             self.norm = lambda x: norm(x.reshape(batch, -1))
-        elif user is None:
-            inv_sqrt_n = 1.0 / math.sqrt(problem.numel)
-            self.norm = lambda x: _rms_host(x, inv_sqrt_n)
+        elif user is None:  # RMS: a device-side 2-norm, divided by sqrt(N) on the host
+            self._tensor_norm, self._factor = torch.linalg.vector_norm, 1.0 / math.sqrt(problem.numel)
+            self.norm = lambda x: float(torch.linalg.vector_norm(x)) * self._factor
         else:
+            self._tensor_norm, self._factor = (lambda x: user(x.reshape(-1))), 1.0
             self.norm = lambda x: float(user(x.reshape(-1)))
 
     def scale(self, y: torch.Tensor, y1: torch.Tensor | None = None) -> torch.Tensor:
-        big = y.abs() if y1 is None else torch.maximum(y.abs(), y1.abs())
+        if y1 is None:
+            big = y.abs()
+        else:  # |y0| is the previous step's |y1| when that step was accepted
+            a0 = self._abs[1] if self._abs[0] is y else y.abs()
+            a1 = y1.abs()
+            self._abs = (y1, a1)
+            big = torch.maximum(a0, a1)
         if isinstance(self.rtol, float):
             return torch.add(self.atol, big, alpha=self.rtol)
         return torch.addcmul(self.atol, self.rtol, big)
 
-    @torch.no_grad()
     def __call__(self, y0: torch.Tensor, y1: torch.Tensor, errors: tuple[torch.Tensor, ...], h: Any) -> Any:
-        scale = self.scale(y0, y1)
-        norms = tuple(self.norm(e / scale) for e in errors)
-        if self.per_sample:
-            return self.solver.combine_error_norms(tuple(n.to(torch.float64) for n in norms)) * h
-        return self.solver.combine_error_norms(norms) * abs(h)
-
-
-def _rms_host(x: torch.Tensor, inv_sqrt_n: float) -> float:
-    return float(torch.linalg.vector_norm(x)) * inv_sqrt_n
+        grad = torch.is_grad_enabled()
+        if grad:  # step-size decisions are not differentiated (cheaper than a no_grad context)
+            torch.set_grad_enabled(False)
+        try:
+            scale = self.scale(y0, y1)
+            if self.per_sample:
+                norms = tuple(self.norm(e / scale).to(torch.float64) for e in errors)
+                return self.solver.combine_error_norms(norms) * h
+            if len(errors) == 1:
+                norms = (self.norm(errors[0] / scale),)
+            else:  # several estimates (DOP853): still one transfer to the host
+                both = torch.stack([self._tensor_norm(e / scale) for e in errors]).tolist()
+                norms = tuple(n * self._factor for n in both)
+            return self.solver.combine_error_norms(norms) * abs(h)
+        finally:
+            if grad:
+                torch.set_grad_enabled(True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -744,7 +779,6 @@ def _loop_per_sample(
     f0 = problem.checked_f0()
     adaptive = ctrl.adaptive
     tab = solver.tableau  # type: ignore[attr-defined]
-    evals_per_step = tab.stages - 1
     stop_t = None
     jump_t = None
     times = [ctrl.step_ts, ctrl.jump_ts]
@@ -772,7 +806,6 @@ def _loop_per_sample(
         after_reject = torch.zeros(B, dtype=torch.bool, device=dev)
     else:
         dt = ones * ctrl.dt
-    nfe_init = problem.nfe_counter[0]
     ys = y.new_full((B, n + 1, N), math.nan)  # slot n is a dump slot for masked scatters
     ys[:, 0] = y.reshape(B, N)
     ones_tail = [1] * (y.ndim - 1)
@@ -784,7 +817,7 @@ def _loop_per_sample(
     status = torch.zeros(B, dtype=torch.int64, device=dev)
     running = s < s1
     z = torch.zeros(B, dtype=torch.int64, device=dev)
-    nfe, steps, acc, rej = z + nfe_init, z.clone(), z.clone(), z.clone()
+    nfe, steps, acc = z + problem.nfe_counter[0], z.clone(), z.clone()
     fail_t = torch.full((B,), math.nan, dtype=torch.float64, device=dev)
     fail_dt = fail_t.clone()
     step_s: list[torch.Tensor] = []
@@ -797,6 +830,7 @@ def _loop_per_sample(
     it = 0
     while any_running:
         it += 1
+        counted = problem.nfe_counter[0]
         # step end: the next stop (t1, or a step_ts/jump_ts point) strictly after s
         s_stop = s1
         if stop_t is not None:
@@ -807,69 +841,64 @@ def _loop_per_sample(
         end = s_stop
         if jump_t is not None:  # stop just short of a jump, so no stage sees its far side
             end = torch.where(torch.isin(s_stop, jump_t), torch.nextafter(s_stop, s_stop - 1), s_stop)
-        h = torch.where(running, torch.where(land, end - s, dt), 0.0)
+        h = torch.where(land, end - s, dt).mul_(running)  # finished samples stand still
         if not fsal:
             s_f = s
             if jump_t is not None:
-                at_jump = torch.isin(s, jump_t)
-                s_f = torch.where(at_jump, torch.nextafter(s, s + 1), s)
+                s_f = torch.where(torch.isin(s, jump_t), torch.nextafter(s, s + 1), s)
             f0 = func(s_f, y)
-            nfe += running
         res = step(func, s, y, f0, h, adaptive)
-        nfe += evals_per_step * running
-        steps += running
+        steps.add_(running)
         if adaptive:
             err = error_norm(y, res.y1, res.errors, h)
-            finite = torch.isfinite(err)
-            accept = running & finite & (err <= 1.0)
-            inv = 1.0 / err.clamp(min=1e-300)
-            factor = ctrl.safety * inv**beta1
-            if beta2:
-                factor = factor * inv1**beta2
-            if beta3:
-                factor = factor * inv2**beta3
-            factor = factor.clamp(ctrl.factor_min, ctrl.factor_max)
+            accept = (err <= 1.0) & running  # NaN compares False: a non-finite step is never accepted
+            factor = (err.clamp(min=1e-300) ** -beta1).mul_(ctrl.safety)
+            if beta2 or beta3:
+                inv = 1.0 / err.clamp(min=1e-300)
+                factor = factor * inv1**beta2 * inv2**beta3
+                inv2 = torch.where(accept, inv1, inv2)
+                inv1 = torch.where(accept, inv, inv1)
+            factor = factor.clamp_(ctrl.factor_min, ctrl.factor_max)
             # no growth on a retry, nor on the step that follows a rejection
             factor = torch.where(accept & ~after_reject, factor, factor.clamp(max=1.0))
-            after_reject = torch.where(running, ~accept, after_reject)
-            new_dt = (h * factor).clamp(max=dtmax)
-            dt = torch.where(running, new_dt, dt)
-            inv2 = torch.where(accept, inv1, inv2)
-            inv1 = torch.where(accept, inv, inv1)
-            nonfinite = running & ~finite
+            after_reject = ~accept
+            dt = (h * factor).clamp_(max=dtmax)  # finished samples' dt no longer matters
+            nonfinite = running & ~torch.isfinite(err)
         else:
             finite = torch.isfinite(res.y1.reshape(B, N)).all(-1)
             accept = running & finite
             nonfinite = running & ~finite
-        acc += accept
-        rej += running & ~accept & ~nonfinite
+        acc.add_(accept)
         s_new = torch.where(accept, torch.where(land, s_stop, s + h), s)
         # outputs passed by this step, per sample
         new_ptr = torch.searchsorted(s_eval, s_new.unsqueeze(-1), right=True).squeeze(-1)
         counts = new_ptr - ptr
         interior = torch.searchsorted(s_eval, s_new.unsqueeze(-1)).squeeze(-1) - ptr  # strictly inside
-        # statuses
-        dt_small = accept & (s_new < s1) & ((dt < dtmin) | (s_new + dt == s_new)) if adaptive else None
-        newly_max = running & ~nonfinite & (steps >= max_steps) & (s_new < s1)
-        fail = nonfinite | newly_max | (dt_small if dt_small is not None else nonfinite)
-        status = torch.where(nonfinite, Status.NONFINITE, status)
-        if dt_small is not None:
-            rejected_small = running & ~accept & ~nonfinite & ((dt < dtmin) | (s + dt == s))
-            dt_small = dt_small | rejected_small
-            status = torch.where(dt_small & ~nonfinite, Status.DT_MIN, status)
-            fail = fail | dt_small
-        status = torch.where(newly_max & (status == Status.SUCCESS), Status.MAX_STEPS, status)
-        fail_t = torch.where(fail, s_new, fail_t)
-        fail_dt = torch.where(fail, h, fail_dt)
-        still = running & ~fail & (s_new < s1)
-        sync = torch.stack([counts.max(), interior.max(), still.any().long()])
-        m_out, m_interior, any_running = sync.tolist()  # the one synchronisation of a step
+        unfinished = running & (s_new < s1)
+        limit = steps >= max_steps
+        if adaptive:
+            limit = limit | (dt < dtmin) | (s_new + dt == s_new)
+        flagged = nonfinite | (unfinished & limit)
+        still = unfinished & ~flagged
+        sync = torch.stack([counts.max(), interior.max(), still.any(), flagged.any()])
+        m_out, m_interior, any_running, any_flagged = sync.tolist()  # the one sync of a step
+        if any_flagged:  # rare: record why those samples stopped
+            small = (flagged & ~nonfinite & (steps < max_steps)) if adaptive else torch.zeros_like(flagged)
+            status = torch.where(nonfinite, Status.NONFINITE, status)
+            status = torch.where(small & ~nonfinite, Status.DT_MIN, status)
+            status = torch.where(flagged & ~nonfinite & ~small, Status.MAX_STEPS, status)
+            fail_t = torch.where(flagged, s_new, fail_t)
+            fail_dt = torch.where(flagged, h, fail_dt)
+        nfe.add_(running, alpha=problem.nfe_counter[0] - counted)  # batched calls while running
         stages = None
         if m_interior > 0 or dense:
+            counted = problem.nfe_counter[0]
             f1 = res.f1
             if f1 is None and solver.interpolant is None:  # type: ignore[attr-defined]
                 f1 = func(s_new, torch.where(col(accept), res.y1, y))
             stages = solver.dense_stages(func, s, y, h, res, f1)
+            # charged to the samples that needed the continuous extension, as if solved alone
+            nfe.add_(running if dense else interior > 0, alpha=problem.nfe_counter[0] - counted)
             if dense:
                 dense_pieces.append((s, h, y.reshape(B, N), stages.reshape(B, N, -1), accept))
         if m_out > 0:
@@ -877,20 +906,18 @@ def _loop_per_sample(
             if ar is None:
                 ar = arange_cache[m_out] = torch.arange(m_out, device=dev)
             valid = ar < counts.unsqueeze(-1)  # [B, m]
-            idx = ptr.unsqueeze(-1) + ar
-            idx = torch.where(valid, idx, n)
+            idx = torch.where(valid, ptr.unsqueeze(-1) + ar, n)
             s_out = s_eval.gather(1, idx.clamp(max=n - 1))
             y1_flat = res.y1.reshape(B, 1, N)
             if stages is None:  # every output lies on a step's end
                 vals = y1_flat.expand(B, m_out, N)
             else:
                 h_safe = torch.where(h > 0, h, 1.0).unsqueeze(-1)
-                theta = ((s_out - s.unsqueeze(-1)) / h_safe).clamp(0.0, 1.0)
+                theta = ((s_out - s.unsqueeze(-1)) / h_safe).clamp_(0.0, 1.0)
                 vals = _interpolate(solver, y.reshape(B, N), stages.reshape(B, N, -1), h_safe, theta)
-                exact = (s_out == s_new.unsqueeze(-1)).unsqueeze(-1)
-                vals = torch.where(exact, y1_flat, vals)
+                vals = torch.where((s_out == s_new.unsqueeze(-1)).unsqueeze(-1), y1_flat, vals)
             ys.scatter_(1, idx.unsqueeze(-1).expand(B, m_out, N), vals)
-        ptr = torch.where(accept, new_ptr, ptr)
+            ptr = torch.where(accept, new_ptr, ptr)
         if save_steps:
             step_s.append(torch.where(accept, s_new, math.nan))
             step_y.append(torch.where(col(accept), res.y1, math.nan))
@@ -903,7 +930,7 @@ def _loop_per_sample(
             bar.update(float(((s - s_eval[:, 0]) / span).min()), it)
     if progress:
         bar.update(1.0, it, force=True)
-    raw = _Raw(ys[:, :n], Stats(nfe, steps, acc, rej), status, fail_t * problem.direction, fail_dt)
+    raw = _Raw(ys[:, :n], Stats(nfe, steps, acc, steps - acc), status, fail_t * problem.direction, fail_dt)
     mean_dt = (s - s_eval[:, 0]) / acc.clamp(min=1)
     raw.stiff_check = lambda: _stiffness_ratio(func, s, y, True) * mean_dt > 1.0
     if save_steps:

@@ -36,15 +36,20 @@ class StepResult(NamedTuple):
       The loop turns each into a scaled norm, the solver combines those norms with
       :meth:`AbstractSolver.combine_error_norms` (a homogeneous function), and the loop
       multiplies by ``|dt|``, which costs a scalar instead of a state-sized product.
-    - ``stages``: the stage derivatives stacked on the last axis, ``[..., N, stages]``; the
-      continuous extension is a linear combination of them.
+    - ``ks``: the stage derivatives, in order; :attr:`stages` stacks them on a new last axis
+      (only steps whose continuous extension is used pay for that copy).
     - ``f1``: ``f(t0 + dt, y1)`` when the method computed it anyway (FSAL), else ``None``.
     """
 
     y1: torch.Tensor
     errors: tuple[torch.Tensor, ...]
-    stages: torch.Tensor
+    ks: tuple[torch.Tensor, ...]
     f1: torch.Tensor | None
+
+    @property
+    def stages(self) -> torch.Tensor:
+        """The stage derivatives stacked on a new last axis, ``[*state, stages]``."""
+        return torch.stack(self.ks, -1)
 
 
 class AbstractSolver(abc.ABC):

@@ -42,8 +42,9 @@ def hermite_interpolant(b: tuple[float, ...], order: int = 3) -> DensePolynomial
 
 
 # Rows with at most this many non-zeros are summed by chained in-place axpys (about 1.5 us each
-# on a small CPU tensor), longer ones by stacking the stages and one matrix-vector product.
-_CHAIN = 4
+# on a small CPU tensor, and no strided copy on a large one), longer ones by stacking the stages
+# and one matrix-vector product.
+_CHAIN = 6
 
 
 class _Coefficients:
@@ -65,7 +66,12 @@ class _Coefficients:
             else:
                 self.plan.append((tableau.c[i], None, t(a[i, :i])))
         self.b = t(tableau.b)
-        self.errors = tuple(t(e) for e in (tableau.e, tableau.e_low) if e is not None)
+        self.b_terms = [(j, float(v)) for j, v in enumerate(tableau.b) if v != 0]
+        self.error_terms = [
+            [(j, float(v)) for j, v in enumerate(e) if v != 0]
+            for e in (tableau.e, tableau.e_low)
+            if e is not None
+        ]
 
 
 _COEFFICIENTS: dict[tuple[type, torch.dtype, torch.device], _Coefficients] = {}
@@ -123,12 +129,14 @@ class ExplicitRungeKutta(AbstractSolver):
             else:
                 yi = _chain(y0, ks, terms, dt, dt_col)
             ks.append(func(t0 + c * dt, yi))
-        stages = torch.stack(ks, -1)
-        y1 = yi if fsal else _combine(y0, stages, co.b, dt, dt_col)
-        errors: tuple[torch.Tensor, ...] = ()
-        if need_error:
-            errors = tuple(stages @ e for e in co.errors)
-        return StepResult(y1, errors, stages, ks[-1] if fsal else None)
+        if fsal:
+            y1 = yi
+        elif len(co.b_terms) <= _CHAIN:
+            y1 = _chain(y0, ks, co.b_terms, dt, dt_col)
+        else:
+            y1 = _combine(y0, torch.stack(ks, -1), co.b, dt, dt_col)
+        errors = tuple(_sum(ks, terms) for terms in co.error_terms) if need_error else ()
+        return StepResult(y1, errors, tuple(ks), ks[-1] if fsal else None)
 
     def dense_stages(
         self,
@@ -163,6 +171,15 @@ class ExplicitRungeKutta(AbstractSolver):
 
     def combine_error_norms(self, norms: tuple[Any, ...]) -> Any:
         return norms[0]
+
+
+def _sum(ks: list[torch.Tensor], terms: list[tuple[int, float]]) -> torch.Tensor:
+    """``sum_j e_j k_j`` (an error estimate per unit step), by chained in-place axpys."""
+    (j, e), rest = terms[0], terms[1:]
+    out = torch.mul(ks[j], e)
+    for j, e in rest:
+        out.add_(ks[j], alpha=e)
+    return out
 
 
 def _chain(

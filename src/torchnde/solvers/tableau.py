@@ -73,8 +73,8 @@ class DensePolynomial:
 
     def powers(self, theta: torch.Tensor) -> torch.Tensor:
         """``[theta, theta**2, ..., theta**degree]`` on a new last axis."""
-        exps = torch.arange(1, self.degree + 1, dtype=theta.dtype, device=theta.device)
-        return theta.unsqueeze(-1) ** exps
+        # a running product: several times cheaper than ``theta ** arange`` on large batches
+        return theta.unsqueeze(-1).expand(*theta.shape, self.degree).cumprod(-1)
 
     def weights(self, theta: torch.Tensor) -> torch.Tensor:
         """Stage weights ``w(theta)`` with shape ``[*theta.shape, stages]``."""
