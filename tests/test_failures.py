@@ -91,3 +91,11 @@ def test_per_sample_statuses_are_per_sample():
     assert sol.status.tolist() == [nde.Status.SUCCESS, nde.Status.DT_MIN]
     assert math.isclose(float(sol.ys[-1, 0, 0]), 0.1 / (1 - 0.2), rel_tol=1e-5)
     assert not sol.success
+
+
+def test_tolerance_below_float32_resolution_says_so():
+    with pytest.raises(
+        nde.MaxStepsReached, match=r"rtol=1e-10 is below what torch.float32 resolves.*float64"
+    ):
+        nde.solve(lambda t, y: -y + torch.sin(t), torch.ones(2), torch.tensor([0.0, 5.0]), "dopri8",
+                  rtol=1e-10, atol=1e-12, max_steps=500)  # fmt: skip

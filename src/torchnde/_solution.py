@@ -32,6 +32,9 @@ class Status(enum.IntEnum):
     def message(self) -> str:
         return _MESSAGES[self]
 
+    def __str__(self) -> str:
+        return f"Status.{self.name}"
+
 
 _MESSAGES = {
     Status.SUCCESS: "success",

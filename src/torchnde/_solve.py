@@ -125,6 +125,7 @@ def solve(
     raw = loop(problem, method, ctrl, opts)
     sol = problem.solution(raw)
     if throw and not sol.success:
+        raw.precision_hint = _precision_hint(ctrl, problem.dtype)
         raise _error(sol, raw, method)
     return sol
 
@@ -465,6 +466,7 @@ class _Raw:
     step_y: torch.Tensor | None = None
     dense: Callable[[torch.Tensor], torch.Tensor] | None = None
     stiff_check: Callable[[], Any] | None = None  # lazily: does the failure look like stiffness?
+    precision_hint: str | None = None  # set when rtol is below what the state's dtype resolves
 
 
 def _layout_tolerance(problem: _Problem, tol: Any, name: str) -> Any:
@@ -1009,7 +1011,9 @@ def _stiffness_ratio(func: Callable, s: Any, y: torch.Tensor, per_sample: bool, 
 
     An explicit method whose steps are limited by stability rather than accuracy takes steps of
     about ``c / rho`` with ``c`` of order one (3.3 for Dopri5), so ``rho * mean_dt > 1`` at a
-    failure says the problem is stiff (Hairer & Wanner, *Solving ODEs II*, IV.2).
+    failure says the problem is stiff (Hairer & Wanner, *Solving ODEs II*, IV.2) -- provided the
+    solution itself changes slowly, ``|f| / |y| << rho``; a blow-up (``y' = y^2``) has
+    ``|f| / |y| ~ rho`` and is not stiff. Returns ``rho`` where that holds, else 0.
     """
     lead = y.shape[:1] if per_sample else ()
 
@@ -1028,8 +1032,35 @@ def _stiffness_ratio(func: Callable, s: Any, y: torch.Tensor, per_sample: bool, 
         size = norm(jv)
         rho = size.reshape(lead).to(torch.float64)
         v = jv / size.clamp(min=1e-300)
-    rho = torch.nan_to_num(rho, nan=0.0)
+    rate = (norm(f0) / norm(y).clamp(min=torch.finfo(y.dtype).tiny)).reshape(lead).to(torch.float64)
+    rho = torch.where(rate < 0.01 * rho, torch.nan_to_num(rho, nan=0.0), 0.0)
     return rho if per_sample else float(rho)
+
+
+def _precision_hint(ctrl: ConstantStep | PIDController, dtype: torch.dtype) -> str | None:
+    """A tolerance tighter than the state's dtype can resolve makes steps collapse: say so."""
+    if not ctrl.adaptive or not dtype.is_floating_point:
+        return None
+    rtol = ctrl.rtol
+    smallest = (
+        float(torch.as_tensor(rtol).min())
+        if not isinstance(rtol, (tuple, list))
+        else min(float(torch.as_tensor(r).min()) for r in rtol)
+    )
+    eps = torch.finfo(dtype).eps
+    if smallest >= eps:
+        return None
+    return (
+        f"rtol={smallest:.3g} is below what {dtype} resolves (eps {eps:.2g}): solve in float64 "
+        f"(y0.double()) or use rtol >= {10 ** math.ceil(math.log10(10 * eps)):.0e}."
+    )
+
+
+def _looks_stiff(raw: _Raw, solver: AbstractSolver, sample: int | None) -> bool:
+    if raw.stiff_check is None or not solver.adaptive:
+        return False
+    stiff = raw.stiff_check()
+    return bool(stiff[sample]) if isinstance(stiff, torch.Tensor) else bool(stiff)
 
 
 def _error(sol: Solution, raw: _Raw, solver: AbstractSolver) -> Exception:
@@ -1046,13 +1077,13 @@ def _error(sol: Solution, raw: _Raw, solver: AbstractSolver) -> Exception:
         dt_txt = "n/a" if raw.fail_dt is None else f"{raw.fail_dt:.3g}"
         where = f"at t={raw.fail_time:.6g}, dt={dt_txt}, after {raw.stats.steps} steps"
     hint = _HINTS[status]
-    stiff = raw.stiff_check() if raw.stiff_check is not None and solver.adaptive else False
-    if isinstance(stiff, torch.Tensor):
-        stiff = bool(stiff[i])
-    if stiff:
+    if raw.precision_hint is not None and status in (Status.MAX_STEPS, Status.DT_MIN):
+        hint = raw.precision_hint
+    elif _looks_stiff(raw, solver, i if isinstance(sol.status, torch.Tensor) else None):
         hint = (
-            "The step size is limited by stability, not accuracy: the problem looks stiff. Use an "
-            "implicit solver (e.g. solver='kvaerno5'), or raise max_steps"
+            "The step size is limited by stability, not accuracy: the problem looks stiff. An "
+            "implicit solver is the right tool (Kvaerno5, from torchnde's stiff solvers); with an "
+            "explicit one, raise max_steps"
         )
     return ERRORS[status](f"solve stopped {where}: {status.message}. {hint}", sol)
 
