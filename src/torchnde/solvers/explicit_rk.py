@@ -174,31 +174,32 @@ class ExplicitRungeKutta(AbstractSolver):
 
 
 def _sum(ks: list[torch.Tensor], terms: list[tuple[int, float]]) -> torch.Tensor:
-    """``sum_j e_j k_j`` (an error estimate per unit step), by chained in-place axpys."""
-    (j, e), rest = terms[0], terms[1:]
-    out = torch.mul(ks[j], e)
-    for j, e in rest:
-        out.add_(ks[j], alpha=e)
+    """``sum_j w_j k_j`` by chained in-place axpys on a fresh tensor (safe under autograd: an
+    addition saves nothing for backward)."""
+    (j, w), rest = terms[0], terms[1:]
+    out = torch.mul(ks[j], w)
+    for j, w in rest:
+        out.add_(ks[j], alpha=w)
     return out
 
 
 def _chain(
     y0: torch.Tensor, ks: list[torch.Tensor], terms: list[tuple[int, float]], dt: Any, dt_col: Any
 ) -> torch.Tensor:
-    """``y0 + dt * sum_j a_j k_j`` over a few terms: one out-of-place axpy, then in-place ones
-    on the fresh result (safe under autograd: an addition saves nothing for backward)."""
+    """``y0 + dt * sum_j a_j k_j`` over a few terms. The increment is summed first and added to
+    ``y0`` once, as a dot product would: adding each term to ``y0`` in turn rounds at ``|y0|``'s
+    scale every time, which DOP853 on DETEST C3/C4 amplifies into a 3x larger end-point error."""
     if not terms:
         return y0
-    (j, a), rest = terms[0], terms[1:]
-    if dt_col is None:
-        out = torch.add(y0, ks[j], alpha=dt * a)
-        for j, a in rest:
-            out.add_(ks[j], alpha=dt * a)
-    else:
-        out = torch.addcmul(y0, dt_col, ks[j], value=a)
-        for j, a in rest:
-            out.addcmul_(dt_col, ks[j], value=a)
-    return out
+    if len(terms) == 1:
+        j, a = terms[0]
+        return (
+            torch.add(y0, ks[j], alpha=dt * a)
+            if dt_col is None
+            else torch.addcmul(y0, dt_col, ks[j], value=a)
+        )
+    increment = _sum(ks, terms)
+    return torch.add(y0, increment, alpha=dt) if dt_col is None else torch.addcmul(y0, dt_col, increment)
 
 
 def _column(dt: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
