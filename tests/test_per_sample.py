@@ -123,3 +123,41 @@ def test_save_steps_per_sample_is_padded_with_nan():
     assert sol.step_ts.shape[1] == 4
     valid = ~torch.isnan(sol.step_ts)
     assert valid.sum(0).tolist() == sol.stats.accepted.tolist()
+
+
+def test_finished_samples_leave_the_batch():
+    """Once at most half the samples still run, f is called on those alone; the results are
+    those of solving each sample alone."""
+    batches = []
+
+    def f(t, y):
+        batches.append(y.shape[0])
+        return torch.cos(t) * y - 0.1 * y**3
+
+    y0 = torch.linspace(0.5, 1.5, 8, dtype=torch.float64).view(8, 1)
+    ends = torch.tensor([0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 4.0, 4.0], dtype=torch.float64)
+    ts = torch.stack([torch.linspace(0, 1, 5, dtype=torch.float64) * e for e in ends])
+    sol = nde.solve(f, y0, ts, per_sample=True, rtol=1e-9, atol=1e-11)
+    assert batches[0] == 8 and min(batches) <= 2
+    for i in (0, 6, 7):
+        alone = nde.solve(f, y0[i : i + 1], ts[i : i + 1], per_sample=True, rtol=1e-9, atol=1e-11)
+        assert torch.allclose(sol.ys[:, i], alone.ys[:, 0], rtol=1e-12, atol=1e-14)
+        assert int(sol.stats.nfe[i]) == int(alone.stats.nfe[0])
+        assert int(sol.stats.steps[i]) == int(alone.stats.steps[0])
+
+
+def test_a_field_with_per_sample_parameters_keeps_the_full_batch():
+    """f closing over per-sample tensors cannot run on a sub-batch: the solve notices and keeps
+    every row, so the answer stays right."""
+    rates = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 3.0, 5.0], dtype=torch.float64).view(8, 1)
+    batches = []
+
+    def f(t, y):
+        batches.append(y.shape[0])
+        return -rates[: y.shape[0]] * y  # silently wrong on a sub-batch: caught by the check
+
+    ends = torch.tensor([0.5] * 6 + [4.0, 4.0], dtype=torch.float64)
+    ts = torch.stack([torch.linspace(0, 1, 3, dtype=torch.float64) * e for e in ends])
+    sol = nde.solve(f, torch.ones(8, 1, dtype=torch.float64), ts, per_sample=True, rtol=1e-9, atol=1e-11)
+    assert set(batches[1:]) <= {8, 2}  # the one verifying call on the sub-batch, then full batches
+    assert torch.allclose(sol.ys[-1, :, 0], torch.exp(-rates[:, 0] * ends), rtol=1e-7)

@@ -54,10 +54,13 @@ def test_fixed_step_global_solve_does_not_read_the_host_per_step(host_reads):
 
 @pytest.mark.parametrize("adaptive", [True, False])
 def test_per_sample_solve_reads_the_host_once_per_step(adaptive, host_reads):
+    """Plus one read each time finished samples leave the batch (at most log2(batch) times):
+    the check that f gives the remaining rows the same derivatives on their own."""
     y0 = torch.randn(8, 3, dtype=torch.float64)
-    ts = torch.linspace(0, 5, 11, dtype=torch.float64)
+    ends = torch.tensor([1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 5.0, 5.0], dtype=torch.float64)
+    ts = torch.stack([torch.linspace(0, 1, 11, dtype=torch.float64) * e for e in ends])
     kw = {"rtol": 1e-8, "atol": 1e-10} if adaptive else {"solver": "rk4", "dt": 0.05}
     sol = nde.solve(_field, y0, ts, per_sample=True, **kw)
     iterations = int(sol.stats.steps.max())
     assert iterations > 10
-    assert host_reads[0] <= iterations + _SETUP
+    assert host_reads[0] <= iterations + _SETUP + 3  # log2(8) compactions

@@ -256,7 +256,7 @@ class _Problem:
     def _user_time(self, s: Any) -> torch.Tensor:
         if self.per_sample:
             t = (s if self.direction > 0 else -s).to(self.dtype)
-            return t.view(self.batch, *([1] * len(self.shapes[0])))
+            return t.view(-1, *([1] * len(self.shapes[0])))  # -1: compaction may shrink the batch
         return torch.full((), s * self.direction, dtype=self.dtype, device=self.device)
 
     def checked_f0(self) -> torch.Tensor:
@@ -318,11 +318,12 @@ class _Problem:
                 return f(full((), s, dtype=dtype, device=device), y)
 
             return fastest
-        unflatten = self.unflatten
+        unflatten, per_sample = self.unflatten, self.per_sample
 
         def general(s: Any, y: torch.Tensor) -> torch.Tensor:
             counter[0] += 1
-            return flatten(f(user_time(s), unflatten(y, lead)), lead)
+            rows = (y.shape[0],) if per_sample else lead
+            return flatten(f(user_time(s), unflatten(y, rows)), rows)
 
         return general
 
@@ -421,6 +422,7 @@ class _LoopOptions:
     save_steps: bool
     progress: bool
     compile: bool
+    compact: bool = True
 
 
 _COMPILED: dict[tuple, Callable] = {}
@@ -526,16 +528,24 @@ class _ErrorNorm:
         self.atol = torch.as_tensor(atol, dtype=problem.dtype, device=problem.device)
         self.per_sample = problem.per_sample
         self._abs: tuple[Any, Any] = (None, None)
-        user, batch = ctrl.norm, problem.batch
+        user = ctrl.norm
         if problem.per_sample:
             norm = user or rms_norm
-            self.norm = lambda x: norm(x.reshape(batch, -1))
+            self.norm = lambda x: norm(x.reshape(x.shape[0], -1))
         elif user is None:  # RMS: a device-side 2-norm, divided by sqrt(N) on the host
             self._tensor_norm, self._factor = torch.linalg.vector_norm, 1.0 / math.sqrt(problem.numel)
             self.norm = lambda x: float(torch.linalg.vector_norm(x)) * self._factor
         else:
             self._tensor_norm, self._factor = (lambda x: user(x.reshape(-1))), 1.0
             self.norm = lambda x: float(user(x.reshape(-1)))
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Follow a compacted per-sample batch: per-sample tolerances keep only ``keep``."""
+        if isinstance(self.rtol, torch.Tensor) and self.rtol.ndim > 0:
+            self.rtol = self.rtol[keep]
+        if self.atol.ndim > 0:
+            self.atol = self.atol[keep]
+        self._abs = (None, None)
 
     def scale(self, y: torch.Tensor, y1: torch.Tensor | None = None) -> torch.Tensor:
         if y1 is None:
@@ -813,7 +823,7 @@ def _loop_per_sample(
     ones_tail = [1] * (y.ndim - 1)
 
     def col(v: torch.Tensor) -> torch.Tensor:  # a [B] mask or value against the state
-        return v.view(B, *ones_tail)
+        return v.view(-1, *ones_tail)
 
     ptr = torch.ones(B, dtype=torch.int64, device=dev)
     status = torch.zeros(B, dtype=torch.int64, device=dev)
@@ -828,6 +838,11 @@ def _loop_per_sample(
     arange_cache: dict[int, torch.Tensor] = {}
     bar = _Progress(0.0, 1.0, progress)
     span = (s1 - s).clamp(min=1e-300)
+    # Compaction: `rows` maps the working batch onto the samples; `full` holds every sample's
+    # results once its rows leave the working batch.
+    compact = opts.compact and not dense and not save_steps
+    rows = torch.arange(B, device=dev)
+    full = _FullRows()
     any_running = bool(running.any())
     it = 0
     while any_running:
@@ -867,7 +882,7 @@ def _loop_per_sample(
             dt = (h * factor).clamp_(max=dtmax)  # finished samples' dt no longer matters
             nonfinite = running & ~torch.isfinite(err)
         else:
-            finite = torch.isfinite(res.y1.reshape(B, N)).all(-1)
+            finite = torch.isfinite(res.y1.reshape(-1, N)).all(-1)
             accept = running & finite
             nonfinite = running & ~finite
         acc.add_(accept)
@@ -882,8 +897,9 @@ def _loop_per_sample(
             limit = limit | (dt < dtmin) | (s_new + dt == s_new)
         flagged = nonfinite | (unfinished & limit)
         still = unfinished & ~flagged
-        sync = torch.stack([counts.max(), interior.max(), still.any(), flagged.any()])
-        m_out, m_interior, any_running, any_flagged = sync.tolist()  # the one sync of a step
+        sync = torch.stack([counts.max(), interior.max(), still.sum(), flagged.any()])
+        m_out, m_interior, n_still, any_flagged = sync.tolist()  # the one sync of a step
+        any_running = n_still > 0
         if any_flagged:  # rare: record why those samples stopped
             small = (flagged & ~nonfinite & (steps < max_steps)) if adaptive else torch.zeros_like(flagged)
             status = torch.where(nonfinite, Status.NONFINITE, status)
@@ -910,15 +926,17 @@ def _loop_per_sample(
             valid = ar < counts.unsqueeze(-1)  # [B, m]
             idx = torch.where(valid, ptr.unsqueeze(-1) + ar, n)
             s_out = s_eval.gather(1, idx.clamp(max=n - 1))
-            y1_flat = res.y1.reshape(B, 1, N)
+            y1_flat = res.y1.reshape(-1, 1, N)
             if stages is None:  # every output lies on a step's end
-                vals = y1_flat.expand(B, m_out, N)
+                vals = y1_flat.expand(-1, m_out, N)
             else:
                 h_safe = torch.where(h > 0, h, 1.0).unsqueeze(-1)
                 theta = ((s_out - s.unsqueeze(-1)) / h_safe).clamp_(0.0, 1.0)
-                vals = _interpolate(solver, y.reshape(B, N), stages.reshape(B, N, -1), h_safe, theta)
+                vals = _interpolate(
+                    solver, y.reshape(-1, N), stages.reshape(-1, N, stages.shape[-1]), h_safe, theta
+                )
                 vals = torch.where((s_out == s_new.unsqueeze(-1)).unsqueeze(-1), y1_flat, vals)
-            ys.scatter_(1, idx.unsqueeze(-1).expand(B, m_out, N), vals)
+            ys.scatter_(1, idx.unsqueeze(-1).expand(-1, m_out, N), vals)
             ptr = torch.where(accept, new_ptr, ptr)
         if save_steps:
             step_s.append(torch.where(accept, s_new, math.nan))
@@ -928,10 +946,45 @@ def _loop_per_sample(
             f0 = torch.where(col(accept), res.f1, f0)
         s = s_new
         running = still
+        if compact and 0 < n_still <= _COMPACT * len(rows):
+            # Finished samples leave the batch: gather the running ones, once f is seen to
+            # give them the same derivatives on their own (otherwise never compact again).
+            keep = torch.nonzero_static(running, size=n_still).squeeze(1)  # no sync: size known
+            s_k, y_k = s[keep], y[keep]
+            f0_k = _verified_rows(func, s_k, y_k, f0[keep] if fsal else None, problem)
+            if f0_k is None:
+                compact = False
+            else:
+                full.store(rows, ys=ys, status=status, nfe=nfe, steps=steps, acc=acc,
+                           fail_t=fail_t, fail_dt=fail_dt, s=s, y=y)  # fmt: skip
+                rows, s, y, f0 = rows[keep], s_k, y_k, f0_k
+                s1, s_eval, span, dt, ptr = s1[keep], s_eval[keep], span[keep], dt[keep], ptr[keep]
+                ys, status, nfe, steps, acc = ys[keep], status[keep], nfe[keep], steps[keep], acc[keep]
+                fail_t, fail_dt, running = fail_t[keep], fail_dt[keep], running[keep]
+                if adaptive:
+                    inv1, inv2, after_reject = inv1[keep], inv2[keep], after_reject[keep]
+                    error_norm.select(keep)
+                # the verifying evaluation is bookkeeping, like the initial checks: the stats
+                # keep counting what each sample's own solve needs
         if progress:
             bar.update(float(((s - s_eval[:, 0]) / span).min()), it)
     if progress:
         bar.update(1.0, it, force=True)
+    full.store(
+        rows, ys=ys, status=status, nfe=nfe, steps=steps, acc=acc, fail_t=fail_t, fail_dt=fail_dt, s=s, y=y
+    )
+    ys, status, nfe, steps, acc, fail_t, fail_dt, s, y = (
+        full.ys,
+        full.status,
+        full.nfe,
+        full.steps,
+        full.acc,
+        full.fail_t,
+        full.fail_dt,
+        full.s,
+        full.y,
+    )
+    s_eval = problem.s_eval
     raw = _Raw(ys[:, :n], Stats(nfe, steps, acc, steps - acc), status, fail_t * problem.direction, fail_dt)
     mean_dt = (s - s_eval[:, 0]) / acc.clamp(min=1)
     raw.stiff_check = lambda: _stiffness_ratio(func, s, y, True) * mean_dt > 1.0
@@ -941,6 +994,43 @@ def _loop_per_sample(
     if dense:
         raw.dense = _per_sample_dense(solver, dense_pieces, s_eval)
     return raw
+
+
+# Compact the working batch when at most this fraction of it is still running.
+_COMPACT = 0.5
+
+
+class _FullRows:
+    """Per-sample results of a per-sample solve, written back from a shrinking working batch."""
+
+    def store(self, rows: torch.Tensor, **values: torch.Tensor) -> None:
+        for name, value in values.items():
+            if name not in self.__dict__:
+                self.__dict__[name] = value.clone() if len(rows) == len(value) else value
+            self.__dict__[name][rows] = value
+
+
+def _verified_rows(
+    func: Callable, s: torch.Tensor, y: torch.Tensor, f0: torch.Tensor | None, problem: _Problem
+) -> torch.Tensor | None:
+    """``f`` on a sub-batch, checked against what it gave those rows inside the full batch
+    (``f0``; for methods without FSAL the check is only that ``f`` runs and keeps the shape).
+
+    ``None`` when ``f`` does not treat rows independently (it closes over per-sample tensors,
+    or couples the batch): the solve then keeps the full batch to the end.
+    """
+    try:
+        out = func(s, y)
+    except Exception:  # any failure of f on a sub-batch means: do not compact
+        return None
+    if out.shape != y.shape:
+        return None
+    if f0 is not None:
+        scale = f0.abs().amax() if f0.numel() else f0.new_zeros(())
+        tol = 1e-4 if problem.dtype in (torch.float16, torch.bfloat16, torch.float32) else 1e-10
+        if not bool(((out - f0).abs() <= tol * (scale + 1.0)).all()):
+            return None
+    return out
 
 
 def _interpolate(

@@ -41,9 +41,12 @@ def hermite_interpolant(b: tuple[float, ...], order: int = 3) -> DensePolynomial
     return DensePolynomial(p, order=min(order, 3))
 
 
-# Rows with at most this many non-zeros are summed by chained in-place axpys (about 1.5 us each
-# on a small CPU tensor, and no strided copy on a large one), longer ones by stacking the stages
-# and one matrix-vector product.
+# How a tableau row is summed: stacking the stages and one matrix-vector product costs three
+# kernel launches whatever the row's length, but the stack is a strided copy that grows with the
+# state; chained in-place axpys cost one launch per term and no copy. Small states (launch-bound)
+# chain rows of at most _CHAIN_SMALL terms, larger ones rows of at most _CHAIN.
+_SMALL = 1024
+_CHAIN_SMALL = 2
 _CHAIN = 6
 
 
@@ -55,23 +58,16 @@ class _Coefficients:
             return torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=dtype, device=device)
 
         a = tableau.a_matrix
-        # One entry per stage after the first: (c_i, terms, None) with the row's few non-zeros
-        # (j, a_ij), combined by a chain of fused axpys, or (c_i, None, row) for a long row,
-        # combined by one matrix-vector product over the stacked stages.
-        self.plan: list[tuple[float, list[tuple[int, float]] | None, torch.Tensor | None]] = []
+        # One entry per stage after the first: (c_i, the row's non-zeros (j, a_ij), the row).
+        self.plan: list[tuple[float, list[tuple[int, float]], torch.Tensor]] = []
         for i in range(1, tableau.stages):
-            nz = np.flatnonzero(a[i, :i])
-            if len(nz) <= _CHAIN:
-                self.plan.append((tableau.c[i], [(int(j), float(a[i, j])) for j in nz], None))
-            else:
-                self.plan.append((tableau.c[i], None, t(a[i, :i])))
+            terms = [(int(j), float(a[i, j])) for j in np.flatnonzero(a[i, :i])]
+            self.plan.append((tableau.c[i], terms, t(a[i, :i])))
         self.b = t(tableau.b)
         self.b_terms = [(j, float(v)) for j, v in enumerate(tableau.b) if v != 0]
-        self.error_terms = [
-            [(j, float(v)) for j, v in enumerate(e) if v != 0]
-            for e in (tableau.e, tableau.e_low)
-            if e is not None
-        ]
+        estimates = [e for e in (tableau.e, tableau.e_low) if e is not None]
+        self.errors = tuple(t(e) for e in estimates)
+        self.error_terms = [[(j, float(v)) for j, v in enumerate(e) if v != 0] for e in estimates]
 
 
 _COEFFICIENTS: dict[tuple[type, torch.dtype, torch.device], _Coefficients] = {}
@@ -93,9 +89,7 @@ class ExplicitRungeKutta(AbstractSolver):
     extra_stages: ClassVar[tuple[tuple[float, tuple[float, ...]], ...]] = ()
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[torch.dtype, torch.device], _Coefficients] = {}
         self._dense = self.interpolant or hermite_interpolant(self.tableau.b, self.order)
-        self._extra_cache: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
 
     @property
     def dense_order(self) -> int:  # type: ignore[override]
@@ -121,21 +115,28 @@ class ExplicitRungeKutta(AbstractSolver):
         co = self._coefficients(y0)
         per_sample = isinstance(dt, torch.Tensor)
         dt_col = _column(dt, y0) if per_sample else None
+        small = y0.numel() <= _SMALL
+        chain = _CHAIN_SMALL if small else _CHAIN
         ks = [f0]
         yi = y0
         for c, terms, row in co.plan:
-            if terms is None:
-                yi = _combine(y0, torch.stack(ks, -1), row, dt, dt_col)
-            else:
+            if len(terms) <= chain:
                 yi = _chain(y0, ks, terms, dt, dt_col)
+            else:
+                yi = _combine(y0, torch.stack(ks, -1), row, dt, dt_col)
             ks.append(func(t0 + c * dt, yi))
         if fsal:
             y1 = yi
-        elif len(co.b_terms) <= _CHAIN:
+        elif len(co.b_terms) <= chain:
             y1 = _chain(y0, ks, co.b_terms, dt, dt_col)
         else:
             y1 = _combine(y0, torch.stack(ks, -1), co.b, dt, dt_col)
-        errors = tuple(_sum(ks, terms) for terms in co.error_terms) if need_error else ()
+        errors: tuple[torch.Tensor, ...] = ()
+        if need_error and small:
+            stacked = torch.stack(ks, -1)
+            errors = tuple(stacked @ e for e in co.errors)
+        elif need_error:
+            errors = tuple(_sum(ks, terms) for terms in co.error_terms)
         return StepResult(y1, errors, tuple(ks), ks[-1] if fsal else None)
 
     def dense_stages(
