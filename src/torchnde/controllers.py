@@ -75,6 +75,19 @@ class ConstantStep:
         object.__setattr__(self, "jump_ts", _times("jump_ts", self.jump_ts))
 
 
+def _check_tolerance(name: str, value: Any, ok: Callable[[Any], Any], rule: str) -> None:
+    """A tolerance is a finite float, a tensor, or a tuple of tensors (tuple states)."""
+    parts = list(value) if isinstance(value, (tuple, list)) else [value]
+    for part in parts:
+        if not isinstance(part, (int, float, torch.Tensor)) or isinstance(part, bool):
+            raise ValueError(f"{name} must be a float or a tensor, got {part!r}")
+        part = torch.as_tensor(part, dtype=torch.float64)
+        if not bool(torch.isfinite(part).all()):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+        if not bool(ok(part).all()):
+            raise ValueError(f"{name} must be {rule}")
+
+
 @dataclass(frozen=True)
 class PIDController:
     r"""Adaptive step size from the embedded error estimate, with a PID rule on the error history.
@@ -134,23 +147,8 @@ class PIDController:
     adaptive = True
 
     def __post_init__(self) -> None:
-        for name in ("rtol", "atol"):
-            value = getattr(self, name)
-            bad = (
-                ((value <= 0).any() if name == "rtol" else (value < 0).any())
-                if isinstance(value, torch.Tensor)
-                else None
-            )
-            if isinstance(value, (tuple, list)):
-                bad = any(bool((torch.as_tensor(v) <= 0).any()) if name == "rtol"
-                          else bool((torch.as_tensor(v) < 0).any()) for v in value)  # fmt: skip
-            elif not isinstance(value, torch.Tensor):
-                if not isinstance(value, (int, float)) or not math.isfinite(value):
-                    raise ValueError(f"{name} must be a positive float or tensor, got {value!r}")
-                bad = value <= 0 if name == "rtol" else value < 0
-            if bad:
-                hint = "e.g. rtol=1e-6" if name == "rtol" else "e.g. atol=1e-8 (0 is allowed)"
-                raise ValueError(f"{name} must be {'> 0' if name == 'rtol' else '>= 0'}: {hint}")
+        _check_tolerance("rtol", self.rtol, lambda x: x > 0, "> 0: e.g. rtol=1e-6")
+        _check_tolerance("atol", self.atol, lambda x: x >= 0, ">= 0: e.g. atol=1e-8 (0 is allowed)")
         if not 0 < self.safety <= 1:
             raise ValueError(f"safety must be in (0, 1], got {self.safety}")
         if not 0 < self.factor_min < 1 < self.factor_max:
