@@ -611,7 +611,6 @@ def _loop_global(
     y = problem.y0
     f0: torch.Tensor | None = problem.checked_f0()
     adaptive = ctrl.adaptive
-    fsal = solver.tableau.fsal  # type: ignore[attr-defined]
     if adaptive:
         error_norm = _ErrorNorm(problem, solver, ctrl)
         beta1, beta2, beta3 = ctrl.exponents(solver.error_order)
@@ -696,9 +695,7 @@ def _loop_global(
                 step_s.append(s_new)
                 step_y.append(res.y1)
             s, y = s_new, res.y1
-            f0 = f1 if fsal or f1 is not None else None
-            if land and s_stop in jumps:
-                f0 = None
+            f0 = None if land and s_stop in jumps else f1  # f1: FSAL, or computed for outputs
             if adaptive:
                 inv2, inv1 = inv1, inv
                 dt = min(h * (min(factor, 1.0) if after_reject else factor), dtmax)
