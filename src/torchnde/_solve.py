@@ -1001,10 +1001,15 @@ class _FullRows:
     """Per-sample results of a per-sample solve, written back from a shrinking working batch."""
 
     def store(self, rows: torch.Tensor, **values: torch.Tensor) -> None:
+        """Write the working batch's ``values`` into the rows ``rows`` of the full results. The
+        first store comes from the uncompacted batch, whose tensors become the full results
+        (the working batch is re-gathered into new tensors right after)."""
         for name, value in values.items():
-            if name not in self.__dict__:
-                self.__dict__[name] = value.clone() if len(rows) == len(value) else value
-            self.__dict__[name][rows] = value
+            full = self.__dict__.get(name)
+            if full is None:
+                self.__dict__[name] = value
+            else:
+                full[rows] = value
 
 
 def _verified_rows(

@@ -79,12 +79,15 @@ def _check_tolerance(name: str, value: Any, ok: Callable[[Any], Any], rule: str)
     """A tolerance is a finite float, a tensor, or a tuple of tensors (tuple states)."""
     parts = list(value) if isinstance(value, (tuple, list)) else [value]
     for part in parts:
-        if not isinstance(part, (int, float, torch.Tensor)) or isinstance(part, bool):
+        if isinstance(part, bool) or not isinstance(part, (int, float, torch.Tensor)):
             raise ValueError(f"{name} must be a float or a tensor, got {part!r}")
-        part = torch.as_tensor(part, dtype=torch.float64)
-        if not bool(torch.isfinite(part).all()):
+        if isinstance(part, torch.Tensor):  # checked where it lives: one read, at construction
+            finite, valid = bool(torch.isfinite(part).all()), bool(ok(part).all())
+        else:
+            finite, valid = math.isfinite(part), bool(ok(part))
+        if not finite:
             raise ValueError(f"{name} must be finite, got {value!r}")
-        if not bool(ok(part).all()):
+        if not valid:
             raise ValueError(f"{name} must be {rule}")
 
 
