@@ -149,7 +149,7 @@ class ExplicitRungeKutta(AbstractSolver):
         f1: torch.Tensor,
     ) -> torch.Tensor:
         if self.interpolant is None:  # Hermite: the stages and f(t1, y1)
-            return torch.cat([result.stages, f1.unsqueeze(-1)], -1)  # type: ignore[union-attr]
+            return torch.stack([*result.ks, f1], -1)
         if not self.extra_stages:
             return result.stages
         key = (type(self), y0.dtype, y0.device)
@@ -169,9 +169,6 @@ class ExplicitRungeKutta(AbstractSolver):
     @property
     def dense_polynomial(self) -> DensePolynomial:
         return self._dense
-
-    def combine_error_norms(self, norms: tuple[Any, ...]) -> Any:
-        return norms[0]
 
 
 def _sum(ks: list[torch.Tensor], terms: list[tuple[int, float]]) -> torch.Tensor:
