@@ -161,3 +161,20 @@ def test_a_field_with_per_sample_parameters_keeps_the_full_batch():
     sol = nde.solve(f, torch.ones(8, 1, dtype=torch.float64), ts, per_sample=True, rtol=1e-9, atol=1e-11)
     assert set(batches[1:]) <= {8, 2}  # the one verifying call on the sub-batch, then full batches
     assert torch.allclose(sol.ys[-1, :, 0], torch.exp(-rates[:, 0] * ends), rtol=1e-7)
+
+
+def test_step_ts_and_jump_ts_work_per_sample():
+    """f jumps at t = 0.5 for every sample; with jump_ts each sample steps onto it and
+    re-evaluates f after it, so piecewise-constant dynamics are integrated exactly."""
+
+    def f(t, y):
+        return torch.where(t < 0.5, torch.ones_like(y), -torch.ones_like(y)) * 3.0
+
+    y0 = torch.zeros(3, 1, dtype=torch.float64)
+    ts = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    ctrl = nde.PIDController(rtol=1e-8, atol=1e-10, jump_ts=[0.5], step_ts=[0.25])
+    sol = nde.solve(f, y0, ts, controller=ctrl, per_sample=True, save_steps=True)
+    assert sol.ys[-1].abs().max() < 1e-12
+    for i in range(3):
+        stepped = sol.step_ts[:, i][~torch.isnan(sol.step_ts[:, i])].tolist()
+        assert 0.25 in stepped and any(abs(t - 0.5) < 1e-15 for t in stepped)
