@@ -422,7 +422,6 @@ class _LoopOptions:
     save_steps: bool
     progress: bool
     compile: bool
-    compact: bool = True
 
 
 _COMPILED: dict[tuple, Callable] = {}
@@ -532,12 +531,12 @@ class _ErrorNorm:
         if problem.per_sample:
             norm = user or rms_norm
             self.norm = lambda x: norm(x.reshape(x.shape[0], -1))
-        elif user is None:  # RMS: a device-side 2-norm, divided by sqrt(N) on the host
-            self._tensor_norm, self._factor = torch.linalg.vector_norm, 1.0 / math.sqrt(problem.numel)
-            self.norm = lambda x: float(torch.linalg.vector_norm(x)) * self._factor
         else:
-            self._tensor_norm, self._factor = (lambda x: user(x.reshape(-1))), 1.0
-            self.norm = lambda x: float(user(x.reshape(-1)))
+            if user is None:  # RMS: a device-side 2-norm, divided by sqrt(N) on the host
+                self._tensor_norm, self._factor = torch.linalg.vector_norm, 1.0 / math.sqrt(problem.numel)
+            else:
+                self._tensor_norm, self._factor = (lambda x: user(x.reshape(-1))), 1.0
+            self.norm = lambda x: float(self._tensor_norm(x)) * self._factor
 
     def select(self, keep: torch.Tensor) -> None:
         """Follow a compacted per-sample batch: per-sample tolerances keep only ``keep``."""
@@ -837,7 +836,7 @@ def _loop_per_sample(
     span = (s1 - s).clamp(min=1e-300)
     # Compaction: `rows` maps the working batch onto the samples; `full` holds every sample's
     # results once its rows leave the working batch.
-    compact = opts.compact and not dense and not save_steps
+    compact = not dense and not save_steps
     rows = torch.arange(B, device=dev)
     full = _FullRows()
     any_running = bool(running.any())
@@ -970,21 +969,11 @@ def _loop_per_sample(
     full.store(
         rows, ys=ys, status=status, nfe=nfe, steps=steps, acc=acc, fail_t=fail_t, fail_dt=fail_dt, s=s, y=y
     )
-    ys, status, nfe, steps, acc, fail_t, fail_dt, s, y = (
-        full.ys,
-        full.status,
-        full.nfe,
-        full.steps,
-        full.acc,
-        full.fail_t,
-        full.fail_dt,
-        full.s,
-        full.y,
-    )
-    s_eval = problem.s_eval
-    raw = _Raw(ys[:, :n], Stats(nfe, steps, acc, steps - acc), status, fail_t * problem.direction, fail_dt)
-    mean_dt = (s - s_eval[:, 0]) / acc.clamp(min=1)
-    raw.stiff_check = lambda: _stiffness_ratio(func, s, y, True) * mean_dt > 1.0
+    r = full  # every sample's results, in the original order
+    stats = Stats(r.nfe, r.steps, r.acc, r.steps - r.acc)
+    raw = _Raw(r.ys[:, :n], stats, r.status, r.fail_t * problem.direction, r.fail_dt)
+    mean_dt = (r.s - problem.s_eval[:, 0]) / r.acc.clamp(min=1)
+    raw.stiff_check = lambda: _stiffness_ratio(func, r.s, r.y, True) * mean_dt > 1.0
     if save_steps:
         raw.step_s = torch.stack(step_s, 0) if step_s else s.new_empty((0, B))
         raw.step_y = torch.stack(step_y, 0) if step_y else y.new_empty((0, *y.shape))
