@@ -3,13 +3,19 @@
 A *group* is one problem (e.g. "neural ODE, no grad, batch 16") solved by several *candidates*
 (one library or configuration each). Every candidate is warmed up first (its first call, which
 includes any compilation, is timed separately), then the group is timed *interleaved*: each
-repeat runs every candidate once, in turn, so that drifting machine load hits all of them alike.
+repeat takes one sample of every candidate, in turn, so that drifting machine load hits all of
+them alike. A sample runs the candidate ``inner`` times back to back (``inner`` is chosen per
+candidate from its warm-up time, so that a sample lasts at least ``Settings.min_sample_s``) and
+records the mean time per call, as ``timeit`` does: a millisecond call timed alone measures the
+caches that the previous candidate and the garbage collector left cold, not the steady state of a
+training loop that calls the solver again and again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import os
 import signal
 import statistics
@@ -72,8 +78,9 @@ class Candidate:
 
 @dataclass
 class Timing:
-    times_s: list[float] = field(default_factory=list)
+    times_s: list[float] = field(default_factory=list)  # one mean time per call per sample
     first_call_s: float | None = None
+    inner: int = 1  # calls per sample
 
     @property
     def median_s(self) -> float | None:
@@ -90,6 +97,7 @@ class Settings:
     repeats: int
     min_repeats: int
     group_budget_s: float  # stop repeating a group after this much timed work (>= min_repeats)
+    min_sample_s: float  # a sample repeats the call until it lasts at least this long
     # (wall time is larger: warm-ups, first calls, probes and gc between the timed calls)
     compile_timeout_s: float
 
@@ -118,17 +126,27 @@ def time_limit(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _timed(fn: Callable[[], Any]) -> float:
+def _timed(fn: Callable[[], Any], inner: int = 1) -> float:
+    """Mean seconds per call of ``inner`` back-to-back calls, with the garbage collector run
+    before and disabled during them."""
     gc.collect()
     gc.disable()
     try:
         start = time.perf_counter()
-        out = fn()
+        for _ in range(inner):
+            out = fn()
         elapsed = time.perf_counter() - start
     finally:
         gc.enable()
     del out
-    return elapsed
+    return elapsed / inner
+
+
+def inner_calls(warm_s: float, min_sample_s: float, cap: int = 1000) -> int:
+    """Calls per sample so that a sample lasts at least ``min_sample_s`` (at most ``cap``)."""
+    if warm_s <= 0:
+        return cap
+    return max(1, min(cap, math.ceil(min_sample_s / warm_s)))
 
 
 def short_error(err: BaseException, limit: int = 160) -> str:
@@ -148,8 +166,8 @@ def measure_group(
         try:
             with time_limit(cand.first_call_timeout_s):
                 timings[cand.key].first_call_s = _timed(cand.run)
-            for _ in range(max(settings.warmup - 1, 0)):
-                cand.run()
+            warm = [_timed(cand.run) for _ in range(max(settings.warmup - 1, 1))]
+            timings[cand.key].inner = inner_calls(statistics.median(warm), settings.min_sample_s)
         except (Exception, FirstCallTimeout) as err:  # a failing peer must not stop the run
             cand.error = short_error(err)
             log(f"    {cand.label}: FAILED ({cand.error})")
@@ -167,9 +185,10 @@ def measure_group(
                 break
             for cand in live:
                 assert cand.run is not None
-                elapsed = _timed(cand.run)
-                timings[cand.key].times_s.append(elapsed)
-                spent += elapsed
+                inner = timings[cand.key].inner
+                per_call = _timed(cand.run, inner)
+                timings[cand.key].times_s.append(per_call)
+                spent += per_call * inner
     finally:
         gc.unfreeze()
     return timings

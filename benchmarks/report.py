@@ -20,6 +20,7 @@ class Row:
     min_s: float | None = None
     first_call_s: float | None = None
     repeats: int = 0
+    inner: int = 1  # back-to-back calls per timed sample
     calls: int | None = None
     nfe: int | None = None
     steps: int | None = None
@@ -46,7 +47,7 @@ class GroupResult:
 
 def make_row(cand: Candidate, timing: Timing, probe: Probe | None, reference: np.ndarray) -> Row:
     row = Row(cand.key, cand.label, timing.median_s, timing.min_s, timing.first_call_s, len(timing.times_s))
-    row.times_s = timing.times_s
+    row.times_s, row.inner = timing.times_s, timing.inner
     row.error, row.note = cand.error, cand.note
     if probe is not None:
         row.calls, row.nfe, row.steps, row.extra = probe.calls, probe.nfe, probe.steps, probe.extra
@@ -116,7 +117,9 @@ def markdown(meta: dict[str, Any], results: list[GroupResult]) -> str:
         + ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
         + ".",
         "",
-        "Times are medians (and minima) over interleaved repeats, after warm-up; *first call* is the "
+        "Times are medians (and minima) over interleaved samples, after warm-up; a sample is the mean "
+        "over back-to-back calls lasting at least the sample time above (the JSON has the count); "
+        "*first call* is the "
         "first, untimed-for-the-median call (it includes any compilation). *calls* = batched "
         "vector-field calls counted by a wrapper; *nfe*/*steps* = what the library reports (per-sample "
         "libraries: the maximum over samples). *max err* = max |y(1) - reference| against scipy DOP853 "

@@ -19,8 +19,12 @@ from typing import Any
 
 from .common import Settings, configure_threads, short_error
 
-QUICK = Settings(warmup=2, repeats=7, min_repeats=3, group_budget_s=3.0, compile_timeout_s=300.0)
-FULL = Settings(warmup=5, repeats=60, min_repeats=15, group_budget_s=20.0, compile_timeout_s=600.0)
+QUICK = Settings(
+    warmup=2, repeats=7, min_repeats=3, group_budget_s=3.0, min_sample_s=0.005, compile_timeout_s=300.0
+)
+FULL = Settings(
+    warmup=5, repeats=60, min_repeats=15, group_budget_s=20.0, min_sample_s=0.02, compile_timeout_s=600.0
+)
 
 NOTES = [
     "Neural ODE: MLP 2-64-64-2 (tanh), torch.manual_seed(0) weights shared by every library (diffrax "
@@ -138,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "mode": "quick" if args.quick else "full",
         "settings": f"warm-up {settings.warmup}, up to {settings.repeats} repeats "
-        f"(at least {settings.min_repeats}, {settings.group_budget_s:g} s of timed work per case)",
+        f"(at least {settings.min_repeats}, {settings.group_budget_s:g} s of timed work per case), "
+        f"each sample at least {settings.min_sample_s * 1e3:g} ms of back-to-back calls",
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "platform": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
         "torch_threads": torch.get_num_threads(),

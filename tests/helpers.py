@@ -10,6 +10,7 @@ import torchnde as nde
 
 ALL_SOLVERS = nde.solvers.names()
 ADAPTIVE_SOLVERS = [n for n in ALL_SOLVERS if nde.solvers.resolve_solver(n).adaptive]
+TABLEAU_SOLVERS = [n for n in ALL_SOLVERS if hasattr(nde.solvers.resolve_solver(n), "tableau")]
 
 
 def linear_problem(seed: int = 0, n: int = 3, scale: float = 1.5) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,6 +8,7 @@ sol = nde.solve(lambda t, y: -y, torch.ones(3), torch.linspace(0, 1, 11), solver
 
 from __future__ import annotations
 
+from . import gradients as gradients
 from . import solvers as solvers
 from ._solution import MaxStepsReached as MaxStepsReached
 from ._solution import NonFiniteState as NonFiniteState
@@ -20,6 +21,12 @@ from ._solve import solve as solve
 from .controllers import ConstantStep as ConstantStep
 from .controllers import PIDController as PIDController
 from .controllers import rms_norm as rms_norm
+from .gradients import Adjoint as Adjoint
+from .gradients import Backprop as Backprop
+from .gradients import Checkpoint as Checkpoint
+from .gradients import GraphMemory as GraphMemory
+from .gradients import Reversible as Reversible
+from .gradients import graph_memory as graph_memory
 from .solvers import RK4 as RK4
 from .solvers import RK38 as RK38
 from .solvers import Bosh3 as Bosh3
@@ -31,6 +38,7 @@ from .solvers import Heun as Heun
 from .solvers import Heun3 as Heun3
 from .solvers import Midpoint as Midpoint
 from .solvers import Ralston as Ralston
+from .solvers import ReversibleHeun as ReversibleHeun
 from .solvers import Tsit5 as Tsit5
 
 __version__ = "0.1.0"

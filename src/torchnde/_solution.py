@@ -74,6 +74,9 @@ class Solution:
     - ``step_ts``/``step_ys``: every accepted step when ``save_steps=True`` (per sample: padded
       with NaN where a sample did not advance in that iteration).
     - ``evaluate(t)``: the continuous extension over the whole interval when ``dense=True``.
+    - ``backward_stats``: for gradient strategies that solve during the backward pass
+      (``Adjoint``: the adjoint solves, summed; ``Reversible``: the reconstruction), a
+      :class:`Stats` filled in when ``backward`` runs; ``None`` otherwise.
     """
 
     ts: torch.Tensor
@@ -83,6 +86,7 @@ class Solution:
     step_ts: torch.Tensor | None = None
     step_ys: Any = None
     _evaluate: Callable[[Any], Any] | None = field(default=None, repr=False)
+    backward_stats: Stats | None = None
 
     @property
     def success(self) -> bool:

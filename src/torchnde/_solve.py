@@ -18,6 +18,7 @@ Integration backwards in time is integration forwards in ``s = -t`` of ``-f(-s, 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import functools
 import itertools
 import math
@@ -31,6 +32,8 @@ import torch
 
 from ._solution import ERRORS, Solution, Stats, Status
 from .controllers import ConstantStep, PIDController, initial_step_size, rms_norm
+from .gradients import AbstractGradient, Adjoint, Checkpoint, Reversible, resolve_gradient
+from .gradients.times import output_times, start_time
 from .solvers import AbstractSolver, resolve_solver
 
 __all__ = ["solve"]
@@ -52,6 +55,7 @@ _OPTIONS = (
     "throw",
     "progress",
     "compile",
+    "gradient",
 )
 
 
@@ -72,6 +76,7 @@ def solve(
     throw: bool = True,
     progress: bool = False,
     compile: bool = False,
+    gradient: str | AbstractGradient = "backprop",
     **unknown: Any,
 ) -> Solution:
     r"""Solve :math:`\dot y = f(t, y)` from ``y(t_eval[0]) = y0`` and return ``y`` at ``t_eval``.
@@ -97,6 +102,10 @@ def solve(
     - ``progress``: print a progress bar over the time interval to stderr.
     - ``compile``: run the solver's step function under ``torch.compile`` (compiled once per
       solver, vector field and state layout, then reused by later solves).
+    - ``gradient``: how the solve is differentiated: ``"backprop"`` (default), ``"checkpoint"``,
+      ``"adjoint"``, ``"reversible"``, or a strategy object with its options
+      (:class:`Backprop`, :class:`Checkpoint`, :class:`Adjoint`, :class:`Reversible`).
+      Gradients reach ``y0``, what ``f`` uses (``Adjoint``: its ``params``) and ``t_eval``.
 
     Outputs between steps come from the solver's continuous extension; steps are never
     shortened to hit output times, but the last step lands exactly on the final time.
@@ -117,17 +126,117 @@ def solve(
     ctrl = _controller(method, controller, rtol, atol, dt)
     if not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
+    strategy = resolve_gradient(gradient)
+    _check_strategy(strategy, method, per_sample, compile)
     problem = _Problem.build(f, y0, t_eval, per_sample)
     if problem.n_out == 1:
         return problem.trivial_solution(dense)
-    opts = _LoopOptions(max_steps, dense, save_steps, progress, compile)
+    opts = _LoopOptions(max_steps, dense, save_steps, progress, compile, isinstance(strategy, Checkpoint))
     loop = _loop_per_sample if per_sample else _loop_global
-    raw = loop(problem, method, ctrl, opts)
+    if getattr(method, "reversible", False):
+        from .gradients.reversible import loop_reversible
+
+        loop = loop_reversible
+    recording = torch.is_grad_enabled()
+    time_grad = recording and problem.t_eval.requires_grad
+    if time_grad:
+        _attach_start_time(problem)
+    backward_stats = None
+    if recording and isinstance(strategy, (Adjoint, Reversible)):
+        from .gradients.adjoint import run_adjoint
+        from .gradients.reversible import run_reversible
+
+        params = strategy.parameters(f)
+
+        def run(y: torch.Tensor) -> _Raw:
+            with torch.no_grad():
+                return loop(dataclasses.replace(problem, y0=y), method, ctrl, opts)
+
+        if isinstance(strategy, Reversible):
+            raw, backward_stats = run_reversible(problem, method, params, run)
+        elif problem.y0.requires_grad or params:
+            raw, backward_stats = run_adjoint(problem, method, ctrl, strategy, params, run, max_steps)
+        else:
+            raw = run(problem.y0)
+    else:
+        raw = loop(problem, method, ctrl, opts)
+    if time_grad:
+        raw.ys = _attach_output_times(problem, raw.ys)
     sol = problem.solution(raw)
+    sol.backward_stats = backward_stats
     if throw and not sol.success:
         raw.precision_hint = _precision_hint(ctrl, problem.dtype)
         raise _error(sol, raw, method)
     return sol
+
+
+def _check_strategy(
+    strategy: AbstractGradient, method: AbstractSolver, per_sample: bool, compile: bool
+) -> None:
+    """Reject combinations a strategy does not support, before any work is done."""
+    if isinstance(strategy, Adjoint) and per_sample:
+        raise ValueError(
+            "gradient='adjoint' does not support per_sample=True yet: use gradient='checkpoint' "
+            "(exact gradients, memory in states) or 'backprop'"
+        )
+    reversible = getattr(method, "reversible", False)
+    if isinstance(strategy, Reversible) and not reversible:
+        raise ValueError(
+            f"gradient='reversible' needs an algebraically reversible solver, got {method.name!r}: "
+            "use solver='reversible_heun'"
+        )
+    if reversible and isinstance(strategy, (Adjoint, Checkpoint)):
+        raise ValueError(
+            f"solver {method.name!r} supports gradient='reversible' and 'backprop', not {strategy.name!r}"
+        )
+    if reversible and per_sample:
+        raise ValueError(f"solver {method.name!r} does not support per_sample=True yet")
+    if compile and isinstance(strategy, (Checkpoint, Reversible)):
+        raise ValueError(f"compile=True is not supported with gradient={strategy.name!r} yet")
+
+
+def _attach_start_time(problem: _Problem) -> None:
+    """Make the loop's initial state depend on ``t_eval``'s first time (see gradients.times)."""
+    func = problem.func(count=False)
+    y0 = problem.y0
+    direction = problem.direction
+    if problem.per_sample:
+        s0: Any = problem.s_eval[:, 0]
+        t0 = problem.t_eval[..., 0]
+        batch = problem.batch
+        reduce = (lambda x: x.reshape(batch, -1).sum(-1)) if t0.ndim == 1 else (lambda x: x.sum())
+    else:
+        s0, t0 = problem.s_host[0], problem.t_eval[0]  # type: ignore[index]
+        reduce = lambda x: x.sum()  # noqa: E731
+
+    def derivative() -> torch.Tensor:
+        return func(s0, y0.detach()) * direction
+
+    problem.y0 = start_time(t0, y0, derivative, reduce)
+
+
+def _attach_output_times(problem: _Problem, ys: torch.Tensor) -> torch.Tensor:
+    """Make the outputs ``ys`` (loop layout) depend on ``t_eval`` (see gradients.times)."""
+    func = problem.func(count=False)
+    direction = problem.direction
+    per_sample = problem.per_sample
+    t_eval = problem.t_eval
+
+    def derivatives(ys: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        if not per_sample:
+            s_host = problem.s_host
+            dots = [(grad[i] * func(s_host[i], ys[i])).sum() for i in range(ys.shape[0])]  # type: ignore[index]
+            return (torch.stack(dots) * direction).to(t_eval.dtype)
+        batch, n = ys.shape[0], ys.shape[1]
+        shape = (batch, *problem.shapes[0]) if not problem.is_tuple else (batch, -1)
+        cols = []
+        for i in range(n):
+            deriv = func(problem.s_eval[:, i], ys[:, i].reshape(shape)).reshape(batch, -1)
+            cols.append((grad[:, i] * deriv).sum(-1))
+        out = torch.stack(cols, 1) * direction
+        return (out if t_eval.ndim == 2 else out.sum(0)).to(t_eval.dtype)
+
+    return output_times(t_eval, ys, derivatives)
 
 
 @functools.lru_cache(maxsize=64)
@@ -422,6 +531,22 @@ class _LoopOptions:
     save_steps: bool
     progress: bool
     compile: bool
+    checkpoint: bool = False  # recompute each step in the backward pass (gradient="checkpoint")
+
+
+def _checkpointed(fn: Callable, enabled: bool) -> Callable:
+    """``fn`` under non-reentrant activation checkpointing when ``enabled`` and autograd is
+    recording: its saved tensors are dropped after the call and recomputed by the backward pass,
+    so the graph keeps only ``fn``'s inputs (a step's state and derivative)."""
+    if not enabled or not torch.is_grad_enabled():
+        return fn
+    from torch.utils.checkpoint import checkpoint
+
+    def call(*args: Any) -> Any:
+        # f is assumed deterministic (the RNG state would cost ~5 kB per step to keep)
+        return checkpoint(fn, *args, use_reentrant=False, preserve_rng_state=False)
+
+    return call
 
 
 _COMPILED: dict[tuple, Callable] = {}
@@ -468,6 +593,7 @@ class _Raw:
     dense: Callable[[torch.Tensor], torch.Tensor] | None = None
     stiff_check: Callable[[], Any] | None = None  # lazily: does the failure look like stiffness?
     precision_hint: str | None = None  # set when rtol is below what the state's dtype resolves
+    reversible: Any = None  # reversible solvers: (step grid, final solver state)
 
 
 def _layout_tolerance(problem: _Problem, tol: Any, name: str) -> Any:
@@ -603,6 +729,9 @@ def _loop_global(
     max_steps, dense, save_steps, progress = opts.max_steps, opts.dense, opts.save_steps, opts.progress
     func = problem.func()
     step = _compiled_step(problem, solver) if opts.compile else solver.step
+    step = _checkpointed(step, opts.checkpoint)
+    dense_stages = _checkpointed(solver.dense_stages, opts.checkpoint)
+    derivative = _checkpointed(func, opts.checkpoint)
     s_out = problem.s_host
     s0, s1 = s_out[0], s_out[-1]
     stops, jumps = _stops(ctrl, problem.direction, s0, s1)
@@ -650,7 +779,7 @@ def _loop_global(
         if land:  # just short of a jump, so no stage sees f on the far side of it
             h = (math.nextafter(s_stop, -math.inf) if s_stop in jumps else s_stop) - s
         if f0 is None:
-            f0 = func(_after(s) if s in jumps else s, y)
+            f0 = derivative(_after(s) if s in jumps else s, y)
         res = step(func, s, y, f0, h, adaptive)
         steps += 1
         if adaptive:
@@ -674,10 +803,10 @@ def _loop_global(
             f1 = res.f1
             interior = next_out < len(s_out) and s_out[next_out] < s_new
             if (interior or dense) and f1 is None and solver.interpolant is None:  # type: ignore[attr-defined]
-                f1 = func(s_new, res.y1)
+                f1 = derivative(s_new, res.y1)
             stages = None
             if interior or dense:  # outputs at the step's end need no continuous extension
-                stages = solver.dense_stages(func, s, y, h, res, f1)
+                stages = dense_stages(func, s, y, h, res, f1)
                 if dense:
                     dense_pieces.append((s, h, y, stages))
             while next_out < len(s_out) and s_out[next_out] <= s_new:
@@ -777,6 +906,9 @@ def _loop_per_sample(
     max_steps, dense, save_steps, progress = opts.max_steps, opts.dense, opts.save_steps, opts.progress
     func = problem.func()
     step = _compiled_step(problem, solver) if opts.compile else solver.step
+    step = _checkpointed(step, opts.checkpoint)
+    dense_stages = _checkpointed(solver.dense_stages, opts.checkpoint)
+    derivative = _checkpointed(func, opts.checkpoint)
     dev = problem.device
     s_eval = problem.s_eval  # [B, n]
     B, n = s_eval.shape
@@ -859,7 +991,7 @@ def _loop_per_sample(
             s_f = s
             if jump_t is not None:
                 s_f = torch.where(torch.isin(s, jump_t), torch.nextafter(s, s + 1), s)
-            f0 = func(s_f, y)
+            f0 = derivative(s_f, y)
         res = step(func, s, y, f0, h, adaptive)
         steps.add_(running)
         if adaptive:
@@ -909,8 +1041,8 @@ def _loop_per_sample(
             counted = problem.nfe_counter[0]
             f1 = res.f1
             if f1 is None and solver.interpolant is None:  # type: ignore[attr-defined]
-                f1 = func(s_new, torch.where(col(accept), res.y1, y))
-            stages = solver.dense_stages(func, s, y, h, res, f1)
+                f1 = derivative(s_new, torch.where(col(accept), res.y1, y))
+            stages = dense_stages(func, s, y, h, res, f1)
             # charged to the samples that needed the continuous extension, as if solved alone
             nfe.add_(running if dense else interior > 0, alpha=problem.nfe_counter[0] - counted)
             if dense:

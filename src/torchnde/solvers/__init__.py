@@ -11,6 +11,7 @@ from .classic import RK4, RK38, Bosh3, Euler, Fehlberg2, Heun, Heun3, Midpoint, 
 from .dopri5 import Dopri5
 from .dopri8 import Dopri8
 from .explicit_rk import ExplicitRungeKutta
+from .reversible import ReversibleHeun, ReversibleState
 from .tableau import ButcherTableau, DensePolynomial
 from .tsit5 import Tsit5
 
@@ -30,6 +31,8 @@ __all__ = [
     "Heun3",
     "Midpoint",
     "Ralston",
+    "ReversibleHeun",
+    "ReversibleState",
     "StepResult",
     "Tsit5",
     "names",
@@ -38,7 +41,21 @@ __all__ = [
 
 _REGISTRY: dict[str, type[AbstractSolver]] = {
     cls.name: cls
-    for cls in (Euler, Midpoint, Heun, Ralston, Heun3, RK4, RK38, Fehlberg2, Bosh3, Dopri5, Tsit5, Dopri8)
+    for cls in (
+        Euler,
+        Midpoint,
+        Heun,
+        Ralston,
+        Heun3,
+        RK4,
+        RK38,
+        Fehlberg2,
+        Bosh3,
+        Dopri5,
+        Tsit5,
+        Dopri8,
+        ReversibleHeun,
+    )
 }
 
 

@@ -1,0 +1,211 @@
+r"""Gradient strategies: how ``solve`` is differentiated (``solve(..., gradient=...)``).
+
+Four ways to get :math:`\partial L/\partial(y_0, \theta, t)` through a solve, trading compute
+for memory:
+
+================  ========================================  =====================================
+strategy          gradient                                  memory held after the forward pass
+================  ========================================  =====================================
+``Backprop``      exact gradient of the discretised solve   every operation's saved tensors
+``Checkpoint``    the same, bit for bit                     one state (and its derivative) per step
+``Adjoint``       continuous adjoint, to the tolerances     the outputs only: O(1) in the steps
+``Reversible``    exact, for a reversible solver            the outputs only: O(1) in the steps
+================  ========================================  =====================================
+
+Gradients with respect to the output times ``t_eval`` use the flow identities
+:math:`\partial y(t_i)/\partial t_i = f(t_i, y(t_i))` and
+:math:`\partial y(t_i)/\partial t_0 = -\Phi(t_i, t_0) f(t_0, y_0)` with every strategy; they
+equal the derivative of the discretised solution up to the solver's tolerance.
+
+```python
+import torch, torchnde as nde
+f = torch.nn.Linear(2, 2)
+y0 = torch.randn(2, requires_grad=True)
+sol = nde.solve(lambda t, y: f(y), y0, torch.linspace(0, 1, 5), gradient=nde.Adjoint(params=f))
+sol.ys.square().sum().backward()
+```
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..solvers import resolve_solver
+from .memory import GraphMemory, graph_memory
+
+__all__ = [
+    "AbstractGradient",
+    "Adjoint",
+    "Backprop",
+    "Checkpoint",
+    "GraphMemory",
+    "Reversible",
+    "graph_memory",
+    "names",
+    "resolve_gradient",
+]
+
+
+class AbstractGradient:
+    """Base class of the gradient strategies; ``name`` is the string ``solve`` accepts."""
+
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Backprop(AbstractGradient):
+    """Differentiate through every operation of the solve (discretise-then-optimise).
+
+    The gradient is the exact derivative of the computed solution; the step-size controller's
+    accept/reject decisions and step sizes are treated as constants (as in torchdiffeq and
+    diffrax). Memory grows with the number of steps times the vector field's activations.
+    Double backward works. This is the default.
+    """
+
+    name = "backprop"
+
+
+@dataclass(frozen=True)
+class Checkpoint(AbstractGradient):
+    """Backprop with recomputation: the exact ``Backprop`` gradient at a fraction of its memory.
+
+    The forward pass keeps, for each accepted step, only its inputs (the state and, for
+    first-same-as-last methods, its derivative); the backward pass recomputes one step at a
+    time (non-reentrant :func:`torch.utils.checkpoint.checkpoint`) and differentiates it.
+    Memory grows with the number of steps times the *state* size instead of the activations;
+    the backward pass costs one more forward evaluation of every step (Griewank & Walther,
+    *Algorithm 799: revolve*, ACM TOMS 2000, describe the general trade-off; this is its
+    store-every-step end). Gradients reach everything ``f`` uses, closed-over tensors included.
+    ``f`` must be deterministic: it is called again on the same inputs (random draws inside
+    ``f``, such as dropout, would differ; the random-number state is not stored per step).
+    """
+
+    name = "checkpoint"
+
+
+@dataclass(frozen=True)
+class Adjoint(AbstractGradient):
+    r"""The continuous adjoint method (optimise-then-discretise; Pontryagin 1962, Chen et al.,
+    *Neural Ordinary Differential Equations*, NeurIPS 2018).
+
+    The forward solve keeps no graph. The backward pass solves, from each output time to the
+    previous one, the augmented system
+
+    .. math:: \dot y = f(t, y),\quad \dot a = -a^\top \partial_y f,\quad
+              \dot g = -a^\top \partial_\theta f
+
+    backwards in time, adding the incoming gradient of each output to :math:`a` on the way and
+    restarting :math:`y` from the forward pass's value there. Memory is O(1) in the number of
+    steps; the gradient is accurate to the adjoint solve's tolerances (not the exact derivative
+    of the forward discretisation).
+
+    **Arguments:**
+
+    - ``rtol``, ``atol``: tolerances of the adjoint solve (default: the forward solve's).
+    - ``solver``: solver of the adjoint solve (default: the forward solver).
+    - ``seminorm``: leave the parameter-gradient channels :math:`g` out of the error control
+      (Kidger, Chen & Lyons, *"Hey, that's not an ODE": Faster ODE Adjoints via Seminorms*,
+      ICML 2021): they feed back into nothing, so their error need not limit the step. The error
+      norm is the larger of the RMS norms of the :math:`y` and :math:`a` channels (and, without
+      the seminorm, of every parameter's channel).
+    - ``params``: the tensors to differentiate besides ``y0`` and the times: an ``nn.Module``,
+      or an iterable of tensors. Default: ``f.parameters()`` when ``f`` is an ``nn.Module``.
+      Tensors ``f`` closes over that are not listed receive no gradient.
+    - ``max_steps``: step budget of each adjoint interval (default: the forward solve's).
+    """
+
+    rtol: float | None = None
+    atol: float | None = None
+    solver: Any = None
+    seminorm: bool = True
+    params: Any = None
+    max_steps: int | None = None
+
+    name = "adjoint"
+
+    def __post_init__(self) -> None:
+        for key in ("rtol", "atol"):
+            value = getattr(self, key)
+            if value is not None and (
+                not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0
+            ):
+                raise ValueError(f"Adjoint({key}=...) must be a positive float, got {value!r}")
+        if self.solver is not None:
+            object.__setattr__(self, "solver", resolve_solver(self.solver))
+        if not isinstance(self.seminorm, bool):
+            raise TypeError(f"Adjoint(seminorm=...) must be True or False, got {self.seminorm!r}")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+            raise ValueError(f"Adjoint(max_steps=...) must be a positive int, got {self.max_steps!r}")
+
+    def parameters(self, f: Any) -> tuple[torch.Tensor, ...]:
+        """The tensors this strategy differentiates besides ``y0`` (only those requiring grad)."""
+        return _parameters(self.params, f, type(self).__name__)
+
+
+def _parameters(params: Any, f: Any, owner: str) -> tuple[torch.Tensor, ...]:
+    source = params if params is not None else f
+    if isinstance(source, torch.nn.Module):
+        tensors = tuple(source.parameters())
+    elif params is None:
+        tensors = ()
+    elif isinstance(source, torch.Tensor):
+        tensors = (source,)
+    else:
+        tensors = tuple(source)
+        if not all(isinstance(p, torch.Tensor) for p in tensors):
+            raise TypeError(f"{owner}(params=...) must be an nn.Module or an iterable of tensors")
+    return tuple(p for p in tensors if p.requires_grad)
+
+
+@dataclass(frozen=True)
+class Reversible(AbstractGradient):
+    """Exact gradients at O(1) memory with an algebraically reversible solver.
+
+    The forward pass keeps only its final solver state; the backward pass runs the solver
+    backwards step by step, reconstructing each earlier state in closed form, and
+    differentiates the step it just undid (Kidger, Foster, Li & Lyons, *Efficient and Accurate
+    Gradients for Neural SDEs*, NeurIPS 2021). The gradient equals ``Backprop``'s on the same
+    steps up to round-off. Needs a reversible solver (``solver="reversible_heun"``); outputs are
+    stepped onto, not interpolated.
+
+    **Arguments:**
+
+    - ``params``: the tensors to differentiate besides ``y0`` and the times, as for
+      :class:`Adjoint` (default: ``f.parameters()`` when ``f`` is an ``nn.Module``).
+    """
+
+    params: Any = None
+
+    name = "reversible"
+
+    def parameters(self, f: Any) -> tuple[torch.Tensor, ...]:
+        """The tensors this strategy differentiates besides ``y0`` (only those requiring grad)."""
+        return _parameters(self.params, f, type(self).__name__)
+
+
+_REGISTRY: dict[str, type[AbstractGradient]] = {
+    cls.name: cls for cls in (Backprop, Checkpoint, Adjoint, Reversible)
+}
+
+
+def names() -> list[str]:
+    """The gradient strategy names ``solve(gradient=...)`` accepts."""
+    return sorted(_REGISTRY)
+
+
+def resolve_gradient(gradient: str | AbstractGradient) -> AbstractGradient:
+    """A strategy object from a name or an object; unknown names list the valid ones."""
+    if isinstance(gradient, AbstractGradient):
+        return gradient
+    if isinstance(gradient, type) and issubclass(gradient, AbstractGradient):
+        return gradient()
+    if isinstance(gradient, str):
+        cls = _REGISTRY.get(gradient.lower())
+        if cls is None:
+            raise ValueError(f"unknown gradient {gradient!r}; valid strategies: {', '.join(names())}")
+        return cls()
+    raise TypeError(f"gradient must be a name or a strategy object, got {type(gradient).__name__}")
