@@ -1,7 +1,8 @@
-"""Drop-in replacement for ``torchdiffeq.odeint`` (torchdiffeq 0.2.5 semantics).
+"""Drop-in replacements for ``torchdiffeq.odeint`` and ``torchdiffeq.odeint_adjoint``
+(torchdiffeq 0.2.5 semantics).
 
 Change ``from torchdiffeq import odeint`` to ``from torchnde.compat.torchdiffeq import odeint``
-and nothing else: same arguments, same method names, the options torchdiffeq documents, tuple
+(likewise ``odeint_adjoint``) and nothing else: same arguments, same method names, the options torchdiffeq documents, tuple
 states, and the same fixed-grid semantics (``step_size`` builds torchdiffeq's grid, outputs
 between grid points are interpolated linearly unless ``interp="cubic"``). Unsupported methods
 and options raise instead of being ignored.
@@ -21,8 +22,9 @@ import torch
 
 from .._solve import solve
 from ..controllers import ConstantStep, PIDController
+from ..gradients import AbstractGradient, Adjoint, Backprop
 
-__all__ = ["odeint"]
+__all__ = ["odeint", "odeint_adjoint"]
 
 _ADAPTIVE = {
     "dopri8": "dopri8",
@@ -73,6 +75,105 @@ def odeint(
                 options=dict(step_size=0.1))
     ```
     """
+    return _odeint(func, y0, t, rtol, atol, method, options, event_fn, Backprop())
+
+
+def odeint_adjoint(
+    func: Callable[[torch.Tensor, Any], Any],
+    y0: torch.Tensor | tuple[torch.Tensor, ...],
+    t: torch.Tensor,
+    *,
+    rtol: Any = 1e-7,
+    atol: Any = 1e-9,
+    method: str | None = None,
+    options: dict[str, Any] | None = None,
+    event_fn: Callable | None = None,
+    adjoint_rtol: Any = None,
+    adjoint_atol: Any = None,
+    adjoint_method: str | None = None,
+    adjoint_options: dict[str, Any] | None = None,
+    adjoint_params: Any = None,
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """``odeint`` whose backward pass is the continuous adjoint (:class:`torchnde.Adjoint`).
+
+    torchdiffeq 0.2.5's rules: ``func`` must be an ``nn.Module`` unless ``adjoint_params`` lists
+    the tensors to differentiate; ``adjoint_rtol``/``adjoint_atol``/``adjoint_method`` default to
+    the forward ones; ``adjoint_options`` defaults to ``options`` (without ``norm``) and must be
+    given when ``adjoint_method`` differs and ``options`` were passed. ``adjoint_options`` takes
+    ``norm="seminorm"`` (Kidger et al. 2021: parameter channels out of the error control; the
+    default norm includes them), ``max_num_steps`` and, for fixed-step methods, ``step_size``.
+
+    ```python
+    import torch
+    from torchnde.compat.torchdiffeq import odeint_adjoint
+    func = torch.nn.Linear(2, 2)
+    ys = odeint_adjoint(lambda t, y: func(y), torch.ones(2), torch.linspace(0, 1, 3),
+                        adjoint_params=tuple(func.parameters()))
+    ys.sum().backward()
+    ```
+    """
+    if adjoint_params is None and not isinstance(func, torch.nn.Module):
+        raise ValueError(
+            "func must be an instance of nn.Module to specify the adjoint parameters; alternatively "
+            "they can be specified explicitly via the `adjoint_params` argument. If there are no "
+            "parameters then it is allowable to set `adjoint_params=()`."
+        )
+    method = "dopri5" if method is None else method
+    adjoint_method = method if adjoint_method is None else adjoint_method
+    if adjoint_method != method and options is not None and adjoint_options is None:
+        raise ValueError(
+            "If `adjoint_method != method` then we cannot infer `adjoint_options` from `options`. "
+            "So as `options` has been passed then `adjoint_options` must be passed as well."
+        )
+    if adjoint_options is None:
+        adjoint_options = {k: v for k, v in (options or {}).items() if k != "norm"}
+    adjoint_options = dict(adjoint_options)
+    norm = adjoint_options.pop("norm", None)
+    if norm not in (None, "seminorm"):
+        raise ValueError(
+            "adjoint_options['norm'] must be 'seminorm' (or absent for the full norm); a custom "
+            "adjoint norm is not supported"
+        )
+    adjoint_solver = _method_name(adjoint_method)
+    allowed = _ADAPTIVE_OPTIONS if adjoint_method in _ADAPTIVE else _FIXED_OPTIONS
+    _reject_unknown(adjoint_options, (allowed & {"max_num_steps", "step_size", "dtype"}), adjoint_method)
+    step_size = adjoint_options.get("step_size")
+    max_steps = adjoint_options.get("max_num_steps")
+    strategy = Adjoint(
+        rtol=None if adjoint_method in _FIXED else _float_tol(adjoint_rtol, rtol),
+        atol=None if adjoint_method in _FIXED else _float_tol(adjoint_atol, atol),
+        solver=adjoint_solver,
+        seminorm=norm == "seminorm",
+        params=func if adjoint_params is None else tuple(adjoint_params),
+        max_steps=None if max_steps is None else int(max_steps),
+        dt=None if step_size is None else abs(float(step_size)),
+    )
+    return _odeint(func, y0, t, rtol, atol, method, options, event_fn, strategy)
+
+
+def _float_tol(value: Any, default: Any) -> float:
+    value = default if value is None else value
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError("odeint_adjoint: adjoint tolerances must be scalars")
+        return float(value)
+    return float(value)
+
+
+def _method_name(method: str) -> str:
+    if method in _ADAPTIVE:
+        return _ADAPTIVE[method]
+    if method in _FIXED:
+        return _FIXED[method]
+    raise ValueError(
+        f"unknown method {method!r}; valid methods: {', '.join(sorted({**_ADAPTIVE, **_FIXED}))}"
+    )
+
+
+def _odeint(
+    func: Callable, y0: Any, t: torch.Tensor, rtol: Any, atol: Any, method: str | None,
+    options: dict[str, Any] | None, event_fn: Callable | None, gradient: AbstractGradient,
+) -> Any:  # fmt: skip
     if event_fn is not None:
         raise NotImplementedError(
             "event_fn is not supported by torchnde.compat.torchdiffeq.odeint yet; events arrive with "
@@ -89,10 +190,10 @@ def odeint(
         )
     if method in _ADAPTIVE:
         _reject_unknown(options, _ADAPTIVE_OPTIONS, method)
-        return _adaptive(func, y0, t, rtol, atol, _ADAPTIVE[method], options)
+        return _adaptive(func, y0, t, rtol, atol, _ADAPTIVE[method], options, gradient)
     if method in _FIXED:
         _reject_unknown(options, _FIXED_OPTIONS, method)
-        return _fixed(func, y0, t, _FIXED[method], options)
+        return _fixed(func, y0, t, _FIXED[method], options, gradient)
     raise ValueError(
         f"unknown method {method!r}; valid methods: {', '.join(sorted({**_ADAPTIVE, **_FIXED}))}"
     )
@@ -130,8 +231,9 @@ def _mixed_norm(y0: Any) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def _adaptive(
-    func: Callable, y0: Any, t: torch.Tensor, rtol: Any, atol: Any, solver: str, options: dict
-) -> Any:
+    func: Callable, y0: Any, t: torch.Tensor, rtol: Any, atol: Any, solver: str, options: dict,
+    gradient: AbstractGradient,
+) -> Any:  # fmt: skip
     norm = options.get("norm")
     if norm is not None:
         norm = _user_norm(norm, y0)
@@ -149,10 +251,12 @@ def _adaptive(
         jump_ts=options.get("jump_t"),
     )
     max_steps = int(options.get("max_num_steps", 2**31 - 1))
-    return solve(func, y0, t, solver, controller=controller, max_steps=max_steps).ys
+    return solve(func, y0, t, solver, controller=controller, max_steps=max_steps, gradient=gradient).ys
 
 
-def _fixed(func: Callable, y0: Any, t: torch.Tensor, solver: str, options: dict) -> Any:
+def _fixed(
+    func: Callable, y0: Any, t: torch.Tensor, solver: str, options: dict, gradient: AbstractGradient
+) -> Any:
     if options.get("perturb"):
         raise ValueError("options['perturb']=True is not supported; pass known discontinuities as jump_t")
     interp = options.get("interp", "linear")
@@ -174,8 +278,8 @@ def _fixed(func: Callable, y0: Any, t: torch.Tensor, solver: str, options: dict)
     controller = ConstantStep(spacing, step_ts=grid)
     if interp == "cubic" or step_size is None:
         # every output time is a grid point, or cubic Hermite is what the dense output is
-        return solve(func, y0, t, solver, controller=controller, max_steps=2**31 - 1).ys
-    sol = solve(func, y0, grid, solver, controller=controller, max_steps=2**31 - 1)
+        return solve(func, y0, t, solver, controller=controller, max_steps=2**31 - 1, gradient=gradient).ys
+    sol = solve(func, y0, grid, solver, controller=controller, max_steps=2**31 - 1, gradient=gradient)
     return _linear(grid, sol.ys, t)
 
 

@@ -116,6 +116,8 @@ class Adjoint(AbstractGradient):
       or an iterable of tensors. Default: ``f.parameters()`` when ``f`` is an ``nn.Module``.
       Tensors ``f`` closes over that are not listed receive no gradient.
     - ``max_steps``: step budget of each adjoint interval (default: the forward solve's).
+    - ``dt``: fixed steps for the adjoint solve. Default: the forward solve's ``dt`` when it took
+      fixed steps and no ``rtol``/``atol`` is given here, adaptive steps otherwise.
     """
 
     rtol: float | None = None
@@ -124,6 +126,7 @@ class Adjoint(AbstractGradient):
     seminorm: bool = True
     params: Any = None
     max_steps: int | None = None
+    dt: float | None = None
 
     name = "adjoint"
 
@@ -138,6 +141,8 @@ class Adjoint(AbstractGradient):
             object.__setattr__(self, "solver", resolve_solver(self.solver))
         if not isinstance(self.seminorm, bool):
             raise TypeError(f"Adjoint(seminorm=...) must be True or False, got {self.seminorm!r}")
+        if self.dt is not None and (not isinstance(self.dt, (int, float)) or not self.dt > 0):
+            raise ValueError(f"Adjoint(dt=...) must be a positive float, got {self.dt!r}")
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
             raise ValueError(f"Adjoint(max_steps=...) must be a positive int, got {self.max_steps!r}")
 

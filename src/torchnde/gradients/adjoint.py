@@ -82,10 +82,12 @@ def _backward(context: _Context, ys: torch.Tensor, grad_ys: torch.Tensor) -> tup
 
     norm = _adjoint_norm(sizes, seminorm=strategy.seminorm)
     adj_solver = strategy.solver or context.solver
-    if ctrl.adaptive:
+    if strategy.dt is not None:
+        controller: Any = ConstantStep(strategy.dt)
+    elif ctrl.adaptive:
         rtol = strategy.rtol if strategy.rtol is not None else _scalar(ctrl.rtol)
         atol = strategy.atol if strategy.atol is not None else _scalar(ctrl.atol)
-        controller: Any = PIDController(rtol, atol, norm=norm)
+        controller = PIDController(rtol, atol, norm=norm)
     elif strategy.rtol is not None or strategy.atol is not None:
         controller = PIDController(strategy.rtol or 1e-6, strategy.atol or 1e-8, norm=norm)
     else:

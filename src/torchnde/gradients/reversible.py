@@ -81,7 +81,6 @@ class _ReversibleFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_ys: torch.Tensor) -> Any:
         grad_y0, grad_params = _backward(ctx.context, ctx.saved_tensors, grad_ys)
-        ctx.context = None  # the final state is needed once
         return (None, grad_y0, *grad_params)
 
 

@@ -1,0 +1,71 @@
+"""Memory held between forward and backward, measured deterministically with
+``graph_memory``: Backprop grows with the number of steps, Checkpoint with the number of
+states, Adjoint and Reversible not at all."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import torchnde as nde
+
+
+def _net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(2, 64), torch.nn.Tanh(), torch.nn.Linear(64, 2))
+
+
+def _retained(strategy, solver, steps):
+    net = _net()
+    y0 = torch.randn(32, 2, generator=torch.Generator().manual_seed(1))
+    gradient = {
+        "backprop": nde.Backprop(),
+        "checkpoint": nde.Checkpoint(),
+        "adjoint": nde.Adjoint(params=net),
+        "reversible": nde.Reversible(params=net),
+    }[strategy]
+
+    def forward():
+        f = lambda t, y: net(y)  # noqa: E731
+        return nde.solve(f, y0, torch.tensor([0.0, 1.0]), solver, dt=1.0 / steps, gradient=gradient).ys
+
+    forward()  # one-off caches (tableau tensors) are not the graph's
+    mem = nde.graph_memory(forward, lambda ys: ys.square().sum().backward())
+    assert mem.backward_peak_bytes is not None and mem.backward_peak_bytes > 0
+    return mem.retained_bytes
+
+
+@pytest.mark.parametrize(
+    ("strategy", "solver", "low", "high"),
+    [
+        ("backprop", "rk4", 10.0, None),
+        ("adjoint", "rk4", None, 1.2),
+        ("reversible", "reversible_heun", None, 1.2),
+    ],
+)
+def test_memory_growth_from_8_to_128_steps(strategy, solver, low, high):
+    growth = _retained(strategy, solver, 128) / _retained(strategy, solver, 8)
+    if low is not None:
+        assert growth >= low, f"{strategy}: {growth:.2f}x"
+    if high is not None:
+        assert growth <= high, f"{strategy}: {growth:.2f}x"
+
+
+def test_checkpoint_holds_a_fraction_of_backprop():
+    ratio = _retained("checkpoint", "rk4", 128) / _retained("backprop", "rk4", 128)
+    assert ratio <= 0.2, f"checkpoint / backprop = {ratio:.3f}"
+
+
+def test_measurement_is_deterministic():
+    assert _retained("backprop", "rk4", 16) == _retained("backprop", "rk4", 16)
+
+
+def test_saved_tensor_hooks_see_the_backprop_graph():
+    net = _net()
+    y0 = torch.randn(4, 2)
+    mem = nde.graph_memory(
+        lambda: nde.solve(lambda t, y: net(y), y0, torch.tensor([0.0, 1.0]), "rk4", dt=0.25).ys
+    )
+    # 4 steps x 4 evaluations, each saving at least its 4 x 64 hidden activations
+    assert mem.saved_tensors > 16 and mem.saved_bytes >= 16 * 4 * 64 * 4
+    assert mem.backward_peak_bytes is None
