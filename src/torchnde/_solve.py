@@ -122,6 +122,16 @@ def solve(
         raise TypeError(
             f"solve() got unknown option(s) {sorted(unknown)}; valid options: {', '.join(_OPTIONS)}"
         )
+    return _solve(f, y0, t_eval, solver, rtol, atol, dt, controller, per_sample, dense, save_steps,
+                  max_steps, throw, progress, compile, gradient)[0]  # fmt: skip
+
+
+def _solve(
+    f: Callable, y0: Any, t_eval: Any, solver: Any, rtol: Any, atol: Any, dt: Any, controller: Any,
+    per_sample: bool, dense: bool, save_steps: bool, max_steps: int, throw: bool, progress: bool,
+    compile: bool, gradient: Any,
+) -> tuple[Solution, _Raw | None]:  # fmt: skip
+    """:func:`solve`, also returning the loop's raw result (``None`` for a single time)."""
     method = resolve_solver(solver)
     ctrl = _controller(method, controller, rtol, atol, dt)
     if not isinstance(max_steps, int) or max_steps < 1:
@@ -130,7 +140,7 @@ def solve(
     _check_strategy(strategy, method, per_sample, compile)
     problem = _Problem.build(f, y0, t_eval, per_sample)
     if problem.n_out == 1:
-        return problem.trivial_solution(dense)
+        return problem.trivial_solution(dense), None
     opts = _LoopOptions(max_steps, dense, save_steps, progress, compile, isinstance(strategy, Checkpoint))
     loop = _loop_per_sample if per_sample else _loop_global
     if getattr(method, "reversible", False):
@@ -167,7 +177,7 @@ def solve(
     if throw and not sol.success:
         raw.precision_hint = _precision_hint(ctrl, problem.dtype)
         raise _error(sol, raw, method)
-    return sol
+    return sol, raw
 
 
 def _check_strategy(
@@ -594,6 +604,7 @@ class _Raw:
     stiff_check: Callable[[], Any] | None = None  # lazily: does the failure look like stiffness?
     precision_hint: str | None = None  # set when rtol is below what the state's dtype resolves
     reversible: Any = None  # reversible solvers: (step grid, final solver state)
+    next_dt: float | None = None  # global adaptive: the step size the controller would take next
 
 
 def _layout_tolerance(problem: _Problem, tol: Any, name: str) -> Any:
@@ -775,7 +786,7 @@ def _loop_global(
             stop_idx += 1
         s_stop = stops[stop_idx]
         land = s + dt * _STRETCH >= s_stop
-        h = dt
+        h = unclipped = dt
         if land:  # just short of a jump, so no stage sees f on the far side of it
             h = (math.nextafter(s_stop, -math.inf) if s_stop in jumps else s_stop) - s
         if f0 is None:
@@ -844,6 +855,8 @@ def _loop_global(
     ys = torch.cat(outputs)
     nfe = problem.nfe_counter[0]
     raw = _Raw(ys, Stats(nfe, steps, accepted, rejected), status, s * problem.direction, fail_dt)
+    if adaptive and steps:  # a step size to continue with; a final step shortened to land on
+        raw.next_dt = max(dt, unclipped) if s == s1 else dt  # t1 says little about the scale
     if status in (Status.MAX_STEPS, Status.DT_MIN):
         mean_dt = (s - s0) / max(accepted, 1)
         raw.stiff_check = lambda: bool(_stiffness_ratio(func, s, y, False) * mean_dt > 1.0)

@@ -58,8 +58,13 @@ def run_adjoint(problem: Any, solver: Any, ctrl: Any, strategy: Any, params: tup
 
 
 def _backward(context: _Context, ys: torch.Tensor, grad_ys: torch.Tensor) -> tuple[Any, list[Any]]:
-    from .._solve import solve  # the adjoint solves are ordinary solves
+    """Solve the augmented system backwards over each output interval in turn. The state is one
+    flat vector ``[y | a | g_1 | ... | g_k]``; the step size carries over from one interval to
+    the next (only the state's jump at an output time restarts the method), so an interval
+    shorter than the steps the adjoint needs costs one step, not a fresh start."""
+    from .._solve import _solve  # the adjoint solves are ordinary solves
     from ..controllers import ConstantStep, PIDController
+    from . import Backprop
 
     problem, params = context.problem, context.params
     strategy, ctrl = context.strategy, context.ctrl
@@ -68,52 +73,52 @@ def _backward(context: _Context, ys: torch.Tensor, grad_ys: torch.Tensor) -> tup
     n_state = problem.numel
     sizes = [n_state, n_state] + [p.numel() for p in params]
 
-    def field(s: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        """``(dy/ds, da/ds, dg/ds)`` at forward time ``s`` (``s = direction * t``)."""
-        y, a = state[0], state[1]
+    def field(s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``d[y | a | g]/ds`` at forward time ``s`` (``s = direction * t``)."""
+        y, a = v[:n_state].view(shape), v[n_state : 2 * n_state].view(shape)
         with torch.enable_grad():
             y_ = y.detach().requires_grad_(True)
-            out = f(s * direction, problem.unflatten(y_, ()))
-            fy = problem._flatten_out(out, ())  # dy/ds in the loop's layout (sign included)
+            fy = problem._flatten_out(f(s * direction, problem.unflatten(y_, ())), ())  # dy/ds
             vjps = torch.autograd.grad(fy, (y_, *params), -a, allow_unused=True)
-        derivs = [fy.detach(), _or_zeros(vjps[0], y)]
-        derivs += [_or_zeros(v, p).to(dtype) for v, p in zip(vjps[1:], params)]
-        return tuple(derivs)
+        parts = [fy.detach().reshape(-1), _or_zeros(vjps[0], y).reshape(-1)]
+        parts += [_or_zeros(g, p).reshape(-1).to(dtype) for g, p in zip(vjps[1:], params)]
+        return torch.cat(parts)
 
     norm = _adjoint_norm(sizes, seminorm=strategy.seminorm)
     adj_solver = strategy.solver or context.solver
-    if strategy.dt is not None:
-        controller: Any = ConstantStep(strategy.dt)
-    elif ctrl.adaptive:
-        rtol = strategy.rtol if strategy.rtol is not None else _scalar(ctrl.rtol)
-        atol = strategy.atol if strategy.atol is not None else _scalar(ctrl.atol)
-        controller = PIDController(rtol, atol, norm=norm)
-    elif strategy.rtol is not None or strategy.atol is not None:
-        controller = PIDController(strategy.rtol or 1e-6, strategy.atol or 1e-8, norm=norm)
+    adaptive = strategy.dt is None and (
+        ctrl.adaptive or strategy.rtol is not None or strategy.atol is not None
+    )
+    if adaptive:
+        rtol = strategy.rtol if strategy.rtol is not None else _scalar(getattr(ctrl, "rtol", 1e-6))
+        atol = strategy.atol if strategy.atol is not None else _scalar(getattr(ctrl, "atol", 1e-8))
+        if not adj_solver.adaptive:
+            raise ValueError(
+                f"Adjoint: the adjoint solver {adj_solver.name!r} has no error estimate; pass "
+                "Adjoint(solver=...) with an adaptive solver, or Adjoint(dt=...) for fixed steps"
+            )
     else:
-        controller = ConstantStep(ctrl.dt)
-    if controller.adaptive and not adj_solver.adaptive:
-        raise ValueError(
-            f"Adjoint: the adjoint solver {adj_solver.name!r} has no error estimate; pass "
-            "Adjoint(solver=...) with an adaptive solver, or leave rtol/atol unset to reuse dt"
-        )
+        fixed = ConstantStep(strategy.dt if strategy.dt is not None else ctrl.dt)
     s_eval = problem.s_eval
     n = ys.shape[0]
-    y = ys[-1]
-    a = grad_ys[-1].clone()
-    g = [torch.zeros(p.shape, dtype=dtype, device=p.device) for p in params]
+    a = grad_ys[-1].reshape(-1)
+    g = torch.zeros(sum(sizes[2:]), dtype=dtype, device=ys.device)
     stats = context.backward_stats
     max_steps = strategy.max_steps or context.max_steps
+    carry = None
     for i in range(n - 1, 0, -1):
         times = torch.stack([s_eval[i], s_eval[i - 1]])
-        sol = solve(field, (y, a, *g), times, adj_solver, controller=controller, max_steps=max_steps)
+        controller = PIDController(rtol, atol, norm=norm, dt0=carry) if adaptive else fixed
+        v = torch.cat([ys[i].reshape(-1), a, g])  # y restarts from the forward pass's value
+        sol, raw = _solve(field, v, times, adj_solver, None, None, None, controller, False, False,
+                          False, max_steps, True, False, False, Backprop())  # fmt: skip
         for key in ("nfe", "steps", "accepted", "rejected"):
             setattr(stats, key, getattr(stats, key) + getattr(sol.stats, key))
-        state = [x[-1] for x in sol.ys]
-        a, g = state[1], state[2:]
-        y = ys[i - 1]  # restart the state from the forward pass
-        a = a + grad_ys[i - 1]
-    grad_params = [gi.to(p.dtype) for gi, p in zip(g, params)]
+        carry = raw.next_dt if raw is not None else None
+        end = sol.ys[-1]
+        a = end[n_state : 2 * n_state] + grad_ys[i - 1].reshape(-1)
+        g = end[2 * n_state :]
+    grad_params = [x.view(p.shape).to(p.dtype) for x, p in zip(torch.split(g, sizes[2:]), params)]
     return a.view(shape), grad_params
 
 
