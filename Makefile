@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[benchmarks]"
 	$(BIN)/pip install --quiet jax diffrax || echo "jax/diffrax not installed: their rows are skipped"
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.gradient_tables
 
 reproduce: bench
 

@@ -13,6 +13,9 @@ Group keys (the row names in ``core.md``/``core.json``):
   the eager rows are re-timed alongside for reference.
 - ``rk4/{no_grad,grad}/b1``: 1000 fixed RK4 steps; time per step vs a hand-written loop and
   torchdiffeq's ``rk4``.
+- ``train/backprop/b256``, ``train/adjoint/b256``: one training iteration (solve, MSE on the 10
+  saved points, backward) with each gradient strategy, beside torchdiffeq's ``odeint`` /
+  ``odeint_adjoint`` and diffrax's ``RecursiveCheckpointAdjoint`` / ``BacksolveAdjoint``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from .peers import (
     vector_field_only,
 )
 from .problems import ATOL, RTOL, Problem, neural_ode, rk4_problem
+from .training import diffrax_training, torch_strategies, torch_training, training_problem
 
 RK4_DT = 1e-3
 
@@ -173,6 +177,36 @@ def _rk4_group(problem: Problem, grad: bool, targets: dict[str, float]) -> Group
     )
 
 
+def _train_group(adjoint: bool, targets: dict[str, float]) -> Group:
+    problem, target = training_problem()
+
+    def build() -> list[Candidate]:
+        rows = torch_strategies(problem)
+        if adjoint:
+            keys = [
+                "torchnde_adjoint",
+                "torchdiffeq_adjoint",
+                "torchdiffeq_adjoint_semi",
+                "torchnde_adjoint_full",
+            ]
+        else:
+            keys = ["torchnde_backprop", "torchdiffeq", "torchnde_checkpoint", "torchnde_reversible"]
+        cands = [torch_training(k, rows[k][0], problem, target, rows[k][1]) for k in keys]
+        label = "diffrax BacksolveAdjoint" if adjoint else "diffrax RecursiveCheckpointAdjoint (its default)"
+        cands.append(diffrax_training("diffrax", label, problem, target, backsolve=adjoint))
+        return cands
+
+    kind = "adjoint" if adjoint else "backprop"
+    return Group(
+        f"train/{kind}/b{problem.batch}",
+        f"One training iteration (solve + MSE on 10 points + backward), {kind}, batch {problem.batch}",
+        problem,
+        "torchnde_adjoint" if adjoint else "torchnde_backprop",
+        build,
+        targets=targets,
+    )
+
+
 def all_groups(compile_timeout_s: float, with_compile: bool = True) -> list[Group]:
     """Every group, in run order. ``targets`` hold the acceptance targets (torchnde / peer)."""
     b16, b1024, small = neural_ode(16), neural_ode(1024), rk4_problem()
@@ -186,4 +220,5 @@ def all_groups(compile_timeout_s: float, with_compile: bool = True) -> list[Grou
     if with_compile:
         groups += [_compile_group(p, grad, compile_timeout_s) for grad in (False, True) for p in (b16, b1024)]
     groups += [_rk4_group(small, False, {"hand": 1.15}), _rk4_group(small, True, {})]
+    groups += [_train_group(False, {"torchdiffeq": 0.7}), _train_group(True, {"torchdiffeq_adjoint": 0.5})]
     return groups

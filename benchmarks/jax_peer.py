@@ -33,6 +33,30 @@ def versions() -> dict[str, str]:
     return {"jax": jax.__version__, "diffrax": diffrax.__version__}
 
 
+def jax_problem(problem: Problem) -> tuple[Any, Any, Any, Any]:
+    """The problem in float32 jax: ``(params, vector_field(t, y, params), ts, y0)`` with the
+    torch MLP's weights."""
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", False)
+    params = tuple(
+        (jnp.asarray(w, jnp.float32), jnp.asarray(b, jnp.float32)) for w, b in problem.field.weights()
+    )
+    n_layers = len(params)
+
+    def vector_field(t: Any, y: Any, args: Any) -> Any:
+        h = y
+        for i, (w, b) in enumerate(args):
+            h = h @ w.T + b
+            if i < n_layers - 1:
+                h = jnp.tanh(h)
+        return h
+
+    ts = jnp.asarray(problem.t_eval.numpy(), jnp.float32)
+    return params, vector_field, ts, jnp.asarray(problem.y0.numpy(), jnp.float32)
+
+
 def diffrax_dopri5(key: str, label: str, problem: Problem) -> Candidate:
     """diffrax ``Dopri5`` + ``PIDController(rtol, atol)`` (integral control, its default), float32,
     ``SaveAt(ts=t_eval)``, ``dt0=None`` (its initial step selection), the batch as one state."""
@@ -42,25 +66,10 @@ def diffrax_dopri5(key: str, label: str, problem: Problem) -> Candidate:
 
     import diffrax
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
-    jax.config.update("jax_enable_x64", False)
-    params = tuple(
-        (jnp.asarray(w, jnp.float32), jnp.asarray(b, jnp.float32)) for w, b in problem.field.weights()
-    )
-    n_layers = len(params)
-    ts = jnp.asarray(problem.t_eval.numpy(), jnp.float32)
+    params, vector_field, ts, y0 = jax_problem(problem)
     t0, t1 = float(problem.t_eval[0]), float(problem.t_eval[-1])
-    y0 = jnp.asarray(problem.y0.numpy(), jnp.float32)
-
-    def vector_field(t: Any, y: Any, args: Any) -> Any:
-        h = y
-        for i, (w, b) in enumerate(args):
-            h = h @ w.T + b
-            if i < n_layers - 1:
-                h = jnp.tanh(h)
-        return h
 
     @jax.jit
     def solve(args: Any, y_init: Any) -> tuple[Any, dict[str, Any]]:

@@ -184,11 +184,6 @@ def _check_strategy(
     strategy: AbstractGradient, method: AbstractSolver, per_sample: bool, compile: bool
 ) -> None:
     """Reject combinations a strategy does not support, before any work is done."""
-    if isinstance(strategy, Adjoint) and per_sample:
-        raise ValueError(
-            "gradient='adjoint' does not support per_sample=True yet: use gradient='checkpoint' "
-            "(exact gradients, memory in states) or 'backprop'"
-        )
     reversible = getattr(method, "reversible", False)
     if isinstance(strategy, Reversible) and not reversible:
         raise ValueError(
@@ -199,8 +194,6 @@ def _check_strategy(
         raise ValueError(
             f"solver {method.name!r} supports gradient='reversible' and 'backprop', not {strategy.name!r}"
         )
-    if reversible and per_sample:
-        raise ValueError(f"solver {method.name!r} does not support per_sample=True yet")
     if compile and isinstance(strategy, (Checkpoint, Reversible)):
         raise ValueError(f"compile=True is not supported with gradient={strategy.name!r} yet")
 

@@ -38,7 +38,8 @@ class _AdjointFunction(torch.autograd.Function):
     def backward(ctx: Any, grad_ys: torch.Tensor) -> Any:
         context: _Context = ctx.context
         (ys,) = ctx.saved_tensors
-        grad_y0, grad_params = _backward(context, ys, grad_ys)
+        backward = _backward_per_sample if context.problem.per_sample else _backward
+        grad_y0, grad_params = backward(context, ys, grad_ys)
         return (None, grad_y0, *grad_params)
 
 
@@ -63,7 +64,7 @@ def _backward(context: _Context, ys: torch.Tensor, grad_ys: torch.Tensor) -> tup
     the next (only the state's jump at an output time restarts the method), so an interval
     shorter than the steps the adjoint needs costs one step, not a fresh start."""
     from .._solve import _solve  # the adjoint solves are ordinary solves
-    from ..controllers import ConstantStep, PIDController
+    from ..controllers import PIDController
     from . import Backprop
 
     problem, params = context.problem, context.params
@@ -86,19 +87,7 @@ def _backward(context: _Context, ys: torch.Tensor, grad_ys: torch.Tensor) -> tup
 
     norm = _adjoint_norm(sizes, seminorm=strategy.seminorm)
     adj_solver = strategy.solver or context.solver
-    adaptive = strategy.dt is None and (
-        ctrl.adaptive or strategy.rtol is not None or strategy.atol is not None
-    )
-    if adaptive:
-        rtol = strategy.rtol if strategy.rtol is not None else _scalar(getattr(ctrl, "rtol", 1e-6))
-        atol = strategy.atol if strategy.atol is not None else _scalar(getattr(ctrl, "atol", 1e-8))
-        if not adj_solver.adaptive:
-            raise ValueError(
-                f"Adjoint: the adjoint solver {adj_solver.name!r} has no error estimate; pass "
-                "Adjoint(solver=...) with an adaptive solver, or Adjoint(dt=...) for fixed steps"
-            )
-    else:
-        fixed = ConstantStep(strategy.dt if strategy.dt is not None else ctrl.dt)
+    rtol, atol, fixed = _adjoint_controls(strategy, ctrl, adj_solver)
     s_eval = problem.s_eval
     n = ys.shape[0]
     a = grad_ys[-1].reshape(-1)
@@ -108,7 +97,7 @@ def _backward(context: _Context, ys: torch.Tensor, grad_ys: torch.Tensor) -> tup
     carry = None
     for i in range(n - 1, 0, -1):
         times = torch.stack([s_eval[i], s_eval[i - 1]])
-        controller = PIDController(rtol, atol, norm=norm, dt0=carry) if adaptive else fixed
+        controller = fixed or PIDController(rtol, atol, norm=norm, dt0=carry)
         v = torch.cat([ys[i].reshape(-1), a, g])  # y restarts from the forward pass's value
         sol, raw = _solve(field, v, times, adj_solver, None, None, None, controller, False, False,
                           False, max_steps, True, False, False, Backprop())  # fmt: skip
@@ -120,6 +109,89 @@ def _backward(context: _Context, ys: torch.Tensor, grad_ys: torch.Tensor) -> tup
         g = end[2 * n_state :]
     grad_params = [x.view(p.shape).to(p.dtype) for x, p in zip(torch.split(g, sizes[2:]), params)]
     return a.view(shape), grad_params
+
+
+def _backward_per_sample(context: _Context, ys: torch.Tensor, grad_ys: torch.Tensor) -> tuple[Any, list[Any]]:
+    """Per sample, each output interval ``[t_{b,i-1}, t_{b,i}]`` has its own length: the
+    adjoint is solved for the whole batch at once in a normalised time ``tau`` in ``[i-1, i]``,
+    ``t_b = t_{b,i-1} + (tau - i + 1) (t_{b,i} - t_{b,i-1})``, under which every channel's
+    derivative is scaled by its sample's interval length. This is the same continuous adjoint;
+    the backward pass shares its step sizes across the batch."""
+    from .._solve import _solve
+    from ..controllers import ConstantStep, PIDController
+    from . import Backprop
+
+    problem, params = context.problem, context.params
+    strategy, ctrl = context.strategy, context.ctrl
+    func = problem.func(count=False)  # dy/ds per sample: func(s [B], y [B, ...])
+    shape, dtype = problem.y0.shape, problem.dtype
+    batch = shape[0]
+    total = batch * problem.numel
+    sizes = [total, total] + [p.numel() for p in params]
+    norm = _adjoint_norm(sizes, seminorm=strategy.seminorm)
+    adj_solver = strategy.solver or context.solver
+    rtol, atol, fixed = _adjoint_controls(strategy, ctrl, adj_solver)
+    s_eval = problem.s_eval  # [B, n] float64
+    n = ys.shape[1]
+    column = (batch,) + (1,) * (len(shape) - 1)
+    a = grad_ys[:, -1].reshape(-1)
+    g = torch.zeros(sum(sizes[2:]), dtype=dtype, device=ys.device)
+    stats = context.backward_stats
+    max_steps = strategy.max_steps or context.max_steps
+    carry = None
+    for i in range(n - 1, 0, -1):
+        start, span = s_eval[:, i - 1], s_eval[:, i] - s_eval[:, i - 1]
+        scale = span.to(dtype).view(column)
+
+        def field(
+            tau: torch.Tensor, v: torch.Tensor, start=start, span=span, scale=scale, i=i
+        ) -> torch.Tensor:
+            s = start + (tau.to(torch.float64) - (i - 1)) * span
+            y, a = v[:total].view(shape), v[total : 2 * total].view(shape)
+            with torch.enable_grad():
+                y_ = y.detach().requires_grad_(True)
+                fy = func(s, y_)
+                vjps = torch.autograd.grad(fy, (y_, *params), -(a * scale), allow_unused=True)
+            parts = [(fy.detach() * scale).reshape(-1), _or_zeros(vjps[0], y).reshape(-1)]
+            parts += [_or_zeros(x, p).reshape(-1).to(dtype) for x, p in zip(vjps[1:], params)]
+            return torch.cat(parts)
+
+        times = torch.tensor([float(i), float(i - 1)], dtype=torch.float64, device=ys.device)
+        if fixed is not None:  # fixed steps of dt in t are about dt / (mean span) in tau
+            controller: Any = ConstantStep(fixed.dt / float(span.mean()))
+        else:
+            controller = PIDController(rtol, atol, norm=norm, dt0=carry)
+        v = torch.cat([ys[:, i].reshape(-1), a, g])  # y restarts from the forward pass's value
+        sol, raw = _solve(field, v, times, adj_solver, None, None, None, controller, False, False,
+                          False, max_steps, True, False, False, Backprop())  # fmt: skip
+        for key in ("nfe", "steps", "accepted", "rejected"):
+            setattr(stats, key, getattr(stats, key) + getattr(sol.stats, key))
+        carry = raw.next_dt if raw is not None else None
+        if carry is not None and i > 1:  # from this interval's tau-units into the next one's
+            carry *= float(span.mean() / (s_eval[:, i - 1] - s_eval[:, i - 2]).mean())
+        end = sol.ys[-1]
+        a = end[total : 2 * total] + grad_ys[:, i - 1].reshape(-1)
+        g = end[2 * total :]
+    grad_params = [x.view(p.shape).to(p.dtype) for x, p in zip(torch.split(g, sizes[2:]), params)]
+    return a.view(shape), grad_params
+
+
+def _adjoint_controls(strategy: Any, ctrl: Any, solver: Any) -> tuple[Any, Any, Any]:
+    """``(rtol, atol, None)`` for an adaptive adjoint solve, ``(None, None, ConstantStep)`` for
+    a fixed-step one."""
+    from ..controllers import ConstantStep
+
+    explicit = strategy.rtol is not None or strategy.atol is not None
+    if strategy.dt is not None or not (ctrl.adaptive or explicit):
+        return None, None, ConstantStep(strategy.dt if strategy.dt is not None else ctrl.dt)
+    if not solver.adaptive:
+        raise ValueError(
+            f"Adjoint: the adjoint solver {solver.name!r} has no error estimate; pass "
+            "Adjoint(solver=...) with an adaptive solver, or Adjoint(dt=...) for fixed steps"
+        )
+    rtol = strategy.rtol if strategy.rtol is not None else _scalar(getattr(ctrl, "rtol", 1e-6))
+    atol = strategy.atol if strategy.atol is not None else _scalar(getattr(ctrl, "atol", 1e-8))
+    return rtol, atol, None
 
 
 def _or_zeros(v: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:

@@ -38,8 +38,13 @@ def loop_reversible(problem: Any, solver: Any, ctrl: Any, opts: Any) -> Any:
 
     if ctrl.adaptive:
         raise ValueError(f"solver {solver.name!r} takes fixed steps: pass dt=... (ConstantStep)")
-    if opts.dense or opts.save_steps or problem.per_sample:
-        raise ValueError(f"solver {solver.name!r} supports neither dense=, save_steps= nor per_sample=")
+    if opts.dense or opts.save_steps:
+        raise ValueError(f"solver {solver.name!r} supports neither dense= nor save_steps=")
+    if problem.s_host is None:
+        raise ValueError(
+            f"solver {solver.name!r} steps every sample on one grid: per-sample time spans "
+            "(t_eval of shape [batch, n]) need an adaptive solver such as 'tsit5'"
+        )
     s_out = problem.s_host
     extra = []
     for times in (ctrl.step_ts, ctrl.jump_ts):
@@ -51,7 +56,7 @@ def loop_reversible(problem: Any, solver: Any, ctrl: Any, opts: Any) -> Any:
             f"reversible solve needs {len(grid) - 1} steps but max_steps={opts.max_steps}: "
             "raise max_steps or dt"
         )
-    func = problem.func()
+    func = _grid_func(problem, problem.func())
     state = solver.init(func, grid[0], problem.y0)
     outputs = [problem.y0]
     wanted = set(s_out[1:])
@@ -59,12 +64,36 @@ def loop_reversible(problem: Any, solver: Any, ctrl: Any, opts: Any) -> Any:
         state = solver.forward(func, s, state, s_next - s)
         if s_next in wanted:
             outputs.append(state.y)
-    status = Status.SUCCESS if bool(torch.isfinite(state.y).all()) else Status.NONFINITE
     steps = len(grid) - 1
-    raw = _Raw(torch.stack(outputs), Stats(problem.nfe_counter[0], steps, steps, 0), status,
-               grid[-1] * problem.direction)  # fmt: skip
+    if problem.per_sample:  # every sample took the same steps; results in the per-sample layout
+        batch = problem.batch
+        ys = torch.stack(outputs, 1).reshape(batch, len(outputs), -1)
+        finite = torch.isfinite(ys.reshape(batch, -1)).all(1)
+        status: Any = torch.where(finite, int(Status.SUCCESS), int(Status.NONFINITE))
+        counts = [
+            torch.full((batch,), c, dtype=torch.int64) for c in (problem.nfe_counter[0], steps, steps, 0)
+        ]
+        stats = Stats(*counts)
+        end: Any = torch.full((batch,), grid[-1] * problem.direction, dtype=torch.float64)
+    else:
+        ys = torch.stack(outputs)
+        status = Status.SUCCESS if bool(torch.isfinite(state.y).all()) else Status.NONFINITE
+        stats, end = Stats(problem.nfe_counter[0], steps, steps, 0), grid[-1] * problem.direction
+    raw = _Raw(ys, stats, status, end)
     raw.reversible = (grid, state)
     return raw
+
+
+def _grid_func(problem: Any, func: Callable) -> Callable:
+    """``func`` called with a host time: per sample, every sample at that time."""
+    if not problem.per_sample:
+        return func
+    batch, device = problem.batch, problem.device
+
+    def call(s: float, y: torch.Tensor) -> torch.Tensor:
+        return func(torch.full((batch,), s, dtype=torch.float64, device=device), y)
+
+    return call
 
 
 class _ReversibleFunction(torch.autograd.Function):
@@ -106,7 +135,7 @@ def _backward(context: _Context, state: Any, grad_ys: torch.Tensor) -> tuple[tor
     problem, params = context.problem, context.params
     grid = context.raw.reversible
     counter = [0]
-    base = problem.func(count=False)
+    base = _grid_func(problem, problem.func(count=False))
 
     def func(s: Any, y: torch.Tensor) -> torch.Tensor:
         counter[0] += 1
@@ -114,6 +143,9 @@ def _backward(context: _Context, state: Any, grad_ys: torch.Tensor) -> tuple[tor
 
     s_out = problem.s_host
     out_index = {s: i for i, s in enumerate(s_out)}
+    if problem.per_sample:  # [B, n, N] -> the loop's layout at output i
+        shape = problem.y0.shape
+        grad_ys = grad_ys.transpose(0, 1).reshape(len(s_out), *shape)
     a_y = grad_ys[-1].clone()
     a_z = torch.zeros_like(a_y)
     g = [torch.zeros_like(p) for p in params]
