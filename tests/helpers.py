@@ -9,6 +9,9 @@ import torch
 import torchnde as nde
 
 ALL_SOLVERS = nde.solvers.names()
+# symplectic methods integrate a separable pair (q, p) only; every other solver takes any state
+PAIR_SOLVERS = [n for n in ALL_SOLVERS if nde.solvers.resolve_solver(n).separable_pair]
+GENERAL_SOLVERS = [n for n in ALL_SOLVERS if n not in PAIR_SOLVERS]
 ADAPTIVE_SOLVERS = [n for n in ALL_SOLVERS if nde.solvers.resolve_solver(n).adaptive]
 TABLEAU_SOLVERS = [n for n in ALL_SOLVERS if hasattr(nde.solvers.resolve_solver(n), "tableau")]
 

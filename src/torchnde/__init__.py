@@ -36,9 +36,11 @@ from .solvers import Euler as Euler
 from .solvers import Fehlberg2 as Fehlberg2
 from .solvers import Heun as Heun
 from .solvers import Heun3 as Heun3
+from .solvers import Leapfrog as Leapfrog
 from .solvers import Midpoint as Midpoint
 from .solvers import Ralston as Ralston
 from .solvers import ReversibleHeun as ReversibleHeun
 from .solvers import Tsit5 as Tsit5
+from .solvers import Yoshida4 as Yoshida4
 
 __version__ = "0.1.0"

@@ -139,6 +139,13 @@ def _solve(
     strategy = resolve_gradient(gradient)
     _check_strategy(strategy, method, per_sample, compile)
     problem = _Problem.build(f, y0, t_eval, per_sample)
+    if method.separable_pair and not (
+        problem.is_tuple and len(problem.sizes) == 2 and problem.sizes[0] == problem.sizes[1]
+    ):
+        raise ValueError(
+            f"solver {method.name!r} integrates a separable pair: pass y0 as a tuple (q, p) of two "
+            "equally shaped tensors, with f(t, (q, p)) returning (dq/dt, dp/dt)"
+        )
     if problem.n_out == 1:
         return problem.trivial_solution(dense), None
     opts = _LoopOptions(max_steps, dense, save_steps, progress, compile, isinstance(strategy, Checkpoint))
@@ -193,6 +200,11 @@ def _check_strategy(
     if reversible and isinstance(strategy, (Adjoint, Checkpoint)):
         raise ValueError(
             f"solver {method.name!r} supports gradient='reversible' and 'backprop', not {strategy.name!r}"
+        )
+    if method.separable_pair and isinstance(strategy, Adjoint) and strategy.solver is None:
+        raise ValueError(
+            f"the adjoint system is not a separable pair, so {method.name!r} cannot solve it: "
+            "pass Adjoint(solver='rk4') (with dt=...) or another general solver"
         )
     if compile and isinstance(strategy, (Checkpoint, Reversible)):
         raise ValueError(f"compile=True is not supported with gradient={strategy.name!r} yet")
@@ -574,7 +586,7 @@ def _compiled_step(problem: _Problem, solver: AbstractSolver) -> Callable:
             return solver.step(uncounted, s, y, f0, h, need_error)
 
         compiled = _COMPILED[key] = torch.compile(step, dynamic=True)
-    evals = solver.tableau.stages - 1  # type: ignore[attr-defined]
+    evals = solver.evaluations_per_step or 0
     counter = problem.nfe_counter
 
     def call(_func: Callable, s: Any, y: torch.Tensor, f0: torch.Tensor, h: Any, need_error: bool) -> Any:
@@ -806,7 +818,7 @@ def _loop_global(
             s_new = s_stop if land else s + h
             f1 = res.f1
             interior = next_out < len(s_out) and s_out[next_out] < s_new
-            if (interior or dense) and f1 is None and solver.interpolant is None:  # type: ignore[attr-defined]
+            if (interior or dense) and solver.needs_end_derivative and (f1 is None or not solver.f1_exact):
                 f1 = derivative(s_new, res.y1)
             stages = None
             if interior or dense:  # outputs at the step's end need no continuous extension
@@ -924,7 +936,6 @@ def _loop_per_sample(
     y = problem.y0
     f0 = problem.checked_f0()
     adaptive = ctrl.adaptive
-    tab = solver.tableau  # type: ignore[attr-defined]
     stop_t = None
     jump_t = None
     times = [ctrl.step_ts, ctrl.jump_ts]
@@ -932,7 +943,7 @@ def _loop_per_sample(
     if times[0] is not None or times[1] is not None:
         stop_t = torch.cat([x for x in times if x is not None]).sort().values
     jump_t = times[1]
-    fsal = tab.fsal and jump_t is None
+    fsal = solver.fsal and jump_t is None
     ones = torch.ones(B, dtype=torch.float64, device=dev)
     if adaptive:
         error_norm = _ErrorNorm(problem, solver, ctrl)
@@ -1046,7 +1057,7 @@ def _loop_per_sample(
         if m_interior > 0 or dense:
             counted = problem.nfe_counter[0]
             f1 = res.f1
-            if f1 is None and solver.interpolant is None:  # type: ignore[attr-defined]
+            if solver.needs_end_derivative and (f1 is None or not solver.f1_exact):
                 f1 = derivative(s_new, torch.where(col(accept), res.y1, y))
             stages = dense_stages(func, s, y, h, res, f1)
             # charged to the samples that needed the continuous extension, as if solved alone

@@ -12,6 +12,7 @@ from .dopri5 import Dopri5
 from .dopri8 import Dopri8
 from .explicit_rk import ExplicitRungeKutta
 from .reversible import ReversibleHeun, ReversibleState
+from .symplectic import Leapfrog, Yoshida4
 from .tableau import ButcherTableau, DensePolynomial
 from .tsit5 import Tsit5
 
@@ -29,12 +30,14 @@ __all__ = [
     "Fehlberg2",
     "Heun",
     "Heun3",
+    "Leapfrog",
     "Midpoint",
     "Ralston",
     "ReversibleHeun",
     "ReversibleState",
     "StepResult",
     "Tsit5",
+    "Yoshida4",
     "names",
     "resolve_solver",
 ]
@@ -55,6 +58,8 @@ _REGISTRY: dict[str, type[AbstractSolver]] = {
         Tsit5,
         Dopri8,
         ReversibleHeun,
+        Leapfrog,
+        Yoshida4,
     )
 }
 

@@ -68,6 +68,30 @@ class AbstractSolver(abc.ABC):
     order: ClassVar[int]
     error_order: ClassVar[int | None] = None
     dense_order: ClassVar[int]
+    # The state must be a pair of equally sized tensors (q, p) with a separable field
+    # (symplectic methods); the loop checks this before solving.
+    separable_pair: ClassVar[bool] = False
+
+    @property
+    def fsal(self) -> bool:
+        """Whether ``StepResult.f1`` may serve as the next step's ``f0``."""
+        return False
+
+    @property
+    def f1_exact(self) -> bool:
+        """Whether ``StepResult.f1`` is exactly ``f(t1, y1)`` (else the loop evaluates it when
+        the continuous extension needs it)."""
+        return True
+
+    @property
+    def needs_end_derivative(self) -> bool:
+        """Whether :meth:`dense_stages` needs ``f(t1, y1)``."""
+        return True
+
+    @property
+    def evaluations_per_step(self) -> int | None:
+        """Vector-field evaluations inside one :meth:`step` (for counting under compile)."""
+        return None
 
     @property
     def adaptive(self) -> bool:

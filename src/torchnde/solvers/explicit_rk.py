@@ -95,6 +95,18 @@ class ExplicitRungeKutta(AbstractSolver):
     def dense_order(self) -> int:  # type: ignore[override]
         return self._dense.order
 
+    @property
+    def fsal(self) -> bool:
+        return self.tableau.fsal
+
+    @property
+    def needs_end_derivative(self) -> bool:
+        return self.interpolant is None  # the Hermite fallback uses f(t1, y1)
+
+    @property
+    def evaluations_per_step(self) -> int:
+        return self.tableau.stages - 1
+
     def _coefficients(self, y: torch.Tensor) -> _Coefficients:
         key = (type(self), y.dtype, y.device)
         co = _COEFFICIENTS.get(key)
