@@ -14,6 +14,9 @@ PAIR_SOLVERS = [n for n in ALL_SOLVERS if nde.solvers.resolve_solver(n).separabl
 GENERAL_SOLVERS = [n for n in ALL_SOLVERS if n not in PAIR_SOLVERS]
 ADAPTIVE_SOLVERS = [n for n in ALL_SOLVERS if nde.solvers.resolve_solver(n).adaptive]
 TABLEAU_SOLVERS = [n for n in ALL_SOLVERS if hasattr(nde.solvers.resolve_solver(n), "tableau")]
+EXPLICIT_SOLVERS = [
+    n for n in ALL_SOLVERS if isinstance(nde.solvers.resolve_solver(n), nde.solvers.ExplicitRungeKutta)
+]
 
 
 def linear_problem(seed: int = 0, n: int = 3, scale: float = 1.5) -> tuple[torch.Tensor, torch.Tensor]:

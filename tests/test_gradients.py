@@ -10,7 +10,7 @@ import torch
 
 import torchnde as nde
 
-from .helpers import ADAPTIVE_SOLVERS, TABLEAU_SOLVERS
+from .helpers import ADAPTIVE_SOLVERS, EXPLICIT_SOLVERS
 
 TIGHT = {"rtol": 1e-10, "atol": 1e-12}
 
@@ -49,7 +49,7 @@ def _options(solver):
 
 
 @pytest.mark.parametrize("strategy", ["backprop", "checkpoint"])
-@pytest.mark.parametrize("solver", TABLEAU_SOLVERS)
+@pytest.mark.parametrize("solver", EXPLICIT_SOLVERS)
 def test_exact_strategies_pass_gradcheck_for_every_solver(strategy, solver):
     """y0 and parameters, any step sizes: the discretised gradient is exact."""
     y0, w, ts = _inputs()
@@ -60,8 +60,8 @@ def test_exact_strategies_pass_gradcheck_for_every_solver(strategy, solver):
     assert torch.autograd.gradcheck(outputs, (y0, w), eps=1e-6, atol=1e-6, rtol=1e-5, fast_mode=True)
 
 
-HIGH_ORDER = [n for n in TABLEAU_SOLVERS if nde.solvers.resolve_solver(n).order >= 4]
-LOW_ORDER = [n for n in TABLEAU_SOLVERS if n not in HIGH_ORDER]
+HIGH_ORDER = [n for n in EXPLICIT_SOLVERS if nde.solvers.resolve_solver(n).order >= 4]
+LOW_ORDER = [n for n in EXPLICIT_SOLVERS if n not in HIGH_ORDER]
 
 
 @pytest.mark.parametrize("solver", HIGH_ORDER)

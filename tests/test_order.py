@@ -39,7 +39,14 @@ def test_global_error_converges_at_declared_order(name):
         return float((sol.ys[-1] - exact).abs().max())
 
     slope = _slope_near_roundoff(run, [t1 * 2.0**-k for k in range(2, 15)], floor=1e-12)
-    assert abs(slope - solver.order) <= 0.2, f"{name}: slope {slope:.3f}, declared {solver.order}"
+    want = _LINEAR_ORDER.get(name, solver.order)
+    assert abs(slope - want) <= 0.2, f"{name}: slope {slope:.3f}, expected {want}"
+
+
+# On a linear constant-coefficient problem a Rosenbrock method is its stability function, which
+# Rodas5P's coefficients make a sixth-order approximation of exp; its fifth (nonlinear) order
+# is asserted on a nonlinear problem in tests/test_stiff.py.
+_LINEAR_ORDER = {"rodas5p": 6}
 
 
 @pytest.mark.parametrize("name", GENERAL_SOLVERS)

@@ -10,10 +10,10 @@ import pytest
 import torchnde as nde
 from torchnde.solvers import ButcherTableau
 
-from .helpers import TABLEAU_SOLVERS
+from .helpers import EXPLICIT_SOLVERS
 
 
-@pytest.mark.parametrize("name", TABLEAU_SOLVERS)
+@pytest.mark.parametrize("name", EXPLICIT_SOLVERS)
 def test_registered_tableaux_satisfy_consistency(name):
     tab = nde.solvers.resolve_solver(name).tableau
     a = tab.a_matrix

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from . import gradients as gradients
 from . import solvers as solvers
+from ._solution import ConvergenceFailure as ConvergenceFailure
 from ._solution import MaxStepsReached as MaxStepsReached
 from ._solution import NonFiniteState as NonFiniteState
 from ._solution import Solution as Solution
@@ -36,10 +37,16 @@ from .solvers import Euler as Euler
 from .solvers import Fehlberg2 as Fehlberg2
 from .solvers import Heun as Heun
 from .solvers import Heun3 as Heun3
+from .solvers import ImplicitEuler as ImplicitEuler
+from .solvers import Kvaerno3 as Kvaerno3
+from .solvers import Kvaerno4 as Kvaerno4
+from .solvers import Kvaerno5 as Kvaerno5
 from .solvers import Leapfrog as Leapfrog
 from .solvers import Midpoint as Midpoint
+from .solvers import Newton as Newton
 from .solvers import Ralston as Ralston
 from .solvers import ReversibleHeun as ReversibleHeun
+from .solvers import Rodas5P as Rodas5P
 from .solvers import Tsit5 as Tsit5
 from .solvers import Yoshida4 as Yoshida4
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "ConvergenceFailure",
     "MaxStepsReached",
     "NonFiniteState",
     "Solution",
@@ -27,6 +28,7 @@ class Status(enum.IntEnum):
     MAX_STEPS = 1
     DT_MIN = 2
     NONFINITE = 3
+    NO_CONVERGENCE = 4
 
     @property
     def message(self) -> str:
@@ -41,6 +43,7 @@ _MESSAGES = {
     Status.MAX_STEPS: "the maximum number of steps was reached",
     Status.DT_MIN: "the step size fell below the minimum",
     Status.NONFINITE: "the state or its error estimate became non-finite (NaN or inf)",
+    Status.NO_CONVERGENCE: "the implicit stage equations did not converge (Newton iterations)",
 }
 
 
@@ -134,8 +137,16 @@ class NonFiniteState(SolveError):
     status = Status.NONFINITE
 
 
+class ConvergenceFailure(SolveError):
+    """An implicit solver's Newton iterations failed with constant steps (an adaptive
+    controller instead rejects the step and shrinks it)."""
+
+    status = Status.NO_CONVERGENCE
+
+
 ERRORS: dict[Status, type[SolveError]] = {
     Status.MAX_STEPS: MaxStepsReached,
     Status.DT_MIN: StepSizeTooSmall,
     Status.NONFINITE: NonFiniteState,
+    Status.NO_CONVERGENCE: ConvergenceFailure,
 }

@@ -138,6 +138,7 @@ def _solve(
         raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
     strategy = resolve_gradient(gradient)
     _check_strategy(strategy, method, per_sample, compile)
+    method = method.bind(ctrl)  # per-solve state of implicit solvers (tolerances, Jacobian)
     problem = _Problem.build(f, y0, t_eval, per_sample)
     if method.separable_pair and not (
         problem.is_tuple and len(problem.sizes) == 2 and problem.sizes[0] == problem.sizes[1]
@@ -206,6 +207,10 @@ def _check_strategy(
             f"the adjoint system is not a separable pair, so {method.name!r} cannot solve it: "
             "pass Adjoint(solver='rk4') (with dt=...) or another general solver"
         )
+    if getattr(method, "implicit", False) and per_sample:
+        raise ValueError(f"solver {method.name!r} does not support per_sample=True yet")
+    if getattr(method, "implicit", False) and compile:
+        raise ValueError(f"compile=True is not supported with the implicit solver {method.name!r}")
     if compile and isinstance(strategy, (Checkpoint, Reversible)):
         raise ValueError(f"compile=True is not supported with gradient={strategy.name!r} yet")
 
@@ -381,6 +386,8 @@ class _Problem:
         if self.per_sample:
             t = (s if self.direction > 0 else -s).to(self.dtype)
             return t.view(-1, *([1] * len(self.shapes[0])))  # -1: compaction may shrink the batch
+        if isinstance(s, torch.Tensor):  # e.g. a time being differentiated (Rosenbrock's df/dt)
+            return (s * self.direction).to(self.dtype)
         return torch.full((), s * self.direction, dtype=self.dtype, device=self.device)
 
     def checked_f0(self) -> torch.Tensor:
@@ -439,6 +446,8 @@ class _Problem:
 
             def fastest(s: float, y: torch.Tensor) -> torch.Tensor:  # the hot path
                 counter[0] += 1
+                if isinstance(s, torch.Tensor):
+                    return f(s.to(dtype), y)
                 return f(full((), s, dtype=dtype, device=device), y)
 
             return fastest
@@ -549,17 +558,29 @@ class _LoopOptions:
     checkpoint: bool = False  # recompute each step in the backward pass (gradient="checkpoint")
 
 
-def _checkpointed(fn: Callable, enabled: bool) -> Callable:
+def _checkpointed(fn: Callable, enabled: bool, solver: AbstractSolver | None = None) -> Callable:
     """``fn`` under non-reentrant activation checkpointing when ``enabled`` and autograd is
     recording: its saved tensors are dropped after the call and recomputed by the backward pass,
-    so the graph keeps only ``fn``'s inputs (a step's state and derivative)."""
+    so the graph keeps only ``fn``'s inputs (a step's state and derivative). A stateful
+    ``solver`` (an implicit method's Jacobian cache and Newton rate) is restored to the state
+    each call started from before its recomputation, so that the replay is exact."""
     if not enabled or not torch.is_grad_enabled():
         return fn
     from torch.utils.checkpoint import checkpoint
 
+    snapshot = getattr(solver, "snapshot", None)
+    restore = getattr(solver, "restore", None)
+
     def call(*args: Any) -> Any:
+        state = snapshot() if snapshot is not None else None
+
+        def replay(*inner: Any) -> Any:
+            if state is not None and restore is not None:
+                restore(state)
+            return fn(*inner)
+
         # f is assumed deterministic (the RNG state would cost ~5 kB per step to keep)
-        return checkpoint(fn, *args, use_reentrant=False, preserve_rng_state=False)
+        return checkpoint(replay, *args, use_reentrant=False, preserve_rng_state=False)
 
     return call
 
@@ -745,7 +766,7 @@ def _loop_global(
     max_steps, dense, save_steps, progress = opts.max_steps, opts.dense, opts.save_steps, opts.progress
     func = problem.func()
     step = _compiled_step(problem, solver) if opts.compile else solver.step
-    step = _checkpointed(step, opts.checkpoint)
+    step = _checkpointed(step, opts.checkpoint, solver)
     dense_stages = _checkpointed(solver.dense_stages, opts.checkpoint)
     derivative = _checkpointed(func, opts.checkpoint)
     s_out = problem.s_host
@@ -798,6 +819,16 @@ def _loop_global(
             f0 = derivative(_after(s) if s in jumps else s, y)
         res = step(func, s, y, f0, h, adaptive)
         steps += 1
+        if res.converged is not True and not bool(res.converged):  # an implicit solve failed
+            if not adaptive:
+                status, fail_dt = Status.NO_CONVERGENCE, h
+                break
+            rejected += 1
+            dt, after_reject = h * 0.25, True
+            if dt < dtmin or s + dt == s:
+                status, fail_dt = Status.DT_MIN, dt
+                break
+            continue
         if adaptive:
             err = error_norm(y, res.y1, res.errors, h)  # the one host synchronisation of a step
             if not math.isfinite(err):
@@ -924,7 +955,7 @@ def _loop_per_sample(
     max_steps, dense, save_steps, progress = opts.max_steps, opts.dense, opts.save_steps, opts.progress
     func = problem.func()
     step = _compiled_step(problem, solver) if opts.compile else solver.step
-    step = _checkpointed(step, opts.checkpoint)
+    step = _checkpointed(step, opts.checkpoint, solver)
     dense_stages = _checkpointed(solver.dense_stages, opts.checkpoint)
     derivative = _checkpointed(func, opts.checkpoint)
     dev = problem.device
@@ -1311,9 +1342,8 @@ def _error(sol: Solution, raw: _Raw, solver: AbstractSolver) -> Exception:
         hint = raw.precision_hint
     elif _looks_stiff(raw, solver, i if isinstance(sol.status, torch.Tensor) else None):
         hint = (
-            "The step size is limited by stability, not accuracy: the problem looks stiff. An "
-            "implicit solver is the right tool (Kvaerno5, from torchnde's stiff solvers); with an "
-            "explicit one, raise max_steps"
+            "The step size is limited by stability, not accuracy: the problem looks stiff. Try "
+            "an implicit solver: solver='kvaerno5' (with an explicit one, raise max_steps)"
         )
     return ERRORS[status](f"solve stopped {where}: {status.message}. {hint}", sol)
 
@@ -1325,4 +1355,8 @@ _HINTS = {
         "jump_ts, or lower dtmin. If the problem looks stiff use an implicit solver."
     ),
     Status.NONFINITE: "Check f for overflow or division by zero, or tighten rtol/atol.",
+    Status.NO_CONVERGENCE: (
+        "Use a smaller dt, or an adaptive controller (PIDController), which shrinks the step "
+        "when Newton fails."
+    ),
 }

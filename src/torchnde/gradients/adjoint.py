@@ -77,11 +77,12 @@ def _backward(context: _Context, ys: torch.Tensor, grad_ys: torch.Tensor) -> tup
     def field(s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """``d[y | a | g]/ds`` at forward time ``s`` (``s = direction * t``)."""
         y, a = v[:n_state].view(shape), v[n_state : 2 * n_state].view(shape)
+        nested = torch.is_grad_enabled() and v.requires_grad  # an implicit solver's Jacobian
         with torch.enable_grad():
-            y_ = y.detach().requires_grad_(True)
+            y_ = y if nested else y.detach().requires_grad_(True)
             fy = problem._flatten_out(f(s * direction, problem.unflatten(y_, ())), ())  # dy/ds
-            vjps = torch.autograd.grad(fy, (y_, *params), -a, allow_unused=True)
-        parts = [fy.detach().reshape(-1), _or_zeros(vjps[0], y).reshape(-1)]
+            vjps = torch.autograd.grad(fy, (y_, *params), -a, allow_unused=True, create_graph=nested)
+        parts = [(fy if nested else fy.detach()).reshape(-1), _or_zeros(vjps[0], y).reshape(-1)]
         parts += [_or_zeros(g, p).reshape(-1).to(dtype) for g, p in zip(vjps[1:], params)]
         return torch.cat(parts)
 
@@ -148,11 +149,14 @@ def _backward_per_sample(context: _Context, ys: torch.Tensor, grad_ys: torch.Ten
         ) -> torch.Tensor:
             s = start + (tau.to(torch.float64) - (i - 1)) * span
             y, a = v[:total].view(shape), v[total : 2 * total].view(shape)
+            nested = torch.is_grad_enabled() and v.requires_grad  # an implicit solver's Jacobian
             with torch.enable_grad():
-                y_ = y.detach().requires_grad_(True)
+                y_ = y if nested else y.detach().requires_grad_(True)
                 fy = func(s, y_)
-                vjps = torch.autograd.grad(fy, (y_, *params), -(a * scale), allow_unused=True)
-            parts = [(fy.detach() * scale).reshape(-1), _or_zeros(vjps[0], y).reshape(-1)]
+                vjps = torch.autograd.grad(
+                    fy, (y_, *params), -(a * scale), allow_unused=True, create_graph=nested
+                )
+            parts = [((fy if nested else fy.detach()) * scale).reshape(-1), _or_zeros(vjps[0], y).reshape(-1)]
             parts += [_or_zeros(x, p).reshape(-1).to(dtype) for x, p in zip(vjps[1:], params)]
             return torch.cat(parts)
 

@@ -11,7 +11,9 @@ from .classic import RK4, RK38, Bosh3, Euler, Fehlberg2, Heun, Heun3, Midpoint, 
 from .dopri5 import Dopri5
 from .dopri8 import Dopri8
 from .explicit_rk import ExplicitRungeKutta
+from .implicit import ESDIRKTableau, ImplicitEuler, Kvaerno3, Kvaerno4, Kvaerno5, Newton
 from .reversible import ReversibleHeun, ReversibleState
+from .rosenbrock import Rodas5P
 from .symplectic import Leapfrog, Yoshida4
 from .tableau import ButcherTableau, DensePolynomial
 from .tsit5 import Tsit5
@@ -25,16 +27,23 @@ __all__ = [
     "DensePolynomial",
     "Dopri5",
     "Dopri8",
+    "ESDIRKTableau",
     "Euler",
     "ExplicitRungeKutta",
     "Fehlberg2",
     "Heun",
     "Heun3",
+    "ImplicitEuler",
+    "Kvaerno3",
+    "Kvaerno4",
+    "Kvaerno5",
     "Leapfrog",
     "Midpoint",
+    "Newton",
     "Ralston",
     "ReversibleHeun",
     "ReversibleState",
+    "Rodas5P",
     "StepResult",
     "Tsit5",
     "Yoshida4",
@@ -60,6 +69,11 @@ _REGISTRY: dict[str, type[AbstractSolver]] = {
         ReversibleHeun,
         Leapfrog,
         Yoshida4,
+        ImplicitEuler,
+        Kvaerno3,
+        Kvaerno4,
+        Kvaerno5,
+        Rodas5P,
     )
 }
 

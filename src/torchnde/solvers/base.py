@@ -39,12 +39,15 @@ class StepResult(NamedTuple):
     - ``ks``: the stage derivatives, in order; :attr:`stages` stacks them on a new last axis
       (only steps whose continuous extension is used pay for that copy).
     - ``f1``: ``f(t0 + dt, y1)`` when the method computed it anyway (FSAL), else ``None``.
+    - ``converged``: ``False`` when an implicit method's nonlinear solve failed; the loop then
+      rejects the step and retries it with a quarter of the step size.
     """
 
     y1: torch.Tensor
     errors: tuple[torch.Tensor, ...]
     ks: tuple[torch.Tensor, ...]
     f1: torch.Tensor | None
+    converged: Any = True  # implicit solvers: False when the stage equations were not solved
 
     @property
     def stages(self) -> torch.Tensor:
@@ -101,6 +104,11 @@ class AbstractSolver(abc.ABC):
     @abc.abstractmethod
     def step(self, func: Func, t0: Any, y0: torch.Tensor, f0: torch.Tensor, dt: Any) -> StepResult:
         """Advance from ``(t0, y0)`` by ``dt``; ``f0 = func(t0, y0)`` is supplied by the loop."""
+
+    def bind(self, ctrl: Any) -> AbstractSolver:
+        """The solver for one solve with controller ``ctrl`` (implicit methods return a copy that
+        holds their Newton tolerances and Jacobian cache); stateless solvers return ``self``."""
+        return self
 
     def combine_error_norms(self, norms: tuple[Any, ...]) -> Any:
         """Turn the scaled norms of ``StepResult.errors`` into the one the controller uses."""

@@ -1,0 +1,214 @@
+"""Stiff benchmarks: Robertson and Van der Pol (mu = 1000) with torchnde's implicit solvers
+beside scipy's Radau, BDF and LSODA and diffrax's Kvaerno5; time (median of repeats), steps,
+evaluations and relative error against Radau at rtol 1e-10.
+
+``python -m benchmarks.stiff [--out DIR] [--repeats N]`` writes ``stiff.json`` and ``stiff.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .common import configure_threads, fmt_time, short_error
+
+RTOL = 1e-6
+# name -> (y0, t1, atol)
+PROBLEMS = {
+    "robertson": ([1.0, 0.0, 0.0], 1e5, 1e-10),
+    "van_der_pol_mu1000": ([2.0, 0.0], 3000.0, 1e-8),
+}
+
+
+def _torch_field(name: str) -> Callable:
+    import torch
+
+    if name == "robertson":
+
+        def f(t: Any, y: Any) -> Any:
+            return torch.stack(
+                [
+                    -0.04 * y[0] + 1e4 * y[1] * y[2],
+                    0.04 * y[0] - 1e4 * y[1] * y[2] - 3e7 * y[1] ** 2,
+                    3e7 * y[1] ** 2,
+                ]
+            )
+
+        return f
+
+    def vdp(t: Any, y: Any) -> Any:
+        return torch.stack([y[1], 1000.0 * (1 - y[0] ** 2) * y[1] - y[0]])
+
+    return vdp
+
+
+def _numpy_field(name: str) -> Callable:
+    if name == "robertson":
+        return lambda t, y: np.array(
+            [
+                -0.04 * y[0] + 1e4 * y[1] * y[2],
+                0.04 * y[0] - 1e4 * y[1] * y[2] - 3e7 * y[1] ** 2,
+                3e7 * y[1] ** 2,
+            ]
+        )
+    return lambda t, y: np.array([y[1], 1000.0 * (1 - y[0] ** 2) * y[1] - y[0]])
+
+
+def _numpy_jac(name: str) -> Callable:
+    if name == "robertson":
+        return lambda t, y: np.array(
+            [
+                [-0.04, 1e4 * y[2], 1e4 * y[1]],
+                [0.04, -1e4 * y[2] - 6e7 * y[1], -1e4 * y[1]],
+                [0.0, 6e7 * y[1], 0.0],
+            ]
+        )
+    return lambda t, y: np.array([[0.0, 1.0], [-2000.0 * y[0] * y[1] - 1.0, 1000.0 * (1 - y[0] ** 2)]])
+
+
+def _time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    out = fn()  # warm-up (and, for jax, the compilation)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def run_problem(name: str, repeats: int) -> list[dict[str, Any]]:
+    from scipy.integrate import solve_ivp
+
+    y0, t1, atol = PROBLEMS[name]
+    f_np, jac = _numpy_field(name), _numpy_jac(name)
+    ref = solve_ivp(f_np, (0.0, t1), y0, method="Radau", rtol=1e-10, atol=atol * 1e-4, jac=jac).y[:, -1]
+
+    def rel(y: Any) -> float:
+        return float(np.max(np.abs(np.asarray(y, dtype=np.float64) - ref) / np.maximum(np.abs(ref), atol)))
+
+    rows: list[dict[str, Any]] = []
+    import torch
+
+    import torchnde as nde
+
+    f = _torch_field(name)
+    y0_t = torch.tensor(y0, dtype=torch.float64)
+    ts = torch.tensor([0.0, t1], dtype=torch.float64)
+    for solver in ("kvaerno5", "kvaerno4", "kvaerno3"):
+        try:
+            with torch.no_grad():
+                med, sol = _time(
+                    lambda s=solver: nde.solve(f, y0_t, ts, s, rtol=RTOL, atol=atol, max_steps=50_000),
+                    repeats,
+                )
+            rows.append({"library": f"torchnde {solver}", "time_s": med, "steps": sol.stats.steps,
+                         "rejected": sol.stats.rejected, "nfe": sol.stats.nfe, "rel_err": rel(sol.ys[-1].numpy())})  # fmt: skip
+        except Exception as err:
+            rows.append({"library": f"torchnde {solver}", "error": short_error(err)})
+    for method in ("Radau", "BDF", "LSODA"):
+        med, sol = _time(
+            lambda m=method: solve_ivp(f_np, (0.0, t1), y0, method=m, rtol=RTOL, atol=atol, jac=jac), repeats
+        )
+        rows.append({"library": f"scipy {method} (analytic Jacobian)", "time_s": med, "steps": len(sol.t) - 1,
+                     "nfe": sol.nfev, "rel_err": rel(sol.y[:, -1])})  # fmt: skip
+    rows.append(_diffrax_row(name, y0, t1, atol, repeats, rel))
+    return rows
+
+
+def _diffrax_row(
+    name: str, y0: list[float], t1: float, atol: float, repeats: int, rel: Callable
+) -> dict[str, Any]:
+    try:
+        import diffrax
+        import jax
+        import jax.numpy as jnp
+    except Exception as err:
+        return {"library": "diffrax Kvaerno5", "error": f"not installed ({short_error(err, 60)})"}
+    jax.config.update("jax_enable_x64", True)
+
+    if name == "robertson":
+
+        def vf(t: Any, y: Any, args: Any) -> Any:
+            return jnp.stack(
+                [
+                    -0.04 * y[0] + 1e4 * y[1] * y[2],
+                    0.04 * y[0] - 1e4 * y[1] * y[2] - 3e7 * y[1] ** 2,
+                    3e7 * y[1] ** 2,
+                ]
+            )
+    else:
+
+        def vf(t: Any, y: Any, args: Any) -> Any:
+            return jnp.stack([y[1], 1000.0 * (1 - y[0] ** 2) * y[1] - y[0]])
+
+    @jax.jit
+    def solve(y: Any) -> Any:
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(vf), diffrax.Kvaerno5(), 0.0, t1, None, y,
+            stepsize_controller=diffrax.PIDController(rtol=RTOL, atol=atol), max_steps=100_000,
+        )  # fmt: skip
+        return sol.ys, sol.stats
+
+    y = jnp.asarray(y0, dtype=jnp.float64)
+    try:
+        med, (ys, stats) = _time(lambda: jax.block_until_ready(solve(y)), repeats)
+    except Exception as err:
+        return {"library": "diffrax Kvaerno5", "error": short_error(err)}
+    finally:
+        jax.config.update("jax_enable_x64", False)
+    return {"library": "diffrax Kvaerno5 (jit, float64)", "time_s": med, "steps": int(stats["num_steps"]),
+            "rejected": int(stats["num_rejected_steps"]), "rel_err": rel(np.asarray(ys[-1]))}  # fmt: skip
+
+
+def markdown(results: dict[str, list[dict[str, Any]]]) -> str:
+    lines = [
+        "# torchnde stiff benchmarks",
+        "",
+        f"rtol {RTOL:g} (atol 1e-10 Robertson on [0, 1e5], 1e-8 Van der Pol mu=1000 on [0, 3000]), float64, "
+        "one thread; time = median of repeats after a warm-up (jax: after compilation). rel err = max "
+        "relative error at the end against scipy Radau at rtol 1e-10.",
+        "",
+        "| problem | library | time | steps | rejected | f evals | rel err |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for problem, rows in results.items():
+        for i, r in enumerate(rows):
+            case = f"`{problem}`" if i == 0 else ""
+            if "error" in r:
+                lines.append(f"| {case} | {r['library']} | error: {r['error']} | | | | |")
+                continue
+            lines.append(
+                f"| {case} | {r['library']} | {fmt_time(r['time_s'])} | {r['steps']} | {r.get('rejected', '—')} | "
+                f"{r.get('nfe', '—')} | {r['rel_err']:.1e} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.stiff", description=__doc__)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args(argv)
+    configure_threads()
+    results = {}
+    for name in PROBLEMS:
+        print(f"{name} ...", file=sys.stderr, flush=True)
+        results[name] = run_problem(name, args.repeats)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "stiff.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = markdown(results)
+    (args.out / "stiff.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

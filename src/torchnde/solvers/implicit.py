@@ -1,0 +1,429 @@
+r"""Diagonally implicit Runge–Kutta methods for stiff problems, with a Newton solver.
+
+An ESDIRK method (explicit first stage, singly diagonal) computes, for stages
+:math:`i = 1, \dots, s-1`,
+
+.. math:: Y_i = y_0 + h \sum_{j<i} a_{ij} k_j + h\gamma\, k_i, \qquad k_i = f(t_0 + c_i h, Y_i),
+
+one nonlinear system of the state's size per stage, all with the same matrix
+:math:`M = I - h\gamma J`. Each is solved by simplified Newton iterations on
+:math:`G(Y) = Y - y_0 - h\sum_{j<i} a_{ij}k_j - h\gamma f(t_i, Y)` with :math:`J` the Jacobian of
+``f`` at the step's start (from ``torch.func``, reused across steps while Newton converges
+fast) and one LU factorisation of :math:`M` per step. Convergence follows Hairer & Wanner
+(*Solving ODEs II*, IV.8): with the contraction rate :math:`\theta_k = \|\Delta_k\|/\|\Delta_{k-1}\|`
+the iteration stops when :math:`\theta/(1-\theta)\,\|\Delta\| \le \kappa` in the step's error
+norm, and fails (the step is rejected and shrunk, never accepted unconverged) when
+:math:`\theta \ge 1` or after ``max_iters`` iterations. ``k_i`` is recovered as
+:math:`(Y_i - y_0 - h\sum_{j<i} a_{ij} k_j)/(h\gamma)`, which does not amplify the Newton
+residual through a stiff ``f``.
+
+Gradients do not go through the iterations: when autograd is recording, each converged stage
+takes one more Newton step with the exact Jacobian at the solution,
+:math:`Y \leftarrow \bar Y - M_*^{-1} G(\bar Y)` with :math:`\bar Y` and :math:`M_*` held
+constant, whose derivative is the implicit function theorem's
+:math:`\partial Y/\partial\theta = -M_*^{-1}\,\partial G/\partial\theta`.
+
+Methods: implicit Euler (with the explicit-Euler difference as its error estimate) and
+Kværnø's ESDIRK pairs 3(2), 4(3) and 5(4) (A. Kværnø, *Singly diagonally implicit Runge–Kutta
+methods with an explicit first stage*, BIT 44, 2004), all L-stable and stiffly accurate (the
+last stage is the solution, so it is also the next step's first: FSAL). Dense output is the
+cubic Hermite interpolant.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from .base import AbstractSolver, Func, StepResult
+from .explicit_rk import hermite_interpolant
+from .tableau import DensePolynomial
+
+__all__ = ["ESDIRKTableau", "ImplicitEuler", "Kvaerno3", "Kvaerno4", "Kvaerno5", "Newton"]
+
+_TOL = 1e-10
+
+
+@dataclass(frozen=True)
+class Newton:
+    """Options of the Newton iterations of the implicit stages.
+
+    - ``max_iters``: iterations before the stage counts as failed (the step is then rejected
+      and retried with a quarter of the step size and a fresh Jacobian).
+    - ``kappa``: the iteration stops when the estimated remaining error is below ``kappa``
+      times the step's error tolerance (Hairer & Wanner recommend 0.01–0.1).
+    - ``rtol``, ``atol``: the tolerances of that norm; default: the step-size controller's
+      (``1e-6``/``1e-9`` with constant steps).
+    - ``reuse_jacobian``: keep the Jacobian across steps while iterations converge at a rate
+      below ``0.1``; otherwise evaluate it at the start of every step.
+    """
+
+    max_iters: int = 10
+    kappa: float = 0.01
+    rtol: float | None = None
+    atol: float | None = None
+    reuse_jacobian: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_iters, int) or self.max_iters < 1:
+            raise ValueError(f"Newton(max_iters=...) must be a positive int, got {self.max_iters!r}")
+        if not 0 < self.kappa < 1:
+            raise ValueError(f"Newton(kappa=...) must lie in (0, 1), got {self.kappa!r}")
+
+
+@dataclass(frozen=True)
+class ESDIRKTableau:
+    """An ESDIRK tableau: ``c``; ``a`` as rows ``1..s-1`` of the lower triangle *including* the
+    diagonal (row ``i`` has ``i + 1`` entries, the last being ``gamma``); weights ``b`` and error
+    weights ``e`` (``b - b_hat``). Validated on construction."""
+
+    c: tuple[float, ...]
+    a: tuple[tuple[float, ...], ...]
+    b: tuple[float, ...]
+    e: tuple[float, ...]
+    gamma: float = field(init=False)
+    stages: int = field(init=False)
+    a_matrix: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        s = len(self.c)
+        if len(self.a) != s - 1 or len(self.b) != s or len(self.e) != s or self.c[0] != 0:
+            raise ValueError("ESDIRK tableau shapes disagree or c[0] != 0")
+        a = np.zeros((s, s))
+        for i, row in enumerate(self.a, start=1):
+            if len(row) != i + 1:
+                raise ValueError(f"row {i} of a must have {i + 1} entries (diagonal included)")
+            a[i, : i + 1] = row
+            if abs(sum(row) - self.c[i]) > _TOL:
+                raise ValueError(f"row {i} of a sums to {sum(row)!r}, not c[{i}] = {self.c[i]!r}")
+        gamma = a[1, 1]
+        if not np.allclose(np.diag(a)[1:], gamma, rtol=0, atol=1e-15):
+            raise ValueError("an ESDIRK tableau needs one diagonal value for the implicit stages")
+        if abs(math.fsum(self.b) - 1) > _TOL or abs(math.fsum(self.e)) > _TOL:
+            raise ValueError("weights b must sum to 1 and error weights e to 0")
+        object.__setattr__(self, "gamma", float(gamma))
+        object.__setattr__(self, "stages", s)
+        object.__setattr__(self, "a_matrix", a)
+
+    @property
+    def stiffly_accurate(self) -> bool:
+        """The last stage is the solution (its row of ``a`` equals ``b``, ``c = 1``)."""
+        return self.c[-1] == 1 and bool(np.allclose(self.a_matrix[-1], self.b, rtol=0, atol=1e-15))
+
+
+class _Bound:
+    """Per-solve state of an implicit solver: tolerances and the reusable Jacobian."""
+
+    def __init__(self, rtol: float, atol: float):
+        self.rtol, self.atol = rtol, atol
+        self.jacobian: torch.Tensor | None = None
+        self.lu: tuple[torch.Tensor, torch.Tensor, float] | None = None  # (LU, pivots, h*gamma)
+        self.fresh = False  # the Jacobian was evaluated at this step's start
+        self.njev = 0
+        self.eta = 1.0  # Hairer's eta = theta / (1 - theta) of the last converged iteration
+
+
+class DiagonallyImplicitRK(AbstractSolver):
+    """Engine for ESDIRK methods; subclasses set ``tableau``, ``order``, ``error_order``,
+    ``name``. Options: ``newton`` (a :class:`Newton`)."""
+
+    tableau: ClassVar[ESDIRKTableau]
+    implicit: ClassVar[bool] = True
+
+    def __init__(self, newton: Newton | None = None):
+        if newton is not None and not isinstance(newton, Newton):
+            raise TypeError(f"newton must be a torchnde.solvers.Newton, got {type(newton).__name__}")
+        self.newton = newton or Newton()
+        self._dense = hermite_interpolant(self.tableau.b, self.order)
+        self._state: _Bound | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(newton={self.newton!r})"
+
+    @property
+    def dense_order(self) -> int:  # type: ignore[override]
+        return self._dense.order
+
+    @property
+    def fsal(self) -> bool:
+        return self.tableau.stiffly_accurate
+
+    @property
+    def needs_end_derivative(self) -> bool:
+        return True
+
+    @property
+    def evaluations_per_step(self) -> int | None:
+        return None  # depends on the Newton iterations
+
+    def bind(self, ctrl: Any) -> DiagonallyImplicitRK:
+        """A copy for one solve, holding the Newton tolerances and the Jacobian cache."""
+        rtol = self.newton.rtol if self.newton.rtol is not None else _float(getattr(ctrl, "rtol", None), 1e-6)
+        atol = self.newton.atol if self.newton.atol is not None else _float(getattr(ctrl, "atol", None), 1e-9)
+        bound = copy.copy(self)
+        bound._state = _Bound(rtol, atol)
+        return bound
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """The per-solve state (Jacobian, factorisation, Newton rate), for an exact replay."""
+        st = self._state
+        return () if st is None else (st.jacobian, st.lu, st.fresh, st.eta)
+
+    def restore(self, snap: tuple[Any, ...]) -> None:
+        if snap and self._state is not None:
+            st = self._state
+            st.jacobian, st.lu, st.fresh, st.eta = snap
+
+    # -- one step -------------------------------------------------------------------------------
+
+    def step(
+        self, func: Func, t0: Any, y0: torch.Tensor, f0: torch.Tensor, dt: Any, need_error: bool = True
+    ) -> StepResult:
+        if isinstance(dt, torch.Tensor):
+            raise ValueError(f"{self.name} does not support per_sample=True yet")
+        state = self._state or _Bound(1e-6, 1e-9)
+        tab = self.tableau
+        h = float(dt)
+        hg = h * tab.gamma
+        a = tab.a_matrix
+        shape = y0.shape
+        recording = torch.is_grad_enabled()
+        with torch.no_grad():
+            if state.jacobian is None or not self.newton.reuse_jacobian:
+                self._refresh_jacobian(func, t0, y0, state)
+            else:
+                state.fresh = False
+            lu = self._factor(state, hg, y0)
+        ks = [f0]
+        theta_max = 0.0
+        for i in range(1, tab.stages):
+            base = y0
+            for j in range(i):
+                if a[i, j] != 0:
+                    base = base + (h * a[i, j]) * ks[j]
+            t_i = t0 + tab.c[i] * h
+            with torch.no_grad():
+                guess = base + hg * ks[-1]
+                y_i, ok, theta = self._newton(func, t_i, base.detach(), guess.detach(), hg, lu, state, shape)
+            if not ok:
+                state.jacobian = None  # retry the smaller step with a fresh Jacobian
+                return StepResult(y0, (), tuple(ks), None, converged=False)
+            theta_max = max(theta_max, theta)
+            if recording and (y0.requires_grad or f0.requires_grad):  # f0 sees f's parameters
+                y_i = self._implicit_function_step(func, t_i, base, y_i, hg, shape)
+            ks.append((y_i - base) / hg)
+        if self.newton.reuse_jacobian and theta_max > 0.1:
+            state.jacobian = None  # converging slowly: re-evaluate at the next step
+        y1 = y_i if tab.stiffly_accurate else y0 + sum((h * bj) * k for bj, k in zip(tab.b, ks) if bj != 0)
+        errors: tuple[torch.Tensor, ...] = ()
+        if need_error:
+            errors = (sum(ej * k for ej, k in zip(tab.e, ks) if ej != 0),)  # type: ignore[assignment]
+        f1 = ks[-1] if tab.stiffly_accurate else None
+        return StepResult(y1, errors, tuple(ks), f1)
+
+    def _refresh_jacobian(self, func: Func, t: Any, y: torch.Tensor, state: _Bound) -> None:
+        state.jacobian = _jacobian(func, t, y)
+        state.lu = None
+        state.fresh = True
+        state.njev += 1
+
+    def _factor(self, state: _Bound, hg: float, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if state.lu is not None and state.lu[2] == hg:
+            return state.lu[0], state.lu[1]
+        jac = state.jacobian
+        assert jac is not None
+        m = torch.eye(jac.shape[0], dtype=jac.dtype, device=jac.device) - hg * jac
+        lu, piv = torch.linalg.lu_factor(m)
+        state.lu = (lu, piv, hg)
+        return lu, piv
+
+    def _newton(
+        self,
+        func: Func,
+        t: Any,
+        base: torch.Tensor,
+        y: torch.Tensor,
+        hg: float,
+        lu: Any,
+        state: _Bound,
+        shape: torch.Size,
+    ) -> tuple[torch.Tensor, bool, float]:
+        """Simplified Newton on ``G(Y) = Y - base - hg f(t, Y)``; returns (Y, converged, rate)."""
+        prev = None
+        theta = 0.0
+        eta = max(state.eta, 1e-16) ** 0.8  # until a rate is measured, the last one's
+        for _ in range(self.newton.max_iters):
+            g = y - base - hg * func(t, y)
+            delta = torch.linalg.lu_solve(lu[0], lu[1], g.reshape(-1, 1)).view(shape)
+            y = y - delta
+            scale = state.atol + state.rtol * y.abs()
+            norm = float(torch.linalg.vector_norm(delta / scale)) / math.sqrt(delta.numel())
+            if not math.isfinite(norm):
+                return y, False, math.inf
+            if prev is not None:
+                theta = norm / prev if prev > 0 else 0.0
+                if theta >= 1.0:
+                    return y, False, theta
+                eta = theta / (1.0 - theta)
+            if eta * norm <= self.newton.kappa:
+                state.eta = eta
+                return y, True, theta
+            prev = norm
+        return y, False, theta
+
+    def _implicit_function_step(
+        self, func: Func, t: Any, base: torch.Tensor, y: torch.Tensor, hg: float, shape: torch.Size
+    ) -> torch.Tensor:
+        """One Newton step with the exact Jacobian at the converged stage, recorded: its
+        derivative is the implicit function theorem's (see the module docstring)."""
+        y = y.detach()
+        with torch.no_grad():
+            jac = _jacobian(func, t, y)
+            m = torch.eye(jac.shape[0], dtype=jac.dtype, device=jac.device) - hg * jac
+        g = y - base - hg * func(t, y)
+        return y - torch.linalg.solve(m, g.reshape(-1, 1)).view(shape)
+
+    def dense_stages(
+        self, func: Func, t0: Any, y0: torch.Tensor, dt: Any, result: StepResult, f1: torch.Tensor
+    ) -> torch.Tensor:
+        return torch.stack([*result.ks, f1], -1)
+
+    @property
+    def dense_polynomial(self) -> DensePolynomial:
+        return self._dense
+
+
+def _float(value: Any, default: float) -> float:
+    if value is None:
+        return default
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, (tuple, list)):
+        return min(_float(v, default) for v in value)
+    return float(torch.as_tensor(value).min())
+
+
+def _jacobian(func: Func, t: Any, y: torch.Tensor) -> torch.Tensor:
+    """``d func(t, y) / d y`` as an ``[N, N]`` matrix over the flattened state (the vector field's
+    own graph is not recorded)."""
+    shape = y.shape
+
+    def flat(v: torch.Tensor) -> torch.Tensor:
+        return func(t, v.view(shape)).reshape(-1)
+
+    x = y.detach().reshape(-1)
+    with torch.enable_grad():
+        try:  # reverse mode, vectorised over the rows (several times faster than jacfwd here)
+            return torch.autograd.functional.jacobian(flat, x, vectorize=True)
+        except (RuntimeError, NotImplementedError):  # an op without a batching rule
+            return torch.autograd.functional.jacobian(flat, x)
+
+
+# -- the methods ---------------------------------------------------------------------------------
+
+
+class ImplicitEuler(DiagonallyImplicitRK):
+    """Backward Euler, first order, L-stable; error estimate ``h/2 (f1 - f0)`` (its difference
+    from explicit Euler, which estimates the local error ``-h^2/2 y''``)."""
+
+    name: ClassVar[str] = "implicit_euler"
+    order: ClassVar[int] = 1
+    error_order: ClassVar[int | None] = 2
+    tableau = ESDIRKTableau(c=(0.0, 1.0), a=((0.0, 1.0),), b=(0.0, 1.0), e=(-0.5, 0.5))
+
+
+_G3 = 0.4358665215
+
+
+class Kvaerno3(DiagonallyImplicitRK):
+    """Kværnø's ESDIRK 3(2), four stages, ``gamma = 0.4358665215`` (Kværnø 2004)."""
+
+    name: ClassVar[str] = "kvaerno3"
+    order: ClassVar[int] = 3
+    error_order: ClassVar[int | None] = 3
+    tableau = ESDIRKTableau(
+        c=(0.0, 2 * _G3, 1.0, 1.0),
+        a=(
+            (_G3, _G3),
+            (0.4905633884191082, 0.0735700900808919, _G3),
+            (0.30880996997303606, 1.490563388254108, -1.2352398797271447, _G3),
+        ),
+        b=(0.30880996997303606, 1.490563388254108, -1.2352398797271447, _G3),
+        e=(-0.18175341844607212, 1.416993298173216, -1.6711064012271446, _G3),
+    )
+
+
+_G4 = 0.5728160625
+
+
+class Kvaerno4(DiagonallyImplicitRK):
+    """Kværnø's ESDIRK 4(3), five stages, ``gamma = 0.5728160625`` (Kværnø 2004)."""
+
+    name: ClassVar[str] = "kvaerno4"
+    order: ClassVar[int] = 4
+    error_order: ClassVar[int | None] = 4
+    tableau = ESDIRKTableau(
+        c=(0.0, 2 * _G4, 0.5971049876806123, 1.0, 1.0),
+        a=(
+            (_G4, _G4),
+            (0.16723546204189954, -0.14294653686128728, _G4),
+            (0.26260329027397794, -0.3119043274147849, 0.4764849746408077, _G4),
+            (0.1972165483210286, 0.1768437839066134, 0.8154421814035516, -0.762318576131193, _G4),
+        ),
+        b=(0.1972165483210286, 0.1768437839066134, 0.8154421814035516, -0.762318576131193, _G4),
+        e=(-0.06538674195294933, 0.4887481113213983, 0.33895720676274393, -1.3351346386311929, _G4),
+    )
+
+
+_G5 = 0.26
+
+
+class Kvaerno5(DiagonallyImplicitRK):
+    """Kværnø's ESDIRK 5(4), seven stages, ``gamma = 0.26`` (Kværnø 2004): the default stiff
+    solver."""
+
+    name: ClassVar[str] = "kvaerno5"
+    order: ClassVar[int] = 5
+    error_order: ClassVar[int | None] = 5
+    tableau = ESDIRKTableau(
+        c=(0.0, 0.52, 1.230333209967908, 0.8957659843500759, 0.43639360985864756, 1.0, 1.0),
+        a=(
+            (_G5, _G5),
+            (0.13, 0.8403332099679081, _G5),
+            (0.22371961478320504, 0.476755323197997, -0.06470895363112615, _G5),
+            (0.16648564323248322, 0.1045001884159172, 0.03631482272098715, -0.13090704451073998, _G5),
+            (0.13855640231268224, 0.0, -0.04245337201752043, 0.02446657898003141, 0.6194303907248068, _G5),
+            (
+                0.13659751177640292,
+                0.0,
+                -0.05496908796538376,
+                -0.04118626728321046,
+                0.629933048990164,
+                0.06962479448202728,
+                _G5,
+            ),
+        ),
+        b=(
+            0.13659751177640292,
+            0.0,
+            -0.05496908796538376,
+            -0.04118626728321046,
+            0.629933048990164,
+            0.06962479448202728,
+            _G5,
+        ),
+        e=(
+            -0.00195889053627932,
+            0.0,
+            -0.01251571594786333,
+            -0.06565284626324187,
+            0.01050265826535723,
+            -0.1903752055179727,
+            _G5,
+        ),
+    )

@@ -1,0 +1,142 @@
+r"""Rosenbrock (linearly implicit) methods for stiff problems: no Newton iterations, one LU
+factorisation of :math:`I/(h\gamma) - J` per step.
+
+In the transformed form of Hairer & Wanner (*Solving ODEs II*, IV.7, eq. (7.25)) stage ``i``
+solves the linear system
+
+.. math:: \Bigl(\frac{I}{h\gamma} - J\Bigr) k_i = f\Bigl(t_0 + \alpha_i h,\; y_0 + \sum_{j<i} a_{ij} k_j\Bigr)
+          + \sum_{j<i} \frac{c_{ij}}{h} k_j + h\, d_i\, \partial_t f,
+
+with :math:`J = \partial_y f` and :math:`\partial_t f` at :math:`(t_0, y_0)` (exact, from autograd),
+and :math:`y_1 = y_0 + \sum_i m_i k_i`. Gradients go through the linear solves and, when
+autograd is recording, through :math:`J` itself (it is built with ``create_graph``), so
+backpropagation gives the exact derivative of the discrete solution.
+
+``Rodas5P``: G. Steinebach, *Construction of Rosenbrock–Wanner method Rodas5P and numerical
+benchmarks within the Julia Differential Equations package*, BIT 63 (2023). Fifth order with a
+fourth-order embedded solution (the last stage's input; the last stage's increment is the
+error estimate). Dense output is the cubic Hermite interpolant.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from .base import AbstractSolver, Func, StepResult
+from .tableau import DensePolynomial
+
+__all__ = ["Rodas5P"]
+
+
+class Rodas5P(AbstractSolver):
+    """Steinebach's Rodas5P (see the module docstring): eight stages, one Jacobian and one LU
+    factorisation per step, no nonlinear iterations."""
+
+    name: ClassVar[str] = "rodas5p"
+    order: ClassVar[int] = 5
+    error_order: ClassVar[int | None] = 5
+    implicit: ClassVar[bool] = True
+    gamma: ClassVar[float] = 0.21193756319429014
+    alpha: ClassVar[tuple[float, ...]] = (
+        0.0, 0.6358126895828704, 0.4095798393397535, 0.9769306725060716, 0.4288403609558664, 1.0, 1.0, 1.0,
+    )  # fmt: skip
+    d: ClassVar[tuple[float, ...]] = (
+        0.21193756319429014, -0.42387512638858027, -0.3384627126235924, 1.8046452872882734,
+        2.325825639765069, 0.0, 0.0, 0.0,
+    )  # fmt: skip
+    _LAST = (-7.502846399306121, 2.561846144803919, -11.627539656261098, -0.18268767659942256,
+             0.030198172008377946)  # fmt: skip
+    a: ClassVar[tuple[tuple[float, ...], ...]] = (
+        (3.0,),
+        (2.849394379747939, 0.45842242204463923),
+        (-6.954028509809101, 2.489845061869568, -10.358996098473584),
+        (2.8029986275628964, 0.5072464736228206, -0.3988312541770524, -0.04721187230404641),
+        _LAST,
+        (*_LAST, 1.0),
+        (*_LAST, 1.0, 1.0),
+    )
+    c: ClassVar[tuple[tuple[float, ...], ...]] = (
+        (-14.155112264123755,),
+        (-17.97296035885952, -2.859693295451294),
+        (147.12150275711716, -1.41221402718213, 71.68940251302358),
+        (165.43517024871676, -0.4592823456491126, 42.90938336958603, -5.961986721573306),
+        (24.854864614690072, -3.0009227002832186, 47.4931110020768, 5.5814197821558125, -0.6610691825249471),
+        (30.91273214028599, -3.1208243349937974, 77.79954646070892, 34.28646028294783, -19.097331116725623,
+         -28.087943162872662),
+        (37.80277123390563, -3.2571969029072276, 112.26918849496327, 66.9347231244047, -40.06618937091002,
+         -54.66780262877968, -9.48861652309627),
+    )  # fmt: skip
+    # y1 = Y_8 + k_8 (fifth order); Y_8, the last stage's input, is the fourth-order embedded
+    # solution, so k_8 is the error estimate
+    m: ClassVar[tuple[float, ...]] = (*_LAST, 1.0, 1.0, 1.0)
+
+    def __init__(self) -> None:
+        # Hermite over [f0, f1] with y1 - y0 = h * slope: stages are (f0, f1, slope)
+        self._dense = DensePolynomial(
+            np.array([[1.0, -2.0, 1.0], [0.0, -1.0, 1.0], [0.0, 3.0, -2.0]]), order=3
+        )
+
+    @property
+    def dense_order(self) -> int:  # type: ignore[override]
+        return 3
+
+    def step(
+        self, func: Func, t0: Any, y0: torch.Tensor, f0: torch.Tensor, dt: Any, need_error: bool = True
+    ) -> StepResult:
+        if isinstance(dt, torch.Tensor):
+            raise ValueError(f"{self.name} does not support per_sample=True yet")
+        h = float(dt)
+        shape = y0.shape
+        differentiate = torch.is_grad_enabled() and (y0.requires_grad or f0.requires_grad)
+        jac, ft = _jacobians(func, t0, y0, differentiate)
+        n = jac.shape[0]
+        w = torch.eye(n, dtype=jac.dtype, device=jac.device) / (h * self.gamma) - jac
+        lu, piv = torch.linalg.lu_factor(w)
+        ks: list[torch.Tensor] = []
+        fy = f0
+        for i in range(8):
+            if i > 0:
+                yi = y0
+                for j, aij in enumerate(self.a[i - 1]):
+                    yi = yi + aij * ks[j]
+                fy = func(t0 + self.alpha[i] * h, yi)
+            rhs = fy + (h * self.d[i]) * ft if self.d[i] != 0 else fy
+            if i > 0:
+                for j, cij in enumerate(self.c[i - 1]):
+                    rhs = rhs + (cij / h) * ks[j]
+            ks.append(torch.linalg.lu_solve(lu, piv, rhs.reshape(-1, 1)).view(shape))
+        y1 = y0
+        for mi, k in zip(self.m, ks):
+            if mi != 0:
+                y1 = y1 + mi * k
+        errors = (ks[-1] / h,) if need_error else ()
+        return StepResult(y1, errors, (f0,), None)  # f(t1, y1) is not among the stages
+
+    def dense_stages(self, func: Func, t0: Any, y0: torch.Tensor, dt: Any, result: StepResult,
+                     f1: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        return torch.stack([result.ks[0], f1, (result.y1 - y0) / float(dt)], -1)
+
+    @property
+    def dense_polynomial(self) -> DensePolynomial:
+        return self._dense
+
+
+def _jacobians(func: Func, t: Any, y: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(df/dy [N, N], df/dt [*shape])`` at ``(t, y)``; differentiable when ``create_graph``."""
+    shape = y.shape
+    t_tensor = torch.as_tensor(t, dtype=torch.float64, device=y.device)
+
+    def flat(tt: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return func(tt, v.view(shape)).reshape(-1)
+
+    x = y if create_graph else y.detach()
+    args = (t_tensor, x.reshape(-1))
+    with torch.enable_grad():
+        try:
+            dt, dy = torch.autograd.functional.jacobian(flat, args, create_graph=create_graph, vectorize=True)
+        except (RuntimeError, NotImplementedError):  # an op without a batching rule
+            dt, dy = torch.autograd.functional.jacobian(flat, args, create_graph=create_graph)
+    return dy, dt.to(y.dtype).view(shape)
