@@ -22,6 +22,7 @@ from ._solve import solve as solve
 from .controllers import ConstantStep as ConstantStep
 from .controllers import PIDController as PIDController
 from .controllers import rms_norm as rms_norm
+from .events import Event as Event
 from .gradients import Adjoint as Adjoint
 from .gradients import Backprop as Backprop
 from .gradients import Checkpoint as Checkpoint

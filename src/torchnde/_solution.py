@@ -80,6 +80,8 @@ class Solution:
     - ``backward_stats``: for gradient strategies that solve during the backward pass
       (``Adjoint``: the adjoint solves, summed; ``Reversible``: the reconstruction), a
       :class:`Stats` filled in when ``backward`` runs; ``None`` otherwise.
+    - ``event_ts``/``event_ys``: with ``solve(..., event=...)``, the times ``[k]`` and states
+      (``[k, *y0.shape]``) of the events that fired, differentiable; ``None`` otherwise.
     """
 
     ts: torch.Tensor
@@ -90,6 +92,8 @@ class Solution:
     step_ys: Any = None
     _evaluate: Callable[[Any], Any] | None = field(default=None, repr=False)
     backward_stats: Stats | None = None
+    event_ts: torch.Tensor | None = None
+    event_ys: Any = None
 
     @property
     def success(self) -> bool:

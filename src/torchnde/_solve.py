@@ -32,6 +32,7 @@ import torch
 
 from ._solution import ERRORS, Solution, Stats, Status
 from .controllers import ConstantStep, PIDController, initial_step_size, rms_norm
+from .events import Event
 from .gradients import AbstractGradient, Adjoint, Checkpoint, Reversible, resolve_gradient
 from .gradients.times import output_times, start_time
 from .solvers import AbstractSolver, resolve_solver
@@ -56,6 +57,7 @@ _OPTIONS = (
     "progress",
     "compile",
     "gradient",
+    "event",
 )
 
 
@@ -77,6 +79,7 @@ def solve(
     progress: bool = False,
     compile: bool = False,
     gradient: str | AbstractGradient = "backprop",
+    event: Event | None = None,
     **unknown: Any,
 ) -> Solution:
     r"""Solve :math:`\dot y = f(t, y)` from ``y(t_eval[0]) = y0`` and return ``y`` at ``t_eval``.
@@ -106,6 +109,9 @@ def solve(
       ``"adjoint"``, ``"reversible"``, or a strategy object with its options
       (:class:`Backprop`, :class:`Checkpoint`, :class:`Adjoint`, :class:`Reversible`).
       Gradients reach ``y0``, what ``f`` uses (``Adjoint``: its ``params``) and ``t_eval``.
+    - ``event``: an :class:`Event`: stop at a zero crossing of its condition (outputs after it
+      are NaN), or apply its ``jump`` there and continue; ``sol.event_ts``/``sol.event_ys`` hold
+      the (differentiable) event times and states.
 
     Outputs between steps come from the solver's continuous extension; steps are never
     shortened to hit output times, but the last step lands exactly on the final time.
@@ -123,13 +129,13 @@ def solve(
             f"solve() got unknown option(s) {sorted(unknown)}; valid options: {', '.join(_OPTIONS)}"
         )
     return _solve(f, y0, t_eval, solver, rtol, atol, dt, controller, per_sample, dense, save_steps,
-                  max_steps, throw, progress, compile, gradient)[0]  # fmt: skip
+                  max_steps, throw, progress, compile, gradient, event)[0]  # fmt: skip
 
 
 def _solve(
     f: Callable, y0: Any, t_eval: Any, solver: Any, rtol: Any, atol: Any, dt: Any, controller: Any,
     per_sample: bool, dense: bool, save_steps: bool, max_steps: int, throw: bool, progress: bool,
-    compile: bool, gradient: Any,
+    compile: bool, gradient: Any, event: Event | None = None,
 ) -> tuple[Solution, _Raw | None]:  # fmt: skip
     """:func:`solve`, also returning the loop's raw result (``None`` for a single time)."""
     method = resolve_solver(solver)
@@ -149,7 +155,10 @@ def _solve(
         )
     if problem.n_out == 1:
         return problem.trivial_solution(dense), None
-    opts = _LoopOptions(max_steps, dense, save_steps, progress, compile, isinstance(strategy, Checkpoint))
+    _check_event(event, method, strategy, per_sample, dense, compile)
+    opts = _LoopOptions(
+        max_steps, dense, save_steps, progress, compile, isinstance(strategy, Checkpoint), event
+    )
     loop = _loop_per_sample if per_sample else _loop_global
     if getattr(method, "reversible", False):
         from .gradients.reversible import loop_reversible
@@ -213,6 +222,26 @@ def _check_strategy(
         raise ValueError(f"compile=True is not supported with the implicit solver {method.name!r}")
     if compile and isinstance(strategy, (Checkpoint, Reversible)):
         raise ValueError(f"compile=True is not supported with gradient={strategy.name!r} yet")
+
+
+def _check_event(event: Any, method: AbstractSolver, strategy: AbstractGradient, per_sample: bool,
+                 dense: bool, compile: bool) -> None:  # fmt: skip
+    if event is None:
+        return
+    if not isinstance(event, Event):
+        raise TypeError(f"event must be a torchnde.Event, got {type(event).__name__}")
+    unsupported = [
+        (per_sample, "per_sample=True"),
+        (dense, "dense=True"),
+        (compile, "compile=True"),
+        (isinstance(strategy, (Adjoint, Reversible)), f"gradient={strategy.name!r}"),
+        (getattr(method, "reversible", False), f"solver={method.name!r}"),
+    ]
+    for bad, what in unsupported:
+        if bad:
+            raise ValueError(
+                f"events do not support {what} yet: use a global solve with 'backprop' or 'checkpoint'"
+            )
 
 
 def _attach_start_time(problem: _Problem) -> None:
@@ -481,9 +510,15 @@ class _Problem:
         evaluate = None
         if raw.dense is not None:
             evaluate = self._evaluator(raw.dense)
-        return Solution(
+        sol = Solution(
             self.t_eval, self.unflatten(ys, lead), raw.stats, raw.status, step_ts, step_ys, evaluate
         )
+        if raw.events is not None:
+            times, states = raw.events
+            sol.event_ts = torch.stack(times) if times else torch.empty(0, dtype=torch.float64)
+            stacked = torch.stack(states) if states else self.y0.new_empty((0, *self.y0.shape))
+            sol.event_ys = self.unflatten(stacked, (len(states),))
+        return sol
 
     def _evaluator(self, dense: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[Any], Any]:
         def evaluate(t: Any) -> Any:
@@ -556,6 +591,7 @@ class _LoopOptions:
     progress: bool
     compile: bool
     checkpoint: bool = False  # recompute each step in the backward pass (gradient="checkpoint")
+    event: Any = None  # an Event to watch (global layout)
 
 
 def _checkpointed(fn: Callable, enabled: bool, solver: AbstractSolver | None = None) -> Callable:
@@ -631,6 +667,7 @@ class _Raw:
     precision_hint: str | None = None  # set when rtol is below what the state's dtype resolves
     reversible: Any = None  # reversible solvers: (step grid, final solver state)
     next_dt: float | None = None  # global adaptive: the step size the controller would take next
+    events: Any = None  # (event times, event states) when an Event was watched
 
 
 def _layout_tolerance(problem: _Problem, tol: Any, name: str) -> Any:
@@ -804,6 +841,7 @@ def _loop_global(
     dense_pieces: list[tuple[float, float, torch.Tensor, torch.Tensor]] = []
     bar = _Progress(s0, s1, progress)
     fail_dt = None
+    watch = _EventWatch(problem, func, opts.event, s0, y) if opts.event is not None else None
     while s < s1:
         if steps >= max_steps:
             status = Status.MAX_STEPS
@@ -849,26 +887,51 @@ def _loop_global(
             s_new = s_stop if land else s + h
             f1 = res.f1
             interior = next_out < len(s_out) and s_out[next_out] < s_new
-            if (interior or dense) and solver.needs_end_derivative and (f1 is None or not solver.f1_exact):
+            crossed = False
+            if watch is not None:  # an event's condition at the step's end (one more host read)
+                g_new = watch.value(s_new, res.y1)
+                crossed = watch.event.crossed(watch.g_prev, g_new)
+            if (
+                (interior or dense or crossed)
+                and solver.needs_end_derivative
+                and (f1 is None or not solver.f1_exact)
+            ):
                 f1 = derivative(s_new, res.y1)
             stages = None
-            if interior or dense:  # outputs at the step's end need no continuous extension
+            if interior or dense or crossed:  # outputs at the step's end need no continuous extension
                 stages = dense_stages(func, s, y, h, res, f1)
                 if dense:
                     dense_pieces.append((s, h, y, stages))
-            while next_out < len(s_out) and s_out[next_out] <= s_new:
+            s_end, y_end = s_new, res.y1
+            if crossed:
+                assert watch is not None and stages is not None
+                s_end, y_end = watch.locate(solver, s, h, y, stages, g_new, res.y1)
+            while next_out < len(s_out) and s_out[next_out] <= s_end:
                 hi = next_out
-                while hi < len(s_out) and s_out[hi] < s_new:
+                while hi < len(s_out) and s_out[hi] < s_end:
                     hi += 1
                 if hi > next_out:  # strictly inside the step: interpolate
                     outputs.append(_interpolate_host(solver, s, h, y, stages, s_out[next_out:hi]))
                     next_out = hi
-                if next_out < len(s_out) and s_out[next_out] == s_new:
-                    outputs.append(res.y1.unsqueeze(0))
+                if next_out < len(s_out) and s_out[next_out] == s_end:
+                    outputs.append(y_end.unsqueeze(0))
                     next_out += 1
             if save_steps:
-                step_s.append(s_new)
-                step_y.append(res.y1)
+                step_s.append(s_end)
+                step_y.append(y_end)
+            if crossed:
+                assert watch is not None
+                s, y = s_end, watch.fire(s_end, y_end)
+                if watch.event.terminal:
+                    break
+                if len(watch.times) > watch.event.max_events:
+                    status, fail_dt = Status.MAX_STEPS, h
+                    break
+                f0 = None  # the state jumped: no first-same-as-last
+                bar.update(s, steps)
+                continue
+            if watch is not None:
+                watch.g_prev = g_new
             s, y = s_new, res.y1
             f0 = None if land and s_stop in jumps else f1  # f1: FSAL, or computed for outputs
             if adaptive:
@@ -901,7 +964,113 @@ def _loop_global(
         raw.step_y = torch.stack(step_y) if step_y else problem.y0.new_empty((0, *problem.y0.shape))
     if dense:
         raw.dense = _global_dense(solver, dense_pieces, s0, s)
+    if watch is not None:
+        raw.events = (watch.times, watch.states)
     return raw
+
+
+class _EventWatch:
+    """The event of a global solve: its condition's last value, crossing location and the
+    (differentiable) event times and states so far; see :mod:`torchnde.events`."""
+
+    def __init__(self, problem: _Problem, func: Callable, event: Event, s0: float, y0: torch.Tensor):
+        self.problem, self.func, self.event = problem, func, event
+        self.times: list[torch.Tensor] = []
+        self.states: list[torch.Tensor] = []
+        self.g_prev = self.value(s0, y0)
+
+    def _g(self, s: Any, y: torch.Tensor) -> torch.Tensor:
+        out = self.event.cond_fn(self.problem._user_time(s), self.problem.unflatten(y, ()))
+        if not isinstance(out, torch.Tensor) or out.numel() != 1:
+            raise ValueError("Event cond_fn must return a scalar tensor (one value per solve)")
+        return out.reshape(())
+
+    def value(self, s: float, y: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(self._g(s, y))
+
+    def locate(self, solver: AbstractSolver, s: float, h: float, y: torch.Tensor, stages: torch.Tensor,
+               g_new: float, y1: torch.Tensor) -> tuple[float, torch.Tensor]:  # fmt: skip
+        """The crossing inside the step ``[s, s + h]`` on its continuous extension."""
+        from .events import locate
+
+        def phi(theta: float) -> float:
+            with torch.no_grad():
+                y_theta = _interpolate_host(solver, s, h, y, stages, [s + theta * h])[0]
+                return self.value(s + theta * h, y_theta)
+
+        tol = 4 * sys.float_info.epsilon * max(1.0, abs(s) + abs(h)) / abs(h)
+        theta = locate(phi, self.g_prev, g_new, tol)
+        if theta >= 1.0:
+            return s + h, y1
+        s_e = s + theta * h
+        return s_e, _interpolate_host(solver, s, h, y, stages, [s_e])[0]
+
+    def fire(self, s_e: float, y_e: torch.Tensor) -> torch.Tensor:
+        """Record the event at ``s_e``; return the state to continue from (after ``jump``)."""
+        problem, direction = self.problem, self.problem.direction
+        t_e = torch.tensor(s_e * direction, dtype=torch.float64, device=problem.device)
+        if torch.is_grad_enabled() and (y_e.requires_grad or self._depends_on_parameters(s_e, y_e)):
+            t_e, y_e = self._differentiable(s_e, y_e)
+        self.times.append(t_e)
+        self.states.append(y_e)
+        if self.event.terminal:
+            return y_e
+        if self.event.jump is None:
+            self.g_prev = self._leaving_sign(s_e, y_e)
+            return y_e
+        out = self.event.jump(t_e.to(problem.dtype), problem.unflatten(y_e, ()))
+        y_new = problem._flatten_out(out, ()) * direction  # flatten only (undo its time sign)
+        if t_e.requires_grad:  # later states depend on the restart time: dy/dt_e = -Phi f
+            shift = (t_e - t_e.detach()).to(problem.dtype)
+            with torch.no_grad():
+                f_new = self.func(s_e, y_new) * direction
+            y_new = y_new - shift * f_new
+        self.g_prev = self._leaving_sign(s_e, y_new)
+        return y_new
+
+    def _rate(self, s_e: float, y: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """``(dg/dt along the solution, dg/dy, f)`` at ``(s_e, y)``; the first is ``None`` when
+        ``g`` does not depend on ``t`` or ``y``."""
+        problem, direction = self.problem, self.problem.direction
+        with torch.enable_grad():
+            t_ = torch.tensor(s_e * direction, dtype=problem.dtype, device=problem.device, requires_grad=True)
+            y_ = y.detach().requires_grad_(True)
+            g = self.event.cond_fn(t_, problem.unflatten(y_, ())).reshape(())
+            if not g.requires_grad:
+                return None, y_, y_
+            dg_dt, dg_dy = torch.autograd.grad(g, (t_, y_), allow_unused=True)
+        with torch.no_grad():
+            f_e = self.func(s_e, y.detach()) * direction  # dy/dt
+            rate = (dg_dy * f_e).sum() if dg_dy is not None else torch.zeros((), dtype=problem.dtype)
+            if dg_dt is not None:
+                rate = rate + dg_dt
+        return rate, dg_dy, f_e
+
+    def _leaving_sign(self, s_e: float, y: torch.Tensor) -> float:
+        """Where ``g`` heads from the zero it sits on, as a tiny signed value: a step that comes
+        back through zero is then seen crossing (in time direction, as the solve runs)."""
+        rate, _, _ = self._rate(s_e, y)
+        if rate is None or float(rate) == 0.0:
+            return 0.0
+        return math.copysign(sys.float_info.min, float(rate) * self.problem.direction)
+
+    def _depends_on_parameters(self, s_e: float, y_e: torch.Tensor) -> bool:
+        with torch.enable_grad():
+            return bool(self._g(s_e, y_e).requires_grad)
+
+    def _differentiable(self, s_e: float, y_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Event time and state carrying the implicit function theorem's derivatives."""
+        problem, direction = self.problem, self.problem.direction
+        t_const = s_e * direction
+        rate, _, f_e = self._rate(s_e, y_e)
+        if rate is None or float(rate) == 0.0:
+            raise ValueError("the event condition is tangent to the solution (dg/dt = 0 at the event)")
+        g_val = self.event.cond_fn(torch.tensor(t_const, dtype=problem.dtype, device=problem.device),
+                                   problem.unflatten(y_e, ())).reshape(())  # fmt: skip
+        t_e = t_const - (g_val / rate).to(torch.float64)
+        y_out = y_e + f_e * (t_e - t_const).to(problem.dtype)
+        return t_e, y_out
 
 
 def _interpolate_host(

@@ -24,7 +24,7 @@ from .._solve import solve
 from ..controllers import ConstantStep, PIDController
 from ..gradients import AbstractGradient, Adjoint, Backprop
 
-__all__ = ["odeint", "odeint_adjoint"]
+__all__ = ["odeint", "odeint_adjoint", "odeint_event"]
 
 _ADAPTIVE = {
     "dopri8": "dopri8",
@@ -298,3 +298,56 @@ def _linear(grid: torch.Tensor, ys: Any, t: torch.Tensor) -> Any:
     if isinstance(ys, tuple):
         return tuple(interp(y) for y in ys)
     return interp(ys)
+
+
+def odeint_event(
+    func: Callable[[torch.Tensor, Any], Any],
+    y0: torch.Tensor | tuple[torch.Tensor, ...],
+    t0: torch.Tensor,
+    *,
+    event_fn: Callable[[torch.Tensor, Any], torch.Tensor],
+    reverse_time: bool = False,
+    odeint_interface: Callable | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, Any]:
+    """Integrate from ``t0`` until ``event_fn(t, y)`` crosses zero (torchdiffeq 0.2.5's
+    ``odeint_event``): returns ``(event_t, ys)`` with ``ys`` the states at ``[t0, event_t]``.
+    The event time is differentiable (implicit function theorem). ``kwargs`` are ``odeint``'s
+    (``rtol``, ``atol``, ``method``, ``options``).
+
+    ```python
+    import torch
+    from torchnde.compat.torchdiffeq import odeint_event
+    t_hit, ys = odeint_event(lambda t, y: -torch.ones_like(y), torch.ones(1), torch.tensor(0.0),
+                             event_fn=lambda t, y: y.sum())
+    ```
+    """
+    if odeint_interface not in (None, odeint, odeint_adjoint):
+        raise ValueError("odeint_interface must be torchnde's odeint or odeint_adjoint")
+    if odeint_interface is odeint_adjoint:
+        raise NotImplementedError("events with the adjoint are not supported yet: use odeint")
+    unknown = set(kwargs) - {"rtol", "atol", "method", "options"}
+    if unknown:
+        raise ValueError(f"odeint_event got unsupported argument(s) {sorted(unknown)}")
+    method = kwargs.get("method") or "dopri5"
+    if method not in _ADAPTIVE:
+        raise ValueError(f"odeint_event needs an adaptive method, got {method!r}")
+    options = dict(kwargs.get("options") or {})
+    _reject_unknown(options, _ADAPTIVE_OPTIONS, method)
+    t0 = torch.as_tensor(t0, dtype=torch.float64)
+    horizon = t0 + (-1e15 if reverse_time else 1e15)  # until the event
+    controller = PIDController(
+        rtol=kwargs.get("rtol", 1e-7), atol=kwargs.get("atol", 1e-9),
+        dt0=None if options.get("first_step") is None else abs(float(options["first_step"])),
+    )  # fmt: skip
+    max_steps = int(options.get("max_num_steps", 2**31 - 1))
+    from ..events import Event
+
+    sol = solve(func, y0, torch.stack([t0, horizon]), _ADAPTIVE[method], controller=controller,
+                max_steps=max_steps, event=Event(event_fn))  # fmt: skip
+    if sol.event_ts is None or len(sol.event_ts) == 0:
+        raise RuntimeError("odeint_event: the event did not occur")
+    event_t = sol.event_ts[0]
+    if isinstance(y0, (tuple, list)):
+        return event_t, tuple(torch.stack([y, e[0]]) for y, e in zip(y0, sol.event_ys))
+    return event_t, torch.stack([y0, sol.event_ys[0]])

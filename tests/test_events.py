@@ -1,0 +1,126 @@
+"""Events: zero crossings located on the continuous extension, terminal stops, jumps (a
+bouncing ball with analytic bounce times), and event times differentiated by the implicit
+function theorem."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import torchnde as nde
+from torchnde.compat.torchdiffeq import odeint_event
+
+G = 9.81
+
+
+def _ball(t, y):
+    return y[1], -G * torch.ones_like(y[1])
+
+
+def _bounces(h: float, e: float, n: int) -> list[float]:
+    t = math.sqrt(2 * h / G)
+    v = G * t
+    times = [t]
+    for _ in range(n - 1):
+        v *= e
+        t += 2 * v / G
+        times.append(t)
+    return times
+
+
+def _bounce(e: float = 0.9) -> nde.Event:
+    return nde.Event(
+        lambda t, y: y[0].sum(), terminal=False, direction=-1, jump=lambda t, y: (y[0], -e * y[1])
+    )
+
+
+@pytest.mark.parametrize("solver", ["tsit5", "dopri5", "dopri8"])
+def test_bouncing_ball_event_times_match_the_analytic_ones(solver):
+    y0 = (torch.tensor([1.0], dtype=torch.float64), torch.zeros(1, dtype=torch.float64))
+    ts = torch.linspace(0, 4, 41, dtype=torch.float64)
+    sol = nde.solve(_ball, y0, ts, solver, rtol=1e-10, atol=1e-12, event=_bounce())
+    want = _bounces(1.0, 0.9, len(sol.event_ts))
+    assert len(want) >= 5
+    assert max(abs(float(a) - b) for a, b in zip(sol.event_ts, want)) < 1e-8
+    assert float(sol.ys[0].min()) > -1e-9  # never below the floor
+    # at the bounces the velocity flips with restitution 0.9
+    v_before = -G * torch.tensor(want[0], dtype=torch.float64)
+    assert torch.allclose(sol.event_ys[1][0], v_before, atol=1e-8)
+
+
+def test_bounce_time_derivatives_match_the_analytic_ones():
+    h = torch.tensor([1.3], dtype=torch.float64, requires_grad=True)
+    y0 = (h, torch.zeros(1, dtype=torch.float64))
+    sol = nde.solve(_ball, y0, torch.tensor([0.0, 2.0], dtype=torch.float64), "tsit5", rtol=1e-10, atol=1e-12,
+                    event=_bounce(0.8))  # fmt: skip
+    first, second = torch.autograd.grad(sol.event_ts[:2].sum(), h)[0], None
+    # t1 = sqrt(2h/g): dt1/dh = 1/sqrt(2 g h); t2 = t1 (1 + 2e): dt2/dh = (1 + 2e) dt1/dh
+    dt1 = 1 / math.sqrt(2 * G * 1.3)
+    assert abs(float(first) - dt1 * (1 + (1 + 2 * 0.8))) < 1e-8
+    (second,) = torch.autograd.grad(
+        nde.solve(_ball, y0, torch.tensor([0.0, 2.0], dtype=torch.float64), "tsit5", rtol=1e-10, atol=1e-12,
+                  event=_bounce(0.8)).event_ts[0], h)  # fmt: skip
+    assert abs(float(second) - dt1) < 1e-10
+
+
+def test_event_time_passes_gradcheck_through_a_parameter():
+    def outputs(k, y0):
+        def f(t, y):
+            return -k * y + 1.0
+
+        event = nde.Event(lambda t, y: y.sum() - 1.2)
+        sol = nde.solve(f, y0, torch.tensor([0.0, 10.0], dtype=torch.float64), "dopri5", rtol=1e-11, atol=1e-13,
+                        event=event)  # fmt: skip
+        return sol.event_ts, sol.event_ys
+
+    k = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    y0 = torch.tensor([0.3], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(outputs, (k, y0), eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_a_terminal_event_ends_the_outputs():
+    y0 = (torch.tensor([1.0], dtype=torch.float64), torch.zeros(1, dtype=torch.float64))
+    ts = torch.linspace(0, 1, 11, dtype=torch.float64)
+    sol = nde.solve(_ball, y0, ts, event=nde.Event(lambda t, y: y[0].sum()))
+    t_hit = math.sqrt(2 / G)
+    assert abs(float(sol.event_ts[0]) - t_hit) < 1e-8
+    after = ts > t_hit
+    assert torch.isnan(sol.ys[0][after]).all() and not torch.isnan(sol.ys[0][~after]).any()
+    assert sol.status == nde.Status.SUCCESS
+
+
+def test_direction_filters_crossings():
+    """sin(t) crosses zero rising at 2 pi and falling at pi: only the watched one fires."""
+    y0 = torch.zeros(1, dtype=torch.float64)
+    ts = torch.tensor([0.0, 7.0], dtype=torch.float64)
+
+    def f(t, y):
+        return torch.cos(t).expand_as(y)
+
+    for direction, want in ((1, 2 * math.pi), (-1, math.pi)):
+        event = nde.Event(lambda t, y: y.sum() + 0.0 * t, direction=direction)
+        sol = nde.solve(f, y0 + 1e-3 * direction, ts, "dopri8", rtol=1e-11, atol=1e-13, event=event)
+        # y = sin t + offset: the crossing of the offset curve is near the bare one
+        assert abs(float(sol.event_ts[0]) - want) < 2e-3
+
+
+def test_event_options_are_validated():
+    with pytest.raises(ValueError, match="terminal=False"):
+        nde.Event(lambda t, y: y, jump=lambda t, y: y)
+    with pytest.raises(ValueError, match="direction"):
+        nde.Event(lambda t, y: y, direction=2)
+    with pytest.raises(ValueError, match="per_sample"):
+        nde.solve(lambda t, y: -y, torch.ones(2, 1), torch.tensor([0.0, 1.0]), per_sample=True,
+                  event=nde.Event(lambda t, y: y.sum()))  # fmt: skip
+    with pytest.raises(TypeError, match="Event"):
+        nde.solve(lambda t, y: -y, torch.ones(1), torch.tensor([0.0, 1.0]), event=lambda t, y: y)
+
+
+def test_odeint_event_returns_the_event_time_and_states():
+    y0 = (torch.tensor([2.0], dtype=torch.float64), torch.zeros(1, dtype=torch.float64))
+    t0 = torch.tensor(0.0, dtype=torch.float64)
+    event_t, states = odeint_event(_ball, y0, t0, event_fn=lambda t, y: y[0].sum(), rtol=1e-10, atol=1e-12)
+    assert abs(float(event_t) - math.sqrt(4 / G)) < 1e-8
+    assert states[0].shape == (2, 1) and abs(float(states[0][-1])) < 1e-9
