@@ -102,7 +102,7 @@ def run_problem(name: str, repeats: int) -> list[dict[str, Any]]:
     f = _torch_field(name)
     y0_t = torch.tensor(y0, dtype=torch.float64)
     ts = torch.tensor([0.0, t1], dtype=torch.float64)
-    for solver in ("kvaerno5", "kvaerno4", "kvaerno3"):
+    for solver in ("rodas5p", "kvaerno5", "kvaerno4", "kvaerno3"):
         try:
             with torch.no_grad():
                 med, sol = _time(

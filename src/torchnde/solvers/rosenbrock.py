@@ -20,6 +20,7 @@ error estimate). Dense output is the cubic Hermite interpolant.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, ClassVar
 
 import numpy as np
@@ -78,6 +79,27 @@ class Rodas5P(AbstractSolver):
         self._dense = DensePolynomial(
             np.array([[1.0, -2.0, 1.0], [0.0, -1.0, 1.0], [0.0, 3.0, -2.0]]), order=3
         )
+        self._autonomous: bool | None = None  # learnt per solve (bind): f does not read t
+        self._rows: dict[tuple[torch.dtype, torch.device], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def bind(self, ctrl: Any) -> Rodas5P:
+        bound = copy.copy(self)
+        bound._autonomous = None
+        return bound
+
+    def _coefficients(self, y: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per stage ``i >= 1``: the rows ``a_i`` and ``c_i`` as tensors (cached)."""
+        key = (y.dtype, y.device)
+        rows = self._rows.get(key)
+        if rows is None:
+            rows = self._rows[key] = [
+                (
+                    torch.tensor(a, dtype=y.dtype, device=y.device),
+                    torch.tensor(c, dtype=y.dtype, device=y.device),
+                )
+                for a, c in zip(self.a, self.c)
+            ]
+        return rows
 
     @property
     def dense_order(self) -> int:  # type: ignore[override]
@@ -91,28 +113,29 @@ class Rodas5P(AbstractSolver):
         h = float(dt)
         shape = y0.shape
         differentiate = torch.is_grad_enabled() and (y0.requires_grad or f0.requires_grad)
-        jac, ft = _jacobians(func, t0, y0, differentiate)
+        if self._autonomous is None:
+            self._autonomous = _autonomous(func, t0, y0)
+        jac, ft = _jacobians(func, t0, y0, differentiate, with_time=not self._autonomous)
         n = jac.shape[0]
         w = torch.eye(n, dtype=jac.dtype, device=jac.device) / (h * self.gamma) - jac
         lu, piv = torch.linalg.lu_factor(w)
-        ks: list[torch.Tensor] = []
+        rows = self._coefficients(y0)
+        y0f = y0.reshape(-1)
+        ks: list[torch.Tensor] = []  # flat [N] increments
         fy = f0
         for i in range(8):
-            if i > 0:
-                yi = y0
-                for j, aij in enumerate(self.a[i - 1]):
-                    yi = yi + aij * ks[j]
-                fy = func(t0 + self.alpha[i] * h, yi)
-            rhs = fy + (h * self.d[i]) * ft if self.d[i] != 0 else fy
-            if i > 0:
-                for j, cij in enumerate(self.c[i - 1]):
-                    rhs = rhs + (cij / h) * ks[j]
-            ks.append(torch.linalg.lu_solve(lu, piv, rhs.reshape(-1, 1)).view(shape))
-        y1 = y0
-        for mi, k in zip(self.m, ks):
-            if mi != 0:
-                y1 = y1 + mi * k
-        errors = (ks[-1] / h,) if need_error else ()
+            rhs = fy.reshape(-1)
+            if i > 0:  # one product per row: y0 + K a_i, and the c-terms K c_i / h
+                kmat = torch.stack(ks, 1)  # [N, i]
+                a_i, c_i = rows[i - 1]
+                fy = func(t0 + self.alpha[i] * h, torch.addmv(y0f, kmat, a_i).view(shape))
+                rhs = torch.addmv(fy.reshape(-1), kmat, c_i, alpha=1.0 / h)
+            if ft is not None and self.d[i] != 0:
+                rhs = rhs + (h * self.d[i]) * ft
+            ks.append(torch.linalg.lu_solve(lu, piv, rhs.reshape(-1, 1)).view(-1))
+        kmat = torch.stack(ks, 1)
+        y1 = torch.addmv(y0f, kmat, rows[-1][0].new_tensor(self.m)).view(shape)
+        errors = (ks[-1].view(shape) / h,) if need_error else ()
         return StepResult(y1, errors, (f0,), None)  # f(t1, y1) is not among the stages
 
     def dense_stages(self, func: Func, t0: Any, y0: torch.Tensor, dt: Any, result: StepResult,
@@ -124,19 +147,44 @@ class Rodas5P(AbstractSolver):
         return self._dense
 
 
-def _jacobians(func: Func, t: Any, y: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(df/dy [N, N], df/dt [*shape])`` at ``(t, y)``; differentiable when ``create_graph``."""
-    shape = y.shape
-    t_tensor = torch.as_tensor(t, dtype=torch.float64, device=y.device)
-
-    def flat(tt: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return func(tt, v.view(shape)).reshape(-1)
-
-    x = y if create_graph else y.detach()
-    args = (t_tensor, x.reshape(-1))
+def _autonomous(func: Func, t: Any, y: torch.Tensor) -> bool:
+    """Whether ``f`` ignores ``t`` (``t`` is not in its graph): then ``df/dt = 0`` is skipped."""
+    t_tensor = torch.tensor(float(t), dtype=torch.float64, device=y.device, requires_grad=True)
     with torch.enable_grad():
+        out = func(t_tensor, y.detach())
+        if not out.requires_grad:
+            return True
+        (grad,) = torch.autograd.grad(out.sum(), t_tensor, allow_unused=True)
+    return grad is None
+
+
+def _jacobians(
+    func: Func, t: Any, y: torch.Tensor, create_graph: bool, with_time: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(df/dy [N, N], df/dt [N] or None)`` at ``(t, y)``; differentiable when
+    ``create_graph``."""
+    shape = y.shape
+    x = y if create_graph else y.detach()
+    jac = torch.autograd.functional.jacobian
+    with torch.enable_grad():
+        if with_time:
+            t_tensor = torch.as_tensor(t, dtype=torch.float64, device=y.device)
+
+            def flat_ty(tt: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+                return func(tt, v.view(shape)).reshape(-1)
+
+            args = (t_tensor, x.reshape(-1))
+            try:
+                dt, dy = jac(flat_ty, args, create_graph=create_graph, vectorize=True)
+            except (RuntimeError, NotImplementedError):  # an op without a batching rule
+                dt, dy = jac(flat_ty, args, create_graph=create_graph)
+            return dy, dt.to(y.dtype).reshape(-1)
+
+        def flat(v: torch.Tensor) -> torch.Tensor:
+            return func(t, v.view(shape)).reshape(-1)
+
         try:
-            dt, dy = torch.autograd.functional.jacobian(flat, args, create_graph=create_graph, vectorize=True)
-        except (RuntimeError, NotImplementedError):  # an op without a batching rule
-            dt, dy = torch.autograd.functional.jacobian(flat, args, create_graph=create_graph)
-    return dy, dt.to(y.dtype).view(shape)
+            dy = jac(flat, x.reshape(-1), create_graph=create_graph, vectorize=True)
+        except (RuntimeError, NotImplementedError):
+            dy = jac(flat, x.reshape(-1), create_graph=create_graph)
+    return dy, None
