@@ -106,13 +106,46 @@ def test_direction_filters_crossings():
         assert abs(float(sol.event_ts[0]) - want) < 2e-3
 
 
+def test_per_sample_balls_bounce_independently():
+    heights = [1.0, 2.0, 0.5]
+    h = torch.tensor([[x] for x in heights], dtype=torch.float64, requires_grad=True)
+    v = torch.zeros(3, 1, dtype=torch.float64)
+    ts = torch.linspace(0, 3, 31, dtype=torch.float64)
+    event = nde.Event(lambda t, y: y[0].sum(-1), terminal=False, direction=-1,
+                      jump=lambda t, y: (y[0], -0.9 * y[1]))  # fmt: skip
+    sol = nde.solve(_ball, (h, v), ts, "tsit5", rtol=1e-10, atol=1e-12, per_sample=True, event=event)
+    assert sol.event_ts.shape[0] == 3
+    for i, h0 in enumerate(heights):
+        fired = sol.event_ts[i][~torch.isnan(sol.event_ts[i])]
+        want = _bounces(h0, 0.9, len(fired))
+        assert len(fired) >= 3 and max(abs(float(a) - b) for a, b in zip(fired, want)) < 1e-8
+        alone = nde.solve(_ball, (h[i].detach(), v[i]), ts, "tsit5", rtol=1e-10, atol=1e-12, event=event)
+        assert torch.allclose(alone.event_ts, fired.detach(), rtol=0, atol=1e-10)
+    (grad,) = torch.autograd.grad(sol.event_ts[:, 0].sum(), h)
+    want = torch.tensor([1 / math.sqrt(2 * G * x) for x in heights], dtype=torch.float64)
+    assert torch.allclose(grad.flatten(), want, rtol=1e-8)
+
+
+def test_per_sample_terminal_events_stop_each_sample():
+    h = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
+    v = torch.zeros(2, 1, dtype=torch.float64)
+    ts = torch.linspace(0, 1, 11, dtype=torch.float64)
+    sol = nde.solve(_ball, (h, v), ts, per_sample=True, event=nde.Event(lambda t, y: y[0].sum(-1)))
+    for i, h0 in enumerate((1.0, 2.0)):
+        t_hit = math.sqrt(2 * h0 / G)
+        assert abs(float(sol.event_ts[i, 0]) - t_hit) < 1e-8
+        assert (
+            torch.isnan(sol.ys[0][ts > t_hit, i]).all() and not torch.isnan(sol.ys[0][ts <= t_hit, i]).any()
+        )
+
+
 def test_event_options_are_validated():
     with pytest.raises(ValueError, match="terminal=False"):
         nde.Event(lambda t, y: y, jump=lambda t, y: y)
     with pytest.raises(ValueError, match="direction"):
         nde.Event(lambda t, y: y, direction=2)
-    with pytest.raises(ValueError, match="per_sample"):
-        nde.solve(lambda t, y: -y, torch.ones(2, 1), torch.tensor([0.0, 1.0]), per_sample=True,
+    with pytest.raises(ValueError, match="dense"):
+        nde.solve(lambda t, y: -y, torch.ones(2, 1), torch.tensor([0.0, 1.0]), dense=True,
                   event=nde.Event(lambda t, y: y.sum()))  # fmt: skip
     with pytest.raises(TypeError, match="Event"):
         nde.solve(lambda t, y: -y, torch.ones(1), torch.tensor([0.0, 1.0]), event=lambda t, y: y)

@@ -231,7 +231,6 @@ def _check_event(event: Any, method: AbstractSolver, strategy: AbstractGradient,
     if not isinstance(event, Event):
         raise TypeError(f"event must be a torchnde.Event, got {type(event).__name__}")
     unsupported = [
-        (per_sample, "per_sample=True"),
         (dense, "dense=True"),
         (compile, "compile=True"),
         (isinstance(strategy, (Adjoint, Reversible)), f"gradient={strategy.name!r}"),
@@ -513,7 +512,11 @@ class _Problem:
         sol = Solution(
             self.t_eval, self.unflatten(ys, lead), raw.stats, raw.status, step_ts, step_ys, evaluate
         )
-        if raw.events is not None:
+        if raw.events is not None and self.per_sample:  # [B, K] and [B, K, N], NaN padded
+            times, states = raw.events
+            sol.event_ts = times
+            sol.event_ys = self.unflatten(states, tuple(times.shape))
+        elif raw.events is not None:
             times, states = raw.events
             sol.event_ts = torch.stack(times) if times else torch.empty(0, dtype=torch.float64)
             stacked = torch.stack(states) if states else self.y0.new_empty((0, *self.y0.shape))
@@ -1185,7 +1188,8 @@ def _loop_per_sample(
     span = (s1 - s).clamp(min=1e-300)
     # Compaction: `rows` maps the working batch onto the samples; `full` holds every sample's
     # results once its rows leave the working batch.
-    compact = not dense and not save_steps
+    compact = not dense and not save_steps and opts.event is None
+    watch = _SampleEventWatch(problem, func, opts.event, s, y) if opts.event is not None else None
     rows = torch.arange(B, device=dev)
     full = _FullRows()
     any_running = bool(running.any())
@@ -1232,6 +1236,20 @@ def _loop_per_sample(
             nonfinite = running & ~finite
         acc.add_(accept)
         s_new = torch.where(accept, torch.where(land, s_stop, s + h), s)
+        y_end, crossed, n_crossed = res.y1, None, 0
+        if watch is not None:  # an event's condition at the step's end
+            g_new = watch.values(s_new, res.y1)
+            crossed = accept & watch.crossed(g_new)
+            n_crossed = int(crossed.sum())  # a second host read per step while events are watched
+            if n_crossed:
+                f1 = res.f1
+                if solver.needs_end_derivative and (f1 is None or not solver.f1_exact):
+                    f1 = derivative(s_new, torch.where(col(accept), res.y1, y))
+                event_stages = dense_stages(func, s, y, h, res, f1)
+                s_e, y_e = watch.locate(solver, s, h, y, event_stages, g_new, crossed)
+                s_new = torch.where(crossed, s_e, s_new)
+                y_end = torch.where(col(crossed), y_e, res.y1)
+            watch.g_prev = torch.where(accept, g_new, watch.g_prev)
         # outputs passed by this step, per sample
         new_ptr = torch.searchsorted(s_eval, s_new.unsqueeze(-1), right=True).squeeze(-1)
         counts = new_ptr - ptr
@@ -1242,6 +1260,8 @@ def _loop_per_sample(
             limit = limit | (dt < dtmin) | (s_new + dt == s_new)
         flagged = nonfinite | (unfinished & limit)
         still = unfinished & ~flagged
+        if n_crossed and watch is not None and watch.event.terminal:
+            still = still & ~crossed  # each sample stops at its own event
         sync = torch.stack([counts.max(), interior.max(), still.sum(), flagged.any()])
         m_out, m_interior, n_still, any_flagged = sync.tolist()  # the one sync of a step
         any_running = n_still > 0
@@ -1271,7 +1291,7 @@ def _loop_per_sample(
             valid = ar < counts.unsqueeze(-1)  # [B, m]
             idx = torch.where(valid, ptr.unsqueeze(-1) + ar, n)
             s_out = s_eval.gather(1, idx.clamp(max=n - 1))
-            y1_flat = res.y1.reshape(-1, 1, N)
+            y1_flat = y_end.reshape(-1, 1, N)
             if stages is None:  # every output lies on a step's end
                 vals = y1_flat.expand(-1, m_out, N)
             else:
@@ -1286,9 +1306,19 @@ def _loop_per_sample(
         if save_steps:
             step_s.append(torch.where(accept, s_new, math.nan))
             step_y.append(torch.where(col(accept), res.y1, math.nan))
-        y = torch.where(col(accept), res.y1, y)
+        y = torch.where(col(accept), y_end, y)
         if fsal:
             f0 = torch.where(col(accept), res.f1, f0)
+        if n_crossed and watch is not None:  # record; after a jump, restart those samples
+            y = watch.fire(s_new, y, crossed)
+            if fsal and not watch.event.terminal:
+                f0 = torch.where(col(crossed), derivative(s_new, y), f0)
+            over = watch.count > watch.event.max_events
+            if bool(over.any()):
+                status = torch.where(over, Status.MAX_STEPS, status)
+                still = still & ~over
+                n_still = int(still.sum())
+                any_running = n_still > 0
         s = s_new
         running = still
         if compact and 0 < n_still <= _COMPACT * len(rows):
@@ -1328,7 +1358,160 @@ def _loop_per_sample(
         raw.step_y = torch.stack(step_y, 0) if step_y else y.new_empty((0, *y.shape))
     if dense:
         raw.dense = _per_sample_dense(solver, dense_pieces, s_eval)
+    if watch is not None:
+        raw.events = watch.padded()
     return raw
+
+
+class _SampleEventWatch:
+    """Per-sample events: every sample's condition, crossings located on its own step's
+    continuous extension by a vectorised Illinois iteration (a fixed number of rounds, no host
+    reads), and per-sample (differentiable) event times and states; see :mod:`torchnde.events`."""
+
+    ROUNDS = 60
+
+    def __init__(self, problem: _Problem, func: Callable, event: Event, s0: torch.Tensor, y0: torch.Tensor):
+        self.problem, self.func, self.event = problem, func, event
+        self.g_prev = self.values(s0, y0)
+        self.count = torch.zeros(y0.shape[0], dtype=torch.int64, device=y0.device)
+        self.times: list[torch.Tensor] = []  # [B] per firing round, NaN where a sample did not fire
+        self.states: list[torch.Tensor] = []
+
+    def _g(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        lead = (y.shape[0],)
+        out = self.event.cond_fn(self.problem._user_time(s), self.problem.unflatten(y, lead))
+        if not isinstance(out, torch.Tensor) or out.numel() != y.shape[0]:
+            raise ValueError(
+                "with per_sample=True, Event cond_fn must return one value per sample, shape [B]"
+            )
+        return out.reshape(-1)
+
+    def values(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self._g(s, y).to(torch.float64)
+
+    def crossed(self, g_new: torch.Tensor) -> torch.Tensor:
+        g0 = self.g_prev
+        rising, falling = (g0 < 0) & (g_new >= 0), (g0 > 0) & (g_new <= 0)
+        if self.event.direction == 1:
+            return rising
+        if self.event.direction == -1:
+            return falling
+        return rising | falling
+
+    def locate(self, solver: AbstractSolver, s: torch.Tensor, h: torch.Tensor, y: torch.Tensor,
+               stages: torch.Tensor, g_new: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        batch, n_state = y.shape[0], self.problem.numel
+        y_flat = y.reshape(batch, n_state)
+        st = stages.reshape(batch, n_state, stages.shape[-1])
+        h_safe = torch.where(h > 0, h, 1.0).unsqueeze(-1)
+
+        def at(theta: torch.Tensor) -> torch.Tensor:
+            return _interpolate(solver, y_flat, st, h_safe, theta.unsqueeze(-1))[:, 0].reshape(y.shape)
+
+        lo = torch.zeros_like(s)
+        hi = torch.ones_like(s)
+        f_lo, f_hi = self.g_prev.clone(), g_new.clone()
+        side = torch.zeros_like(s)
+        tol = 4 * sys.float_info.epsilon * (s.abs() + h.abs()).clamp(min=1.0) / h.abs().clamp(min=1e-300)
+        with torch.no_grad():
+            for _ in range(self.ROUNDS):
+                x = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
+                bad = ~((x > lo + tol) & (x < hi - tol))
+                x = torch.where(bad, 0.5 * (lo + hi), x)
+                fx = self._g(s + x * h, at(x)).to(torch.float64)
+                upper = (fx > 0) == (f_hi > 0)
+                active = mask & (hi - lo > tol) & (f_hi != 0)
+                new_hi = active & upper
+                new_lo = active & ~upper
+                f_lo = torch.where(new_hi & (side == 1), 0.5 * f_lo, f_lo)
+                f_hi = torch.where(new_lo & (side == -1), 0.5 * f_hi, f_hi)
+                hi, f_hi = torch.where(new_hi, x, hi), torch.where(new_hi, fx, f_hi)
+                lo, f_lo = torch.where(new_lo, x, lo), torch.where(new_lo, fx, f_lo)
+                side = torch.where(new_hi, 1.0, torch.where(new_lo, -1.0, side))
+        theta = torch.where(f_hi == 0, hi, hi)
+        return s + theta * h, at(theta)
+
+    def fire(self, s_e: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Record the events of the samples in ``mask`` at ``s_e``; return the states to continue
+        from (jumped where an event fired)."""
+        problem, direction = self.problem, self.problem.direction
+        lead = (y.shape[0],)
+        col = mask.view(-1, *([1] * (y.ndim - 1)))
+        t_e = s_e * direction
+        if torch.is_grad_enabled() and y.requires_grad:
+            t_e, y = self._differentiable(s_e, y, mask)
+        self.times.append(torch.where(mask, t_e, math.nan))
+        self.states.append(torch.where(col, y, math.nan))
+        self.count = self.count + mask
+        if self.event.terminal:
+            return y
+        if self.event.jump is not None:
+            out = self.event.jump(problem._user_time(s_e), problem.unflatten(y, lead))
+            jumped = problem._flatten_out(out, lead) * direction
+            if isinstance(t_e, torch.Tensor) and t_e.requires_grad:
+                shift = (t_e - t_e.detach()).to(problem.dtype).view(-1, *([1] * (y.ndim - 1)))
+                with torch.no_grad():
+                    f_new = self.func(s_e, jumped) * direction
+                jumped = jumped - shift * f_new
+            y = torch.where(col, jumped, y)
+        rate = self._rate(s_e, y)[0]
+        leaving = (
+            torch.sign(rate * direction) * sys.float_info.min if rate is not None else torch.zeros_like(s_e)
+        )
+        self.g_prev = torch.where(mask, leaving, self.g_prev)
+        return y
+
+    def _rate(self, s_e: torch.Tensor, y: torch.Tensor) -> tuple[Any, Any]:
+        """Per sample ``(dg/dt along the solution [B], f [B, ...])``."""
+        problem, direction = self.problem, self.problem.direction
+        lead = (y.shape[0],)
+        with torch.enable_grad():
+            t_ = problem._user_time(s_e).detach().requires_grad_(True)
+            y_ = y.detach().requires_grad_(True)
+            g = self.event.cond_fn(t_, problem.unflatten(y_, lead)).reshape(-1)
+            if not g.requires_grad:
+                return None, None
+            dg_dt, dg_dy = torch.autograd.grad(g.sum(), (t_, y_), allow_unused=True)
+        with torch.no_grad():
+            f_e = self.func(s_e, y.detach()) * direction
+            rate = (
+                (dg_dy * f_e).reshape(y.shape[0], -1).sum(-1) if dg_dy is not None else torch.zeros_like(s_e)
+            )
+            if dg_dt is not None:
+                rate = rate + dg_dt.reshape(y.shape[0], -1).sum(-1)
+        return rate.to(torch.float64), f_e
+
+    def _differentiable(
+        self, s_e: torch.Tensor, y: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        problem, direction = self.problem, self.problem.direction
+        lead = (y.shape[0],)
+        rate, f_e = self._rate(s_e, y)
+        t_const = s_e * direction
+        if rate is None:
+            return t_const, y
+        rate = torch.where(mask & (rate != 0), rate, 1.0)
+        g_val = self.event.cond_fn(problem._user_time(s_e), problem.unflatten(y, lead)).reshape(-1)
+        t_e = t_const - torch.where(mask, g_val.to(torch.float64) / rate, 0.0)
+        shift = (t_e - t_const).to(problem.dtype).view(-1, *([1] * (y.ndim - 1)))
+        return t_e, y + f_e * shift
+
+    def padded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Event times ``[B, K]`` and states ``[B, K, N]``, each sample's events first, NaN padded."""
+        problem = self.problem
+        batch = self.count.shape[0]
+        if not self.times:
+            return (
+                torch.empty(batch, 0, dtype=torch.float64),
+                problem.y0.new_empty((batch, 0, problem.numel)),
+            )
+        times = torch.stack(self.times, 1)  # [B, rounds]
+        states = torch.stack([x.reshape(batch, -1) for x in self.states], 1)  # [B, rounds, N]
+        order = torch.argsort(torch.isnan(times).to(torch.int8), dim=1, stable=True)
+        k = int(self.count.max())
+        order = order[:, :k]
+        return times.gather(1, order), states.gather(1, order.unsqueeze(-1).expand(-1, -1, states.shape[-1]))
 
 
 # Compact the working batch when at most this fraction of it is still running.
