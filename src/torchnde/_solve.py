@@ -216,8 +216,8 @@ def _check_strategy(
             f"the adjoint system is not a separable pair, so {method.name!r} cannot solve it: "
             "pass Adjoint(solver='rk4') (with dt=...) or another general solver"
         )
-    if getattr(method, "implicit", False) and per_sample:
-        raise ValueError(f"solver {method.name!r} does not support per_sample=True yet")
+    if getattr(method, "implicit", False) and per_sample and not getattr(method, "per_sample", False):
+        raise ValueError(f"solver {method.name!r} does not support per_sample=True yet: use 'rodas5p'")
     if getattr(method, "implicit", False) and compile:
         raise ValueError(f"compile=True is not supported with the implicit solver {method.name!r}")
     if compile and isinstance(strategy, (Checkpoint, Reversible)):

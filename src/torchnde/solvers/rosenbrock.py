@@ -40,6 +40,7 @@ class Rodas5P(AbstractSolver):
     order: ClassVar[int] = 5
     error_order: ClassVar[int | None] = 5
     implicit: ClassVar[bool] = True
+    per_sample: ClassVar[bool] = True
     gamma: ClassVar[float] = 0.21193756319429014
     alpha: ClassVar[tuple[float, ...]] = (
         0.0, 0.6358126895828704, 0.4095798393397535, 0.9769306725060716, 0.4288403609558664, 1.0, 1.0, 1.0,
@@ -109,7 +110,7 @@ class Rodas5P(AbstractSolver):
         self, func: Func, t0: Any, y0: torch.Tensor, f0: torch.Tensor, dt: Any, need_error: bool = True
     ) -> StepResult:
         if isinstance(dt, torch.Tensor):
-            raise ValueError(f"{self.name} does not support per_sample=True yet")
+            return self._step_per_sample(func, t0, y0, f0, dt, need_error)
         h = float(dt)
         shape = y0.shape
         differentiate = torch.is_grad_enabled() and (y0.requires_grad or f0.requires_grad)
@@ -138,8 +139,54 @@ class Rodas5P(AbstractSolver):
         errors = (ks[-1].view(shape) / h,) if need_error else ()
         return StepResult(y1, errors, (f0,), None)  # f(t1, y1) is not among the stages
 
+    def _step_per_sample(
+        self,
+        func: Func,
+        t0: torch.Tensor,
+        y0: torch.Tensor,
+        f0: torch.Tensor,
+        dt: torch.Tensor,
+        need_error: bool,
+    ) -> StepResult:
+        """The same step for a batch ``[B, ...]`` with its own ``dt [B]``: per-sample Jacobians
+        ``[B, N, N]`` (rows of ``f`` are independent samples) and batched factorisations."""
+        batch, shape = y0.shape[0], y0.shape
+        differentiate = torch.is_grad_enabled() and (y0.requires_grad or f0.requires_grad)
+        if self._autonomous is None:
+            self._autonomous = _autonomous(func, t0, y0)
+        jac, ft = _batched_jacobians(func, t0, y0, differentiate, with_time=not self._autonomous)
+        n = jac.shape[-1]
+        h = torch.where(dt > 0, dt, 1.0).to(y0.dtype)  # finished samples (dt = 0) stand still
+        eye = torch.eye(n, dtype=jac.dtype, device=jac.device)
+        lu, piv = torch.linalg.lu_factor(eye / (h * self.gamma).view(-1, 1, 1) - jac)
+        rows = self._coefficients(y0)
+        y0f = y0.reshape(batch, n)
+        inv_h = (1.0 / h).view(-1, 1)
+        ks: list[torch.Tensor] = []  # [B, N] increments
+        fy = f0
+        for i in range(8):
+            rhs = fy.reshape(batch, n)
+            if i > 0:
+                kmat = torch.stack(ks, -1)  # [B, N, i]
+                a_i, c_i = rows[i - 1]
+                t_i = t0 + self.alpha[i] * dt
+                fy = func(t_i, (y0f + kmat @ a_i).view(shape))
+                rhs = fy.reshape(batch, n) + inv_h * (kmat @ c_i)
+            if ft is not None and self.d[i] != 0:
+                rhs = rhs + (h * self.d[i]).view(-1, 1) * ft
+            ks.append(torch.linalg.lu_solve(lu, piv, rhs.unsqueeze(-1)).squeeze(-1))
+        kmat = torch.stack(ks, -1)
+        y1 = (y0f + kmat @ rows[-1][0].new_tensor(self.m)).view(shape)
+        errors = ((ks[-1] * inv_h).view(shape),) if need_error else ()
+        return StepResult(
+            torch.where((dt > 0).view(-1, *([1] * (len(shape) - 1))), y1, y0), errors, (f0,), None
+        )
+
     def dense_stages(self, func: Func, t0: Any, y0: torch.Tensor, dt: Any, result: StepResult,
                      f1: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        if isinstance(dt, torch.Tensor):
+            h = torch.where(dt > 0, dt, 1.0).to(y0.dtype).view(-1, *([1] * (y0.ndim - 1)))
+            return torch.stack([result.ks[0], f1, (result.y1 - y0) / h], -1)
         return torch.stack([result.ks[0], f1, (result.y1 - y0) / float(dt)], -1)
 
     @property
@@ -149,7 +196,10 @@ class Rodas5P(AbstractSolver):
 
 def _autonomous(func: Func, t: Any, y: torch.Tensor) -> bool:
     """Whether ``f`` ignores ``t`` (``t`` is not in its graph): then ``df/dt = 0`` is skipped."""
-    t_tensor = torch.tensor(float(t), dtype=torch.float64, device=y.device, requires_grad=True)
+    if isinstance(t, torch.Tensor):
+        t_tensor = t.detach().to(torch.float64).requires_grad_(True)
+    else:
+        t_tensor = torch.tensor(float(t), dtype=torch.float64, device=y.device, requires_grad=True)
     with torch.enable_grad():
         out = func(t_tensor, y.detach())
         if not out.requires_grad:
@@ -188,3 +238,35 @@ def _jacobians(
         except (RuntimeError, NotImplementedError):
             dy = jac(flat, x.reshape(-1), create_graph=create_graph)
     return dy, None
+
+
+def _batched_jacobians(
+    func: Func, t: torch.Tensor, y: torch.Tensor, create_graph: bool, with_time: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per sample ``(df/dy [B, N, N], df/dt [B, N] or None)``: rows of ``f`` depend only on
+    their own sample, so the Jacobian of the batch sum holds every sample's block."""
+    batch, shape = y.shape[0], y.shape
+    x = (y if create_graph else y.detach()).reshape(batch, -1)
+    jac = torch.autograd.functional.jacobian
+
+    def flat(v: torch.Tensor) -> torch.Tensor:
+        return func(t, v.view(shape)).reshape(batch, -1).sum(0)
+
+    with torch.enable_grad():
+        try:
+            dy = jac(flat, x, create_graph=create_graph, vectorize=True)  # [N, B, N]
+        except (RuntimeError, NotImplementedError):
+            dy = jac(flat, x, create_graph=create_graph)
+        ft = None
+        if with_time:
+
+            def of_time(tt: torch.Tensor) -> torch.Tensor:
+                return func(tt, x.view(shape)).reshape(batch, -1).sum(0)
+
+            tt = t.detach().to(torch.float64)
+            try:
+                dt = jac(of_time, tt, create_graph=create_graph, vectorize=True)  # [N, B]
+            except (RuntimeError, NotImplementedError):
+                dt = jac(of_time, tt, create_graph=create_graph)
+            ft = dt.transpose(0, 1).to(y.dtype)
+    return dy.permute(1, 0, 2), ft
