@@ -182,22 +182,38 @@ def _robertson_rows(t, y):
     return torch.stack([-0.04 * y1 + 1e4 * y2 * y3, 0.04 * y1 - 1e4 * y2 * y3 - 3e7 * y2**2, 3e7 * y2**2], -1)
 
 
-@pytest.mark.parametrize("solver", ["rodas5p"])
+@pytest.mark.parametrize("solver", ["rodas5p", "kvaerno5", "kvaerno3"])
 def test_per_sample_stiff_solve_equals_each_sample_alone(solver):
     """Per-sample Jacobians [B, N, N] and batched factorisations: every sample takes the steps
     it takes alone (with its own time span)."""
     y0 = torch.tensor([[1.0, 0.0, 0.0], [0.9, 0.0, 0.1], [0.5, 1e-5, 0.5]], dtype=torch.float64)
     ts = torch.tensor([[0.0, 10.0, 1e3], [0.0, 1.0, 40.0], [0.0, 5.0, 1e4]], dtype=torch.float64)
     batch = nde.solve(_robertson_rows, y0, ts, solver, rtol=1e-6, atol=1e-10, per_sample=True)
-    for i in range(3):
-        alone = nde.solve(_robertson_rows, y0[i], ts[i], solver, rtol=1e-6, atol=1e-10)
-        assert int(batch.stats.steps[i]) == alone.stats.steps
-        assert torch.allclose(batch.ys[:, i], alone.ys, rtol=1e-10, atol=1e-13)
+    for i in range(3):  # (per-sample ESDIRK re-evaluates Jacobians every step; global mode reuses them)
+        alone = nde.solve(_robertson_rows, y0[i : i + 1], ts[i : i + 1], solver, rtol=1e-6, atol=1e-10,
+                          per_sample=True)  # fmt: skip
+        assert int(batch.stats.steps[i]) == int(alone.stats.steps[0])
+        assert torch.allclose(batch.ys[:, i], alone.ys[:, 0], rtol=1e-10, atol=1e-13)
+    ref = reference_robertson_at(1e3)
+    assert np.abs(batch.ys[-1, 0].numpy() - ref).max() / np.abs(ref).max() < 1e-4
 
 
-def test_esdirk_solvers_reject_per_sample_mode_for_now():
-    with pytest.raises(ValueError, match="rodas5p"):
-        nde.solve(lambda t, y: -y, torch.ones(2, 2), torch.tensor([0.0, 1.0]), "kvaerno5", per_sample=True)
+def reference_robertson_at(t1: float) -> np.ndarray:
+    def f_np(t, y):
+        return robertson(t, torch.from_numpy(y)).numpy()
+
+    return solve_ivp(f_np, (0.0, t1), [1.0, 0.0, 0.0], method="Radau", rtol=1e-10, atol=1e-14).y[:, -1]
+
+
+def test_per_sample_newton_failure_rejects_only_that_sample():
+    """Van der Pol batch with one sample forced into a far-too-large first step."""
+    f = lambda t, y: torch.stack([y[..., 1], 1000.0 * (1 - y[..., 0] ** 2) * y[..., 1] - y[..., 0]], -1)  # noqa: E731
+    y0 = torch.tensor([[2.0, 0.0], [2.0, 0.0]], dtype=torch.float64)
+    ts = torch.tensor([0.0, 50.0], dtype=torch.float64)
+    solver = nde.Kvaerno5(newton=nde.Newton(max_iters=3))
+    sol = nde.solve(f, y0, ts, solver, controller=nde.PIDController(1e-6, 1e-8, dt0=20.0), per_sample=True)
+    assert bool((sol.status == 0).all()) and bool((sol.stats.rejected > 0).all())
+    assert torch.allclose(sol.ys[-1, 0], sol.ys[-1, 1])
 
 
 def test_rodas5p_uses_the_exact_time_derivative():
@@ -242,3 +258,16 @@ def test_implicit_methods_converge_at_their_order_on_a_nonlinear_problem(name):
     errs = [float((nde.solve(f, y0, ts, solver, dt=h).ys[-1] - exact).abs().max()) for h in hs]
     slope = float(np.polyfit(np.log(hs), np.log(errs), 1)[0])
     assert abs(slope - solver.order) <= 0.3, f"{name}: slope {slope:.2f}, errors {errs}"
+
+
+@pytest.mark.parametrize("solver", ["kvaerno5", "rodas5p"])
+def test_per_sample_implicit_gradients_pass_gradcheck(solver):
+    gen = torch.Generator().manual_seed(2)
+    w = (0.3 * torch.randn(3, 3, dtype=torch.float64, generator=gen)).requires_grad_()
+    y0 = torch.randn(2, 3, dtype=torch.float64, generator=gen).requires_grad_()
+    ts = torch.linspace(0, 1, 4, dtype=torch.float64)
+
+    def outputs(y0, w):
+        return nde.solve(_stiff_linear(w), y0, ts, solver, dt=0.05, per_sample=True).ys
+
+    assert torch.autograd.gradcheck(outputs, (y0, w), eps=1e-6, atol=1e-6, rtol=1e-5, fast_mode=True)

@@ -1225,13 +1225,21 @@ def _loop_per_sample(
                 inv2 = torch.where(accept, inv1, inv2)
                 inv1 = torch.where(accept, inv, inv1)
             factor = factor.clamp_(ctrl.factor_min, ctrl.factor_max)
+            converged = res.converged
+            if converged is not True:  # an implicit solve failed for some samples: retry at h/4
+                accept = accept & converged
+                factor = torch.where(converged, factor, 0.25)
             # no growth on a retry, nor on the step that follows a rejection
             factor = torch.where(accept & ~after_reject, factor, factor.clamp(max=1.0))
             after_reject = ~accept
             dt = (h * factor).clamp_(max=dtmax)  # finished samples' dt no longer matters
             nonfinite = running & ~torch.isfinite(err)
+            if converged is not True:
+                nonfinite = nonfinite & converged
         else:
             finite = torch.isfinite(res.y1.reshape(-1, N)).all(-1)
+            if res.converged is not True:
+                finite = finite & res.converged  # constant steps: a failed Newton solve ends the sample
             accept = running & finite
             nonfinite = running & ~finite
         acc.add_(accept)

@@ -134,6 +134,7 @@ class DiagonallyImplicitRK(AbstractSolver):
 
     tableau: ClassVar[ESDIRKTableau]
     implicit: ClassVar[bool] = True
+    per_sample: ClassVar[bool] = True
 
     def __init__(self, newton: Newton | None = None):
         if newton is not None and not isinstance(newton, Newton):
@@ -185,7 +186,7 @@ class DiagonallyImplicitRK(AbstractSolver):
         self, func: Func, t0: Any, y0: torch.Tensor, f0: torch.Tensor, dt: Any, need_error: bool = True
     ) -> StepResult:
         if isinstance(dt, torch.Tensor):
-            raise ValueError(f"{self.name} does not support per_sample=True yet")
+            return self._step_per_sample(func, t0, y0, f0, dt, need_error)
         state = self._state or _Bound(1e-6, 1e-9)
         tab = self.tableau
         h = float(dt)
@@ -225,6 +226,107 @@ class DiagonallyImplicitRK(AbstractSolver):
             errors = (sum(ej * k for ej, k in zip(tab.e, ks) if ej != 0),)  # type: ignore[assignment]
         f1 = ks[-1] if tab.stiffly_accurate else None
         return StepResult(y1, errors, tuple(ks), f1)
+
+    def _step_per_sample(
+        self,
+        func: Func,
+        t0: torch.Tensor,
+        y0: torch.Tensor,
+        f0: torch.Tensor,
+        dt: torch.Tensor,
+        need_error: bool,
+    ) -> StepResult:
+        """The step for a batch ``[B, ...]`` with its own ``dt [B]``: per-sample Jacobians
+        ``[B, N, N]`` at the step's start (rows of ``f`` are independent samples), batched
+        factorisations, and Newton iterations whose convergence is judged per sample; a sample
+        whose iterations fail gets ``converged = False`` (the loop rejects and shrinks its step)."""
+        state = self._state or _Bound(1e-6, 1e-9)
+        tab = self.tableau
+        a = tab.a_matrix
+        batch, shape = y0.shape[0], y0.shape
+        n = y0[0].numel()
+        col = (batch,) + (1,) * (len(shape) - 1)
+        moving = dt > 0
+        h = torch.where(moving, dt, 1.0).to(y0.dtype)
+        hg = (h * tab.gamma).view(col)
+        recording = torch.is_grad_enabled() and (y0.requires_grad or f0.requires_grad)
+        with torch.no_grad():
+            jac = _batched_jacobian(func, t0, y0)
+            eye = torch.eye(n, dtype=jac.dtype, device=jac.device)
+            lu, piv = torch.linalg.lu_factor(eye - hg.view(-1, 1, 1) * jac)
+            state.njev += 1
+        ks = [f0]
+        converged = torch.ones(batch, dtype=torch.bool, device=y0.device)
+        y_i = y0
+        for i in range(1, tab.stages):
+            base = y0
+            for j in range(i):
+                if a[i, j] != 0:
+                    base = base + (h * a[i, j]).view(col) * ks[j]
+            t_i = t0 + tab.c[i] * dt
+            with torch.no_grad():
+                guess = base + hg * ks[-1]
+                y_i, ok = self._newton_batched(func, t_i, base.detach(), guess.detach(), hg, (lu, piv), state,
+                                               moving & converged)  # fmt: skip
+            converged = converged & ok
+            if recording:
+                y_i = self._implicit_function_step_batched(func, t_i, base, y_i, hg)
+            ks.append((y_i - base) / hg)
+        y1 = (
+            y_i
+            if tab.stiffly_accurate
+            else y0 + sum((h * bj).view(col) * k for bj, k in zip(tab.b, ks) if bj != 0)
+        )
+        errors: tuple[torch.Tensor, ...] = ()
+        if need_error:
+            errors = (sum(ej * k for ej, k in zip(tab.e, ks) if ej != 0),)  # type: ignore[assignment]
+        y1 = torch.where(moving.view(col), y1, y0)
+        return StepResult(
+            y1, errors, tuple(ks), ks[-1] if tab.stiffly_accurate else None, converged | ~moving
+        )
+
+    def _newton_batched(self, func: Func, t: torch.Tensor, base: torch.Tensor, y: torch.Tensor, hg: torch.Tensor,
+                        lu: Any, state: _Bound, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Per-sample simplified Newton: returns the stages and which samples converged."""
+        batch, shape = y.shape[0], y.shape
+        col = (batch,) + (1,) * (len(shape) - 1)
+        done = ~active
+        failed = torch.zeros_like(active)
+        prev = torch.full((batch,), math.inf, dtype=torch.float64, device=y.device)
+        eta = torch.full((batch,), max(state.eta, 1e-16) ** 0.8, dtype=torch.float64, device=y.device)
+        for it in range(self.newton.max_iters):
+            g = y - base - hg * func(t, y)
+            delta = torch.linalg.lu_solve(lu[0], lu[1], g.reshape(batch, -1, 1)).view(shape)
+            live = ~done & ~failed
+            y = torch.where(live.view(col), y - delta, y)
+            scale = state.atol + state.rtol * y.abs()
+            norm = torch.linalg.vector_norm((delta / scale).reshape(batch, -1), dim=-1).to(torch.float64)
+            norm = norm / math.sqrt(delta[0].numel())
+            theta = norm / prev
+            if it > 0:
+                eta = theta / (1.0 - theta)
+                failed = failed | (live & (theta >= 1.0))
+            failed = failed | (live & ~torch.isfinite(norm))
+            newly = live & ~failed & (eta * norm <= self.newton.kappa)
+            done = done | newly
+            prev = norm
+            if not bool((~done & ~failed).any()):  # one host read per iteration
+                break
+        converged = done & ~failed
+        return y, converged | ~active
+
+    def _implicit_function_step_batched(
+        self, func: Func, t: torch.Tensor, base: torch.Tensor, y: torch.Tensor, hg: torch.Tensor
+    ) -> torch.Tensor:
+        """The per-sample implicit-function-theorem step (see :meth:`_implicit_function_step`)."""
+        batch, shape = y.shape[0], y.shape
+        y = y.detach()
+        with torch.no_grad():
+            jac = _batched_jacobian(func, t, y)
+            eye = torch.eye(jac.shape[-1], dtype=jac.dtype, device=jac.device)
+            m = eye - hg.view(-1, 1, 1) * jac
+        g = y - base - hg * func(t, y)
+        return y - torch.linalg.solve(m, g.reshape(batch, -1, 1)).view(shape)
 
     def _refresh_jacobian(self, func: Func, t: Any, y: torch.Tensor, state: _Bound) -> None:
         state.jacobian = _jacobian(func, t, y)
@@ -427,3 +529,20 @@ class Kvaerno5(DiagonallyImplicitRK):
             _G5,
         ),
     )
+
+
+def _batched_jacobian(func: Func, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``d func / d y`` as ``[B, N, N]`` (rows of ``f`` are independent samples, so
+    the Jacobian of the batch sum holds every sample's block)."""
+    batch, shape = y.shape[0], y.shape
+    x = y.detach().reshape(batch, -1)
+
+    def flat(v: torch.Tensor) -> torch.Tensor:
+        return func(t, v.view(shape)).reshape(batch, -1).sum(0)
+
+    with torch.enable_grad():
+        try:
+            dy = torch.autograd.functional.jacobian(flat, x, vectorize=True)
+        except (RuntimeError, NotImplementedError):
+            dy = torch.autograd.functional.jacobian(flat, x)
+    return dy.permute(1, 0, 2)
