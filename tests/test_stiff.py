@@ -271,3 +271,29 @@ def test_per_sample_implicit_gradients_pass_gradcheck(solver):
         return nde.solve(_stiff_linear(w), y0, ts, solver, dt=0.05, per_sample=True).ys
 
     assert torch.autograd.gradcheck(outputs, (y0, w), eps=1e-6, atol=1e-6, rtol=1e-5, fast_mode=True)
+
+
+def test_matrix_free_newton_krylov_matches_the_dense_solver():
+    """A stiff 1-D reaction-diffusion problem: GMRES with finite-difference Jacobian-vector
+    products gives the dense solver's solution and (through the transposed GMRES solve of the
+    implicit-function step) its gradient."""
+    n = 40
+    dx = 1.0 / (n + 1)
+    w = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
+
+    def f(t, u):
+        padded = torch.nn.functional.pad(u, (1, 1))
+        return (padded[2:] - 2 * u + padded[:-2]) / dx**2 - w * u**3
+
+    x = torch.linspace(dx, 1 - dx, n, dtype=torch.float64)
+    u0 = torch.sin(torch.pi * x) + 0.5 * torch.sin(3 * torch.pi * x)
+    ts = torch.tensor([0.0, 0.1], dtype=torch.float64)
+    out = {}
+    for linear_solver in ("dense", "gmres"):
+        solver = nde.Kvaerno5(newton=nde.Newton(linear_solver=linear_solver))
+        sol = nde.solve(f, u0, ts, solver, rtol=1e-8, atol=1e-10)
+        out[linear_solver] = (sol.ys[-1].detach(), torch.autograd.grad(sol.ys[-1].sum(), w)[0], sol.stats)
+    assert torch.allclose(out["gmres"][0], out["dense"][0], rtol=0, atol=1e-7)
+    assert abs(float(out["gmres"][1] / out["dense"][1]) - 1) < 1e-5
+    with pytest.raises(ValueError, match="gmres"):
+        nde.Newton(linear_solver="cg")

@@ -61,6 +61,12 @@ class Newton:
       (``1e-6``/``1e-9`` with constant steps).
     - ``reuse_jacobian``: keep the Jacobian across steps while iterations converge at a rate
       below ``0.1``; otherwise evaluate it at the start of every step.
+    - ``linear_solver``: ``"dense"`` (an ``N x N`` Jacobian and its LU factorisation) or
+      ``"gmres"``: matrix-free, each Newton correction solved by GMRES (Saad & Schultz, SIAM J.
+      Sci. Stat. Comput. 7, 1986) with Jacobian-vector products by finite differences of ``f``
+      (Jacobian-free Newton–Krylov; Knoll & Keyes, J. Comput. Phys. 193, 2004) -- for states too
+      large for a dense Jacobian. Global layout only.
+    - ``krylov_iters``, ``krylov_rtol``: the GMRES iteration limit and relative residual.
     """
 
     max_iters: int = 10
@@ -68,8 +74,17 @@ class Newton:
     rtol: float | None = None
     atol: float | None = None
     reuse_jacobian: bool = True
+    linear_solver: str = "dense"
+    krylov_iters: int = 200
+    krylov_rtol: float = 1e-6
 
     def __post_init__(self) -> None:
+        if self.linear_solver not in ("dense", "gmres"):
+            raise ValueError(
+                f"Newton(linear_solver=...) must be 'dense' or 'gmres', got {self.linear_solver!r}"
+            )
+        if not isinstance(self.krylov_iters, int) or self.krylov_iters < 1:
+            raise ValueError(f"Newton(krylov_iters=...) must be a positive int, got {self.krylov_iters!r}")
         if not isinstance(self.max_iters, int) or self.max_iters < 1:
             raise ValueError(f"Newton(max_iters=...) must be a positive int, got {self.max_iters!r}")
         if not 0 < self.kappa < 1:
@@ -186,6 +201,10 @@ class DiagonallyImplicitRK(AbstractSolver):
         self, func: Func, t0: Any, y0: torch.Tensor, f0: torch.Tensor, dt: Any, need_error: bool = True
     ) -> StepResult:
         if isinstance(dt, torch.Tensor):
+            if self.newton.linear_solver != "dense":
+                raise ValueError(
+                    "Newton(linear_solver='gmres') supports the global layout only, not per_sample=True"
+                )
             return self._step_per_sample(func, t0, y0, f0, dt, need_error)
         state = self._state or _Bound(1e-6, 1e-9)
         tab = self.tableau
@@ -194,12 +213,17 @@ class DiagonallyImplicitRK(AbstractSolver):
         a = tab.a_matrix
         shape = y0.shape
         recording = torch.is_grad_enabled()
+        krylov = self.newton.linear_solver == "gmres"
         with torch.no_grad():
-            if state.jacobian is None or not self.newton.reuse_jacobian:
-                self._refresh_jacobian(func, t0, y0, state)
+            if krylov:  # matrix-free: the corrections solve (I - hg J(t0, y0)) d = g by GMRES
+                f_ref = func(t0, y0.detach())
+                lu: Any = _KrylovOperator(func, t0, y0.detach(), f_ref, hg, self.newton)
             else:
-                state.fresh = False
-            lu = self._factor(state, hg, y0)
+                if state.jacobian is None or not self.newton.reuse_jacobian:
+                    self._refresh_jacobian(func, t0, y0, state)
+                else:
+                    state.fresh = False
+                lu = self._factor(state, hg, y0)
         ks = [f0]
         theta_max = 0.0
         for i in range(1, tab.stages):
@@ -216,7 +240,10 @@ class DiagonallyImplicitRK(AbstractSolver):
                 return StepResult(y0, (), tuple(ks), None, converged=False)
             theta_max = max(theta_max, theta)
             if recording and (y0.requires_grad or f0.requires_grad):  # f0 sees f's parameters
-                y_i = self._implicit_function_step(func, t_i, base, y_i, hg, shape)
+                if krylov:
+                    y_i = _krylov_implicit_function_step(func, t_i, base, y_i, hg, self.newton)
+                else:
+                    y_i = self._implicit_function_step(func, t_i, base, y_i, hg, shape)
             ks.append((y_i - base) / hg)
         if self.newton.reuse_jacobian and theta_max > 0.1:
             state.jacobian = None  # converging slowly: re-evaluate at the next step
@@ -361,7 +388,10 @@ class DiagonallyImplicitRK(AbstractSolver):
         eta = max(state.eta, 1e-16) ** 0.8  # until a rate is measured, the last one's
         for _ in range(self.newton.max_iters):
             g = y - base - hg * func(t, y)
-            delta = torch.linalg.lu_solve(lu[0], lu[1], g.reshape(-1, 1)).view(shape)
+            if isinstance(lu, _KrylovOperator):
+                delta = lu.solve(g)
+            else:
+                delta = torch.linalg.lu_solve(lu[0], lu[1], g.reshape(-1, 1)).view(shape)
             y = y - delta
             scale = state.atol + state.rtol * y.abs()
             norm = float(torch.linalg.vector_norm(delta / scale)) / math.sqrt(delta.numel())
@@ -546,3 +576,97 @@ def _batched_jacobian(func: Func, t: torch.Tensor, y: torch.Tensor) -> torch.Ten
         except (RuntimeError, NotImplementedError):
             dy = torch.autograd.functional.jacobian(flat, x)
     return dy.permute(1, 0, 2)
+
+
+def gmres(matvec: Any, b: torch.Tensor, rtol: float, max_iters: int, strict: bool = False) -> torch.Tensor:
+    """Solve ``A x = b`` by GMRES (Arnoldi with modified Gram–Schmidt, one cycle of at most
+    ``max_iters`` iterations), stopping at a residual ``rtol * |b|``; ``matvec(v) = A v``.
+    With ``strict``, not reaching the residual is an error (inside Newton it is not: the
+    iteration corrects an inexact solve)."""
+    shape = b.shape
+    r = b.reshape(-1)
+    beta = float(torch.linalg.vector_norm(r))
+    if beta == 0.0 or not math.isfinite(beta):
+        return torch.zeros_like(b)
+    residual = math.inf
+    m = min(max_iters, r.numel())
+    basis = [r / beta]
+    hess = torch.zeros(m + 1, m, dtype=torch.float64, device=b.device)
+    e1 = torch.zeros(m + 1, dtype=torch.float64, device=b.device)
+    e1[0] = beta
+    coef = None
+    for j in range(m):
+        w = matvec(basis[j].view(shape)).reshape(-1)
+        for i in range(j + 1):
+            hess[i, j] = torch.dot(w, basis[i]).to(torch.float64)
+            w = w - hess[i, j].to(w.dtype) * basis[i]
+        hess[j + 1, j] = torch.linalg.vector_norm(w).to(torch.float64)
+        sub = hess[: j + 2, : j + 1]
+        coef = torch.linalg.lstsq(sub, e1[: j + 2].unsqueeze(-1)).solution.squeeze(-1)
+        residual = float(torch.linalg.vector_norm(e1[: j + 2] - sub @ coef))
+        if residual <= rtol * beta or float(hess[j + 1, j]) <= 1e-300:
+            break
+        basis.append(w / hess[j + 1, j].to(w.dtype))
+    assert coef is not None
+    if strict and residual > rtol * beta:
+        raise RuntimeError(
+            f"GMRES reached a relative residual of {residual / beta:.1e} > {rtol:g} in {m} iterations: "
+            "raise Newton(krylov_iters=...) (or loosen krylov_rtol)"
+        )
+    x = sum(c.to(b.dtype) * v for c, v in zip(coef, basis))
+    return x.view(shape)  # type: ignore[union-attr]
+
+
+class _KrylovOperator:
+    """``M = I - hg J(t, y)`` applied matrix-free: ``J v`` by a forward difference of ``f``."""
+
+    def __init__(self, func: Any, t: Any, y: torch.Tensor, f_ref: torch.Tensor, hg: float, newton: Newton):
+        self.func, self.t, self.y, self.f_ref, self.hg, self.newton = func, t, y, f_ref, hg, newton
+        self.y_norm = float(torch.linalg.vector_norm(y))
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        v_norm = float(torch.linalg.vector_norm(v))
+        if v_norm == 0.0:
+            return v
+        eps = math.sqrt(torch.finfo(v.dtype).eps) * (1.0 + self.y_norm) / v_norm
+        jv = (self.func(self.t, self.y + eps * v) - self.f_ref) / eps
+        return v - self.hg * jv
+
+    def solve(self, g: torch.Tensor) -> torch.Tensor:
+        return gmres(self.matvec, g, self.newton.krylov_rtol, self.newton.krylov_iters)
+
+
+class _KrylovSolveFn(torch.autograd.Function):
+    """``x = M^{-1} g`` for the implicit-function step: GMRES forward, and GMRES with the
+    transposed operator (vector-Jacobian products, exact) backward."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, g: torch.Tensor, func: Any, t: Any, y: torch.Tensor, hg: float, newton: Newton
+    ) -> torch.Tensor:
+        ctx.func, ctx.t, ctx.y, ctx.hg, ctx.newton = func, t, y, hg, newton
+        with torch.no_grad():
+            op = _KrylovOperator(func, t, y, func(t, y), hg, newton)
+            return gmres(op.matvec, g, newton.krylov_rtol, newton.krylov_iters, strict=True)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> Any:
+        func, t, y, hg, newton = ctx.func, ctx.t, ctx.y, ctx.hg, ctx.newton
+        with torch.enable_grad():
+            y_ = y.detach().requires_grad_(True)
+            out = func(t, y_)
+
+        def rmatvec(v: torch.Tensor) -> torch.Tensor:
+            (jtv,) = torch.autograd.grad(out, y_, v, retain_graph=True)
+            return v - hg * jtv
+
+        solved = gmres(rmatvec, grad, newton.krylov_rtol, newton.krylov_iters, strict=True)
+        return solved, None, None, None, None, None
+
+
+def _krylov_implicit_function_step(func: Any, t: Any, base: torch.Tensor, y: torch.Tensor, hg: float,
+                                   newton: Newton) -> torch.Tensor:  # fmt: skip
+    """The implicit-function-theorem step of :class:`DiagonallyImplicitRK` without a matrix."""
+    y = y.detach()
+    g = y - base - hg * func(t, y)
+    return y - _KrylovSolveFn.apply(g, func, t, y, hg, newton)
