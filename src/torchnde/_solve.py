@@ -1437,8 +1437,7 @@ class _SampleEventWatch:
                 hi, f_hi = torch.where(new_hi, x, hi), torch.where(new_hi, fx, f_hi)
                 lo, f_lo = torch.where(new_lo, x, lo), torch.where(new_lo, fx, f_lo)
                 side = torch.where(new_hi, 1.0, torch.where(new_lo, -1.0, side))
-        theta = torch.where(f_hi == 0, hi, hi)
-        return s + theta * h, at(theta)
+        return s + hi * h, at(hi)  # the end where the crossing has happened
 
     def fire(self, s_e: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Record the events of the samples in ``mask`` at ``s_e``; return the states to continue
