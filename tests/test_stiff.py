@@ -297,3 +297,18 @@ def test_matrix_free_newton_krylov_matches_the_dense_solver():
     assert abs(float(out["gmres"][1] / out["dense"][1]) - 1) < 1e-5
     with pytest.raises(ValueError, match="gmres"):
         nde.Newton(linear_solver="cg")
+
+
+def test_a_long_explicit_solve_of_a_stiff_problem_advises_an_implicit_solver():
+    f, y0, _, _ = PROBLEMS["van_der_pol"]
+    sol = nde.solve(f, torch.tensor(y0, dtype=torch.float64), torch.tensor([0.0, 2.0], dtype=torch.float64),
+                    "dopri5", rtol=1e-6, atol=1e-9)  # fmt: skip
+    assert sol.success and sol.stats.steps >= 1000
+    assert sol.advice is not None and "kvaerno5" in sol.advice
+    calm = nde.solve(
+        lambda t, y: -y, torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 1.0]), rtol=1e-10
+    )
+    assert calm.advice is None
+    slow = nde.solve(lambda t, y: torch.cos(200 * t) * torch.ones_like(y), torch.zeros(1, dtype=torch.float64),
+                     torch.tensor([0.0, 3.0], dtype=torch.float64), "dopri5", rtol=1e-9, atol=1e-11)  # fmt: skip
+    assert slow.stats.steps >= 1000 and slow.advice is None  # many steps for accuracy, not stiffness

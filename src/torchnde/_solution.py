@@ -82,6 +82,9 @@ class Solution:
       :class:`Stats` filled in when ``backward`` runs; ``None`` otherwise.
     - ``event_ts``/``event_ys``: with ``solve(..., event=...)``, the times ``[k]`` and states
       (``[k, *y0.shape]``) of the events that fired, differentiable; ``None`` otherwise.
+    - ``advice``: a note on a successful solve that was costlier than it needed to be (a long
+      explicit solve whose steps were limited by stability: "looks stiff, try 'kvaerno5'"), or
+      ``None``.
     """
 
     ts: torch.Tensor
@@ -94,6 +97,7 @@ class Solution:
     backward_stats: Stats | None = None
     event_ts: torch.Tensor | None = None
     event_ys: Any = None
+    advice: str | None = None
 
     @property
     def success(self) -> bool:

@@ -191,6 +191,8 @@ def _solve(
         raw.ys = _attach_output_times(problem, raw.ys)
     sol = problem.solution(raw)
     sol.backward_stats = backward_stats
+    if not per_sample and sol.status == Status.SUCCESS:
+        sol.advice = _stiffness_advice(problem, method, ctrl, raw)
     if throw and not sol.success:
         raw.precision_hint = _precision_hint(ctrl, problem.dtype)
         raise _error(sol, raw, method)
@@ -1655,6 +1657,37 @@ def _stiffness_ratio(func: Callable, s: Any, y: torch.Tensor, per_sample: bool, 
     rate = (norm(f0) / norm(y).clamp(min=torch.finfo(y.dtype).tiny)).reshape(lead).to(torch.float64)
     rho = torch.where(rate < 0.01 * rho, torch.nan_to_num(rho, nan=0.0), 0.0)
     return rho if per_sample else float(rho)
+
+
+# A successful explicit solve with at least this many steps is checked for stiffness.
+_ADVICE_STEPS = 1000
+
+
+def _stiffness_advice(problem: _Problem, method: AbstractSolver, ctrl: Any, raw: _Raw) -> str | None:
+    """For a long successful explicit solve: whether its steps were limited by stability (the
+    problem is stiff), said in ``Solution.advice`` with the solver to try. Costs eleven
+    evaluations of ``f``, only after ``_ADVICE_STEPS`` steps."""
+    accepted = raw.stats.accepted
+    if (
+        getattr(method, "implicit", False)
+        or not ctrl.adaptive
+        or not isinstance(accepted, int)
+        or raw.stats.steps < _ADVICE_STEPS
+        or problem.s_host is None
+    ):
+        return None
+    s0, s1 = problem.s_host[0], problem.s_host[-1]
+    with torch.no_grad():
+        y_end = raw.ys[-1].detach()
+        rho = _stiffness_ratio(problem.func(count=False), s1, y_end, False)
+    mean_dt = (s1 - s0) / max(accepted, 1)
+    if rho * mean_dt <= 1.0:
+        return None
+    return (
+        f"{raw.stats.steps} steps of about {mean_dt:.2g} against a stiffness of {rho:.2g}: the step size was "
+        f"limited by stability, not accuracy, so the problem looks stiff. Try an implicit solver: "
+        f"solver='kvaerno5' or 'rodas5p'."
+    )
 
 
 def _precision_hint(ctrl: ConstantStep | PIDController, dtype: torch.dtype) -> str | None:
