@@ -8,7 +8,7 @@ An ESDIRK method (explicit first stage, singly diagonal) computes, for stages
 one nonlinear system of the state's size per stage, all with the same matrix
 :math:`M = I - h\gamma J`. Each is solved by simplified Newton iterations on
 :math:`G(Y) = Y - y_0 - h\sum_{j<i} a_{ij}k_j - h\gamma f(t_i, Y)` with :math:`J` the Jacobian of
-``f`` at the step's start (from ``torch.func``, reused across steps while Newton converges
+``f`` at the step's start (from autograd, reused across steps while Newton converges
 fast) and one LU factorisation of :math:`M` per step. Convergence follows Hairer & Wanner
 (*Solving ODEs II*, IV.8): with the contraction rate :math:`\theta_k = \|\Delta_k\|/\|\Delta_{k-1}\|`
 the iteration stops when :math:`\theta/(1-\theta)\,\|\Delta\| \le \kappa` in the step's error
@@ -42,6 +42,7 @@ import torch
 
 from .base import AbstractSolver, Func, StepResult
 from .explicit_rk import hermite_interpolant
+from .jacobian import jacobians
 from .tableau import DensePolynomial
 
 __all__ = ["ESDIRKTableau", "ImplicitEuler", "Kvaerno3", "Kvaerno4", "Kvaerno5", "Newton"]
@@ -278,7 +279,7 @@ class DiagonallyImplicitRK(AbstractSolver):
         hg = (h * tab.gamma).view(col)
         recording = torch.is_grad_enabled() and (y0.requires_grad or f0.requires_grad)
         with torch.no_grad():
-            jac = _batched_jacobian(func, t0, y0)
+            jac = jacobians(func, t0, y0, batched=True)[0]
             eye = torch.eye(n, dtype=jac.dtype, device=jac.device)
             lu, piv = torch.linalg.lu_factor(eye - hg.view(-1, 1, 1) * jac)
             state.njev += 1
@@ -349,14 +350,14 @@ class DiagonallyImplicitRK(AbstractSolver):
         batch, shape = y.shape[0], y.shape
         y = y.detach()
         with torch.no_grad():
-            jac = _batched_jacobian(func, t, y)
+            jac = jacobians(func, t, y, batched=True)[0]
             eye = torch.eye(jac.shape[-1], dtype=jac.dtype, device=jac.device)
             m = eye - hg.view(-1, 1, 1) * jac
         g = y - base - hg * func(t, y)
         return y - torch.linalg.solve(m, g.reshape(batch, -1, 1)).view(shape)
 
     def _refresh_jacobian(self, func: Func, t: Any, y: torch.Tensor, state: _Bound) -> None:
-        state.jacobian = _jacobian(func, t, y)
+        state.jacobian = jacobians(func, t, y, batched=False)[0]
         state.lu = None
         state.fresh = True
         state.njev += 1
@@ -415,7 +416,7 @@ class DiagonallyImplicitRK(AbstractSolver):
         derivative is the implicit function theorem's (see the module docstring)."""
         y = y.detach()
         with torch.no_grad():
-            jac = _jacobian(func, t, y)
+            jac = jacobians(func, t, y, batched=False)[0]
             m = torch.eye(jac.shape[0], dtype=jac.dtype, device=jac.device) - hg * jac
         g = y - base - hg * func(t, y)
         return y - torch.linalg.solve(m, g.reshape(-1, 1)).view(shape)
@@ -449,22 +450,6 @@ def _float(value: Any, default: float) -> float:
     if isinstance(value, (tuple, list)):
         return min(_float(v, default) for v in value)
     return float(torch.as_tensor(value).min())
-
-
-def _jacobian(func: Func, t: Any, y: torch.Tensor) -> torch.Tensor:
-    """``d func(t, y) / d y`` as an ``[N, N]`` matrix over the flattened state (the vector field's
-    own graph is not recorded)."""
-    shape = y.shape
-
-    def flat(v: torch.Tensor) -> torch.Tensor:
-        return func(t, v.view(shape)).reshape(-1)
-
-    x = y.detach().reshape(-1)
-    with torch.enable_grad():
-        try:  # reverse mode, vectorised over the rows (several times faster than jacfwd here)
-            return torch.autograd.functional.jacobian(flat, x, vectorize=True)
-        except (RuntimeError, NotImplementedError):  # an op without a batching rule
-            return torch.autograd.functional.jacobian(flat, x)
 
 
 # -- the methods ---------------------------------------------------------------------------------
@@ -570,23 +555,6 @@ class Kvaerno5(DiagonallyImplicitRK):
             _G5,
         ),
     )
-
-
-def _batched_jacobian(func: Func, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-sample ``d func / d y`` as ``[B, N, N]`` (rows of ``f`` are independent samples, so
-    the Jacobian of the batch sum holds every sample's block)."""
-    batch, shape = y.shape[0], y.shape
-    x = y.detach().reshape(batch, -1)
-
-    def flat(v: torch.Tensor) -> torch.Tensor:
-        return func(t, v.view(shape)).reshape(batch, -1).sum(0)
-
-    with torch.enable_grad():
-        try:
-            dy = torch.autograd.functional.jacobian(flat, x, vectorize=True)
-        except (RuntimeError, NotImplementedError):
-            dy = torch.autograd.functional.jacobian(flat, x)
-    return dy.permute(1, 0, 2)
 
 
 def gmres(matvec: Any, b: torch.Tensor, rtol: float, max_iters: int, strict: bool = False) -> torch.Tensor:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .base import AbstractSolver, Func, StepResult
+from .jacobian import ignores_time, jacobians
 from .tableau import DensePolynomial
 
 __all__ = ["Rodas5P"]
@@ -115,8 +116,10 @@ class Rodas5P(AbstractSolver):
         shape = y0.shape
         differentiate = torch.is_grad_enabled() and (y0.requires_grad or f0.requires_grad)
         if self._autonomous is None:
-            self._autonomous = _autonomous(func, t0, y0)
-        jac, ft = _jacobians(func, t0, y0, differentiate, with_time=not self._autonomous)
+            self._autonomous = ignores_time(func, t0, y0)
+        jac, ft = jacobians(
+            func, t0, y0, batched=False, create_graph=differentiate, with_time=not self._autonomous
+        )
         n = jac.shape[0]
         w = torch.eye(n, dtype=jac.dtype, device=jac.device) / (h * self.gamma) - jac
         lu, piv = torch.linalg.lu_factor(w)
@@ -153,8 +156,10 @@ class Rodas5P(AbstractSolver):
         batch, shape = y0.shape[0], y0.shape
         differentiate = torch.is_grad_enabled() and (y0.requires_grad or f0.requires_grad)
         if self._autonomous is None:
-            self._autonomous = _autonomous(func, t0, y0)
-        jac, ft = _batched_jacobians(func, t0, y0, differentiate, with_time=not self._autonomous)
+            self._autonomous = ignores_time(func, t0, y0)
+        jac, ft = jacobians(
+            func, t0, y0, batched=True, create_graph=differentiate, with_time=not self._autonomous
+        )
         n = jac.shape[-1]
         h = torch.where(dt > 0, dt, 1.0).to(y0.dtype)  # finished samples (dt = 0) stand still
         eye = torch.eye(n, dtype=jac.dtype, device=jac.device)
@@ -192,81 +197,3 @@ class Rodas5P(AbstractSolver):
     @property
     def dense_polynomial(self) -> DensePolynomial:
         return self._dense
-
-
-def _autonomous(func: Func, t: Any, y: torch.Tensor) -> bool:
-    """Whether ``f`` ignores ``t`` (``t`` is not in its graph): then ``df/dt = 0`` is skipped."""
-    if isinstance(t, torch.Tensor):
-        t_tensor = t.detach().to(torch.float64).requires_grad_(True)
-    else:
-        t_tensor = torch.tensor(float(t), dtype=torch.float64, device=y.device, requires_grad=True)
-    with torch.enable_grad():
-        out = func(t_tensor, y.detach())
-        if not out.requires_grad:
-            return True
-        (grad,) = torch.autograd.grad(out.sum(), t_tensor, allow_unused=True)
-    return grad is None
-
-
-def _jacobians(
-    func: Func, t: Any, y: torch.Tensor, create_graph: bool, with_time: bool = True
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(df/dy [N, N], df/dt [N] or None)`` at ``(t, y)``; differentiable when
-    ``create_graph``."""
-    shape = y.shape
-    x = y if create_graph else y.detach()
-    jac = torch.autograd.functional.jacobian
-    with torch.enable_grad():
-        if with_time:
-            t_tensor = torch.as_tensor(t, dtype=torch.float64, device=y.device)
-
-            def flat_ty(tt: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-                return func(tt, v.view(shape)).reshape(-1)
-
-            args = (t_tensor, x.reshape(-1))
-            try:
-                dt, dy = jac(flat_ty, args, create_graph=create_graph, vectorize=True)
-            except (RuntimeError, NotImplementedError):  # an op without a batching rule
-                dt, dy = jac(flat_ty, args, create_graph=create_graph)
-            return dy, dt.to(y.dtype).reshape(-1)
-
-        def flat(v: torch.Tensor) -> torch.Tensor:
-            return func(t, v.view(shape)).reshape(-1)
-
-        try:
-            dy = jac(flat, x.reshape(-1), create_graph=create_graph, vectorize=True)
-        except (RuntimeError, NotImplementedError):
-            dy = jac(flat, x.reshape(-1), create_graph=create_graph)
-    return dy, None
-
-
-def _batched_jacobians(
-    func: Func, t: torch.Tensor, y: torch.Tensor, create_graph: bool, with_time: bool
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per sample ``(df/dy [B, N, N], df/dt [B, N] or None)``: rows of ``f`` depend only on
-    their own sample, so the Jacobian of the batch sum holds every sample's block."""
-    batch, shape = y.shape[0], y.shape
-    x = (y if create_graph else y.detach()).reshape(batch, -1)
-    jac = torch.autograd.functional.jacobian
-
-    def flat(v: torch.Tensor) -> torch.Tensor:
-        return func(t, v.view(shape)).reshape(batch, -1).sum(0)
-
-    with torch.enable_grad():
-        try:
-            dy = jac(flat, x, create_graph=create_graph, vectorize=True)  # [N, B, N]
-        except (RuntimeError, NotImplementedError):
-            dy = jac(flat, x, create_graph=create_graph)
-        ft = None
-        if with_time:
-
-            def of_time(tt: torch.Tensor) -> torch.Tensor:
-                return func(tt, x.view(shape)).reshape(batch, -1).sum(0)
-
-            tt = t.detach().to(torch.float64)
-            try:
-                dt = jac(of_time, tt, create_graph=create_graph, vectorize=True)  # [N, B]
-            except (RuntimeError, NotImplementedError):
-                dt = jac(of_time, tt, create_graph=create_graph)
-            ft = dt.transpose(0, 1).to(y.dtype)
-    return dy.permute(1, 0, 2), ft
