@@ -57,23 +57,17 @@ def jax_problem(problem: Problem) -> tuple[Any, Any, Any, Any]:
     return params, vector_field, ts, jnp.asarray(problem.y0.numpy(), jnp.float32)
 
 
-def diffrax_dopri5(key: str, label: str, problem: Problem) -> Candidate:
-    """diffrax ``Dopri5`` + ``PIDController(rtol, atol)`` (integral control, its default), float32,
-    ``SaveAt(ts=t_eval)``, ``dt0=None`` (its initial step selection), the batch as one state."""
-    missing = diffrax_available()
-    if missing is not None:
-        return Candidate(key, label, error=missing)
-
+def diffrax_dopri5_solve(problem: Problem) -> tuple[Any, Any, Any]:
+    """``(params, y0, solve)``: ``solve(args, y_init, **options)`` runs diffrax's ``Dopri5`` with
+    ``PIDController(RTOL, ATOL)`` and ``SaveAt(ts=t_eval)`` (``options``, e.g. ``adjoint=``, go to
+    ``diffeqsolve``) and returns its solution; the caller jits it."""
     import diffrax
-    import jax
-    import numpy as np
 
     params, vector_field, ts, y0 = jax_problem(problem)
     t0, t1 = float(problem.t_eval[0]), float(problem.t_eval[-1])
 
-    @jax.jit
-    def solve(args: Any, y_init: Any) -> tuple[Any, dict[str, Any]]:
-        sol = diffrax.diffeqsolve(
+    def solve(args: Any, y_init: Any, **options: Any) -> Any:
+        return diffrax.diffeqsolve(
             diffrax.ODETerm(vector_field),
             diffrax.Dopri5(),
             t0,
@@ -83,7 +77,27 @@ def diffrax_dopri5(key: str, label: str, problem: Problem) -> Candidate:
             args=args,
             saveat=diffrax.SaveAt(ts=ts),
             stepsize_controller=diffrax.PIDController(rtol=RTOL, atol=ATOL),
+            **options,
         )
+
+    return params, y0, solve
+
+
+def diffrax_dopri5(key: str, label: str, problem: Problem) -> Candidate:
+    """diffrax ``Dopri5`` + ``PIDController(rtol, atol)`` (integral control, its default), float32,
+    ``SaveAt(ts=t_eval)``, ``dt0=None`` (its initial step selection), the batch as one state."""
+    missing = diffrax_available()
+    if missing is not None:
+        return Candidate(key, label, error=missing)
+
+    import jax
+    import numpy as np
+
+    params, y0, dopri5 = diffrax_dopri5_solve(problem)
+
+    @jax.jit
+    def solve(args: Any, y_init: Any) -> tuple[Any, dict[str, Any]]:
+        sol = dopri5(args, y_init)
         return sol.ys, sol.stats
 
     def run() -> Any:

@@ -17,7 +17,7 @@ import torch
 import torchnde as nde
 
 from .common import Candidate, Probe, short_error
-from .jax_peer import diffrax_available, jax_problem
+from .jax_peer import diffrax_available, diffrax_dopri5_solve
 from .peers import CountingField, _final
 from .problems import ATOL, RTOL, Problem, make_field, make_y0
 
@@ -142,26 +142,12 @@ def _diffrax_grad_fn(problem: Problem, target: torch.Tensor, backsolve: bool) ->
     import jax
     import jax.numpy as jnp
 
-    params, vector_field, ts, y0 = jax_problem(problem)
-    t0, t1 = float(problem.t_eval[0]), float(problem.t_eval[-1])
+    params, y0, dopri5 = diffrax_dopri5_solve(problem)
     tgt = jnp.asarray(target.numpy(), jnp.float32)
-
     adjoint = diffrax.BacksolveAdjoint() if backsolve else diffrax.RecursiveCheckpointAdjoint()
 
     def loss(args: Any, y_init: Any) -> Any:
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(vector_field),
-            diffrax.Dopri5(),
-            t0,
-            t1,
-            None,
-            y_init,
-            args=args,
-            saveat=diffrax.SaveAt(ts=ts),
-            stepsize_controller=diffrax.PIDController(rtol=RTOL, atol=ATOL),
-            adjoint=adjoint,
-        )
-        return jnp.mean((sol.ys - tgt) ** 2)
+        return jnp.mean((dopri5(args, y_init, adjoint=adjoint).ys - tgt) ** 2)
 
     return jax.jit(jax.value_and_grad(loss)), params, y0
 
