@@ -1034,28 +1034,28 @@ class _EventWatch:
         self.g_prev = self._leaving_sign(s_e, y_new)
         return y_new
 
-    def _rate(self, s_e: float, y: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        """``(dg/dt along the solution, dg/dy, f)`` at ``(s_e, y)``; the first is ``None`` when
-        ``g`` does not depend on ``t`` or ``y``."""
+    def _rate(self, s_e: float, y: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(dg/dt along the solution, f)`` at ``(s_e, y)``; ``(None, None)`` when ``g`` does not
+        depend on ``t`` or ``y``."""
         problem, direction = self.problem, self.problem.direction
         with torch.enable_grad():
             t_ = torch.tensor(s_e * direction, dtype=problem.dtype, device=problem.device, requires_grad=True)
             y_ = y.detach().requires_grad_(True)
             g = self.event.cond_fn(t_, problem.unflatten(y_, ())).reshape(())
             if not g.requires_grad:
-                return None, y_, y_
+                return None, None
             dg_dt, dg_dy = torch.autograd.grad(g, (t_, y_), allow_unused=True)
         with torch.no_grad():
             f_e = self.func(s_e, y.detach()) * direction  # dy/dt
             rate = (dg_dy * f_e).sum() if dg_dy is not None else torch.zeros((), dtype=problem.dtype)
             if dg_dt is not None:
                 rate = rate + dg_dt
-        return rate, dg_dy, f_e
+        return rate, f_e
 
     def _leaving_sign(self, s_e: float, y: torch.Tensor) -> float:
         """Where ``g`` heads from the zero it sits on, as a tiny signed value: a step that comes
         back through zero is then seen crossing (in time direction, as the solve runs)."""
-        rate, _, _ = self._rate(s_e, y)
+        rate, _ = self._rate(s_e, y)
         if rate is None or float(rate) == 0.0:
             return 0.0
         return math.copysign(sys.float_info.min, float(rate) * self.problem.direction)
@@ -1068,7 +1068,7 @@ class _EventWatch:
         """Event time and state carrying the implicit function theorem's derivatives."""
         problem, direction = self.problem, self.problem.direction
         t_const = s_e * direction
-        rate, _, f_e = self._rate(s_e, y_e)
+        rate, f_e = self._rate(s_e, y_e)
         if rate is None or float(rate) == 0.0:
             raise ValueError("the event condition is tangent to the solution (dg/dt = 0 at the event)")
         g_val = self.event.cond_fn(torch.tensor(t_const, dtype=problem.dtype, device=problem.device),
