@@ -139,8 +139,6 @@ class _Bound:
         self.rtol, self.atol = rtol, atol
         self.jacobian: torch.Tensor | None = None
         self.lu: tuple[torch.Tensor, torch.Tensor, float] | None = None  # (LU, pivots, h*gamma)
-        self.fresh = False  # the Jacobian was evaluated at this step's start
-        self.njev = 0
         self.eta = 1.0  # Hairer's eta = theta / (1 - theta) of the last converged iteration
 
 
@@ -189,12 +187,12 @@ class DiagonallyImplicitRK(AbstractSolver):
     def snapshot(self) -> tuple[Any, ...]:
         """The per-solve state (Jacobian, factorisation, Newton rate), for an exact replay."""
         st = self._state
-        return () if st is None else (st.jacobian, st.lu, st.fresh, st.eta)
+        return () if st is None else (st.jacobian, st.lu, st.eta)
 
     def restore(self, snap: tuple[Any, ...]) -> None:
         if snap and self._state is not None:
             st = self._state
-            st.jacobian, st.lu, st.fresh, st.eta = snap
+            st.jacobian, st.lu, st.eta = snap
 
     # -- one step -------------------------------------------------------------------------------
 
@@ -222,8 +220,6 @@ class DiagonallyImplicitRK(AbstractSolver):
             else:
                 if state.jacobian is None or not self.newton.reuse_jacobian:
                     self._refresh_jacobian(func, t0, y0, state)
-                else:
-                    state.fresh = False
                 lu = self._factor(state, hg, y0)
         ks = [f0]
         theta_max = 0.0
@@ -282,7 +278,6 @@ class DiagonallyImplicitRK(AbstractSolver):
             jac = jacobians(func, t0, y0, batched=True)[0]
             eye = torch.eye(n, dtype=jac.dtype, device=jac.device)
             lu, piv = torch.linalg.lu_factor(eye - hg.view(-1, 1, 1) * jac)
-            state.njev += 1
         ks = [f0]
         converged = torch.ones(batch, dtype=torch.bool, device=y0.device)
         y_i = y0
@@ -359,8 +354,6 @@ class DiagonallyImplicitRK(AbstractSolver):
     def _refresh_jacobian(self, func: Func, t: Any, y: torch.Tensor, state: _Bound) -> None:
         state.jacobian = jacobians(func, t, y, batched=False)[0]
         state.lu = None
-        state.fresh = True
-        state.njev += 1
 
     def _factor(self, state: _Bound, hg: float, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if state.lu is not None and state.lu[2] == hg:
