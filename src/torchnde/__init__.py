@@ -9,6 +9,7 @@ sol = nde.solve(lambda t, y: -y, torch.ones(3), torch.linspace(0, 1, 11), solver
 from __future__ import annotations
 
 from . import gradients as gradients
+from . import models as models
 from . import solvers as solvers
 from ._solution import ConvergenceFailure as ConvergenceFailure
 from ._solution import MaxStepsReached as MaxStepsReached

@@ -1,0 +1,131 @@
+"""What every model shares: the solve options it passes through, and what the last solve cost."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._solution import Solution, Stats
+from .._solve import solve
+from ..gradients import Adjoint
+
+__all__ = ["SolveOptions", "as_field"]
+
+_SOLVE_KEYS = (
+    "controller",
+    "per_sample",
+    "dense",
+    "max_steps",
+    "throw",
+    "progress",
+    "compile",
+    "event",
+)
+
+
+def as_field(net: Callable[..., Any]) -> Callable[[torch.Tensor, Any], Any]:
+    """``net`` as a vector field ``f(t, y)``.
+
+    A network whose ``forward`` takes one argument (an ``nn.Sequential``, an MLP) is treated as
+    autonomous and called as ``net(y)``; one that takes two is called as ``net(t, y)``.
+    """
+    target = net.forward if isinstance(net, nn.Module) else net
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return net
+    positional = [
+        p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    if any(p.kind == p.VAR_POSITIONAL for p in params) or len(positional) != 1:
+        return net
+    return lambda t, y: net(y)
+
+
+class SolveOptions(nn.Module):
+    r"""Base of the models: keeps the options passed to :func:`torchnde.solve` and its cost.
+
+    **Arguments** (all keyword, passed through to :func:`torchnde.solve`):
+
+    - ``solver``: a name or solver object (default ``"tsit5"``).
+    - ``rtol``, ``atol``: tolerances of the default PID controller (``1e-6``, ``1e-8``, as
+      ``solve``); ``dt``: a fixed step instead.
+    - ``gradient``: ``"backprop"`` (default), ``"checkpoint"``, ``"adjoint"``, ``"reversible"``
+      or a strategy object. ``"adjoint"`` is given this module's parameters automatically.
+    - any other option of ``solve`` (``controller``, ``per_sample``, ``max_steps``, ``throw``,
+      ``progress``, ``compile``, ``event``, ``dense``); an unknown one is an error.
+
+    After each call, ``self.stats`` holds the forward solve's :class:`Stats`, ``self.nfe`` its
+    evaluation count (a tensor per sample in per-sample mode), and ``self.solution`` the whole
+    :class:`Solution` (its ``backward_stats`` fill in when an adjoint backward runs).
+    """
+
+    def __init__(
+        self,
+        *,
+        solver: Any = "tsit5",
+        rtol: float | None = None,
+        atol: float | None = None,
+        dt: float | None = None,
+        gradient: Any = "backprop",
+        **solve_options: Any,
+    ) -> None:
+        super().__init__()
+        unknown = sorted(set(solve_options) - set(_SOLVE_KEYS))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unknown option(s) {unknown}; valid solve options: "
+                f"solver, rtol, atol, dt, gradient, {', '.join(_SOLVE_KEYS)}"
+            )
+        self.solver = solver
+        self.rtol = rtol
+        self.atol = atol
+        self.dt = dt
+        self.gradient = gradient
+        self.solve_options = dict(solve_options)
+        self.solution: Solution | None = None
+
+    @property
+    def stats(self) -> Stats:
+        """The last forward solve's work counters."""
+        if self.solution is None:
+            raise RuntimeError(f"{type(self).__name__} has not been called yet: no stats to show")
+        return self.solution.stats
+
+    @property
+    def nfe(self) -> Any:
+        """Vector-field evaluations of the last forward solve."""
+        return self.stats.nfe
+
+    def _solve(self, f: Callable, y0: Any, t_eval: torch.Tensor, **override: Any) -> Solution:
+        """Run :func:`torchnde.solve` with this model's options (``override`` wins)."""
+        options: dict[str, Any] = dict(self.solve_options)
+        options.update(solver=self.solver, gradient=self.gradient)
+        if self.dt is not None:
+            options["dt"] = self.dt
+        elif "controller" not in options:
+            options["rtol"], options["atol"] = self.rtol, self.atol
+        options.update(override)
+        strategy = options["gradient"]
+        if strategy == "adjoint":
+            strategy = Adjoint()
+        if isinstance(strategy, Adjoint) and strategy.params is None:
+            trainable = tuple(p for p in self.parameters() if p.requires_grad)
+            options["gradient"] = dataclasses.replace(strategy, params=trainable)
+        self.solution = solve(f, y0, t_eval, **options)
+        return self.solution
+
+
+def time_grid(t_eval: Any, like: torch.Tensor) -> torch.Tensor:
+    """``t_eval`` as a 1-D float64 tensor on ``like``'s device."""
+    if not isinstance(t_eval, torch.Tensor):
+        return torch.tensor(t_eval, dtype=torch.float64, device=like.device)
+    t = t_eval.to(like.device)
+    if not t.is_floating_point():
+        t = t.to(torch.float64)
+    return t
