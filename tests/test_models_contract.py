@@ -1,0 +1,80 @@
+"""Every model: forward shapes, gradients to its parameters, NFE after each call, the solve
+options passed through (solver, fixed step, adjoint), and unknown options rejected."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+
+from torchnde import models
+
+
+def _mlp(i: int, o: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(i, 16), nn.Tanh(), nn.Linear(16, o))
+
+
+# name -> (factory(**options) -> model, input maker, expected output shape of forward(x))
+MODELS: dict[str, tuple[Callable[..., nn.Module], Callable[[], torch.Tensor], tuple[int, ...]]] = {
+    "NeuralODE": (lambda **o: models.NeuralODE(_mlp(2, 2), **o), lambda: torch.randn(5, 2), (5, 2)),
+    "AugmentedNeuralODE": (
+        lambda **o: models.AugmentedNeuralODE(_mlp(4, 4), augment_dims=2, readout=nn.Linear(4, 1), **o),
+        lambda: torch.randn(5, 2),
+        (5, 1),
+    ),
+    "SecondOrderNeuralODE": (
+        lambda **o: models.SecondOrderNeuralODE(_mlp(4, 2), velocity=nn.Linear(2, 2), **o),
+        lambda: torch.randn(5, 2),
+        (5, 2),
+    ),
+    "DataControlledNeuralODE": (
+        lambda **o: models.DataControlledNeuralODE(_mlp(4, 2), **o),
+        lambda: torch.randn(5, 2),
+        (5, 2),
+    ),
+    "DepthVariantNeuralODE": (
+        lambda **o: models.DepthVariantNeuralODE(2, [16], modes=2, **o),
+        lambda: torch.randn(5, 2),
+        (5, 2),
+    ),
+}
+
+OPTIONS = {
+    "tsit5": {"solver": "tsit5", "rtol": 1e-5, "atol": 1e-6},
+    "rk4-fixed": {"solver": "rk4", "dt": 0.1},
+    "adjoint": {"solver": "dopri5", "gradient": "adjoint", "rtol": 1e-6, "atol": 1e-7},
+    "checkpoint": {"solver": "dopri5", "gradient": "checkpoint"},
+}
+
+
+@pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())
+@pytest.mark.parametrize("name", MODELS)
+def test_model_forward_backward_and_nfe(name, options):
+    torch.manual_seed(0)
+    make, data, shape = MODELS[name]
+    model = make(**options)
+    out = model(data())
+    assert out.shape == shape
+    out.pow(2).sum().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert model.nfe > 0
+    if options.get("dt"):
+        assert model.stats.steps == 10 and model.nfe == 40
+    if options.get("gradient") == "adjoint":
+        assert model.solution.backward_stats.nfe > 0
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model_trajectory_is_time_first(name):
+    make, data, shape = MODELS[name]
+    out = make()(data(), torch.linspace(0, 1, 4))
+    assert out.shape == (4, *shape)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model_rejects_unknown_options(name):
+    with pytest.raises(TypeError, match="unknown option"):
+        MODELS[name][0](tolerance=1e-3)
