@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# The main job: discover the missing terms of a predator-prey model from noisy data (UDE + SINDy).
 demo: $(STAMP)
-	$(BIN)/python -m torchnde.demo
+	$(BIN)/torchnde demo
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -31,7 +32,11 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.gradient_tables
 
-reproduce: bench
+# Every experiment's full tier (the papers' claims; reports under runs/), then the benchmarks.
+# Exits non-zero if a claim did not reproduce (see runs/*/report.md).
+reproduce: $(STAMP)
+	status=0; $(BIN)/torchnde run all --out runs --no-progress || status=$$?; \
+	$(MAKE) bench; exit $$status
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks

@@ -112,3 +112,19 @@ def test_cli_list_and_run(toy_experiment, tmp_path, capsys):
     out = capsys.readouterr().out
     assert status == 1 and "[PASS] slope" in out and "[FAIL] impossible" in out
     assert cli.main(["run", "nope"]) == 2
+
+
+def test_experiments_run_single_threaded_and_restore_the_setting(tmp_path):
+    seen = []
+    fw._load_all()
+    fw._REGISTRY["toy-threads"] = fw.Experiment(
+        "toy-threads", "T", "p", "c", lambda run: seen.append(torch.get_num_threads())
+    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fw.run_experiment("toy-threads", out=tmp_path, progress=False)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+        del fw._REGISTRY["toy-threads"]

@@ -8,6 +8,7 @@ sol = nde.solve(lambda t, y: -y, torch.ones(3), torch.linspace(0, 1, 11), solver
 
 from __future__ import annotations
 
+from . import datasets as datasets
 from . import gradients as gradients
 from . import models as models
 from . import solvers as solvers

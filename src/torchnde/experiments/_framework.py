@@ -55,19 +55,25 @@ class Experiment:
     paper: str
     claim: str
     fn: Callable[[Run], None]
-    quick_seconds: float = 90.0
+    threads: int | None = 1
 
 
 _REGISTRY: dict[str, Experiment] = {}
 
 
-def experiment(name: str, *, title: str, paper: str, claim: str) -> Callable:
-    """Register ``fn(run)`` as the experiment ``name`` (``torchnde run NAME``)."""
+def experiment(name: str, *, title: str, paper: str, claim: str, threads: int | None = 1) -> Callable:
+    """Register ``fn(run)`` as the experiment ``name`` (``torchnde run NAME``).
+
+    ``threads``: torch's intra-op threads while it runs (restored after). Default 1: the
+    models of these reproductions multiply matrices of a few dozen rows, where a second
+    thread only adds synchronisation (measured 10-20x slower steps on a shared 2-core
+    machine); ``None`` leaves torch's setting alone (large convolutional models).
+    """
 
     def register(fn: Callable[[Run], None]) -> Callable[[Run], None]:
         if name in _REGISTRY:
             raise ValueError(f"experiment {name!r} is registered twice")
-        _REGISTRY[name] = Experiment(name, title, paper, claim, fn)
+        _REGISTRY[name] = Experiment(name, title, paper, claim, fn, threads)
         return fn
 
     return register
@@ -331,11 +337,14 @@ def run_experiment(
     seed_everything(seed)
     run = Run(folder, quick=quick, seed=seed, progress=progress)
     start = time.perf_counter()
-    dtype = torch.get_default_dtype()
+    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+    if exp.threads is not None:
+        torch.set_num_threads(exp.threads)
     try:
         exp.fn(run)
     finally:
         torch.set_default_dtype(dtype)
+        torch.set_num_threads(threads)
     return run.write(exp, time.perf_counter() - start)
 
 

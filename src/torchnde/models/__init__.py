@@ -6,7 +6,11 @@
 | :class:`AugmentedNeuralODE` | Dupont et al., NeurIPS 2019; input-layer: Massaroli et al., NeurIPS 2020 |
 | :class:`SecondOrderNeuralODE` | Norcliffe et al., NeurIPS 2020 |
 | :class:`DataControlledNeuralODE`, :class:`DepthVariantNeuralODE` | Massaroli et al., NeurIPS 2020 |
+| :class:`HamiltonianNN`, :class:`SeparableHamiltonianNN` | Greydanus et al., NeurIPS 2019 |
+| :class:`LagrangianNN` | Cranmer et al., ICLR 2020 workshop |
+| :class:`UniversalODE` | Rackauckas et al., arXiv 2001.04385 |
 | :class:`KineticEnergy`, :class:`JacobianFrobenius` | Finlay et al., ICML 2020 |
+| :class:`PINN` (a contrast: the network is the solution, no ODE solve) | Raissi et al., JCP 2019 |
 """
 
 from ._base import SolveOptions, as_field
@@ -18,23 +22,37 @@ from .depth_variant import (
     GalerkinLinear,
     PolynomialBasis,
 )
+from .hamiltonian import HamiltonianNN, SeparableHamiltonianNN
+from .lagrangian import LagrangianNN
 from .neural_ode import DataControlledNeuralODE, NeuralODE
+from .pinn import PINN, BurgersResidual, Partials, burgers_residual, tanh_network
 from .regularisers import JacobianFrobenius, KineticEnergy, Regulariser
 from .second_order import SecondOrderNeuralODE
+from .universal import UniversalODE, fit_staged
 
 __all__ = [
+    "PINN",
     "AugmentedNeuralODE",
     "Basis",
+    "BurgersResidual",
     "DataControlledNeuralODE",
     "DepthVariantNeuralODE",
     "FourierBasis",
     "GalerkinLinear",
+    "HamiltonianNN",
     "JacobianFrobenius",
     "KineticEnergy",
+    "LagrangianNN",
     "NeuralODE",
+    "Partials",
     "PolynomialBasis",
     "Regulariser",
     "SecondOrderNeuralODE",
+    "SeparableHamiltonianNN",
     "SolveOptions",
+    "UniversalODE",
     "as_field",
+    "burgers_residual",
+    "fit_staged",
+    "tanh_network",
 ]

@@ -14,7 +14,7 @@ from .._solution import Solution, Stats
 from .._solve import solve
 from ..gradients import Adjoint
 
-__all__ = ["SolveOptions", "as_field"]
+__all__ = ["SolveOptions", "as_field", "check_span", "split_pair"]
 
 _SOLVE_KEYS = (
     "controller",
@@ -129,3 +129,43 @@ def time_grid(t_eval: Any, like: torch.Tensor) -> torch.Tensor:
     if not t.is_floating_point():
         t = t.to(torch.float64)
     return t
+
+
+def check_span(t_span: Any) -> tuple[float, float]:
+    """``t_span`` as two distinct floats ``(t0, t1)``, or a ``ValueError`` naming the fix."""
+    if len(t_span) != 2 or float(t_span[0]) == float(t_span[1]):
+        raise ValueError(f"t_span must be two distinct times (t0, t1), got {t_span!r}")
+    return float(t_span[0]), float(t_span[1])
+
+
+def split_pair(
+    y: Any, who: str, names: tuple[str, str] = ("q", "p")
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """``(a, b, was_tuple)`` from a tuple state ``(a, b)`` or a tensor ``cat([a, b], -1)``.
+
+    ``names`` name the halves in error messages (``("q", "p")``, ``("q", "qdot")``).
+    """
+    first, second = names
+    if isinstance(y, (tuple, list)):
+        if len(y) != 2 or not all(isinstance(v, torch.Tensor) for v in y):
+            raise TypeError(
+                f"{who}: a tuple state must be ({first}, {second}), two tensors; got {len(y)} items"
+            )
+        a, b = y
+        if a.shape[-1:] != b.shape[-1:]:
+            raise ValueError(
+                f"{who}: {first} and {second} must have the same last dimension, got {tuple(a.shape)} and "
+                f"{tuple(b.shape)}"
+            )
+        return a, b, True
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(
+            f"{who}: the state must be a tensor cat([{first}, {second}], -1) or a tuple ({first}, {second})"
+        )
+    if y.ndim == 0 or y.shape[-1] % 2:
+        raise ValueError(
+            f"{who}: a tensor state is cat([{first}, {second}], -1) and needs an even last dimension, got shape "
+            f"{tuple(y.shape)}; pass a tuple ({first}, {second}) instead if they differ in size"
+        )
+    a, b = y.chunk(2, dim=-1)
+    return a, b, False

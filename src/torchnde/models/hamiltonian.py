@@ -23,33 +23,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._base import SolveOptions, time_grid
+from ._base import SolveOptions, check_span, split_pair, time_grid
 
 __all__ = ["HamiltonianNN", "SeparableHamiltonianNN"]
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
-
-
-def _split_state(y: Any, who: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """``(q, p, was_tuple)`` from a tuple ``(q, p)`` or a tensor ``cat([q, p], -1)``."""
-    if isinstance(y, (tuple, list)):
-        if len(y) != 2 or not all(isinstance(v, torch.Tensor) for v in y):
-            raise TypeError(f"{who}: a tuple state must be (q, p), two tensors; got {len(y)} items")
-        q, p = y
-        if q.shape[-1:] != p.shape[-1:]:
-            raise ValueError(
-                f"{who}: q and p must have the same last dimension, got {tuple(q.shape)} and {tuple(p.shape)}"
-            )
-        return q, p, True
-    if not isinstance(y, torch.Tensor):
-        raise TypeError(f"{who}: the state must be a tensor cat([q, p], -1) or a tuple (q, p)")
-    if y.ndim == 0 or y.shape[-1] % 2:
-        raise ValueError(
-            f"{who}: a tensor state is cat([q, p], -1) and needs an even last dimension, got shape "
-            f"{tuple(y.shape)}; pass a tuple (q, p) instead if q and p differ"
-        )
-    q, p = y.chunk(2, dim=-1)
-    return q, p, False
 
 
 def _scalar_output(out: torch.Tensor, batch: torch.Size, who: str) -> torch.Tensor:
@@ -98,6 +76,9 @@ class HamiltonianNN(SolveOptions):
       once and differentiated with ``H.sum()``, so it must treat the samples independently
       (no batch normalisation).
     - ``control``: optional network :math:`q \mapsto G(q)` (``[..., d, m]``).
+    - ``t_span``: the interval integrated when :meth:`forward` gets no ``t_eval`` (default
+      ``(0, 1)``; the model then returns the final state, like
+      :class:`~torchnde.models.NeuralODE`).
     - solve options (``solver``, ``rtol``, ``atol``, ``dt``, ``gradient``, ...): see
       :class:`~torchnde.models._base.SolveOptions`. Adaptive solvers (``"tsit5"``, the default)
       work as they are; the symplectic ``solver="leapfrog"`` / ``"yoshida4"`` need ``dt=``.
@@ -126,8 +107,16 @@ class HamiltonianNN(SolveOptions):
     ```
     """
 
-    def __init__(self, hamiltonian: nn.Module, *, control: nn.Module | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        hamiltonian: nn.Module,
+        *,
+        control: nn.Module | None = None,
+        t_span: tuple[float, float] = (0.0, 1.0),
+        **options: Any,
+    ) -> None:
         super().__init__(**options)
+        self.t_span = check_span(t_span)
         if not callable(hamiltonian):
             raise TypeError(
                 f"hamiltonian must be a network mapping cat([q, p], -1) to H, got {type(hamiltonian).__name__}"
@@ -204,25 +193,28 @@ class HamiltonianNN(SolveOptions):
         ``y`` is a tuple ``(q, p)`` (returns ``(dq/dt, dp/dt)``) or a tensor ``cat([q, p], -1)``
         (returns ``cat([dq/dt, dp/dt], -1)``).
         """
-        q, p, was_tuple = _split_state(y, f"{type(self).__name__}.vector_field")
+        q, p, was_tuple = split_pair(y, f"{type(self).__name__}.vector_field")
         dq, dp = self.derivatives(q, p, t=t, u=u)
         return (dq, dp) if was_tuple else torch.cat([dq, dp], -1)
 
-    def forward(self, y0: State, t_eval: Any, u: Any = None) -> State:
-        r"""Integrate Hamilton's equations from ``y0`` and return the states at ``t_eval``.
+    def forward(self, y0: State, t_eval: Any = None, u: Any = None) -> State:
+        r"""Integrate Hamilton's equations from ``y0``: the trajectory at ``t_eval``, or the state at
+        ``t_span[1]`` when ``t_eval`` is None.
 
         ``y0``: a tuple ``(q0, p0)`` (each ``[..., d]``) or a tensor ``cat([q0, p0], -1)``.
-        Returns the same form with time first: ``(qs, ps)`` of ``[len(t_eval), ..., d]``, or a
-        tensor ``[len(t_eval), ..., 2d]``. ``u``: the control input (see the class docstring).
+        Returns the same form: with ``t_eval``, time first (``(qs, ps)`` of
+        ``[len(t_eval), ..., d]`` or a tensor ``[len(t_eval), ..., 2d]``). ``u``: the control input
+        (see the class docstring).
         """
-        q0, p0, was_tuple = _split_state(y0, f"{type(self).__name__}.forward")
-        t = time_grid(t_eval, q0)
+        q0, p0, was_tuple = split_pair(y0, f"{type(self).__name__}.forward")
+        t = time_grid(self.t_span if t_eval is None else t_eval, q0)
 
         def field(s: Any, y: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
             return self.derivatives(y[0], y[1], t=s, u=u)
 
-        sol = self._solve(field, (q0, p0), t)
-        qs, ps = sol.ys
+        qs, ps = self._solve(field, (q0, p0), t).ys
+        if t_eval is None:
+            qs, ps = qs[-1], ps[-1]
         return (qs, ps) if was_tuple else torch.cat([qs, ps], -1)
 
 
@@ -331,7 +323,7 @@ class SeparableHamiltonianNN(HamiltonianNN):
     - ``mass=`` an ``nn.Module`` mapping ``q`` to the ``d(d+1)/2`` raw entries of :math:`L(q)`
       (row-major lower triangle; the diagonal entries go through ``softplus(.) + 1e-3``).
 
-    Other arguments as :class:`HamiltonianNN` (``control``, solve options).
+    Other arguments as :class:`HamiltonianNN` (``control``, ``t_span``, solve options).
 
     ```python
     import torch
@@ -353,6 +345,7 @@ class SeparableHamiltonianNN(HamiltonianNN):
         mass: str | nn.Module = "constant",
         mass_hidden: int = 64,
         control: nn.Module | None = None,
+        t_span: tuple[float, float] = (0.0, 1.0),
         **options: Any,
     ) -> None:
         if not isinstance(dim, int) or dim < 1:
@@ -367,7 +360,9 @@ class SeparableHamiltonianNN(HamiltonianNN):
             cholesky = _NetworkCholesky(dim, _default_mass_network(dim, mass_hidden))
         else:
             raise ValueError(f"mass must be 'constant', 'learned' or an nn.Module, got {mass!r}")
-        super().__init__(_MassPotentialHamiltonian(potential, cholesky, dim), control=control, **options)
+        super().__init__(
+            _MassPotentialHamiltonian(potential, cholesky, dim), control=control, t_span=t_span, **options
+        )
         self.dim = dim
         self.mass_kind = mass if isinstance(mass, str) else "network"
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._base import SolveOptions, as_field, time_grid
+from ._base import SolveOptions, as_field, check_span, time_grid
 from .regularisers import Regulariser, augment_field, penalty
 
 __all__ = ["DataControlledNeuralODE", "NeuralODE"]
@@ -57,13 +57,11 @@ class NeuralODE(SolveOptions):
         **options: Any,
     ) -> None:
         super().__init__(**options)
-        if len(t_span) != 2 or t_span[0] == t_span[1]:
-            raise ValueError(f"t_span must be two distinct times (t0, t1), got {t_span!r}")
         for r in regularisers:
             if not isinstance(r, Regulariser):
                 raise TypeError(f"regularisers must be KineticEnergy/JacobianFrobenius objects, got {r!r}")
         self.field = field
-        self.t_span = (float(t_span[0]), float(t_span[1]))
+        self.t_span = check_span(t_span)
         self.regularisers = tuple(regularisers)
         self.regularisation: torch.Tensor | None = None
 

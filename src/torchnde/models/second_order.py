@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._base import SolveOptions, as_field, time_grid
+from ._base import SolveOptions, as_field, check_span, time_grid
 
 __all__ = ["SecondOrderNeuralODE"]
 
@@ -58,7 +58,7 @@ class SecondOrderNeuralODE(SolveOptions):
             raise TypeError("velocity must be None (zeros or v0 given) or a module v0 = velocity(x0)")
         self.acceleration = acceleration
         self.velocity = velocity
-        self.t_span = (float(t_span[0]), float(t_span[1]))
+        self.t_span = check_span(t_span)
 
     def accel(self, t: torch.Tensor, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """The learned acceleration :math:`a_\\theta(t, x, v)`."""

@@ -1,0 +1,66 @@
+"""Data for the experiments and examples: seeded generators and reference solutions.
+
+Nothing is downloaded: every set is generated (with a ``seed``) or computed from a closed form.
+
+| generator | what |
+|---|---|
+| :func:`mass_spring`, :func:`pendulum`, :func:`two_body`, :func:`double_pendulum`, :func:`relativistic_particle` | physical trajectories with exact derivatives and energies (:class:`Trajectories`) |
+| :func:`lotka_volterra`, :func:`damped_oscillators` | the UDE and SONODE set-ups (:class:`Observations`) |
+| :func:`g1d`, :func:`concentric_spheres`, :func:`reflection`, :func:`twist` | toy maps of the ANODE / Dissecting / RNODE papers |
+| :func:`burgers_solution`, :func:`burgers_grid` and samplers | Burgers' equation by Cole–Hopf (Gauss–Hermite quadrature) |
+
+```python
+from torchnde import datasets
+data = datasets.lotka_volterra(seed=0)
+data.t.shape, data.noisy.shape
+```
+"""
+
+from .burgers import (
+    BURGERS_NU,
+    burgers_grid,
+    burgers_solution,
+    collocation_points,
+    initial_boundary_points,
+    solution_points,
+)
+from .physics import (
+    Trajectories,
+    double_pendulum,
+    mass_spring,
+    pendulum,
+    relativistic_particle,
+    two_body,
+)
+from .systems import (
+    Observations,
+    damped_oscillator_field,
+    damped_oscillators,
+    lotka_volterra,
+    lotka_volterra_field,
+)
+from .toys import concentric_spheres, g1d, reflection, twist
+
+__all__ = [
+    "BURGERS_NU",
+    "Observations",
+    "Trajectories",
+    "burgers_grid",
+    "burgers_solution",
+    "collocation_points",
+    "concentric_spheres",
+    "damped_oscillator_field",
+    "damped_oscillators",
+    "double_pendulum",
+    "g1d",
+    "initial_boundary_points",
+    "lotka_volterra",
+    "lotka_volterra_field",
+    "mass_spring",
+    "pendulum",
+    "reflection",
+    "relativistic_particle",
+    "solution_points",
+    "twist",
+    "two_body",
+]
