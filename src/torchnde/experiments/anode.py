@@ -110,8 +110,7 @@ def single_thread() -> Iterator[None]:
     ```python
     import torch
     from torchnde.experiments.anode import single_thread
-    with single_thread():
-        torch.get_num_threads()   # 1
+    torch.get_num_threads()   # 1
     ```
     """
     threads = torch.get_num_threads()
@@ -146,8 +145,7 @@ def _history_plot(
 )
 def run_anode_g1d(run: Run) -> None:
     """NODE (1-D state) vs ANODE (1 zero-augmented dimension, output = first coordinate) on g1d."""
-    with single_thread():
-        _anode_g1d(run)
+    _anode_g1d(run)
 
 
 def _anode_g1d(run: Run) -> None:
@@ -265,8 +263,7 @@ def _accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
 )
 def run_anode_spheres(run: Run) -> None:
     """NODE vs ANODE(5) on Dupont's concentric-spheres configuration, dopri5 at tol 1e-3."""
-    with single_thread():
-        _anode_spheres(run)
+    _anode_spheres(run)
 
 
 def _train_spheres(

@@ -30,7 +30,7 @@ from torchnde.datasets.toys import reflection
 from torchnde.models import DataControlledNeuralODE, DepthVariantNeuralODE, NeuralODE
 
 from ._framework import Run, experiment
-from .anode import TimeMLP, single_thread
+from .anode import TimeMLP
 
 __all__: list[str] = []
 
@@ -85,9 +85,8 @@ def _forced_relaxation(
 )
 def run_dissecting(run: Run) -> None:
     """Reflection with a data-controlled vs vanilla NODE; Galerkin vs autonomous NODE on a forced system."""
-    with single_thread():
-        _reflection(run)
-        _galerkin(run)
+    _reflection(run)
+    _galerkin(run)
 
 
 def _reflection(run: Run) -> None:

@@ -27,9 +27,8 @@ print(doc["passed"], [c["measured"] for c in doc["checks"]])
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -44,17 +43,6 @@ from ._framework import Run, experiment
 __all__: list[str] = []
 
 _PAPER = "S. Greydanus, M. Dzamba, J. Yosinski, Hamiltonian Neural Networks, NeurIPS 2019, arXiv:1906.01563"
-
-
-@contextlib.contextmanager
-def _single_thread() -> Iterator[None]:
-    """Run with one intra-op thread (restored after): these batches are too small to share."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _repo_mlp(n_in: int, n_out: int, hidden: int = 200) -> nn.Sequential:
@@ -284,45 +272,44 @@ def _max_deviation(energy: torch.Tensor, e0: torch.Tensor) -> float:
 )
 def run_hnn_spring(run: Run) -> None:
     """The repository's spring recipe; energy MSE, test loss and a 1,000-step energy drift."""
-    with _single_thread():
-        data = mass_spring(seed=run.seed)
-        train, test = data.split(0.5)
-        steps = run.pick(500, 2000)
-        pair = _Pair(run, train, test, steps, weight_decay=1e-4)
-        # The same recipe for an HNN of the separable form p^2/(2m) + V(q), so that leapfrog is
-        # exactly symplectic for it (a general MLP H(q, p) is not separable).
-        sep = SeparableHamiltonianNN(_repo_mlp(1, 1), 1)
-        x, dx = train.flat()
-        hist_sep = _fit_derivatives(
-            run, "separable", sep, lambda v: sep.vector_field(0.0, v), x, dx, steps, weight_decay=1e-4
-        )
-        sep_test = _mse(sep.vector_field(0.0, pair.x_test).detach(), pair.dx_test)
-        run.metric("separable_hnn_test_derivative_mse", sep_test)
-        run.metric("separable_hnn_mass", float(sep.mass_matrix(torch.zeros(1)).detach().squeeze()))
-        x0 = test.x_clean[:, 0]
-        ev = _energy_rollouts(pair, data, x0, 20.0, 0.05)
-        ratio = _record_common(run, pair, ev)
+    data = mass_spring(seed=run.seed)
+    train, test = data.split(0.5)
+    steps = run.pick(500, 2000)
+    pair = _Pair(run, train, test, steps, weight_decay=1e-4)
+    # The same recipe for an HNN of the separable form p^2/(2m) + V(q), so that leapfrog is
+    # exactly symplectic for it (a general MLP H(q, p) is not separable).
+    sep = SeparableHamiltonianNN(_repo_mlp(1, 1), 1)
+    x, dx = train.flat()
+    hist_sep = _fit_derivatives(
+        run, "separable", sep, lambda v: sep.vector_field(0.0, v), x, dx, steps, weight_decay=1e-4
+    )
+    sep_test = _mse(sep.vector_field(0.0, pair.x_test).detach(), pair.dx_test)
+    run.metric("separable_hnn_test_derivative_mse", sep_test)
+    run.metric("separable_hnn_mass", float(sep.mass_matrix(torch.zeros(1)).detach().squeeze()))
+    x0 = test.x_clean[:, 0]
+    ev = _energy_rollouts(pair, data, x0, 20.0, 0.05)
+    ratio = _record_common(run, pair, ev)
 
-        # 1,000 steps of dt = 0.1 from the test initial states.
-        t_long = torch.linspace(0.0, 100.0, 1001, dtype=torch.float64)
-        q0, p0 = x0[:, :1], x0[:, 1:]
+    # 1,000 steps of dt = 0.1 from the test initial states.
+    t_long = torch.linspace(0.0, 100.0, 1001, dtype=torch.float64)
+    q0, p0 = x0[:, :1], x0[:, 1:]
 
-        def leapfrog(model: HamiltonianNN) -> torch.Tensor:
-            q, p = _rollout(lambda t, y: model.derivatives(*y), (q0, p0), t_long, "leapfrog", 0.1)
-            return torch.cat([q, p], -1)
+    def leapfrog(model: HamiltonianNN) -> torch.Tensor:
+        q, p = _rollout(lambda t, y: model.derivatives(*y), (q0, p0), t_long, "leapfrog", 0.1)
+        return torch.cat([q, p], -1)
 
-        long = {
-            "hnn_rk4": _rollout(pair.hnn_field, x0, t_long, "rk4", 0.1),
-            "baseline_rk4": _rollout(pair.baseline_field, x0, t_long, "rk4", 0.1),
-            "separable_leapfrog": leapfrog(sep),
-            "hnn_leapfrog": leapfrog(pair.hnn),
-        }
-        e0 = data.energy_fn(x0.to(torch.float64))
-        energies = {k: data.energy_fn(v.to(torch.float64)) for k, v in long.items()}
-        drift = {k: _relative_drift(e, 100) for k, e in energies.items()}
-        deviation = {k: _max_deviation(e, e0) for k, e in energies.items()}
-        run.metric("relative_energy_drift_1000_steps", drift)
-        run.metric("max_relative_energy_deviation_1000_steps", deviation)
+    long = {
+        "hnn_rk4": _rollout(pair.hnn_field, x0, t_long, "rk4", 0.1),
+        "baseline_rk4": _rollout(pair.baseline_field, x0, t_long, "rk4", 0.1),
+        "separable_leapfrog": leapfrog(sep),
+        "hnn_leapfrog": leapfrog(pair.hnn),
+    }
+    e0 = data.energy_fn(x0.to(torch.float64))
+    energies = {k: data.energy_fn(v.to(torch.float64)) for k, v in long.items()}
+    drift = {k: _relative_drift(e, 100) for k, e in energies.items()}
+    deviation = {k: _max_deviation(e, e0) for k, e in energies.items()}
+    run.metric("relative_energy_drift_1000_steps", drift)
+    run.metric("max_relative_energy_deviation_1000_steps", deviation)
 
     paper_ratio = 1.71e-1 / 3.84e-4
     run.note(
@@ -414,14 +401,13 @@ def run_hnn_spring(run: Run) -> None:
 )
 def run_hnn_pendulum(run: Run) -> None:
     """The repository's pendulum recipe (H = 2(1 - cos q) + p^2); energy MSE ratio vs the paper's."""
-    with _single_thread():
-        data = pendulum(seed=run.seed)
-        train, test = data.split(0.5)
-        steps = run.pick(1000, 2000)
-        pair = _Pair(run, train, test, steps, weight_decay=1e-4)
-        x0 = test.x_clean[:, 0]
-        ev = _energy_rollouts(pair, data, x0, 20.0, 0.05)
-        ratio = _record_common(run, pair, ev)
+    data = pendulum(seed=run.seed)
+    train, test = data.split(0.5)
+    steps = run.pick(1000, 2000)
+    pair = _Pair(run, train, test, steps, weight_decay=1e-4)
+    x0 = test.x_clean[:, 0]
+    ev = _energy_rollouts(pair, data, x0, 20.0, 0.05)
+    ratio = _record_common(run, pair, ev)
 
     paper_ratio = 4.15e-2 / 2.49e-2
     run.metric("paper_energy_mse_ratio", paper_ratio)
@@ -452,15 +438,14 @@ def run_hnn_pendulum(run: Run) -> None:
 )
 def run_hnn_two_body(run: Run) -> None:
     """Near-circular two-body orbits (8 coordinates); energy MSE of RK4 rollouts."""
-    with _single_thread():
-        n_orbits = run.pick(100, 250)
-        data = two_body(n_orbits, seed=run.seed)
-        test, train = data.split(0.2)  # the repository holds out 20%
-        steps = run.pick(1500, 6000)
-        pair = _Pair(run, train, test, steps, batch=run.pick(400, 500), decay=True)
-        x0 = test.x_clean[:, 0]
-        ev = _energy_rollouts(pair, data, x0, 20.0, 0.05)
-        ratio = _record_common(run, pair, ev)
+    n_orbits = run.pick(100, 250)
+    data = two_body(n_orbits, seed=run.seed)
+    test, train = data.split(0.2)  # the repository holds out 20%
+    steps = run.pick(1500, 6000)
+    pair = _Pair(run, train, test, steps, batch=run.pick(400, 500), decay=True)
+    x0 = test.x_clean[:, 0]
+    ev = _energy_rollouts(pair, data, x0, 20.0, 0.05)
+    ratio = _record_common(run, pair, ev)
 
     paper_ratio = 6.33e-2 / 3.88e-5
     run.metric("paper_energy_mse_ratio", paper_ratio)

@@ -36,7 +36,7 @@ from torchnde.models.lagrangian import LagrangianNN
 from ._framework import Run, experiment
 
 __all__: list[str] = []
-from .hnn import _fit_derivatives, _mse, _single_thread
+from .hnn import _fit_derivatives, _mse
 
 # Turning points up to 2 (energy up to 3 = gamma_max): speeds up to about 0.94 c.
 _AMPLITUDE = (0.5, 2.0)
@@ -106,57 +106,54 @@ def _finite_or_inf(value: float) -> float:
 )
 def run_lnn_double_pendulum(run: Run) -> None:
     """LNN vs an acceleration MLP on one double-pendulum trajectory; energy error of 1,000-step rollouts."""
-    with _single_thread():
-        # full tier: the repository's data set (3,000 points, one per second); quick: 600 on [0, 120]
-        n_points, t_end = run.pick((600, 120.0), (3000, 3000.0))
-        data = double_pendulum(n_points, t_span=(0.0, t_end), seed=run.seed)
-        train, test = data.split(0.5)
-        x, dx = train.flat()
-        x_test, dx_test = test.flat()
-        acc, acc_test = dx[:, 2:], dx_test[:, 2:]
-        steps = run.pick(600, 4000)
-        batch = run.pick(None, 500)
-        scale = 1.0 / float(x[:, 2:].std())
+    # full tier: the repository's data set (3,000 points, one per second); quick: 600 on [0, 120]
+    n_points, t_end = run.pick((600, 120.0), (3000, 3000.0))
+    data = double_pendulum(n_points, t_span=(0.0, t_end), seed=run.seed)
+    train, test = data.split(0.5)
+    x, dx = train.flat()
+    x_test, dx_test = test.flat()
+    acc, acc_test = dx[:, 2:], dx_test[:, 2:]
+    steps = run.pick(600, 4000)
+    batch = run.pick(None, 500)
+    scale = 1.0 / float(x[:, 2:].std())
 
-        lnn = LagrangianNN(_KineticPrior(_softplus_mlp(6, 1, head=_AngleFeatures(2, scale)), 2, scale))
-        base = _softplus_mlp(6, 2, head=_AngleFeatures(2, scale))
+    lnn = LagrangianNN(_KineticPrior(_softplus_mlp(6, 1, head=_AngleFeatures(2, scale)), 2, scale))
+    base = _softplus_mlp(6, 2, head=_AngleFeatures(2, scale))
 
-        def lnn_acc(v: torch.Tensor) -> torch.Tensor:
-            return lnn.accelerations(v[:, :2], v[:, 2:])
+    def lnn_acc(v: torch.Tensor) -> torch.Tensor:
+        return lnn.accelerations(v[:, :2], v[:, 2:])
 
-        hist_lnn = _fit_derivatives(run, "lnn", lnn, lnn_acc, x, acc, steps, lr=1e-2, decay=True, batch=batch)
-        hist_base = _fit_derivatives(
-            run, "baseline", base, base, x, acc, steps, lr=1e-2, decay=True, batch=batch
-        )
-        with torch.no_grad():
-            test_mse = {"lnn": _mse(lnn_acc(x_test), acc_test), "baseline": _mse(base(x_test), acc_test)}
-            train_mse = {"lnn": _mse(lnn_acc(x), acc), "baseline": _mse(base(x), acc)}
-            _, rows = lnn.gradient_and_hessian(x_test[:, :2], x_test[:, 2:])
-            mass_eigs = torch.linalg.eigvalsh(0.5 * (rows[..., 2:] + rows[..., 2:].mT))
+    hist_lnn = _fit_derivatives(run, "lnn", lnn, lnn_acc, x, acc, steps, lr=1e-2, decay=True, batch=batch)
+    hist_base = _fit_derivatives(run, "baseline", base, base, x, acc, steps, lr=1e-2, decay=True, batch=batch)
+    with torch.no_grad():
+        test_mse = {"lnn": _mse(lnn_acc(x_test), acc_test), "baseline": _mse(base(x_test), acc_test)}
+        train_mse = {"lnn": _mse(lnn_acc(x), acc), "baseline": _mse(base(x), acc)}
+        _, rows = lnn.gradient_and_hessian(x_test[:, :2], x_test[:, 2:])
+        mass_eigs = torch.linalg.eigvalsh(0.5 * (rows[..., 2:] + rows[..., 2:].mT))
 
-        # RK4 steps of dt = 0.01 from 8 states spread over the test half: 1,000 for the check, and
-        # in the full tier 5,000 to show the longer-term trend.
-        pick = torch.linspace(0, test.x.shape[1] - 1, 8).round().long()
-        x0 = test.x_clean[0, pick]
-        n_steps, dt = run.pick(1000, 5000), 0.01
-        trajs = {
-            "true": data.reference(x0, torch.linspace(0.0, n_steps * dt, n_steps + 1, dtype=torch.float64)),
-            "lnn": _rk4_rollout(lambda t, y: lnn.vector_field(t, y), x0, n_steps, dt),
-            "baseline": _rk4_rollout(lambda t, y: torch.cat([y[..., 2:], base(y)], -1), x0, n_steps, dt),
-        }
-        e0 = data.energy_fn(x0.to(torch.float64))
-        energies = {k: data.energy_fn(v.to(torch.float64)) for k, v in trajs.items()}
-        rel_t = {k: (e - e0).abs() / e0 for k, e in energies.items()}  # [T, 8]
-        error = {k: _finite_or_inf(float(v[:1001].amax(0).mean())) for k, v in rel_t.items()}
-        final = {k: _finite_or_inf(float(v[1000].mean())) for k, v in rel_t.items()}
-        windows = {
-            k: [
-                _finite_or_inf(float(v[i * 1000 : (i + 1) * 1000 + 1].amax(0).mean()))
-                for i in range(n_steps // 1000)
-            ]
-            for k, v in rel_t.items()
-            if k != "true"
-        }
+    # RK4 steps of dt = 0.01 from 8 states spread over the test half: 1,000 for the check, and
+    # in the full tier 5,000 to show the longer-term trend.
+    pick = torch.linspace(0, test.x.shape[1] - 1, 8).round().long()
+    x0 = test.x_clean[0, pick]
+    n_steps, dt = run.pick(1000, 5000), 0.01
+    trajs = {
+        "true": data.reference(x0, torch.linspace(0.0, n_steps * dt, n_steps + 1, dtype=torch.float64)),
+        "lnn": _rk4_rollout(lambda t, y: lnn.vector_field(t, y), x0, n_steps, dt),
+        "baseline": _rk4_rollout(lambda t, y: torch.cat([y[..., 2:], base(y)], -1), x0, n_steps, dt),
+    }
+    e0 = data.energy_fn(x0.to(torch.float64))
+    energies = {k: data.energy_fn(v.to(torch.float64)) for k, v in trajs.items()}
+    rel_t = {k: (e - e0).abs() / e0 for k, e in energies.items()}  # [T, 8]
+    error = {k: _finite_or_inf(float(v[:1001].amax(0).mean())) for k, v in rel_t.items()}
+    final = {k: _finite_or_inf(float(v[1000].mean())) for k, v in rel_t.items()}
+    windows = {
+        k: [
+            _finite_or_inf(float(v[i * 1000 : (i + 1) * 1000 + 1].amax(0).mean()))
+            for i in range(n_steps // 1000)
+        ]
+        for k, v in rel_t.items()
+        if k != "true"
+    }
 
     run.metric("train_acceleration_mse", train_mse)
     run.metric("test_acceleration_mse", test_mse)
@@ -258,73 +255,70 @@ def _to_velocity(x: torch.Tensor) -> torch.Tensor:
 )
 def run_lnn_relativistic(run: Run) -> None:
     """LNN on (q, q̇) vs an HNN with p := q̇ (and an HNN with the canonical p as a control)."""
-    with _single_thread():
-        n_traj = run.pick(20, 60)
-        data = relativistic_particle(n_traj, amplitude=_AMPLITUDE, seed=run.seed)
-        canon = relativistic_particle(n_traj, amplitude=_AMPLITUDE, coordinates="canonical", seed=run.seed)
-        train, test = data.split(0.5)
-        ctrain, _ = canon.split(0.5)
-        x, dx = train.flat()
-        cx, cdx = ctrain.flat()
-        steps = run.pick(500, 3000)
+    n_traj = run.pick(20, 60)
+    data = relativistic_particle(n_traj, amplitude=_AMPLITUDE, seed=run.seed)
+    canon = relativistic_particle(n_traj, amplitude=_AMPLITUDE, coordinates="canonical", seed=run.seed)
+    train, test = data.split(0.5)
+    ctrain, _ = canon.split(0.5)
+    x, dx = train.flat()
+    cx, cdx = ctrain.flat()
+    steps = run.pick(500, 3000)
 
-        scale = 1.0 / float(x[:, 1:].std())
-        lnn = LagrangianNN(_KineticPrior(_softplus_mlp(2, 1), 1, scale))
-        hnn = HamiltonianNN(_softplus_mlp(2, 1))
-        hnn_canonical = HamiltonianNN(_softplus_mlp(2, 1))
+    scale = 1.0 / float(x[:, 1:].std())
+    lnn = LagrangianNN(_KineticPrior(_softplus_mlp(2, 1), 1, scale))
+    hnn = HamiltonianNN(_softplus_mlp(2, 1))
+    hnn_canonical = HamiltonianNN(_softplus_mlp(2, 1))
 
-        def lnn_acc(v: torch.Tensor) -> torch.Tensor:
-            return lnn.accelerations(v[:, :1], v[:, 1:])
+    def lnn_acc(v: torch.Tensor) -> torch.Tensor:
+        return lnn.accelerations(v[:, :1], v[:, 1:])
 
-        hist = {
-            "lnn": _fit_derivatives(run, "lnn", lnn, lnn_acc, x, dx[:, 1:], steps, lr=1e-2, decay=True),
-            "hnn": _fit_derivatives(
-                run, "hnn", hnn, lambda v: hnn.vector_field(0.0, v), x, dx, steps, lr=1e-2, decay=True
-            ),
-            "hnn_canonical": _fit_derivatives(
-                run,
-                "hnn_canonical",
-                hnn_canonical,
-                lambda v: hnn_canonical.vector_field(0.0, v),
-                cx,
-                cdx,
-                steps,
-                lr=1e-2,
-                decay=True,
-            ),
+    hist = {
+        "lnn": _fit_derivatives(run, "lnn", lnn, lnn_acc, x, dx[:, 1:], steps, lr=1e-2, decay=True),
+        "hnn": _fit_derivatives(
+            run, "hnn", hnn, lambda v: hnn.vector_field(0.0, v), x, dx, steps, lr=1e-2, decay=True
+        ),
+        "hnn_canonical": _fit_derivatives(
+            run,
+            "hnn_canonical",
+            hnn_canonical,
+            lambda v: hnn_canonical.vector_field(0.0, v),
+            cx,
+            cdx,
+            steps,
+            lr=1e-2,
+            decay=True,
+        ),
+    }
+    x_test, dx_test = test.flat()
+    with torch.no_grad():
+        test_mse = {
+            "lnn": _mse(lnn_acc(x_test), dx_test[:, 1:]),
+            "hnn": _mse(hnn.vector_field(0.0, x_test)[:, 1:], dx_test[:, 1:]),
         }
-        x_test, dx_test = test.flat()
-        with torch.no_grad():
-            test_mse = {
-                "lnn": _mse(lnn_acc(x_test), dx_test[:, 1:]),
-                "hnn": _mse(hnn.vector_field(0.0, x_test)[:, 1:], dx_test[:, 1:]),
-            }
 
-        n_steps, dt = 1000, 0.01
-        x0 = test.x_clean[:, 0]
-        t = torch.linspace(0.0, n_steps * dt, n_steps + 1, dtype=torch.float64)
-        gamma = 1 / torch.sqrt(1 - x0[:, 1:].square())
-        x0_canonical = torch.cat([x0[:, :1], gamma * x0[:, 1:]], -1)
-        trajs = {
-            "true": data.reference(x0, t),
-            "lnn": _rk4_rollout(lambda s, y: lnn.vector_field(s, y), x0, n_steps, dt),
-            "hnn": _rk4_rollout(lambda s, y: hnn.vector_field(s, y), x0, n_steps, dt),
-            "hnn_canonical": _to_velocity(
-                _rk4_rollout(lambda s, y: hnn_canonical.vector_field(s, y), x0_canonical, n_steps, dt)
-            ),
-        }
-        error = {
-            k: _finite_or_inf(_mse(v.double(), trajs["true"].double()))
-            for k, v in trajs.items()
-            if k != "true"
-        }
-        energies = {k: data.energy_fn(v.to(torch.float64)) for k, v in trajs.items()}
-        e0 = data.energy_fn(x0.to(torch.float64))
-        energy_error = {
-            k: _finite_or_inf(float(((e - e0).abs() / e0).amax(0).mean()))
-            for k, e in energies.items()
-            if k != "true"
-        }
+    n_steps, dt = 1000, 0.01
+    x0 = test.x_clean[:, 0]
+    t = torch.linspace(0.0, n_steps * dt, n_steps + 1, dtype=torch.float64)
+    gamma = 1 / torch.sqrt(1 - x0[:, 1:].square())
+    x0_canonical = torch.cat([x0[:, :1], gamma * x0[:, 1:]], -1)
+    trajs = {
+        "true": data.reference(x0, t),
+        "lnn": _rk4_rollout(lambda s, y: lnn.vector_field(s, y), x0, n_steps, dt),
+        "hnn": _rk4_rollout(lambda s, y: hnn.vector_field(s, y), x0, n_steps, dt),
+        "hnn_canonical": _to_velocity(
+            _rk4_rollout(lambda s, y: hnn_canonical.vector_field(s, y), x0_canonical, n_steps, dt)
+        ),
+    }
+    error = {
+        k: _finite_or_inf(_mse(v.double(), trajs["true"].double())) for k, v in trajs.items() if k != "true"
+    }
+    energies = {k: data.energy_fn(v.to(torch.float64)) for k, v in trajs.items()}
+    e0 = data.energy_fn(x0.to(torch.float64))
+    energy_error = {
+        k: _finite_or_inf(float(((e - e0).abs() / e0).amax(0).mean()))
+        for k, e in energies.items()
+        if k != "true"
+    }
 
     run.metric("rollout_state_mse", error)
     run.metric("relative_energy_error", energy_error)

@@ -20,10 +20,9 @@ differential equations*, J. Comput. Phys. 378, 686-707 (2019), arXiv:1711.10561,
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -47,18 +46,6 @@ _PAPER = (
 )
 _CLAIM = "relative L2 error 6.7e-4 with N_u = 100, N_f = 10,000, 9 layers x 20 tanh, L-BFGS"
 _SLICES = (0.25, 0.5, 0.75)
-
-
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread for the body: width-20 layers gain nothing from a second thread, and
-    on a shared 2-core machine it only adds contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 _LBFGS_INNER = 50  # L-BFGS iterations per recorded (and checkpointed) training step
@@ -146,8 +133,7 @@ def _fit(
 
 @experiment("pinn-burgers", title="PINN: Burgers' equation, forward problem", paper=_PAPER, claim=_CLAIM)
 def run_pinn_burgers(run: Run) -> None:
-    with _one_thread():
-        _pinn_burgers(run)
+    _pinn_burgers(run)
 
 
 def _pinn_burgers(run: Run) -> None:
@@ -356,8 +342,7 @@ _INVERSE_CLAIM = (
     claim=_INVERSE_CLAIM,
 )
 def run_pinn_burgers_inverse(run: Run) -> None:
-    with _one_thread():
-        _pinn_burgers_inverse(run)
+    _pinn_burgers_inverse(run)
 
 
 def _pinn_burgers_inverse(run: Run) -> None:

@@ -51,7 +51,7 @@ from torchnde.datasets.systems import damped_oscillators
 from torchnde.models import AugmentedNeuralODE, NeuralODE, SecondOrderNeuralODE
 
 from ._framework import Run, experiment
-from .anode import FirstCoordinates, single_thread
+from .anode import FirstCoordinates
 
 __all__: list[str] = []
 
@@ -89,8 +89,7 @@ def _law_fit(sonode: SecondOrderNeuralODE, xv: torch.Tensor) -> tuple[torch.Tens
 )
 def run_sonode_oscillators(run: Run) -> None:
     """Train SONODE, ANODE(1) and NODE on 30 damped oscillators; regress SONODE's acceleration."""
-    with single_thread():
-        _sonode(run)
+    _sonode(run)
 
 
 def _sonode(run: Run) -> None:
