@@ -14,11 +14,9 @@ E. Dupont, A. Doucet, Y. W. Teh, *Augmented Neural ODEs*, NeurIPS 2019, arXiv 19
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -29,7 +27,7 @@ from torchnde.models import AugmentedNeuralODE, NeuralODE
 
 from ._framework import Run, experiment
 
-__all__ = ["FirstCoordinates", "TimeMLP", "single_thread"]
+__all__ = ["FirstCoordinates", "TimeMLP"]
 
 
 class TimeMLP(nn.Module):
@@ -98,27 +96,6 @@ class FirstCoordinates(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return h[..., : self.k]
-
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run the body with one intra-op thread (restored after).
-
-    These toy models multiply matrices of a few dozen rows; on a shared 2-core machine the
-    second thread only adds contention (measured 10-20x slower steps here).
-
-    ```python
-    import torch
-    from torchnde.experiments.anode import single_thread
-    torch.get_num_threads()   # 1
-    ```
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _history_plot(
