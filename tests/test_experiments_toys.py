@@ -306,6 +306,8 @@ def test_rnode_quick_tier_trains_every_lambda_from_the_same_start(rnode_quick):
 
 @pytest.mark.slow
 def test_rnode_quick_tier_passes(rnode_quick):
+    # The quick tier (150 steps) passes; the full tier (1,000 steps) does not: 20% fewer NFE at
+    # the validation-chosen lambda = 0.1 (+0.02 nats), 30% only at lambda = 1 (+0.37 nats).
     assert rnode_quick["passed"], _failed(rnode_quick)
 
 
