@@ -47,6 +47,8 @@ import numpy as np
 import torch
 from numpy.polynomial.hermite import hermgauss
 
+from ._checks import check_count
+
 __all__ = [
     "BURGERS_NU",
     "burgers_grid",
@@ -187,12 +189,6 @@ def burgers_grid(
     return t, x, u
 
 
-def _check_count(n: int, name: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{name} must be a positive integer, got {n!r}")
-    return n
-
-
 def initial_boundary_points(
     n_u: int,
     *,
@@ -227,9 +223,9 @@ def initial_boundary_points(
     coords, values = initial_boundary_points(100, seed=0)   # [100, 2], [100, 1]
     ```
     """
-    _check_count(n_u, "n_u")
-    _check_count(n_t, "n_t")
-    _check_count(n_x, "n_x")
+    check_count(n_u, "n_u")
+    check_count(n_t, "n_t")
+    check_count(n_x, "n_x")
     x0 = np.linspace(-1.0, 1.0, n_x)
     tb = np.linspace(0.0, 1.0, n_t)
     coords = np.concatenate(
@@ -291,7 +287,7 @@ def collocation_points(
     xf = collocation_points(2000, seed=0)   # [2000, 2] in [0, 1] x [-1, 1]
     ```
     """
-    _check_count(n_f, "n_f")
+    check_count(n_f, "n_f")
     lo = np.array([t_range[0], x_range[0]], dtype=np.float64)
     hi = np.array([t_range[1], x_range[1]], dtype=np.float64)
     if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(hi > lo)):
@@ -335,7 +331,7 @@ def solution_points(
     coords, values = solution_points(2000, seed=0, noise=0.01)
     ```
     """
-    _check_count(n, "n")
+    check_count(n, "n")
     if not (math.isfinite(noise) and noise >= 0):
         raise ValueError(f"noise must be >= 0 (a fraction of std(u)), got {noise!r}")
     t, x, u = burgers_grid(n_t, n_x, nu=nu, nodes=nodes)

@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
+from ._checks import check_count, check_dtype
+
 __all__ = [
     "Trajectories",
     "double_pendulum",
@@ -149,12 +151,6 @@ class Trajectories:
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def _check_count(value: int, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def _check_range(value: Sequence[float], name: str, positive: bool = True) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in value)
@@ -168,8 +164,7 @@ def _check_range(value: Sequence[float], name: str, positive: bool = True) -> tu
 def _check_common(noise: float, seed: int, dtype: torch.dtype) -> np.random.Generator:
     if not isinstance(noise, (int, float)) or noise < 0 or not math.isfinite(noise):
         raise ValueError(f"noise must be a finite standard deviation >= 0, got {noise!r}")
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating torch dtype (e.g. torch.float32), got {dtype!r}")
+    check_dtype(dtype)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {seed!r}")
     return np.random.default_rng(seed)
@@ -276,8 +271,8 @@ def mass_spring(
     data = mass_spring(n_trajectories=10, seed=1)   # data.x: [10, 30, 2]
     ```
     """
-    _check_count(n_trajectories, "n_trajectories")
-    _check_count(n_points, "n_points")
+    check_count(n_trajectories, "n_trajectories")
+    check_count(n_points, "n_points")
     radius = _check_range(radius, "radius")
     rng = _check_common(noise, seed, dtype)
     y0 = _directions(rng, n_trajectories, radius)
@@ -331,8 +326,8 @@ def pendulum(
     data = pendulum(n_trajectories=5, seed=0)   # data.x: [5, 45, 2]
     ```
     """
-    _check_count(n_trajectories, "n_trajectories")
-    _check_count(n_points, "n_points")
+    check_count(n_trajectories, "n_trajectories")
+    check_count(n_points, "n_points")
     radius = _check_range(radius, "radius")
     rng = _check_common(noise, seed, dtype)
     y0 = _directions(rng, n_trajectories, radius)
@@ -392,8 +387,8 @@ def two_body(
     data = two_body(n_trajectories=4, seed=0)   # data.x: [4, 50, 8]
     ```
     """
-    _check_count(n_trajectories, "n_trajectories")
-    _check_count(n_points, "n_points")
+    check_count(n_trajectories, "n_trajectories")
+    check_count(n_points, "n_points")
     radius = _check_range(radius, "radius")
     if not isinstance(orbit_noise, (int, float)) or orbit_noise < 0:
         raise ValueError(f"orbit_noise must be >= 0, got {orbit_noise!r}")
@@ -484,7 +479,7 @@ def double_pendulum(
     data = double_pendulum(n_points=200, t_span=(0.0, 20.0))   # data.x: [1, 200, 4]
     ```
     """
-    _check_count(n_points, "n_points")
+    check_count(n_points, "n_points")
     rng = _check_common(noise, seed, dtype)
     start = np.atleast_2d(np.asarray(torch.as_tensor(y0, dtype=torch.float64)))
     if start.ndim != 2 or start.shape[-1] != 4:
@@ -557,8 +552,8 @@ def relativistic_particle(
     data = relativistic_particle(n_trajectories=8, seed=0)   # data.x: [8, 50, 2], (q, qdot)
     ```
     """
-    _check_count(n_trajectories, "n_trajectories")
-    _check_count(n_points, "n_points")
+    check_count(n_trajectories, "n_trajectories")
+    check_count(n_points, "n_points")
     amplitude = _check_range(amplitude, "amplitude")
     if coordinates not in ("velocity", "canonical"):
         raise ValueError(f"coordinates must be 'velocity' or 'canonical', got {coordinates!r}")

@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 import torch
 
 from .._solve import solve
+from ._checks import check_dtype
 
 __all__ = [
     "Observations",
@@ -69,12 +70,6 @@ class Observations(NamedTuple):
     clean: torch.Tensor
     noisy: torch.Tensor
     params: dict[str, Any]
-
-
-def _check_dtype(dtype: torch.dtype) -> torch.dtype:
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating torch dtype (torch.float64, torch.float32), got {dtype!r}")
-    return dtype
 
 
 def _check_noise(noise: float) -> float:
@@ -152,7 +147,7 @@ def lotka_volterra(
     t.shape, clean.shape                 # (torch.Size([31]), torch.Size([31, 2]))
     ```
     """
-    dtype = _check_dtype(dtype)
+    dtype = check_dtype(dtype)
     noise = _check_noise(noise)
     n = _check_grid(float(t_end), float(dt))
     u0 = tuple(float(v) for v in u0)
@@ -238,7 +233,7 @@ def damped_oscillators(
     clean.shape                           # torch.Size([100, 30, 2])
     ```
     """
-    dtype = _check_dtype(dtype)
+    dtype = check_dtype(dtype)
     noise = _check_noise(noise)
     if int(n) != n or n < 1:
         raise ValueError(f"n (number of oscillators) must be a positive integer, got {n!r}")

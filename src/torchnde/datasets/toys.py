@@ -29,6 +29,8 @@ import math
 
 import torch
 
+from ._checks import check_count, check_dtype
+
 __all__ = ["concentric_spheres", "g1d", "reflection", "twist"]
 
 
@@ -40,18 +42,6 @@ def _generator(seed: int | None) -> torch.Generator:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int (or None for a fresh one), got {seed!r}")
     return torch.Generator().manual_seed(seed)
-
-
-def _check_dtype(dtype: torch.dtype) -> torch.dtype:
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating torch dtype (e.g. torch.float32), got {dtype!r}")
-    return dtype
-
-
-def _check_count(value: int, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def g1d(
@@ -83,12 +73,12 @@ def g1d(
     x, y = g1d()            # x = [[-1], [1]], y = [[1], [-1]]
     ```
     """
-    _check_count(n, "n", 2)
+    check_count(n, "n", 2)
     if n % 2:
         raise ValueError(f"n must be even (half the points at -1, half at +1), got {n}")
     if not (math.isfinite(noise) and noise >= 0):
         raise ValueError(f"noise must be a finite standard deviation >= 0, got {noise!r}")
-    dtype = _check_dtype(dtype)
+    dtype = check_dtype(dtype)
     half = n // 2
     x = torch.cat([-torch.ones(half, 1, dtype=torch.float64), torch.ones(half, 1, dtype=torch.float64)])
     y = -x.clone()
@@ -145,14 +135,14 @@ def concentric_spheres(
     (x.norm(dim=1)[y[:, 0] < 0] <= 0.5).all()   # tensor(True)
     ```
     """
-    _check_count(dim, "dim")
-    _check_count(inner, "inner", 0)
-    _check_count(outer, "outer", 0)
+    check_count(dim, "dim")
+    check_count(inner, "inner", 0)
+    check_count(outer, "outer", 0)
     if inner + outer == 0:
         raise ValueError("concentric_spheres needs at least one point: inner + outer >= 1")
     if not (0 < r1 < r2 < r3 and math.isfinite(r3)):
         raise ValueError(f"the radii must satisfy 0 < r1 < r2 < r3 < inf, got {r1}, {r2}, {r3}")
-    dtype = _check_dtype(dtype)
+    dtype = check_dtype(dtype)
     gen = _generator(seed)
     x = torch.cat([_uniform_in_shell(inner, dim, 0.0, r1, gen), _uniform_in_shell(outer, dim, r2, r3, gen)])
     y = torch.cat([-torch.ones(inner, 1, dtype=torch.float64), torch.ones(outer, 1, dtype=torch.float64)])
@@ -190,10 +180,10 @@ def reflection(
     torch.equal(y, -x)   # True
     ```
     """
-    _check_count(n, "n")
+    check_count(n, "n")
     if not (math.isfinite(bound) and bound > 0):
         raise ValueError(f"bound must be a finite number > 0, got {bound!r}")
-    dtype = _check_dtype(dtype)
+    dtype = check_dtype(dtype)
     if domain == "points":
         if n % 2:
             raise ValueError(f"domain='points' needs an even n (half at -bound, half at +bound), got {n}")
@@ -242,10 +232,10 @@ def twist(
     torch.allclose(x.norm(dim=1), y.norm(dim=1))   # True: radii are kept
     ```
     """
-    _check_count(n, "n")
+    check_count(n, "n")
     if not (math.isfinite(amplitude) and math.isfinite(radius) and radius > 0):
         raise ValueError(f"twist needs a finite amplitude and radius > 0, got {amplitude!r}, {radius!r}")
-    dtype = _check_dtype(dtype)
+    dtype = check_dtype(dtype)
     x = _uniform_in_shell(n, 2, 0.0, radius, _generator(seed))
     angle = amplitude * torch.exp(-x.pow(2).sum(dim=1, keepdim=True))
     c, s = torch.cos(angle), torch.sin(angle)
