@@ -11,20 +11,15 @@ import torch
 from torch import nn
 
 from .._solution import Solution, Stats
-from .._solve import solve
+from .._solve import _OPTIONS, solve
 from ..gradients import Adjoint
 
 __all__ = ["SolveOptions", "as_field", "check_span", "split_pair"]
 
-_SOLVE_KEYS = (
-    "controller",
-    "per_sample",
-    "dense",
-    "max_steps",
-    "throw",
-    "progress",
-    "compile",
-    "event",
+# solve()'s options that a model takes as keywords besides its own solver/rtol/atol/dt/gradient
+# (save_steps is left out: a model returns its states, not a list of steps)
+_SOLVE_KEYS = tuple(
+    k for k in _OPTIONS if k not in {"solver", "rtol", "atol", "dt", "gradient", "save_steps"}
 )
 
 
