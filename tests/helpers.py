@@ -36,3 +36,10 @@ def expm_solution(a: torch.Tensor, y0: torch.Tensor, t: float) -> torch.Tensor:
 def fit_slope(hs: list[float], errs: list[float]) -> float:
     """Least-squares slope of log(err) against log(h)."""
     return float(np.polyfit(np.log(hs), np.log(errs), 1)[0])
+
+
+def flat_grad(module: torch.nn.Module) -> torch.Tensor:
+    """Every parameter's ``.grad`` concatenated into one vector (zeros where it is ``None``)."""
+    return torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in module.parameters()]
+    )

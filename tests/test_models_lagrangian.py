@@ -12,6 +12,8 @@ from torch import nn
 from torchnde.datasets.physics import _DoublePendulum
 from torchnde.models.lagrangian import LagrangianNN, lnn_init_
 
+from .helpers import flat_grad
+
 D64 = torch.float64
 
 
@@ -243,14 +245,7 @@ def test_adjoint_and_backprop_gradients_of_a_rollout_agree():
         lagrangian.zero_grad(set_to_none=True)
         model = LagrangianNN(lagrangian, solver="dopri5", rtol=1e-10, atol=1e-12, gradient=gradient)
         model(x0, t).square().sum().backward()
-        grads.append(
-            torch.cat(
-                [
-                    (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-                    for p in model.parameters()
-                ]
-            )
-        )
+        grads.append(flat_grad(model))
     assert grads[0].abs().max() > 0
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-6, atol=1e-8)
 
