@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet jax diffrax || echo "jax/diffrax not installed: their rows are skipped"
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.gradient_tables
+	$(BIN)/python -m benchmarks.stiff
 
 # Every experiment's full tier (the papers' claims; reports under runs/), then the benchmarks.
 # Exits non-zero if a claim did not reproduce (see runs/*/report.md).

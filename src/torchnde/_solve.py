@@ -146,6 +146,7 @@ def _solve(
     _check_strategy(strategy, method, per_sample, compile)
     method = method.bind(ctrl)  # per-solve state of implicit solvers (tolerances, Jacobian)
     problem = _Problem.build(f, y0, t_eval, per_sample)
+    problem.jacobian = getattr(method, "jacobian", None)  # a user Jacobian of an implicit solver
     if method.separable_pair and not (
         problem.is_tuple and len(problem.sizes) == 2 and problem.sizes[0] == problem.sizes[1]
     ):
@@ -357,6 +358,7 @@ class _Problem:
     y0: torch.Tensor  # the loop's state: y0 itself, or a tuple flattened to [N] or [B, N]
     n_out: int
     nfe_counter: list[int]
+    jacobian: Callable | None = None  # the user's df/dy(t, y) (an implicit solver's option)
 
     @staticmethod
     def build(f: Callable, y0: Any, t_eval: Any, per_sample: bool) -> _Problem:
@@ -471,7 +473,7 @@ class _Problem:
                     counter[0] += 1
                     return f(user_time(s), y)
 
-                return fast
+                return self._with_jacobian(fast)
             full, dtype, device = torch.full, self.dtype, self.device
 
             def fastest(s: float, y: torch.Tensor) -> torch.Tensor:  # the hot path
@@ -480,7 +482,7 @@ class _Problem:
                     return f(s.to(dtype), y)
                 return f(full((), s, dtype=dtype, device=device), y)
 
-            return fastest
+            return self._with_jacobian(fastest)
         unflatten, per_sample = self.unflatten, self.per_sample
 
         def general(s: Any, y: torch.Tensor) -> torch.Tensor:
@@ -488,7 +490,36 @@ class _Problem:
             rows = (y.shape[0],) if per_sample else lead
             return flatten(f(user_time(s), unflatten(y, rows)), rows)
 
-        return general
+        return self._with_jacobian(general)
+
+    def _with_jacobian(self, func: Callable) -> Callable:
+        """Tag the loop's ``func`` with the user's Jacobian in the loop's layout (``func.jacobian(s,
+        y)``: ``[N, N]``, per sample ``[B, N, N]``), which :func:`solvers.jacobian.jacobians` uses
+        instead of autograd. Only this problem's own field carries it: a derived system (the
+        adjoint's, a reversible grid) wraps ``func`` and so falls back to autograd."""
+        user = self.jacobian
+        if user is None:
+            return func
+        per_sample, n, sign = self.per_sample, self.numel, self.direction
+        user_time, unflatten = self._user_time, self.unflatten
+
+        def jacobian(s: Any, y: torch.Tensor) -> torch.Tensor:
+            lead = (y.shape[0],) if per_sample else ()
+            out = user(user_time(s), unflatten(y, lead))
+            want = (*lead, n, n)
+            if not isinstance(out, torch.Tensor) or out.shape != want or out.dtype != y.dtype:
+                got = (
+                    f"{tuple(out.shape)} {out.dtype}" if isinstance(out, torch.Tensor) else type(out).__name__
+                )
+                raise ValueError(
+                    f"the solver's jacobian(t, y) must return df/dy over the flattened state as a "
+                    f"{y.dtype} tensor of shape {want}{' (one matrix per sample)' if per_sample else ''}, "
+                    f"got {got}; for a tuple state, order rows and columns as the parts concatenated"
+                )
+            return out if sign > 0 else -out
+
+        func.jacobian = jacobian  # type: ignore[attr-defined]
+        return func
 
     # -- results ------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ pass solves the augmented system interval by interval (see :class:`torchnde.Adjo
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from typing import Any
@@ -87,7 +88,7 @@ def _backward(context: _Context, ys: torch.Tensor, grad_ys: torch.Tensor) -> tup
         return torch.cat(parts)
 
     norm = _adjoint_norm(sizes, seminorm=strategy.seminorm)
-    adj_solver = strategy.solver or context.solver
+    adj_solver = _adjoint_solver(strategy.solver or context.solver)
     rtol, atol, fixed = _adjoint_controls(strategy, ctrl, adj_solver)
     s_eval = problem.s_eval
     n = ys.shape[0]
@@ -130,7 +131,7 @@ def _backward_per_sample(context: _Context, ys: torch.Tensor, grad_ys: torch.Ten
     total = batch * problem.numel
     sizes = [total, total] + [p.numel() for p in params]
     norm = _adjoint_norm(sizes, seminorm=strategy.seminorm)
-    adj_solver = strategy.solver or context.solver
+    adj_solver = _adjoint_solver(strategy.solver or context.solver)
     rtol, atol, fixed = _adjoint_controls(strategy, ctrl, adj_solver)
     s_eval = problem.s_eval  # [B, n] float64
     n = ys.shape[1]
@@ -178,6 +179,16 @@ def _backward_per_sample(context: _Context, ys: torch.Tensor, grad_ys: torch.Ten
         g = end[2 * total :]
     grad_params = [x.view(p.shape).to(p.dtype) for x, p in zip(torch.split(g, sizes[2:]), params)]
     return a.view(shape), grad_params
+
+
+def _adjoint_solver(solver: Any) -> Any:
+    """The solver for the augmented adjoint system: an implicit solver's user ``jacobian`` is of
+    the forward field only, so the adjoint's Jacobians come from autograd."""
+    if getattr(solver, "jacobian", None) is None:
+        return solver
+    plain = copy.copy(solver)
+    plain.jacobian = None
+    return plain
 
 
 def _adjoint_controls(strategy: Any, ctrl: Any, solver: Any) -> tuple[Any, Any, Any]:

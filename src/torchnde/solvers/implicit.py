@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -42,7 +43,7 @@ import torch
 
 from .base import AbstractSolver, Func, StepResult
 from .explicit_rk import hermite_interpolant
-from .jacobian import jacobians
+from .jacobian import check_jacobian_option, dense_solver, jacobians
 from .tableau import DensePolynomial
 
 __all__ = ["ESDIRKTableau", "ImplicitEuler", "Kvaerno3", "Kvaerno4", "Kvaerno5", "Newton"]
@@ -138,27 +139,31 @@ class _Bound:
     def __init__(self, rtol: float, atol: float):
         self.rtol, self.atol = rtol, atol
         self.jacobian: torch.Tensor | None = None
-        self.lu: tuple[torch.Tensor, torch.Tensor, float] | None = None  # (LU, pivots, h*gamma)
+        self.lu: tuple[Callable[[torch.Tensor], torch.Tensor], float] | None = None  # (solve, h*gamma)
         self.eta = 1.0  # Hairer's eta = theta / (1 - theta) of the last converged iteration
 
 
 class DiagonallyImplicitRK(AbstractSolver):
     """Engine for ESDIRK methods; subclasses set ``tableau``, ``order``, ``error_order``,
-    ``name``. Options: ``newton`` (a :class:`Newton`)."""
+    ``name``. Options: ``newton`` (a :class:`Newton`) and ``jacobian`` (``None``: autograd; or
+    the exact ``jacobian(t, y) -> df/dy``, ``[N, N]`` or per sample ``[B, N, N]``, as for
+    :class:`~torchnde.solvers.Rodas5P`; unused by the matrix-free ``gmres`` linear solver)."""
 
     tableau: ClassVar[ESDIRKTableau]
     implicit: ClassVar[bool] = True
     per_sample: ClassVar[bool] = True
 
-    def __init__(self, newton: Newton | None = None):
+    def __init__(self, newton: Newton | None = None, jacobian: Callable[..., torch.Tensor] | None = None):
         if newton is not None and not isinstance(newton, Newton):
             raise TypeError(f"newton must be a torchnde.solvers.Newton, got {type(newton).__name__}")
         self.newton = newton or Newton()
+        self.jacobian = check_jacobian_option(type(self).__name__, jacobian)
         self._dense = hermite_interpolant(self.tableau.b, self.order)
         self._state: _Bound | None = None
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(newton={self.newton!r})"
+        extra = "" if self.jacobian is None else f", jacobian={self.jacobian!r}"
+        return f"{type(self).__name__}(newton={self.newton!r}{extra})"
 
     @property
     def dense_order(self) -> int:  # type: ignore[override]
@@ -355,15 +360,15 @@ class DiagonallyImplicitRK(AbstractSolver):
         state.jacobian = jacobians(func, t, y, batched=False)[0]
         state.lu = None
 
-    def _factor(self, state: _Bound, hg: float, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if state.lu is not None and state.lu[2] == hg:
-            return state.lu[0], state.lu[1]
+    def _factor(self, state: _Bound, hg: float, y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``b -> (I - hg J)^{-1} b``, reused while ``J`` and ``hg`` are unchanged."""
+        if state.lu is not None and state.lu[1] == hg:
+            return state.lu[0]
         jac = state.jacobian
         assert jac is not None
-        m = torch.eye(jac.shape[0], dtype=jac.dtype, device=jac.device) - hg * jac
-        lu, piv = torch.linalg.lu_factor(m)
-        state.lu = (lu, piv, hg)
-        return lu, piv
+        solve = dense_solver(torch.eye(jac.shape[0], dtype=jac.dtype, device=jac.device) - hg * jac)
+        state.lu = (solve, hg)
+        return solve
 
     def _newton(
         self,
@@ -385,7 +390,7 @@ class DiagonallyImplicitRK(AbstractSolver):
             if isinstance(lu, _KrylovOperator):
                 delta = lu.solve(g)
             else:
-                delta = torch.linalg.lu_solve(lu[0], lu[1], g.reshape(-1, 1)).view(shape)
+                delta = lu(g.reshape(-1)).view(shape)
             y = y - delta
             scale = state.atol + state.rtol * y.abs()
             norm = float(torch.linalg.vector_norm(delta / scale)) / math.sqrt(delta.numel())

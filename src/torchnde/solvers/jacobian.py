@@ -2,7 +2,9 @@
 
 ``torch.autograd.functional.jacobian`` with ``vectorize=True`` (reverse mode, batched over the
 rows) measured several times faster than ``torch.func.jacfwd`` on small states; a vector field
-with an operation that has no batching rule falls back to the row-by-row version.
+with an operation that has no batching rule falls back to the row-by-row version. A solver's
+``jacobian`` option (the user's exact ``df/dy``) replaces autograd for ``df/dy``; ``df/dt`` of a
+time-dependent field still comes from autograd.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch
 
 from .base import Func
 
-__all__ = ["ignores_time", "jacobians"]
+__all__ = ["check_jacobian_option", "dense_solver", "ignores_time", "jacobians"]
 
 
 def _autograd_jacobian(fn: Callable[..., torch.Tensor], args: Any, create_graph: bool) -> Any:
@@ -44,6 +46,16 @@ def jacobians(
         f = func(tt, v.view(shape)).reshape(*lead, -1)
         return f.sum(0) if batched else f
 
+    user = getattr(func, "jacobian", None)  # the solver's ``jacobian`` option, in loop layout
+    if user is not None:
+        dy = user(t, x.view(shape))
+        if not with_time:
+            return dy, None
+        if batched:
+            dt = _autograd_jacobian(lambda tt: out(tt, x), t.detach().to(torch.float64), create_graph)
+            return dy, dt.transpose(0, 1).to(y.dtype)
+        t_tensor = torch.as_tensor(t, dtype=torch.float64, device=y.device)
+        return dy, _autograd_jacobian(lambda tt: out(tt, x), t_tensor, create_graph).to(y.dtype).reshape(-1)
     if not batched and with_time:  # one pass for both
         t_tensor = torch.as_tensor(t, dtype=torch.float64, device=y.device)
         dt, dy = _autograd_jacobian(out, (t_tensor, x), create_graph)
@@ -69,3 +81,32 @@ def ignores_time(func: Func, t: Any, y: torch.Tensor) -> bool:
             return True
         (grad,) = torch.autograd.grad(out.sum(), t_tensor, allow_unused=True)
     return grad is None
+
+
+def check_jacobian_option(solver: str, jacobian: Any) -> Callable[..., torch.Tensor] | None:
+    """Validate an implicit solver's ``jacobian`` option (``None`` or a callable)."""
+    if jacobian is not None and not callable(jacobian):
+        raise TypeError(
+            f"{solver}(jacobian=...) must be None (autograd) or a callable jacobian(t, y) returning "
+            f"df/dy, got {type(jacobian).__name__}"
+        )
+    return jacobian
+
+
+# Up to this many unknowns a matrix used for several solves is inverted once and each solve is a
+# matrix-vector product: one inversion and eight products cost less than eight LU solves
+# (measured 23 vs 83 us for N = 3 on CPU, where every lu_solve call has a fixed cost of about
+# 10 us). The forward error of either way is of order cond(M) times the unit roundoff (N. J.
+# Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., section 14.1); the inverse is
+# not backward stable, which a stage or a Newton correction does not need.
+SMALL_SYSTEM = 16
+
+
+def dense_solver(m: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``b [N] -> m^{-1} b`` for one ``[N, N]`` matrix ``m`` that several solves share: an inverse
+    up to :data:`SMALL_SYSTEM` unknowns, an LU factorisation beyond."""
+    if m.shape[0] <= SMALL_SYSTEM:
+        inverse = torch.linalg.inv_ex(m)[0]
+        return lambda b: torch.mv(inverse, b)
+    lu, piv = torch.linalg.lu_factor(m)
+    return lambda b: torch.linalg.lu_solve(lu, piv, b.unsqueeze(1)).squeeze(1)

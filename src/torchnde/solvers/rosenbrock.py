@@ -21,21 +21,45 @@ error estimate). Dense output is the cubic Hermite interpolant.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from .base import AbstractSolver, Func, StepResult
-from .jacobian import ignores_time, jacobians
+from .jacobian import check_jacobian_option, dense_solver, ignores_time, jacobians
 from .tableau import DensePolynomial
 
 __all__ = ["Rodas5P"]
 
 
 class Rodas5P(AbstractSolver):
-    """Steinebach's Rodas5P (see the module docstring): eight stages, one Jacobian and one LU
-    factorisation per step, no nonlinear iterations."""
+    r"""Steinebach's Rodas5P (see the module docstring): eight stages, one Jacobian and one LU
+    factorisation per step, no nonlinear iterations.
+
+    Option ``jacobian``: ``None`` (default) takes :math:`\partial f/\partial y` from autograd; a
+    callable ``jacobian(t, y)`` returns it instead, as a tensor ``[N, N]`` over the flattened state
+    (per sample ``[B, N, N]``; a tuple state's parts concatenated in order), with ``t`` and ``y`` as
+    ``f`` receives them. It must be the exact Jacobian (the method's order depends on it), and
+    written in torch operations if gradients through the solve are wanted. On small systems
+    autograd's Jacobian costs more than the rest of the step (Robertson: 2x the step time); an
+    analytic one is the fix, as with scipy's ``jac``::
+
+        def f(t, y):
+            a, b, c = y.unbind()
+            return torch.stack([-0.04 * a + 1e4 * b * c, 0.04 * a - 1e4 * b * c - 3e7 * b * b,
+                                3e7 * b * b])
+
+        def jac(t, y):
+            a, b, c = y.unbind()
+            z = torch.zeros_like(a)
+            return torch.stack([torch.stack([z - 0.04, 1e4 * c, 1e4 * b]),
+                                torch.stack([z + 0.04, -1e4 * c - 6e7 * b, -1e4 * b]),
+                                torch.stack([z, 6e7 * b, z])])
+
+        sol = torchnde.solve(f, y0, t, torchnde.solvers.Rodas5P(jacobian=jac), rtol=1e-6, atol=1e-10)
+    """
 
     name: ClassVar[str] = "rodas5p"
     order: ClassVar[int] = 5
@@ -76,28 +100,34 @@ class Rodas5P(AbstractSolver):
     # solution, so k_8 is the error estimate
     m: ClassVar[tuple[float, ...]] = (*_LAST, 1.0, 1.0, 1.0)
 
-    def __init__(self) -> None:
+    def __init__(self, jacobian: Callable[..., torch.Tensor] | None = None) -> None:
+        self.jacobian = check_jacobian_option("Rodas5P", jacobian)
         # Hermite over [f0, f1] with y1 - y0 = h * slope: stages are (f0, f1, slope)
         self._dense = DensePolynomial(
             np.array([[1.0, -2.0, 1.0], [0.0, -1.0, 1.0], [0.0, 3.0, -2.0]]), order=3
         )
         self._autonomous: bool | None = None  # learnt per solve (bind): f does not read t
-        self._rows: dict[tuple[torch.dtype, torch.device], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._rows: dict[tuple[torch.dtype, torch.device], list[tuple[torch.Tensor, ...]]] = {}
+
+    def __repr__(self) -> str:
+        return "Rodas5P()" if self.jacobian is None else f"Rodas5P(jacobian={self.jacobian!r})"
 
     def bind(self, ctrl: Any) -> Rodas5P:
         bound = copy.copy(self)
         bound._autonomous = None
         return bound
 
-    def _coefficients(self, y: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per stage ``i >= 1``: the rows ``a_i`` and ``c_i`` as tensors (cached)."""
+    def _coefficients(self, y: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+        """Per stage ``i >= 1``: the rows ``a_i``, ``c_i`` and the weights ``m`` as tensors (cached)."""
         key = (y.dtype, y.device)
         rows = self._rows.get(key)
         if rows is None:
+            m = torch.tensor(self.m, dtype=y.dtype, device=y.device)
             rows = self._rows[key] = [
                 (
                     torch.tensor(a, dtype=y.dtype, device=y.device),
                     torch.tensor(c, dtype=y.dtype, device=y.device),
+                    m,
                 )
                 for a, c in zip(self.a, self.c)
             ]
@@ -122,24 +152,26 @@ class Rodas5P(AbstractSolver):
         )
         n = jac.shape[0]
         w = torch.eye(n, dtype=jac.dtype, device=jac.device) / (h * self.gamma) - jac
-        lu, piv = torch.linalg.lu_factor(w)
+        solve = dense_solver(w)  # an inverse for small systems, else LU
         rows = self._coefficients(y0)
-        y0f = y0.reshape(-1)
+        flat = y0.dim() == 1
+        y0f = y0 if flat else y0.reshape(-1)
         ks: list[torch.Tensor] = []  # flat [N] increments
-        fy = f0
+        rhs = f0 if flat else f0.reshape(-1)
         for i in range(8):
-            rhs = fy.reshape(-1)
             if i > 0:  # one product per row: y0 + K a_i, and the c-terms K c_i / h
                 kmat = torch.stack(ks, 1)  # [N, i]
-                a_i, c_i = rows[i - 1]
-                fy = func(t0 + self.alpha[i] * h, torch.addmv(y0f, kmat, a_i).view(shape))
-                rhs = torch.addmv(fy.reshape(-1), kmat, c_i, alpha=1.0 / h)
+                a_i, c_i, _ = rows[i - 1]
+                y_i = torch.addmv(y0f, kmat, a_i)
+                fy = func(t0 + self.alpha[i] * h, y_i if flat else y_i.view(shape))
+                rhs = torch.addmv(fy if flat else fy.reshape(-1), kmat, c_i, alpha=1.0 / h)
             if ft is not None and self.d[i] != 0:
                 rhs = rhs + (h * self.d[i]) * ft
-            ks.append(torch.linalg.lu_solve(lu, piv, rhs.reshape(-1, 1)).view(-1))
-        kmat = torch.stack(ks, 1)
-        y1 = torch.addmv(y0f, kmat, rows[-1][0].new_tensor(self.m)).view(shape)
-        errors = (ks[-1].view(shape) / h,) if need_error else ()
+            ks.append(solve(rhs))
+        y1 = torch.addmv(y0f, torch.stack(ks, 1), rows[-1][2])
+        if not flat:
+            y1 = y1.view(shape)
+        errors = ((ks[-1] if flat else ks[-1].view(shape)) / h,) if need_error else ()
         return StepResult(y1, errors, (f0,), None)  # f(t1, y1) is not among the stages
 
     def _step_per_sample(
@@ -173,7 +205,7 @@ class Rodas5P(AbstractSolver):
             rhs = fy.reshape(batch, n)
             if i > 0:
                 kmat = torch.stack(ks, -1)  # [B, N, i]
-                a_i, c_i = rows[i - 1]
+                a_i, c_i, _ = rows[i - 1]
                 t_i = t0 + self.alpha[i] * dt
                 fy = func(t_i, (y0f + kmat @ a_i).view(shape))
                 rhs = fy.reshape(batch, n) + inv_h * (kmat @ c_i)
@@ -181,7 +213,7 @@ class Rodas5P(AbstractSolver):
                 rhs = rhs + (h * self.d[i]).view(-1, 1) * ft
             ks.append(torch.linalg.lu_solve(lu, piv, rhs.unsqueeze(-1)).squeeze(-1))
         kmat = torch.stack(ks, -1)
-        y1 = (y0f + kmat @ rows[-1][0].new_tensor(self.m)).view(shape)
+        y1 = (y0f + kmat @ rows[-1][2]).view(shape)
         errors = ((ks[-1] * inv_h).view(shape),) if need_error else ()
         return StepResult(
             torch.where((dt > 0).view(-1, *([1] * (len(shape) - 1))), y1, y0), errors, (f0,), None
