@@ -22,6 +22,7 @@ from torchnde.experiments.rnode import (
     _eight_gaussians_log_density,
     _gaussian_nll,
     _log_likelihood,
+    _two_spirals,
 )
 
 TOY_EXPERIMENTS = [
@@ -289,11 +290,25 @@ def rnode_quick(tmp_path_factory) -> dict:
     return _run_quick("rnode-regularisation", tmp_path_factory.mktemp("rnode"))
 
 
+def test_two_spirals_follow_the_ffjord_toy():
+    x = _two_spirals(40_001, torch.Generator().manual_seed(0), torch.float64)
+    assert x.shape == (40_001, 2) and x.dtype == torch.float64
+    assert torch.equal(x, _two_spirals(40_001, torch.Generator().manual_seed(0), torch.float64))
+    half = 20_001  # the first half on one arm, the rest on its mirror image
+    assert torch.allclose(x[:half].mean(0), -x[half:].mean(0), atol=0.02)
+    assert float(x.mean(0).abs().max()) < 0.02
+    radius = x.norm(dim=1)
+    assert float(radius.max()) < (3 * math.pi + 0.5 * math.sqrt(2)) / 3 + 0.5  # 1.5 turns, /3
+    # arm parameter r = sqrt(u) 3 pi: uniform in area, a quarter of the points at r < 3 pi / 2
+    assert 0.22 < float((radius < math.pi / 2).double().mean()) < 0.32
+
+
 @pytest.mark.slow
 def test_rnode_quick_tier_trains_every_lambda_from_the_same_start(rnode_quick):
-    runs = rnode_quick["metrics"]["runs"]
-    assert set(runs) == {"unregularised", "RNODE lambda=0.01", "RNODE lambda=0.3"}
-    assert rnode_quick["metrics"]["chosen_lambda"] in (0.01, 0.3)
+    task = rnode_quick["metrics"]["2spirals"]
+    runs = task["runs"]
+    assert set(runs) == {"unregularised", "RNODE lambda=0.1", "RNODE lambda=0.3"}
+    assert task["chosen_lambda"] in (0.1, 0.3)
     for res in runs.values():
         assert math.isfinite(res["test_nll"]) and res["test_forward_nfe"] > 0
         nfe = res["test_nfe_by_tolerance"]
@@ -306,8 +321,8 @@ def test_rnode_quick_tier_trains_every_lambda_from_the_same_start(rnode_quick):
 
 @pytest.mark.slow
 def test_rnode_quick_tier_passes(rnode_quick):
-    # The quick tier (150 steps) passes; the full tier (1,000 steps) does not: 20% fewer NFE at
-    # the validation-chosen lambda = 0.1 (+0.02 nats), 30% only at lambda = 1 (+0.37 nats).
+    # The quick tier (300 steps on 2spirals) checks looser thresholds; the full tier (1,000 steps)
+    # is the reproduction (2spirals checked, 8gaussians reported).
     assert rnode_quick["passed"], _failed(rnode_quick)
 
 

@@ -43,8 +43,8 @@ class Rodas5P(AbstractSolver):
     (per sample ``[B, N, N]``; a tuple state's parts concatenated in order), with ``t`` and ``y`` as
     ``f`` receives them. It must be the exact Jacobian (the method's order depends on it), and
     written in torch operations if gradients through the solve are wanted. On small systems
-    autograd's Jacobian costs more than the rest of the step (Robertson: 2x the step time); an
-    analytic one is the fix, as with scipy's ``jac``::
+    autograd's Jacobian (one vectorised backward pass) is a large part of the step (Robertson:
+    40% of the solve time, 70 vs 42 ms); an analytic one is the fix, as with scipy's ``jac``::
 
         def f(t, y):
             a, b, c = y.unbind()
