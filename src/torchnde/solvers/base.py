@@ -41,6 +41,7 @@ class StepResult(NamedTuple):
     - ``f1``: ``f(t0 + dt, y1)`` when the method computed it anyway (FSAL), else ``None``.
     - ``converged``: ``False`` when an implicit method's nonlinear solve failed; the loop then
       rejects the step and retries it with a quarter of the step size.
+    - ``stacked``: ``ks`` already stacked by the step (for its error estimate), or ``None``.
     """
 
     y1: torch.Tensor
@@ -48,11 +49,12 @@ class StepResult(NamedTuple):
     ks: tuple[torch.Tensor, ...]
     f1: torch.Tensor | None
     converged: Any = True  # implicit solvers: False when the stage equations were not solved
+    stacked: torch.Tensor | None = None
 
     @property
     def stages(self) -> torch.Tensor:
         """The stage derivatives stacked on a new last axis, ``[*state, stages]``."""
-        return torch.stack(self.ks, -1)
+        return torch.stack(self.ks, -1) if self.stacked is None else self.stacked
 
 
 class AbstractSolver(abc.ABC):

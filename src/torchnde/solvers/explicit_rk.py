@@ -144,12 +144,13 @@ class ExplicitRungeKutta(AbstractSolver):
         else:
             y1 = _combine(y0, torch.stack(ks, -1), co.b, dt, dt_col)
         errors: tuple[torch.Tensor, ...] = ()
+        stacked = None
         if need_error and small:
-            stacked = torch.stack(ks, -1)
+            stacked = torch.stack(ks, -1)  # also the continuous extension's stages
             errors = tuple(stacked @ e for e in co.errors)
         elif need_error:
             errors = tuple(_sum(ks, terms) for terms in co.error_terms)
-        return StepResult(y1, errors, tuple(ks), ks[-1] if fsal else None)
+        return StepResult(y1, errors, tuple(ks), ks[-1] if fsal else None, stacked=stacked)
 
     def dense_stages(
         self,
