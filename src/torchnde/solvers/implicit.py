@@ -282,7 +282,7 @@ class DiagonallyImplicitRK(AbstractSolver):
         with torch.no_grad():
             jac = jacobians(func, t0, y0, batched=True)[0]
             eye = torch.eye(n, dtype=jac.dtype, device=jac.device)
-            lu, piv = torch.linalg.lu_factor(eye - hg.view(-1, 1, 1) * jac)
+            solve = dense_solver(eye - hg.view(-1, 1, 1) * jac)
         ks = [f0]
         converged = torch.ones(batch, dtype=torch.bool, device=y0.device)
         y_i = y0
@@ -294,7 +294,7 @@ class DiagonallyImplicitRK(AbstractSolver):
             t_i = t0 + tab.c[i] * dt
             with torch.no_grad():
                 guess = base + hg * _predicted_derivative(tab.c, i, ks)
-                y_i, ok = self._newton_batched(func, t_i, base.detach(), guess.detach(), hg, (lu, piv), state,
+                y_i, ok = self._newton_batched(func, t_i, base.detach(), guess.detach(), hg, solve, state,
                                                moving & converged)  # fmt: skip
             converged = converged & ok
             if recording:
@@ -314,7 +314,8 @@ class DiagonallyImplicitRK(AbstractSolver):
         )
 
     def _newton_batched(self, func: Func, t: torch.Tensor, base: torch.Tensor, y: torch.Tensor, hg: torch.Tensor,
-                        lu: Any, state: _Bound, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+                        solve: Callable[[torch.Tensor], torch.Tensor], state: _Bound,
+                        active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """Per-sample simplified Newton: returns the stages and which samples converged."""
         batch, shape = y.shape[0], y.shape
         col = (batch,) + (1,) * (len(shape) - 1)
@@ -324,7 +325,7 @@ class DiagonallyImplicitRK(AbstractSolver):
         eta = torch.full((batch,), max(state.eta, 1e-16) ** 0.8, dtype=torch.float64, device=y.device)
         for it in range(self.newton.max_iters):
             g = y - base - hg * func(t, y)
-            delta = torch.linalg.lu_solve(lu[0], lu[1], g.reshape(batch, -1, 1)).view(shape)
+            delta = solve(g.reshape(batch, -1)).view(shape)
             live = ~done & ~failed
             y = torch.where(live.view(col), y - delta, y)
             scale = state.atol + state.rtol * y.abs()

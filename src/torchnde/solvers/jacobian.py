@@ -142,10 +142,13 @@ SMALL_SYSTEM = 16
 
 
 def dense_solver(m: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``b [N] -> m^{-1} b`` for one ``[N, N]`` matrix ``m`` that several solves share: an inverse
-    up to :data:`SMALL_SYSTEM` unknowns, an LU factorisation beyond."""
-    if m.shape[0] <= SMALL_SYSTEM:
+    """``b -> m^{-1} b`` for a matrix that several solves share: ``m [N, N]`` and ``b [N]``, or
+    per sample ``m [B, N, N]`` and ``b [B, N]``. An inverse up to :data:`SMALL_SYSTEM` unknowns,
+    an LU factorisation beyond."""
+    if m.shape[-1] <= SMALL_SYSTEM:
         inverse = torch.linalg.inv_ex(m)[0]
-        return lambda b: torch.mv(inverse, b)
+        if m.ndim == 2:
+            return lambda b: torch.mv(inverse, b)
+        return lambda b: (inverse @ b.unsqueeze(-1)).squeeze(-1)
     lu, piv = torch.linalg.lu_factor(m)
-    return lambda b: torch.linalg.lu_solve(lu, piv, b.unsqueeze(1)).squeeze(1)
+    return lambda b: torch.linalg.lu_solve(lu, piv, b.unsqueeze(-1)).squeeze(-1)

@@ -195,7 +195,7 @@ class Rodas5P(AbstractSolver):
         n = jac.shape[-1]
         h = torch.where(dt > 0, dt, 1.0).to(y0.dtype)  # finished samples (dt = 0) stand still
         eye = torch.eye(n, dtype=jac.dtype, device=jac.device)
-        lu, piv = torch.linalg.lu_factor(eye / (h * self.gamma).view(-1, 1, 1) - jac)
+        solve = dense_solver(eye / (h * self.gamma).view(-1, 1, 1) - jac)
         rows = self._coefficients(y0)
         y0f = y0.reshape(batch, n)
         inv_h = (1.0 / h).view(-1, 1)
@@ -211,7 +211,7 @@ class Rodas5P(AbstractSolver):
                 rhs = fy.reshape(batch, n) + inv_h * (kmat @ c_i)
             if ft is not None and self.d[i] != 0:
                 rhs = rhs + (h * self.d[i]).view(-1, 1) * ft
-            ks.append(torch.linalg.lu_solve(lu, piv, rhs.unsqueeze(-1)).squeeze(-1))
+            ks.append(solve(rhs))
         kmat = torch.stack(ks, -1)
         y1 = (y0f + kmat @ rows[-1][2]).view(shape)
         errors = ((ks[-1] * inv_h).view(shape),) if need_error else ()
