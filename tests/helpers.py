@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import scipy.linalg
 import torch
@@ -43,3 +45,17 @@ def flat_grad(module: torch.nn.Module) -> torch.Tensor:
     return torch.cat(
         [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in module.parameters()]
     )
+
+
+def central_difference(
+    loss: Callable[[], torch.Tensor], param: torch.Tensor, index: tuple[int, ...], eps: float = 1e-6
+) -> float:
+    """``d loss / d param[index]`` by a central difference of step ``eps`` (``param`` restored)."""
+    with torch.no_grad():
+        original = param[index].item()
+        param[index] = original + eps
+        up = float(loss())
+        param[index] = original - eps
+        down = float(loss())
+        param[index] = original
+    return (up - down) / (2 * eps)
