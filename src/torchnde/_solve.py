@@ -495,8 +495,9 @@ class _Problem:
     def _with_jacobian(self, func: Callable) -> Callable:
         """Tag the loop's ``func`` with the user's Jacobian in the loop's layout (``func.jacobian(s,
         y)``: ``[N, N]``, per sample ``[B, N, N]``), which :func:`solvers.jacobian.jacobians` uses
-        instead of autograd. Only this problem's own field carries it: a derived system (the
-        adjoint's, a reversible grid) wraps ``func`` and so falls back to autograd."""
+        instead of autograd. Only this problem's own field carries it: a field that wraps ``func``
+        (a reversible grid) falls back to autograd, and the adjoint solves its augmented system
+        with a copy of the solver without the option (``gradients.adjoint._adjoint_solver``)."""
         user = self.jacobian
         if user is None:
             return func

@@ -53,18 +53,14 @@ def _rows_jacobian(
                 allow_unused=True,
             )
         except (RuntimeError, NotImplementedError):  # an op without a batching rule
-            rows = torch.stack(
-                [
-                    _or_zeros(torch.autograd.grad(out[i], inp, retain_graph=True, create_graph=create_graph,
-                                                  allow_unused=True)[0], inp)
-                    for i in range(out.shape[0])
-                ]
-            )  # fmt: skip
-    return _or_zeros(rows, out.new_zeros(out.shape[0], x.shape[0]))
-
-
-def _or_zeros(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-    return torch.zeros_like(like) if grad is None else grad
+            grads = (
+                torch.autograd.grad(
+                    out[i], inp, retain_graph=True, create_graph=create_graph, allow_unused=True
+                )[0]
+                for i in range(out.shape[0])
+            )
+            rows = torch.stack([torch.zeros_like(inp) if g is None else g for g in grads])
+    return out.new_zeros(out.shape[0], x.shape[0]) if rows is None else rows
 
 
 def jacobians(
@@ -86,26 +82,25 @@ def jacobians(
         return f.sum(0) if batched else f
 
     user = getattr(func, "jacobian", None)  # the solver's ``jacobian`` option, in loop layout
+    if with_time:
+        t_tensor = (
+            t.detach().to(torch.float64)
+            if batched
+            else torch.as_tensor(t, dtype=torch.float64, device=y.device)
+        )
+        if user is None and not batched:  # one autograd pass for both
+            dt, dy = _autograd_jacobian(out, (t_tensor, x), create_graph)
+            return dy, dt.to(y.dtype).reshape(-1)
     if user is not None:
         dy = user(t, x.view(shape))
-        if not with_time:
-            return dy, None
+    else:
+        dy = _autograd_jacobian(lambda v: out(t, v), x, create_graph)
         if batched:
-            dt = _autograd_jacobian(lambda tt: out(tt, x), t.detach().to(torch.float64), create_graph)
-            return dy, dt.transpose(0, 1).to(y.dtype)
-        t_tensor = torch.as_tensor(t, dtype=torch.float64, device=y.device)
-        return dy, _autograd_jacobian(lambda tt: out(tt, x), t_tensor, create_graph).to(y.dtype).reshape(-1)
-    if not batched and with_time:  # one pass for both
-        t_tensor = torch.as_tensor(t, dtype=torch.float64, device=y.device)
-        dt, dy = _autograd_jacobian(out, (t_tensor, x), create_graph)
-        return dy, dt.to(y.dtype).reshape(-1)
-    dy = _autograd_jacobian(lambda v: out(t, v), x, create_graph)
-    if batched:
-        dy = dy.permute(1, 0, 2)  # [N, B, N] -> [B, N, N]
+            dy = dy.permute(1, 0, 2)  # [N, B, N] -> [B, N, N]
     if not with_time:
         return dy, None
-    dt = _autograd_jacobian(lambda tt: out(tt, x), t.detach().to(torch.float64), create_graph)  # [N, B]
-    return dy, dt.transpose(0, 1).to(y.dtype)
+    dt = _autograd_jacobian(lambda tt: out(tt, x), t_tensor, create_graph)  # [N, B] or [N]
+    return dy, (dt.transpose(0, 1) if batched else dt.reshape(-1)).to(y.dtype)
 
 
 def ignores_time(func: Func, t: Any, y: torch.Tensor) -> bool:

@@ -107,7 +107,9 @@ class Rodas5P(AbstractSolver):
             np.array([[1.0, -2.0, 1.0], [0.0, -1.0, 1.0], [0.0, 3.0, -2.0]]), order=3
         )
         self._autonomous: bool | None = None  # learnt per solve (bind): f does not read t
-        self._rows: dict[tuple[torch.dtype, torch.device], list[tuple[torch.Tensor, ...]]] = {}
+        self._rows: dict[
+            tuple[torch.dtype, torch.device], tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]
+        ] = {}
 
     def __repr__(self) -> str:
         return "Rodas5P()" if self.jacobian is None else f"Rodas5P(jacobian={self.jacobian!r})"
@@ -117,21 +119,20 @@ class Rodas5P(AbstractSolver):
         bound._autonomous = None
         return bound
 
-    def _coefficients(self, y: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
-        """Per stage ``i >= 1``: the rows ``a_i``, ``c_i`` and the weights ``m`` as tensors (cached)."""
+    def _coefficients(self, y: torch.Tensor) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """Per stage ``i >= 1`` the rows ``a_i`` and ``c_i``, and the weights ``m``, as tensors (cached)."""
         key = (y.dtype, y.device)
-        rows = self._rows.get(key)
-        if rows is None:
-            m = torch.tensor(self.m, dtype=y.dtype, device=y.device)
-            rows = self._rows[key] = [
+        cached = self._rows.get(key)
+        if cached is None:
+            rows = [
                 (
                     torch.tensor(a, dtype=y.dtype, device=y.device),
                     torch.tensor(c, dtype=y.dtype, device=y.device),
-                    m,
                 )
                 for a, c in zip(self.a, self.c)
             ]
-        return rows
+            cached = self._rows[key] = (rows, torch.tensor(self.m, dtype=y.dtype, device=y.device))
+        return cached
 
     @property
     def dense_order(self) -> int:  # type: ignore[override]
@@ -153,7 +154,7 @@ class Rodas5P(AbstractSolver):
         n = jac.shape[0]
         w = torch.eye(n, dtype=jac.dtype, device=jac.device) / (h * self.gamma) - jac
         solve = dense_solver(w)  # an inverse for small systems, else LU
-        rows = self._coefficients(y0)
+        rows, weights = self._coefficients(y0)
         flat = y0.dim() == 1
         y0f = y0 if flat else y0.reshape(-1)
         ks: list[torch.Tensor] = []  # flat [N] increments
@@ -161,14 +162,14 @@ class Rodas5P(AbstractSolver):
         for i in range(8):
             if i > 0:  # one product per row: y0 + K a_i, and the c-terms K c_i / h
                 kmat = torch.stack(ks, 1)  # [N, i]
-                a_i, c_i, _ = rows[i - 1]
+                a_i, c_i = rows[i - 1]
                 y_i = torch.addmv(y0f, kmat, a_i)
                 fy = func(t0 + self.alpha[i] * h, y_i if flat else y_i.view(shape))
                 rhs = torch.addmv(fy if flat else fy.reshape(-1), kmat, c_i, alpha=1.0 / h)
             if ft is not None and self.d[i] != 0:
                 rhs = rhs + (h * self.d[i]) * ft
             ks.append(solve(rhs))
-        y1 = torch.addmv(y0f, torch.stack(ks, 1), rows[-1][2])
+        y1 = torch.addmv(y0f, torch.stack(ks, 1), weights)
         if not flat:
             y1 = y1.view(shape)
         errors = ((ks[-1] if flat else ks[-1].view(shape)) / h,) if need_error else ()
@@ -196,7 +197,7 @@ class Rodas5P(AbstractSolver):
         h = torch.where(dt > 0, dt, 1.0).to(y0.dtype)  # finished samples (dt = 0) stand still
         eye = torch.eye(n, dtype=jac.dtype, device=jac.device)
         solve = dense_solver(eye / (h * self.gamma).view(-1, 1, 1) - jac)
-        rows = self._coefficients(y0)
+        rows, weights = self._coefficients(y0)
         y0f = y0.reshape(batch, n)
         inv_h = (1.0 / h).view(-1, 1)
         ks: list[torch.Tensor] = []  # [B, N] increments
@@ -205,7 +206,7 @@ class Rodas5P(AbstractSolver):
             rhs = fy.reshape(batch, n)
             if i > 0:
                 kmat = torch.stack(ks, -1)  # [B, N, i]
-                a_i, c_i, _ = rows[i - 1]
+                a_i, c_i = rows[i - 1]
                 t_i = t0 + self.alpha[i] * dt
                 fy = func(t_i, (y0f + kmat @ a_i).view(shape))
                 rhs = fy.reshape(batch, n) + inv_h * (kmat @ c_i)
@@ -213,7 +214,7 @@ class Rodas5P(AbstractSolver):
                 rhs = rhs + (h * self.d[i]).view(-1, 1) * ft
             ks.append(solve(rhs))
         kmat = torch.stack(ks, -1)
-        y1 = (y0f + kmat @ rows[-1][2]).view(shape)
+        y1 = (y0f + kmat @ weights).view(shape)
         errors = ((ks[-1] * inv_h).view(shape),) if need_error else ()
         return StepResult(
             torch.where((dt > 0).view(-1, *([1] * (len(shape) - 1))), y1, y0), errors, (f0,), None
