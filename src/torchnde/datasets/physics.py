@@ -230,6 +230,28 @@ def _directions(rng: np.random.Generator, n: int, radius: tuple[float, float]) -
     return y0 / np.linalg.norm(y0, axis=-1, keepdims=True) * r
 
 
+def _hnn_start(
+    n_trajectories: int,
+    n_points: int,
+    t_span: tuple[float, float],
+    radius: tuple[float, float],
+    noise: float,
+    seed: int,
+    dtype: torch.dtype,
+) -> tuple[np.random.Generator, np.ndarray, np.ndarray, dict[str, Any]]:
+    """The checked arguments of a one-degree-of-freedom HNN data set: ``(rng, y0 [N, 2], t [T],
+    params)`` with ``y0`` from :func:`_directions`."""
+    check_count(n_trajectories, "n_trajectories")
+    check_count(n_points, "n_points")
+    radius = _check_range(radius, "radius")
+    rng = _check_common(noise, seed, dtype)
+    y0 = _directions(rng, n_trajectories, radius)
+    t = np.linspace(t_span[0], t_span[1], n_points)
+    params = dict(n_trajectories=n_trajectories, n_points=n_points, t_span=tuple(t_span), radius=radius,
+                  noise=noise, seed=seed)  # fmt: skip
+    return rng, y0, t, params
+
+
 # -- mass-spring ---------------------------------------------------------------------------------
 
 
@@ -271,18 +293,11 @@ def mass_spring(
     data = mass_spring(n_trajectories=10, seed=1)   # data.x: [10, 30, 2]
     ```
     """
-    check_count(n_trajectories, "n_trajectories")
-    check_count(n_points, "n_points")
-    radius = _check_range(radius, "radius")
-    rng = _check_common(noise, seed, dtype)
-    y0 = _directions(rng, n_trajectories, radius)
-    t = np.linspace(t_span[0], t_span[1], n_points)
+    rng, y0, t, params = _hnn_start(n_trajectories, n_points, t_span, radius, noise, seed, dtype)
     phase = 2.0 * (t - t[0])
     c, s = np.cos(phase)[None, :], np.sin(phase)[None, :]
     q0, p0 = y0[:, :1], y0[:, 1:]
     states = np.stack([q0 * c + p0 * s, p0 * c - q0 * s], -1)  # [N, T, 2]
-    params = dict(n_trajectories=n_trajectories, n_points=n_points, t_span=tuple(t_span), radius=radius,
-                  noise=noise, seed=seed)  # fmt: skip
     return _build("mass_spring", t, y0, _spring_np, _spring_torch, _spring_energy, ("q", "p"), params, noise,
                   rng, dtype, states=states)  # fmt: skip
 
@@ -326,14 +341,7 @@ def pendulum(
     data = pendulum(n_trajectories=5, seed=0)   # data.x: [5, 45, 2]
     ```
     """
-    check_count(n_trajectories, "n_trajectories")
-    check_count(n_points, "n_points")
-    radius = _check_range(radius, "radius")
-    rng = _check_common(noise, seed, dtype)
-    y0 = _directions(rng, n_trajectories, radius)
-    t = np.linspace(t_span[0], t_span[1], n_points)
-    params = dict(n_trajectories=n_trajectories, n_points=n_points, t_span=tuple(t_span), radius=radius,
-                  noise=noise, seed=seed)  # fmt: skip
+    rng, y0, t, params = _hnn_start(n_trajectories, n_points, t_span, radius, noise, seed, dtype)
     return _build("pendulum", t, y0, _pendulum_np, _pendulum_torch, _pendulum_energy, ("q", "p"), params, noise,
                   rng, dtype)  # fmt: skip
 
