@@ -20,8 +20,8 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import functools
-import itertools
 import math
+import operator
 import sys
 import time as _time
 from collections.abc import Callable
@@ -291,6 +291,12 @@ def _attach_output_times(problem: _Problem, ys: torch.Tensor) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=64)
+def _scalar(value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A 0-d tensor of ``value``, shared between solves (never written to)."""
+    return torch.tensor(value, dtype=dtype, device=device)
+
+
+@functools.lru_cache(maxsize=64)
 def _default_pid(rtol: float, atol: float) -> PIDController:
     return PIDController(rtol, atol)
 
@@ -353,7 +359,7 @@ class _Problem:
     batch: int
     direction: float  # +1 forwards, -1 backwards
     t_eval: torch.Tensor  # as given by the user
-    s_eval: torch.Tensor  # float64 forward times, [n] or [B, n], on the state's device
+    s_eval_: torch.Tensor | None  # float64 forward times, [n] or [B, n]; see ``s_eval``
     s_host: list[float] | None  # the same on the host, for 1-D t_eval
     y0: torch.Tensor  # the loop's state: y0 itself, or a tuple flattened to [N] or [B, N]
     n_out: int
@@ -404,7 +410,15 @@ class _Problem:
         else:
             state = torch.cat([p.reshape(-1) for p in parts])
         return _Problem(f, is_tuple, shapes, sizes, dtype, device, per_sample, batch, direction,
-                        t, s_eval, s_host, state, s_eval.shape[-1], [0])  # fmt: skip
+                        t, s_eval, s_host, state, t.shape[-1], [0])  # fmt: skip
+
+    @property
+    def s_eval(self) -> torch.Tensor:
+        """The forward times as float64 on the state's device, ``[n]`` or ``[B, n]``; for 1-D
+        ``t_eval`` in the global layout built on first use (the loop itself reads ``s_host``)."""
+        if self.s_eval_ is None:
+            self.s_eval_ = torch.tensor(self.s_host, dtype=torch.float64, device=self.device)
+        return self.s_eval_
 
     # -- the vector field in the loop's layout -----------------------------------------------
 
@@ -428,6 +442,8 @@ class _Problem:
         s0 = self.s_eval[:, 0] if self.per_sample else self.s_host[0]
         out = self.f(self._user_time(s0), self.unflatten(self.y0, lead))
         self.nfe_counter[0] += 1
+        if type(out) is torch.Tensor and out.shape == self.y0.shape and out.dtype == self.dtype:
+            return out if self.direction > 0 else -out  # a single tensor, as it should be
         outs = list(out) if _is_tuple(out) else [out]
         if _is_tuple(out) != self.is_tuple or len(outs) != len(self.shapes):
             raise TypeError(
@@ -568,9 +584,10 @@ class _Problem:
 
 def _check_times(
     t_eval: Any, per_sample: bool, batch: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, float, list[float] | None]:
-    """The user's times, forward times ``s = direction * t`` as float64 on the state's device,
-    the direction, and (for 1-D ``t_eval``) ``s`` as a host list."""
+) -> tuple[torch.Tensor, torch.Tensor | None, float, list[float] | None]:
+    """The user's times, forward times ``s = direction * t`` as float64 on the state's device
+    (``None`` for 1-D ``t_eval`` in the global layout: see ``_Problem.s_eval``), the direction,
+    and (for 1-D ``t_eval``) ``s`` as a host list."""
     if not isinstance(t_eval, torch.Tensor):
         try:
             t_eval = torch.as_tensor(t_eval, dtype=torch.float64)
@@ -587,17 +604,18 @@ def _check_times(
     if per_sample and t_eval.ndim == 2 and t_eval.shape[0] != batch:
         raise ValueError(f"per-sample t_eval has {t_eval.shape[0]} rows but y0 has batch {batch}")
     if t_eval.ndim == 1:  # the common case: check on the host, one transfer
-        host = [float(v) for v in t_eval.detach().tolist()]
-        if not all(math.isfinite(v) for v in host):
+        host = list(map(float, t_eval.detach().tolist()))
+        if not all(map(math.isfinite, host)):
             raise ValueError("t_eval must be finite")
-        rising = all(a < b for a, b in itertools.pairwise(host))
-        if not rising and not all(a > b for a, b in itertools.pairwise(host)):
+        later = host[1:]
+        rising = all(map(operator.lt, host, later))
+        if not rising and not all(map(operator.gt, host, later)):
             raise ValueError(_NOT_MONOTONIC)
         direction = 1.0 if rising else -1.0
         host = [v * direction for v in host]
-        s = torch.tensor(host, dtype=torch.float64, device=device)
-        if per_sample:
-            s = s.expand(batch, -1).contiguous()
+        if not per_sample:  # the loop reads ``host``; the tensor is built on first use
+            return t_eval, None, direction, host
+        s = torch.tensor(host, dtype=torch.float64, device=device).expand(batch, -1).contiguous()
         return t_eval, s, direction, host
     s = t_eval.detach().to(device=device, dtype=torch.float64)
     if not bool(torch.isfinite(s).all()):
@@ -761,7 +779,11 @@ class _ErrorNorm:
         self.solver = solver
         self.rtol = _layout_tolerance(problem, ctrl.rtol, "rtol")
         atol = _layout_tolerance(problem, ctrl.atol, "atol")
-        self.atol = torch.as_tensor(atol, dtype=problem.dtype, device=problem.device)
+        self.atol = (
+            _scalar(atol, problem.dtype, problem.device)
+            if isinstance(atol, float)
+            else torch.as_tensor(atol, dtype=problem.dtype, device=problem.device)
+        )
         self.per_sample = problem.per_sample
         self._abs: tuple[Any, Any] = (None, None)
         user = ctrl.norm
@@ -858,10 +880,16 @@ def _loop_global(
         if ctrl.dt0 is not None:
             dt = ctrl.dt0
         else:
-            with torch.no_grad():
+            grad = torch.is_grad_enabled()  # the step size is not differentiated
+            if grad:
+                torch.set_grad_enabled(False)
+            try:
                 dt = initial_step_size(
                     func, s0, y, f0, solver.error_order, error_norm.scale(y), error_norm.norm
                 )
+            finally:
+                if grad:
+                    torch.set_grad_enabled(True)
         dt = min(dt, dtmax)
         inv1 = inv2 = 1.0
         after_reject = False
@@ -1119,8 +1147,8 @@ def _interpolate_host(
     degree = poly.degree
     powers = [[((si - s) / h) ** k for k in range(1, degree + 1)] for si in s_out]
     powers = torch.tensor(powers, dtype=y.dtype, device=y.device)
-    coeffs = stages.reshape(-1, stages.shape[-1]) @ poly.matrix(y.dtype, y.device)  # [N, degree]
-    out = torch.addmm(y.reshape(1, -1), powers, coeffs.T, alpha=h)
+    weights = powers @ poly.matrix(y.dtype, y.device).T  # [m, S]: tiny, whatever the state
+    out = torch.addmm(y.reshape(1, -1), weights, stages.reshape(-1, stages.shape[-1]).T, alpha=h)
     return out.view(len(s_out), *y.shape)
 
 

@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from .base import AbstractSolver, Func, StepResult
+from .base import AbstractSolver, Func, StepResult, stack_stages
 from .explicit_rk import hermite_interpolant
 from .jacobian import check_jacobian_option, dense_solver, jacobians
 from .tableau import DensePolynomial
@@ -423,7 +423,7 @@ class DiagonallyImplicitRK(AbstractSolver):
     def dense_stages(
         self, func: Func, t0: Any, y0: torch.Tensor, dt: Any, result: StepResult, f1: torch.Tensor
     ) -> torch.Tensor:
-        return torch.stack([*result.ks, f1], -1)
+        return stack_stages([*result.ks, f1])
 
     @property
     def dense_polynomial(self) -> DensePolynomial:

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from .base import AbstractSolver, Func, StepResult
+from .base import AbstractSolver, Func, StepResult, stack_stages
 from .jacobian import check_jacobian_option, dense_solver, ignores_time, jacobians
 from .tableau import DensePolynomial
 
@@ -224,8 +224,8 @@ class Rodas5P(AbstractSolver):
                      f1: torch.Tensor) -> torch.Tensor:  # fmt: skip
         if isinstance(dt, torch.Tensor):
             h = torch.where(dt > 0, dt, 1.0).to(y0.dtype).view(-1, *([1] * (y0.ndim - 1)))
-            return torch.stack([result.ks[0], f1, (result.y1 - y0) / h], -1)
-        return torch.stack([result.ks[0], f1, (result.y1 - y0) / float(dt)], -1)
+            return stack_stages([result.ks[0], f1, (result.y1 - y0) / h])
+        return stack_stages([result.ks[0], f1, (result.y1 - y0) / float(dt)])
 
     @property
     def dense_polynomial(self) -> DensePolynomial:

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from .base import AbstractSolver, Func, StepResult
+from .base import AbstractSolver, Func, StepResult, stack_stages
 from .tableau import DensePolynomial
 
 __all__ = ["Leapfrog", "Yoshida4"]
@@ -86,7 +86,7 @@ class _Symplectic(AbstractSolver):
     ) -> torch.Tensor:
         f0 = func(t0, y0)  # the step's f0 may carry a drift's dq/dt: evaluate it exactly
         slope = (result.y1 - y0) / _scale(dt, y0)
-        return torch.stack([f0, f1, slope], -1)
+        return stack_stages([f0, f1, slope])
 
     @property
     def dense_polynomial(self) -> DensePolynomial:
