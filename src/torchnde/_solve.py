@@ -434,7 +434,7 @@ class _Problem:
             return t.view(-1, *([1] * len(self.shapes[0])))  # -1: compaction may shrink the batch
         if isinstance(s, torch.Tensor):  # e.g. a time being differentiated (Rosenbrock's df/dt)
             return (s * self.direction).to(self.dtype)
-        return torch.full((), s * self.direction, dtype=self.dtype, device=self.device)
+        return torch.scalar_tensor(s * self.direction, dtype=self.dtype, device=self.device)
 
     def checked_f0(self) -> torch.Tensor:
         """Evaluate ``f`` once at the initial point, checking what it returns."""
@@ -490,13 +490,13 @@ class _Problem:
                     return f(user_time(s), y)
 
                 return self._with_jacobian(fast)
-            full, dtype, device = torch.full, self.dtype, self.device
+            scalar, dtype, device = torch.scalar_tensor, self.dtype, self.device
 
             def fastest(s: float, y: torch.Tensor) -> torch.Tensor:  # the hot path
                 counter[0] += 1
                 if isinstance(s, torch.Tensor):
                     return f(s.to(dtype), y)
-                return f(full((), s, dtype=dtype, device=device), y)
+                return f(scalar(s, dtype=dtype, device=device), y)
 
             return self._with_jacobian(fastest)
         unflatten, per_sample = self.unflatten, self.per_sample
@@ -1144,10 +1144,10 @@ def _interpolate_host(
     """States ``[m, *state]`` at the times ``s_out`` inside the step ``[s, s + h]``, from its
     continuous extension."""
     poly = solver.dense_polynomial
-    degree = poly.degree
+    matrix_t = poly.matrix_t(y.dtype, y.device)  # [degree, S]
+    degree = matrix_t.shape[0]
     powers = [[((si - s) / h) ** k for k in range(1, degree + 1)] for si in s_out]
-    powers = torch.tensor(powers, dtype=y.dtype, device=y.device)
-    weights = powers @ poly.matrix(y.dtype, y.device).T  # [m, S]: tiny, whatever the state
+    weights = torch.tensor(powers, dtype=y.dtype, device=y.device) @ matrix_t  # [m, S]: tiny
     out = torch.addmm(y.reshape(1, -1), weights, stages.reshape(-1, stages.shape[-1]).T, alpha=h)
     return out.view(len(s_out), *y.shape)
 

@@ -71,6 +71,14 @@ class DensePolynomial:
             out = cache[(dtype, device)] = torch.as_tensor(self.coefficients, dtype=dtype, device=device)
         return out
 
+    def matrix_t(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """``P.T``, contiguous (cached per dtype and device)."""
+        cache = self.__dict__.setdefault("_matrix_t_cache", {})
+        out = cache.get((dtype, device))
+        if out is None:
+            out = cache[(dtype, device)] = self.matrix(dtype, device).T.contiguous()
+        return out
+
     def powers(self, theta: torch.Tensor) -> torch.Tensor:
         """``[theta, theta**2, ..., theta**degree]`` on a new last axis."""
         # a running product: several times cheaper than ``theta ** arange`` on large batches
