@@ -50,9 +50,9 @@ def hermite_interpolant(b: tuple[float, ...], order: int = 3) -> DensePolynomial
 #   4 µs against 40 µs); the error estimate reuses that stack, which is also the continuous
 #   extension's;
 # - larger states: chained in-place axpys for rows of at most _CHAIN terms (one pass over memory
-#   per term, no copy), which win from about 32k elements on.
+#   per term, no copy), which win from about 8k elements on (even at 4k).
 _SMALL = 1024
-_STACKED = 16384
+_STACKED = 4096
 _CHAIN = 6
 
 
