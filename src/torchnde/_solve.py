@@ -292,8 +292,10 @@ def _attach_output_times(problem: _Problem, ys: torch.Tensor) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=64)
 def _scalar(value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A 0-d tensor of ``value``, shared between solves (never written to)."""
-    return torch.tensor(value, dtype=dtype, device=device)
+    """A 0-d tensor of ``value``, shared between solves (never written to; created outside
+    inference mode, so that a solve under ``torch.inference_mode`` cannot poison the cache)."""
+    with torch.inference_mode(False):
+        return torch.tensor(value, dtype=dtype, device=device)
 
 
 @functools.lru_cache(maxsize=64)

@@ -119,7 +119,10 @@ class ExplicitRungeKutta(AbstractSolver):
         key = (type(self), y.dtype, y.device)
         co = _COEFFICIENTS.get(key)
         if co is None:
-            co = _COEFFICIENTS[key] = _Coefficients(self.tableau, y.dtype, y.device)
+            # Cached constants are created outside inference mode, whatever the first solve ran
+            # under: an inference tensor could not take part in a later solve that records a graph.
+            with torch.inference_mode(False):
+                co = _COEFFICIENTS[key] = _Coefficients(self.tableau, y.dtype, y.device)
         return co
 
     def step(
@@ -201,9 +204,10 @@ class ExplicitRungeKutta(AbstractSolver):
         key = (type(self), y0.dtype, y0.device)
         rows = _EXTRA.get(key)
         if rows is None:
-            rows = _EXTRA[key] = [
-                torch.as_tensor(a, dtype=y0.dtype, device=y0.device) for _, a in self.extra_stages
-            ]
+            with torch.inference_mode(False):
+                rows = _EXTRA[key] = [
+                    torch.as_tensor(a, dtype=y0.dtype, device=y0.device) for _, a in self.extra_stages
+                ]
         per_sample = isinstance(dt, torch.Tensor)
         dt_col = _column(dt, y0) if per_sample else None
         stages = result.stages

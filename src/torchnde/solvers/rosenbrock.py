@@ -124,14 +124,15 @@ class Rodas5P(AbstractSolver):
         key = (y.dtype, y.device)
         cached = self._rows.get(key)
         if cached is None:
-            rows = [
-                (
-                    torch.tensor(a, dtype=y.dtype, device=y.device),
-                    torch.tensor(c, dtype=y.dtype, device=y.device),
-                )
-                for a, c in zip(self.a, self.c)
-            ]
-            cached = self._rows[key] = (rows, torch.tensor(self.m, dtype=y.dtype, device=y.device))
+            with torch.inference_mode(False):  # a cached constant must outlive inference mode
+                rows = [
+                    (
+                        torch.tensor(a, dtype=y.dtype, device=y.device),
+                        torch.tensor(c, dtype=y.dtype, device=y.device),
+                    )
+                    for a, c in zip(self.a, self.c)
+                ]
+                cached = self._rows[key] = (rows, torch.tensor(self.m, dtype=y.dtype, device=y.device))
         return cached
 
     @property

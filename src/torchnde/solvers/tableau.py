@@ -68,7 +68,8 @@ class DensePolynomial:
         cache = self.__dict__.setdefault("_matrix_cache", {})
         out = cache.get((dtype, device))
         if out is None:
-            out = cache[(dtype, device)] = torch.as_tensor(self.coefficients, dtype=dtype, device=device)
+            with torch.inference_mode(False):  # a cached constant must outlive inference mode
+                out = cache[(dtype, device)] = torch.as_tensor(self.coefficients, dtype=dtype, device=device)
         return out
 
     def matrix_t(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -76,7 +77,8 @@ class DensePolynomial:
         cache = self.__dict__.setdefault("_matrix_t_cache", {})
         out = cache.get((dtype, device))
         if out is None:
-            out = cache[(dtype, device)] = self.matrix(dtype, device).T.contiguous()
+            with torch.inference_mode(False):
+                out = cache[(dtype, device)] = self.matrix(dtype, device).T.contiguous()
         return out
 
     def powers(self, theta: torch.Tensor) -> torch.Tensor:
