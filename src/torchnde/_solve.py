@@ -882,16 +882,10 @@ def _loop_global(
         if ctrl.dt0 is not None:
             dt = ctrl.dt0
         else:
-            grad = torch.is_grad_enabled()  # the step size is not differentiated
-            if grad:
-                torch.set_grad_enabled(False)
-            try:
+            with torch.no_grad():
                 dt = initial_step_size(
                     func, s0, y, f0, solver.error_order, error_norm.scale(y), error_norm.norm
                 )
-            finally:
-                if grad:
-                    torch.set_grad_enabled(True)
         dt = min(dt, dtmax)
         inv1 = inv2 = 1.0
         after_reject = False
