@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import torchnde as nde
-from torchnde import _solve
+from torchnde._loop import error_norm
 from torchnde.solvers import explicit_rk
 
 from .helpers import GENERAL_SOLVERS, PAIR_SOLVERS
@@ -17,7 +17,7 @@ from .helpers import GENERAL_SOLVERS, PAIR_SOLVERS
 def _clear_constant_caches(solver: nde.solvers.AbstractSolver) -> None:
     explicit_rk._COEFFICIENTS.clear()
     explicit_rk._EXTRA.clear()
-    _solve._scalar.cache_clear()
+    error_norm.scalar.cache_clear()
     try:
         poly = solver.dense_polynomial
     except NotImplementedError:  # reversible_heun steps onto its outputs

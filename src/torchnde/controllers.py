@@ -1,5 +1,16 @@
 r"""Step-size controllers: constant steps and the PID controller, plus Hairer's initial step.
 
+A controller owns its rule: the first step (:meth:`AbstractController.start`), and after each
+step the accept/reject decision and the next step size (:meth:`AbstractController.adapt`). The
+rule is written once for both layouts of the loop: in the global layout the error norm, step
+size and decision are Python floats and bools, per sample they are ``[B]`` tensors. The helpers
+:func:`clip` and :func:`where` work on either, so a user's subclass is layout-generic too::
+
+    class MaxStep(nde.PIDController):
+        def adapt(self, err, h, memory, ok=True):
+            accept, dt = super().adapt(err, h, memory, ok)
+            return accept, nde.controllers.clip(dt, 0.0, 0.05)
+
 A controller turns the scaled error norm of a step into an accept/reject decision and the next
 step size. The scaled error of a proposed step from :math:`y_0` to :math:`y_1` with embedded
 error estimate :math:`e` is
@@ -12,14 +23,15 @@ with the root-mean-square norm by default; the step is accepted when it is at mo
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-__all__ = ["ConstantStep", "PIDController", "rms_norm"]
+__all__ = ["AbstractController", "ConstantStep", "PIDController", "clip", "rms_norm", "where"]
 
 TimesLike = "torch.Tensor | Sequence[float] | None"
 
@@ -41,8 +53,62 @@ def _times(name: str, value: Any) -> torch.Tensor | None:
     return torch.unique(out)  # sorted, deduplicated
 
 
+def clip(x: Any, lo: float, hi: float) -> Any:
+    """``x`` clipped to ``[lo, hi]``: a float in the global layout, a tensor per sample."""
+    if isinstance(x, torch.Tensor):
+        return x.clamp(lo, hi)
+    return min(max(x, lo), hi)
+
+
+def where(cond: Any, a: Any, b: Any) -> Any:
+    """``a`` where ``cond`` holds, else ``b``: a bool in the global layout, a mask per sample."""
+    if isinstance(cond, torch.Tensor):
+        return torch.where(cond, a, b)
+    return a if cond else b
+
+
+class AbstractController(abc.ABC):
+    """The base of every step-size controller. Subclass it (or :class:`PIDController`) to write
+    your own rule; it is used by both layouts of the loop.
+
+    - ``adaptive``: whether the loop computes the solver's error estimate and calls
+      :meth:`adapt` (a non-adaptive controller keeps ``dt`` fixed, :class:`ConstantStep`).
+    - ``step_ts``, ``jump_ts``: times steps must land on, and times where ``f`` jumps (the step
+      ends just before the jump and ``f`` is re-evaluated after it); ``None`` or sorted 1-D
+      float64 tensors.
+    - ``rtol``, ``atol``, ``norm``: what the loop's scaled error norm uses (adaptive
+      controllers).
+    """
+
+    adaptive: ClassVar[bool] = True
+    step_ts: Any = None
+    jump_ts: Any = None
+    # What the loop's error norm reads from an adaptive controller (dataclass fields override).
+    rtol: Any = 1e-6
+    atol: Any = 1e-8
+    norm: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    @abc.abstractmethod
+    def start(self, solver: Any, func: Callable, s0: Any, y0: torch.Tensor, f0: torch.Tensor,
+              error_norm: Any) -> tuple[Any, Any]:  # fmt: skip
+        """``(dt, memory)``: the first step size (a float, or ``[B]`` float64 per sample) and
+        the controller's per-solve memory, handed back to :meth:`adapt` after every step.
+        ``error_norm.scale(y)`` and ``error_norm.norm(x)`` give the scaled norm in the layout."""
+
+    @abc.abstractmethod
+    def adapt(self, err: Any, h: Any, memory: Any, ok: Any = True) -> tuple[Any, Any]:
+        """``(accept, dt)`` after a step of size ``h`` with scaled error norm ``err`` (accept when
+        ``err <= 1`` for the built-in rules). ``ok`` is false where the solver's nonlinear
+        solve failed: reject and retry smaller. Floats and bools in the global layout, ``[B]``
+        tensors per sample."""
+
+    def too_small(self, s: Any, dt: Any) -> Any:
+        """Whether the next step ``dt`` from ``s`` is too small to continue (``Status.DT_MIN``)."""
+        return s + dt == s
+
+
 @dataclass(frozen=True)
-class ConstantStep:
+class ConstantStep(AbstractController):
     """Fixed steps of size ``dt`` (the last step before ``t1``, or before a point of
     ``step_ts``/``jump_ts``, is shortened to land on it exactly).
 
@@ -64,7 +130,7 @@ class ConstantStep:
     step_ts: Any = None
     jump_ts: Any = None
 
-    adaptive = False
+    adaptive: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         if isinstance(self.dt, torch.Tensor):
@@ -73,6 +139,13 @@ class ConstantStep:
             raise ValueError(f"ConstantStep(dt) needs a positive finite float, got {self.dt!r}")
         object.__setattr__(self, "step_ts", _times("step_ts", self.step_ts))
         object.__setattr__(self, "jump_ts", _times("jump_ts", self.jump_ts))
+
+    def start(self, solver: Any, func: Callable, s0: Any, y0: torch.Tensor, f0: torch.Tensor,
+              error_norm: Any) -> tuple[Any, Any]:  # fmt: skip
+        return (torch.full_like(s0, self.dt) if isinstance(s0, torch.Tensor) else self.dt), None
+
+    def adapt(self, err: Any, h: Any, memory: Any, ok: Any = True) -> tuple[Any, Any]:
+        return ok, self.dt
 
 
 def _check_tolerance(name: str, value: Any, ok: Callable[[Any], Any], rule: str) -> None:
@@ -91,8 +164,24 @@ def _check_tolerance(name: str, value: Any, ok: Callable[[Any], Any], rule: str)
             raise ValueError(f"{name} must be {rule}")
 
 
+class _Memory:
+    """A PID controller's memory of one solve: the inverse errors of the last two accepted
+    steps and whether the last step was rejected (floats, or ``[B]`` tensors per sample)."""
+
+    __slots__ = ("after_reject", "beta1", "beta2", "beta3", "inv1", "inv2")
+
+    def __init__(self, betas: tuple[float, float, float], inv: Any, after_reject: Any):
+        self.beta1, self.beta2, self.beta3 = betas
+        self.inv1 = self.inv2 = inv
+        self.after_reject = after_reject
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Follow a compacted per-sample batch."""
+        self.inv1, self.inv2, self.after_reject = self.inv1[keep], self.inv2[keep], self.after_reject[keep]
+
+
 @dataclass(frozen=True)
-class PIDController:
+class PIDController(AbstractController):
     r"""Adaptive step size from the embedded error estimate, with a PID rule on the error history.
 
     With inverse errors :math:`\varepsilon_n = 1 / \|e_n\|` and :math:`k` the solver's error order,
@@ -147,7 +236,7 @@ class PIDController:
     step_ts: Any = None
     jump_ts: Any = None
 
-    adaptive = True
+    adaptive: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         _check_tolerance("rtol", self.rtol, lambda x: x > 0, "> 0: e.g. rtol=1e-6")
@@ -173,9 +262,41 @@ class PIDController:
         p, i, d = self.pcoeff, self.icoeff, self.dcoeff
         return (p + i + d) / k, -(p + 2 * d) / k, d / k
 
+    def start(self, solver: Any, func: Callable, s0: Any, y0: torch.Tensor, f0: torch.Tensor,
+              error_norm: Any) -> tuple[Any, Any]:  # fmt: skip
+        batched = isinstance(s0, torch.Tensor)
+        if self.dt0 is not None:
+            dt = torch.full_like(s0, self.dt0) if batched else self.dt0
+        else:
+            with torch.no_grad():
+                scale = error_norm.scale(y0)
+                dt = initial_step_size(func, s0, y0, f0, solver.error_order, scale, error_norm.norm)
+        dt = clip(dt, 0.0, self.dtmax or math.inf)
+        one = torch.ones_like(s0) if batched else 1.0
+        after_reject = torch.zeros_like(s0, dtype=torch.bool) if batched else False
+        return dt, _Memory(self.exponents(solver.error_order), one, after_reject)
 
-def _where(cond: Any, a: Any, b: Any) -> Any:
-    return torch.where(cond, a, b) if isinstance(cond, torch.Tensor) else (a if cond else b)
+    def adapt(self, err: Any, h: Any, memory: Any, ok: Any = True) -> tuple[Any, Any]:
+        """The PID rule (see the class docstring); no growth right after a rejection, a quarter
+        of the step where the nonlinear solve failed (``ok`` false)."""
+        m = memory
+        accept = (err <= 1.0) & ok  # NaN compares false: a non-finite step is never accepted
+        inv = 1.0 / clip(err, 1e-300, math.inf)
+        factor = self.safety * inv**m.beta1
+        if m.beta2:
+            factor = factor * m.inv1**m.beta2
+        if m.beta3:
+            factor = factor * m.inv2**m.beta3
+        factor = where(ok, clip(factor, self.factor_min, self.factor_max), 0.25)
+        grow = accept & ~m.after_reject if isinstance(accept, torch.Tensor) else accept and not m.after_reject
+        factor = where(grow, factor, clip(factor, 0.0, 1.0))
+        if m.beta2 or m.beta3:
+            m.inv2, m.inv1 = where(accept, m.inv1, m.inv2), where(accept, inv, m.inv1)
+        m.after_reject = ~accept if isinstance(accept, torch.Tensor) else not accept
+        return accept, clip(h * factor, 0.0, self.dtmax or math.inf)
+
+    def too_small(self, s: Any, dt: Any) -> Any:
+        return (dt < (self.dtmin or 0.0)) | (s + dt == s)
 
 
 def initial_step_size(
@@ -201,14 +322,14 @@ def initial_step_size(
     """
     d0, d1 = norm(y0 / scale), norm(f0 / scale)
     small = (d0 < 1e-5) | (d1 < 1e-5)
-    h0 = _where(small, 1e-6, 0.01 * d0 / _where(small, 1.0, d1))
+    h0 = where(small, 1e-6, 0.01 * d0 / where(small, 1.0, d1))
     if isinstance(h0, torch.Tensor):
         y1 = torch.addcmul(y0, h0.to(y0.dtype).view(-1, *([1] * (y0.ndim - 1))), f0)
     else:
         y1 = torch.add(y0, f0, alpha=h0)
     d2 = norm((func(t0 + h0, y1) - f0) / scale) / h0
-    dmax = _where(d1 > d2, d1, d2)
+    dmax = where(d1 > d2, d1, d2)
     tiny = dmax <= 1e-15
     h_tiny = (h0 * 1e-3).clamp(min=1e-6) if isinstance(h0, torch.Tensor) else max(h0 * 1e-3, 1e-6)
-    h1 = _where(tiny, h_tiny, (0.01 / _where(tiny, 1.0, dmax)) ** (1.0 / error_order))
-    return _where(100 * h0 < h1, 100 * h0, h1)
+    h1 = where(tiny, h_tiny, (0.01 / where(tiny, 1.0, dmax)) ** (1.0 / error_order))
+    return where(100 * h0 < h1, 100 * h0, h1)

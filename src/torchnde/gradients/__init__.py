@@ -28,14 +28,21 @@ sol.ys.square().sum().backward()
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from ..solvers import resolve_solver
+from .._loop import LoopOptions, Problem, Raw, integrate
+from .._solution import Stats
+from ..controllers import AbstractController
+from ..solvers import AbstractSolver, resolve_solver
+from .adjoint import run_adjoint
+from .checkpoint import check_budgeted, run_budgeted
 from .memory import GraphMemory, graph_memory
+from .reversible import run_reversible
 
 __all__ = [
     "AbstractGradient",
@@ -51,9 +58,20 @@ __all__ = [
 
 
 class AbstractGradient:
-    """Base class of the gradient strategies; ``name`` is the string ``solve`` accepts."""
+    """Base class of the gradient strategies; ``name`` is the string ``solve`` accepts.
+
+    A strategy owns its passes: :meth:`run` runs the loop its way (with a graph, with
+    recomputation, or without a graph under a custom backward pass) and returns the loop's raw
+    result, whose ``ys`` carry the gradient, and the backward pass's statistics (or ``None``).
+    """
 
     name: str = ""
+
+    def run(self, problem: Problem, solver: AbstractSolver, ctrl: AbstractController, opts: LoopOptions,
+            owner: Any) -> tuple[Raw, Stats | None]:  # fmt: skip
+        """Run the loop for ``problem``; ``owner`` is the term's vector field (its parameters
+        are the default ones to differentiate, where a strategy needs them listed)."""
+        return integrate(problem, solver, ctrl, opts), None
 
 
 @dataclass(frozen=True)
@@ -73,6 +91,20 @@ class Backprop(AbstractGradient):
 class Checkpoint(AbstractGradient):
     """Backprop with recomputation: the exact ``Backprop`` gradient at a fraction of its memory.
 
+    **Arguments:**
+
+    - ``checkpoints``: ``None`` (default) stores every step's input, as described below. An
+      int ``k`` bounds what the forward pass holds by ``k`` step inputs, whatever the number of
+      steps: the forward pass runs without a graph and keeps ``k`` of the accepted steps'
+      inputs, chosen online (a doubling schedule, :mod:`torchnde.gradients.schedule`); the
+      backward pass recomputes the others from them by recursive bisection and differentiates
+      one step at a time. It replays at most ``n (1 + ceil(log2(n / k)) / 2)`` steps for ``n``
+      steps (``schedule.recompute_bound``), counted in ``sol.backward_stats.steps`` (and the
+      evaluations of ``f`` in ``.nfe``). The gradient is ``Backprop``'s to round-off. It
+      differentiates ``y0``, the times, and ``params`` (default: what ``f`` uses, as found for
+      :class:`Adjoint`); it supports global solves without events, ``dense``, ``save_steps``
+      or ``compile``, and a failed solve raises even with ``throw=False``.
+
     The forward pass keeps, for each accepted step, only its inputs (the state and, for
     first-same-as-last methods, its derivative); the backward pass recomputes one step at a
     time (non-reentrant :func:`torch.utils.checkpoint.checkpoint`) and differentiates it.
@@ -84,7 +116,25 @@ class Checkpoint(AbstractGradient):
     ``f``, such as dropout, would differ; the random-number state is not stored per step).
     """
 
+    checkpoints: int | None = None
+    params: Any = None
+
     name = "checkpoint"
+
+    def __post_init__(self) -> None:
+        k = self.checkpoints
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise ValueError(f"Checkpoint(checkpoints=...) must be None or a positive int, got {k!r}")
+
+    def run(self, problem: Problem, solver: AbstractSolver, ctrl: AbstractController, opts: LoopOptions,
+            owner: Any) -> tuple[Raw, Stats | None]:  # fmt: skip
+        if self.checkpoints is None:
+            return integrate(problem, solver, ctrl, dataclasses.replace(opts, checkpoint=True)), None
+        check_budgeted(problem, solver, opts)
+        if not torch.is_grad_enabled():
+            return integrate(problem, solver, ctrl, opts), None
+        params = _parameters(self.params, owner, type(self).__name__)
+        return run_budgeted(problem, solver, ctrl, opts, params, self.checkpoints)
 
 
 @dataclass(frozen=True)
@@ -150,6 +200,28 @@ class Adjoint(AbstractGradient):
         """The tensors this strategy differentiates besides ``y0`` (only those requiring grad)."""
         return _parameters(self.params, f, type(self).__name__)
 
+    def run(self, problem: Problem, solver: AbstractSolver, ctrl: AbstractController, opts: LoopOptions,
+            owner: Any) -> tuple[Raw, Stats | None]:  # fmt: skip
+        if not torch.is_grad_enabled():
+            return integrate(problem, solver, ctrl, opts), None
+        params = self.parameters(owner)
+        run = _without_graph(problem, solver, ctrl, opts)
+        if not (problem.y0.requires_grad or params):
+            return run(problem.y0), None
+        return run_adjoint(problem, solver, ctrl, self, params, run, opts.max_steps)
+
+
+def _without_graph(problem: Problem, solver: AbstractSolver, ctrl: AbstractController,
+                   opts: LoopOptions) -> Any:  # fmt: skip
+    """``run(y0)``: the forward loop from ``y0`` without a graph (the strategies that attach
+    their own backward pass)."""
+
+    def run(y0: torch.Tensor) -> Raw:
+        with torch.no_grad():
+            return integrate(dataclasses.replace(problem, y0=y0), solver, ctrl, opts)
+
+    return run
+
 
 def _parameters(params: Any, f: Any, owner: str) -> tuple[torch.Tensor, ...]:
     source = params if params is not None else f
@@ -190,6 +262,13 @@ class Reversible(AbstractGradient):
     def parameters(self, f: Any) -> tuple[torch.Tensor, ...]:
         """The tensors this strategy differentiates besides ``y0`` (only those requiring grad)."""
         return _parameters(self.params, f, type(self).__name__)
+
+    def run(self, problem: Problem, solver: AbstractSolver, ctrl: AbstractController, opts: LoopOptions,
+            owner: Any) -> tuple[Raw, Stats | None]:  # fmt: skip
+        run = _without_graph(problem, solver, ctrl, opts)
+        if not torch.is_grad_enabled():
+            return run(problem.y0), None
+        return run_reversible(problem, solver, self.parameters(owner), run)
 
 
 _REGISTRY: dict[str, type[AbstractGradient]] = {

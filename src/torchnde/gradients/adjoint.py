@@ -10,7 +10,9 @@ from typing import Any
 
 import torch
 
+from .._loop import solve_plain
 from .._solution import Stats
+from ..controllers import ConstantStep, PIDController
 
 __all__ = ["run_adjoint"]
 
@@ -64,10 +66,6 @@ def _backward(context: _Context, ys: torch.Tensor, grad_ys: torch.Tensor) -> tup
     flat vector ``[y | a | g_1 | ... | g_k]``; the step size carries over from one interval to
     the next (only the state's jump at an output time restarts the method), so an interval
     shorter than the steps the adjoint needs costs one step, not a fresh start."""
-    from .._solve import _solve  # the adjoint solves are ordinary solves
-    from ..controllers import PIDController
-    from . import Backprop
-
     problem, params = context.problem, context.params
     strategy, ctrl = context.strategy, context.ctrl
     f, direction, shape = problem.f, problem.direction, problem.y0.shape
@@ -81,7 +79,7 @@ def _backward(context: _Context, ys: torch.Tensor, grad_ys: torch.Tensor) -> tup
         nested = torch.is_grad_enabled() and v.requires_grad  # an implicit solver's Jacobian
         with torch.enable_grad():
             y_ = y if nested else y.detach().requires_grad_(True)
-            fy = problem._flatten_out(f(s * direction, problem.unflatten(y_, ())), ())  # dy/ds
+            fy = problem.flatten_out(f(s * direction, problem.unflatten(y_, ())), ())  # dy/ds
             vjps = torch.autograd.grad(fy, (y_, *params), -a, allow_unused=True, create_graph=nested)
         parts = [(fy if nested else fy.detach()).reshape(-1), _or_zeros(vjps[0], y).reshape(-1)]
         parts += [_or_zeros(g, p).reshape(-1).to(dtype) for g, p in zip(vjps[1:], params)]
@@ -101,11 +99,10 @@ def _backward(context: _Context, ys: torch.Tensor, grad_ys: torch.Tensor) -> tup
         times = torch.stack([s_eval[i], s_eval[i - 1]])
         controller = fixed or PIDController(rtol, atol, norm=norm, dt0=carry)
         v = torch.cat([ys[i].reshape(-1), a, g])  # y restarts from the forward pass's value
-        sol, raw = _solve(field, v, times, adj_solver, None, None, None, controller, False, False,
-                          False, max_steps, True, False, False, Backprop())  # fmt: skip
+        sol, raw = solve_plain(field, v, times, solver=adj_solver, controller=controller, max_steps=max_steps)
         for key in ("nfe", "steps", "accepted", "rejected"):
             setattr(stats, key, getattr(stats, key) + getattr(sol.stats, key))
-        carry = raw.next_dt if raw is not None else None
+        carry = raw.next_dt
         end = sol.ys[-1]
         a = end[n_state : 2 * n_state] + grad_ys[i - 1].reshape(-1)
         g = end[2 * n_state :]
@@ -119,10 +116,6 @@ def _backward_per_sample(context: _Context, ys: torch.Tensor, grad_ys: torch.Ten
     ``t_b = t_{b,i-1} + (tau - i + 1) (t_{b,i} - t_{b,i-1})``, under which every channel's
     derivative is scaled by its sample's interval length. This is the same continuous adjoint;
     the backward pass shares its step sizes across the batch."""
-    from .._solve import _solve
-    from ..controllers import ConstantStep, PIDController
-    from . import Backprop
-
     problem, params = context.problem, context.params
     strategy, ctrl = context.strategy, context.ctrl
     func = problem.func(count=False)  # dy/ds per sample: func(s [B], y [B, ...])
@@ -167,11 +160,10 @@ def _backward_per_sample(context: _Context, ys: torch.Tensor, grad_ys: torch.Ten
         else:
             controller = PIDController(rtol, atol, norm=norm, dt0=carry)
         v = torch.cat([ys[:, i].reshape(-1), a, g])  # y restarts from the forward pass's value
-        sol, raw = _solve(field, v, times, adj_solver, None, None, None, controller, False, False,
-                          False, max_steps, True, False, False, Backprop())  # fmt: skip
+        sol, raw = solve_plain(field, v, times, solver=adj_solver, controller=controller, max_steps=max_steps)
         for key in ("nfe", "steps", "accepted", "rejected"):
             setattr(stats, key, getattr(stats, key) + getattr(sol.stats, key))
-        carry = raw.next_dt if raw is not None else None
+        carry = raw.next_dt
         if carry is not None and i > 1:  # from this interval's tau-units into the next one's
             carry *= float(span.mean() / (s_eval[:, i - 1] - s_eval[:, i - 2]).mean())
         end = sol.ys[-1]
@@ -194,8 +186,6 @@ def _adjoint_solver(solver: Any) -> Any:
 def _adjoint_controls(strategy: Any, ctrl: Any, solver: Any) -> tuple[Any, Any, Any]:
     """``(rtol, atol, None)`` for an adaptive adjoint solve, ``(None, None, ConstantStep)`` for
     a fixed-step one."""
-    from ..controllers import ConstantStep
-
     explicit = strategy.rtol is not None or strategy.atol is not None
     if strategy.dt is not None or not (ctrl.adaptive or explicit):
         return None, None, ConstantStep(strategy.dt if strategy.dt is not None else ctrl.dt)
@@ -204,8 +194,8 @@ def _adjoint_controls(strategy: Any, ctrl: Any, solver: Any) -> tuple[Any, Any, 
             f"Adjoint: the adjoint solver {solver.name!r} has no error estimate; pass "
             "Adjoint(solver=...) with an adaptive solver, or Adjoint(dt=...) for fixed steps"
         )
-    rtol = strategy.rtol if strategy.rtol is not None else _scalar(getattr(ctrl, "rtol", 1e-6))
-    atol = strategy.atol if strategy.atol is not None else _scalar(getattr(ctrl, "atol", 1e-8))
+    rtol = strategy.rtol if strategy.rtol is not None else _tightest(getattr(ctrl, "rtol", 1e-6))
+    atol = strategy.atol if strategy.atol is not None else _tightest(getattr(ctrl, "atol", 1e-8))
     return rtol, atol, None
 
 
@@ -213,11 +203,11 @@ def _or_zeros(v: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(like) if v is None else v
 
 
-def _scalar(tol: Any) -> float:
+def _tightest(tol: Any) -> float:
     if isinstance(tol, (int, float)):
         return float(tol)
     if isinstance(tol, (tuple, list)):
-        return min(_scalar(t) for t in tol)
+        return min(_tightest(t) for t in tol)
     return float(torch.as_tensor(tol).min())
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 __all__ = ["GraphMemory", "graph_memory"]
 
@@ -102,8 +103,6 @@ def _net_allocation(
         torch.cuda.synchronize(device)
         end = torch.cuda.max_memory_allocated(device) if peak else torch.cuda.memory_allocated(device)
         return out, max(end - start, 0)
-    from torch.profiler import ProfilerActivity, profile
-
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         out = fn()
     try:  # allocation events (positive) and frees (negative), in time order

@@ -3,97 +3,15 @@ forward steps one by one and differentiates each (see :class:`torchnde.Reversibl
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from .._solution import Stats, Status
+from .._loop.reversible import grid_func
+from .._solution import Stats
 
-__all__ = ["loop_reversible", "run_reversible"]
-
-_STRETCH = 1.0 + 1e-8  # as in the main loop: a step ending this close to a stop lands on it
-
-
-def step_grid(s_out: list[float], dt: float, extra: list[float]) -> list[float]:
-    """Step boundaries from ``s_out[0]`` to ``s_out[-1]``: steps of ``dt``, each shortened to
-    land on the next output time or grid time (``extra``), as ``ConstantStep`` does."""
-    stops = sorted({*s_out[1:], *(x for x in extra if s_out[0] < x < s_out[-1])})
-    grid = [s_out[0]]
-    s = s_out[0]
-    for stop in stops:
-        while s < stop:
-            s = stop if s + dt * _STRETCH >= stop else s + dt
-            grid.append(s)
-    return grid
-
-
-def loop_reversible(problem: Any, solver: Any, ctrl: Any, opts: Any) -> Any:
-    """Step a reversible solver over its grid (global layout), saving at the output times.
-
-    Returns the loop's raw result with ``reversible`` set to ``(grid, final solver state)``.
-    """
-    from .._solve import _Raw  # the raw result type of every loop
-
-    if ctrl.adaptive:
-        raise ValueError(f"solver {solver.name!r} takes fixed steps: pass dt=... (ConstantStep)")
-    if opts.dense or opts.save_steps:
-        raise ValueError(f"solver {solver.name!r} supports neither dense= nor save_steps=")
-    if problem.s_host is None:
-        raise ValueError(
-            f"solver {solver.name!r} steps every sample on one grid: per-sample time spans "
-            "(t_eval of shape [batch, n]) need an adaptive solver such as 'tsit5'"
-        )
-    s_out = problem.s_host
-    extra = []
-    for times in (ctrl.step_ts, ctrl.jump_ts):
-        if times is not None:
-            extra += [x * problem.direction for x in times.tolist()]
-    grid = step_grid(s_out, ctrl.dt, extra)
-    if len(grid) - 1 > opts.max_steps:
-        raise ValueError(
-            f"reversible solve needs {len(grid) - 1} steps but max_steps={opts.max_steps}: "
-            "raise max_steps or dt"
-        )
-    func = _grid_func(problem, problem.func())
-    state = solver.init(func, grid[0], problem.y0)
-    outputs = [problem.y0]
-    wanted = set(s_out[1:])
-    for s, s_next in itertools.pairwise(grid):
-        state = solver.forward(func, s, state, s_next - s)
-        if s_next in wanted:
-            outputs.append(state.y)
-    steps = len(grid) - 1
-    if problem.per_sample:  # every sample took the same steps; results in the per-sample layout
-        batch = problem.batch
-        ys = torch.stack(outputs, 1).reshape(batch, len(outputs), -1)
-        finite = torch.isfinite(ys.reshape(batch, -1)).all(1)
-        status: Any = torch.where(finite, int(Status.SUCCESS), int(Status.NONFINITE))
-        counts = [
-            torch.full((batch,), c, dtype=torch.int64) for c in (problem.nfe_counter[0], steps, steps, 0)
-        ]
-        stats = Stats(*counts)
-        end: Any = torch.full((batch,), grid[-1] * problem.direction, dtype=torch.float64)
-    else:
-        ys = torch.stack(outputs)
-        status = Status.SUCCESS if bool(torch.isfinite(state.y).all()) else Status.NONFINITE
-        stats, end = Stats(problem.nfe_counter[0], steps, steps, 0), grid[-1] * problem.direction
-    raw = _Raw(ys, stats, status, end)
-    raw.reversible = (grid, state)
-    return raw
-
-
-def _grid_func(problem: Any, func: Callable) -> Callable:
-    """``func`` called with a host time: per sample, every sample at that time."""
-    if not problem.per_sample:
-        return func
-    batch, device = problem.batch, problem.device
-
-    def call(s: float, y: torch.Tensor) -> torch.Tensor:
-        return func(torch.full((batch,), s, dtype=torch.float64, device=device), y)
-
-    return call
+__all__ = ["run_reversible"]
 
 
 class _ReversibleFunction(torch.autograd.Function):
@@ -135,7 +53,7 @@ def _backward(context: _Context, state: Any, grad_ys: torch.Tensor) -> tuple[tor
     problem, params = context.problem, context.params
     grid = context.raw.reversible
     counter = [0]
-    base = _grid_func(problem, problem.func(count=False))
+    base = grid_func(problem, problem.func(count=False))
 
     def func(s: Any, y: torch.Tensor) -> torch.Tensor:
         counter[0] += 1

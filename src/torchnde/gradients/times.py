@@ -17,7 +17,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["output_times", "start_time"]
+from .._loop import Problem
+
+__all__ = ["attach_output_times", "attach_start_time", "output_times", "start_time"]
 
 
 class _StartTime(torch.autograd.Function):
@@ -62,3 +64,47 @@ def output_times(
     """``ys`` (a copy) made to depend on the output times. ``derivatives(ys, grad)`` returns the
     gradient with respect to ``t_eval``: :math:`\\langle \\bar y_i, f(t_i, y_i)\\rangle` per time."""
     return _OutputTimes.apply(t_eval, ys, derivatives)
+
+
+def attach_start_time(problem: Problem) -> None:
+    """Make the loop's initial state depend on ``t_eval``'s first time (see the module docstring)."""
+    func = problem.func(count=False)
+    y0 = problem.y0
+    direction = problem.direction
+    if problem.per_sample:
+        s0: Any = problem.s_eval[:, 0]
+        t0 = problem.t_eval[..., 0]
+        batch = problem.batch
+        reduce = (lambda x: x.reshape(batch, -1).sum(-1)) if t0.ndim == 1 else (lambda x: x.sum())
+    else:
+        s0, t0 = problem.s_host[0], problem.t_eval[0]  # type: ignore[index]
+        reduce = lambda x: x.sum()  # noqa: E731
+
+    def derivative() -> torch.Tensor:
+        return func(s0, y0.detach()) * direction
+
+    problem.y0 = start_time(t0, y0, derivative, reduce)
+
+
+def attach_output_times(problem: Problem, ys: torch.Tensor) -> torch.Tensor:
+    """Make the outputs ``ys`` (loop layout) depend on ``t_eval`` (see the module docstring)."""
+    func = problem.func(count=False)
+    direction = problem.direction
+    per_sample = problem.per_sample
+    t_eval = problem.t_eval
+
+    def derivatives(ys: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        if not per_sample:
+            s_host = problem.s_host
+            dots = [(grad[i] * func(s_host[i], ys[i])).sum() for i in range(ys.shape[0])]  # type: ignore[index]
+            return (torch.stack(dots) * direction).to(t_eval.dtype)
+        batch, n = ys.shape[0], ys.shape[1]
+        shape = (batch, *problem.shapes[0]) if not problem.is_tuple else (batch, -1)
+        cols = []
+        for i in range(n):
+            deriv = func(problem.s_eval[:, i], ys[:, i].reshape(shape)).reshape(batch, -1)
+            cols.append((grad[:, i] * deriv).sum(-1))
+        out = torch.stack(cols, 1) * direction
+        return (out if t_eval.ndim == 2 else out.sum(0)).to(t_eval.dtype)
+
+    return output_times(t_eval, ys, derivatives)

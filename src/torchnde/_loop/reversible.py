@@ -1,0 +1,94 @@
+"""The loop of reversible solvers (global and per-sample states alike): fixed steps on one grid
+that lands on every output time, so that a backward pass can undo every step exactly."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .._solution import Stats, Status
+from .raw import Raw
+from .stepping import STRETCH
+
+__all__ = ["grid_func", "loop_reversible", "step_grid"]
+
+
+def step_grid(s_out: list[float], dt: float, extra: list[float]) -> list[float]:
+    """Step boundaries from ``s_out[0]`` to ``s_out[-1]``: steps of ``dt``, each shortened to
+    land on the next output time or grid time (``extra``), as ``ConstantStep`` does."""
+    stops = sorted({*s_out[1:], *(x for x in extra if s_out[0] < x < s_out[-1])})
+    grid = [s_out[0]]
+    s = s_out[0]
+    for stop in stops:
+        while s < stop:
+            s = stop if s + dt * STRETCH >= stop else s + dt
+            grid.append(s)
+    return grid
+
+
+def loop_reversible(problem: Any, solver: Any, ctrl: Any, opts: Any) -> Any:
+    """Step a reversible solver over its grid (global layout), saving at the output times.
+
+    Returns the loop's raw result with ``reversible`` set to ``(grid, final solver state)``.
+    """
+    if ctrl.adaptive:
+        raise ValueError(f"solver {solver.name!r} takes fixed steps: pass dt=... (ConstantStep)")
+    if opts.dense or opts.save_steps:
+        raise ValueError(f"solver {solver.name!r} supports neither dense= nor save_steps=")
+    if problem.s_host is None:
+        raise ValueError(
+            f"solver {solver.name!r} steps every sample on one grid: per-sample time spans "
+            "(t_eval of shape [batch, n]) need an adaptive solver such as 'tsit5'"
+        )
+    s_out = problem.s_host
+    extra = []
+    for times in (ctrl.step_ts, ctrl.jump_ts):
+        if times is not None:
+            extra += [x * problem.direction for x in times.tolist()]
+    grid = step_grid(s_out, ctrl.dt, extra)
+    if len(grid) - 1 > opts.max_steps:
+        raise ValueError(
+            f"reversible solve needs {len(grid) - 1} steps but max_steps={opts.max_steps}: "
+            "raise max_steps or dt"
+        )
+    func = grid_func(problem, problem.func())
+    state = solver.init(func, grid[0], problem.y0)
+    outputs = [problem.y0]
+    wanted = set(s_out[1:])
+    for s, s_next in itertools.pairwise(grid):
+        state = solver.forward(func, s, state, s_next - s)
+        if s_next in wanted:
+            outputs.append(state.y)
+    steps = len(grid) - 1
+    if problem.per_sample:  # every sample took the same steps; results in the per-sample layout
+        batch = problem.batch
+        ys = torch.stack(outputs, 1).reshape(batch, len(outputs), -1)
+        finite = torch.isfinite(ys.reshape(batch, -1)).all(1)
+        status: Any = torch.where(finite, int(Status.SUCCESS), int(Status.NONFINITE))
+        counts = [
+            torch.full((batch,), c, dtype=torch.int64) for c in (problem.nfe_counter[0], steps, steps, 0)
+        ]
+        stats = Stats(*counts)
+        end: Any = torch.full((batch,), grid[-1] * problem.direction, dtype=torch.float64)
+    else:
+        ys = torch.stack(outputs)
+        status = Status.SUCCESS if bool(torch.isfinite(state.y).all()) else Status.NONFINITE
+        stats, end = Stats(problem.nfe_counter[0], steps, steps, 0), grid[-1] * problem.direction
+    raw = Raw(ys, stats, status, end)
+    raw.reversible = (grid, state)
+    return raw
+
+
+def grid_func(problem: Any, func: Callable) -> Callable:
+    """``func`` called with a host time: per sample, every sample at that time."""
+    if not problem.per_sample:
+        return func
+    batch, device = problem.batch, problem.device
+
+    def call(s: float, y: torch.Tensor) -> torch.Tensor:
+        return func(torch.full((batch,), s, dtype=torch.float64, device=device), y)
+
+    return call

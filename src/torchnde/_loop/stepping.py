@@ -1,0 +1,137 @@
+"""What both layouts share around a step: where steps must end (``step_ts``, ``jump_ts``,
+the final time), the step function prepared once per solve (compiled, checkpointed), and the
+progress bar."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time as _time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from ..solvers import AbstractSolver
+from .problem import Problem
+from .raw import LoopOptions
+
+__all__ = ["STRETCH", "Progress", "after", "checkpointed", "compiled_step", "prepared", "stops"]
+
+# A step that would end within a relative 1e-8 of a stop is stretched onto it, so that float
+# rounding in ``s + dt`` never leaves a sliver of a step before an output or grid time.
+STRETCH = 1.0 + 1e-8
+
+
+def prepared(
+    problem: Problem, solver: AbstractSolver, opts: LoopOptions, func: Callable
+) -> tuple[Callable, Callable, Callable]:
+    """``(step, dense_stages, derivative)`` for one solve: the solver's step (compiled when
+    ``opts.compile``) and the extra evaluations, each under checkpointing when ``opts.checkpoint``."""
+    step = compiled_step(problem, solver) if opts.compile else solver.step
+    checkpoint_ = opts.checkpoint
+    return (
+        checkpointed(step, checkpoint_, solver),
+        checkpointed(solver.dense_stages, checkpoint_),
+        checkpointed(func, checkpoint_),
+    )
+
+
+def stops(ctrl: Any, direction: float, s0: float, s1: float) -> tuple[list[float], set[float]]:
+    """The global layout's grid and jump times strictly inside ``(s0, s1)``, in forward time."""
+    stops: set[float] = set()
+    jumps: set[float] = set()
+    for name in ("step_ts", "jump_ts"):
+        times = getattr(ctrl, name)
+        if times is None:
+            continue
+        for t in (times * direction).tolist():
+            if s0 < t < s1:
+                stops.add(t)
+                if name == "jump_ts":
+                    jumps.add(t)
+    return sorted(stops), jumps
+
+
+def after(s: float) -> float:
+    """The next float after ``s``: ``f`` is evaluated just past a known discontinuity."""
+    return math.nextafter(s, math.inf)
+
+
+def checkpointed(fn: Callable, enabled: bool, solver: AbstractSolver | None = None) -> Callable:
+    """``fn`` under non-reentrant activation checkpointing when ``enabled`` and autograd is
+    recording: its saved tensors are dropped after the call and recomputed by the backward pass,
+    so the graph keeps only ``fn``'s inputs (a step's state and derivative). A stateful
+    ``solver`` (an implicit method's Jacobian cache and Newton rate) is restored to the state
+    each call started from before its recomputation, so that the replay is exact."""
+    if not enabled or not torch.is_grad_enabled():
+        return fn
+    snapshot = getattr(solver, "snapshot", None)
+    restore = getattr(solver, "restore", None)
+
+    def call(*args: Any) -> Any:
+        state = snapshot() if snapshot is not None else None
+
+        def replay(*inner: Any) -> Any:
+            if state is not None and restore is not None:
+                restore(state)
+            return fn(*inner)
+
+        # f is assumed deterministic (the RNG state would cost ~5 kB per step to keep)
+        return checkpoint(replay, *args, use_reentrant=False, preserve_rng_state=False)
+
+    return call
+
+
+_COMPILED: dict[tuple, Callable] = {}
+_COMPILED_MAX = 16
+
+
+def compiled_step(problem: Problem, solver: AbstractSolver) -> Callable:
+    """``solver.step`` under ``torch.compile``, cached by everything the trace depends on.
+
+    The cache holds at most ``_COMPILED_MAX`` entries (oldest evicted), since an entry keeps its
+    vector field alive.
+    """
+    key = (type(solver), id(problem.f), problem.per_sample, problem.direction, problem.is_tuple,
+           tuple(problem.shapes), problem.batch, problem.dtype, problem.device)  # fmt: skip
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        if len(_COMPILED) >= _COMPILED_MAX:
+            _COMPILED.pop(next(iter(_COMPILED)))
+        uncounted = problem.func(count=False)
+
+        def step(s: Any, y: torch.Tensor, f0: torch.Tensor, h: Any, need_error: bool) -> Any:
+            return solver.step(uncounted, s, y, f0, h, need_error)
+
+        compiled = _COMPILED[key] = torch.compile(step, dynamic=True)
+    evals = solver.evaluations_per_step or 0
+    counter = problem.nfe_counter
+
+    def call(_func: Callable, s: Any, y: torch.Tensor, f0: torch.Tensor, h: Any, need_error: bool) -> Any:
+        counter[0] += evals
+        return compiled(s, y, f0, h, need_error)
+
+    return call
+
+
+class Progress:
+    """A dependency-free progress bar on stderr, redrawn at most ten times a second."""
+
+    def __init__(self, s0: float, s1: float, enabled: bool):
+        self.s0, self.span, self.enabled, self.last = s0, max(s1 - s0, 1e-300), enabled, 0.0
+
+    def update(self, s: float, steps: int, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = _time.perf_counter()
+        if not force and now - self.last < 0.1:
+            return
+        self.last = now
+        frac = min(max((s - self.s0) / self.span, 0.0), 1.0)
+        bar = "#" * int(30 * frac)
+        sys.stderr.write(f"\rsolve [{bar:<30}] {100 * frac:5.1f}%  steps={steps}")
+        if force:
+            sys.stderr.write("\n")
+        sys.stderr.flush()

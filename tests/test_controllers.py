@@ -1,0 +1,123 @@
+"""Controllers own their rule: one rule serves both layouts, users can write their own by
+subclassing, and step_ts/jump_ts make steps land on known times."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import torch
+
+import torchnde as nde
+from torchnde.controllers import AbstractController, clip, where
+
+DTYPE = torch.float64
+MAX_STEP = 0.05
+
+
+@dataclass(frozen=True)
+class MaxStep(nde.PIDController):
+    """The PID rule, with every step clipped to MAX_STEP (floats or tensors alike)."""
+
+    def adapt(self, err: Any, h: Any, memory: Any, ok: Any = True) -> tuple[Any, Any]:
+        accept, dt = super().adapt(err, h, memory, ok)
+        return accept, clip(dt, 0.0, MAX_STEP)
+
+
+@dataclass(frozen=True)
+class Doubling(AbstractController):
+    """A rule written from scratch: accept at err <= 1 and double, else halve."""
+
+    rtol: float = 1e-7
+    atol: float = 1e-9
+    dt_first: float = 1e-3
+
+    def start(self, solver, func, s0, y0, f0, error_norm):
+        return (torch.full_like(s0, self.dt_first) if isinstance(s0, torch.Tensor) else self.dt_first), None
+
+    def adapt(self, err, h, memory, ok=True):
+        accept = (err <= 1.0) & ok
+        return accept, h * where(accept, 2.0, 0.5)
+
+
+def _decay(t, y):
+    return -y
+
+
+def _steps_of(sol, sample=None):
+    ts = sol.step_ts if sample is None else sol.step_ts[:, sample]
+    ts = ts[~torch.isnan(ts)]
+    return torch.cat([torch.zeros(1, dtype=ts.dtype), ts]).diff()
+
+
+def test_a_user_controller_clips_the_step_in_the_global_layout():
+    y0 = torch.ones(3, dtype=DTYPE)
+    sol = nde.solve(_decay, y0, torch.tensor([0.0, 2.0], dtype=DTYPE), controller=MaxStep(1e-6, 1e-8),
+                    save_steps=True)  # fmt: skip
+    free = nde.solve(_decay, y0, torch.tensor([0.0, 2.0], dtype=DTYPE), rtol=1e-6, atol=1e-8)
+    assert free.stats.accepted < 2.0 / MAX_STEP  # unclipped, steps are longer
+    assert float(_steps_of(sol).max()) <= MAX_STEP * (1 + 1e-8)
+    assert sol.stats.accepted >= 2.0 / MAX_STEP
+    assert torch.allclose(sol.ys[-1], y0 * math.exp(-2.0), rtol=1e-6)
+
+
+def test_a_user_controller_clips_the_step_per_sample():
+    y0 = torch.tensor([[1.0], [2.0], [-1.0]], dtype=DTYPE)
+    ts = torch.tensor([0.0, 2.0], dtype=DTYPE)
+    sol = nde.solve(_decay, y0, ts, controller=MaxStep(1e-6, 1e-8), per_sample=True, save_steps=True)
+    for i in range(3):
+        assert float(_steps_of(sol, i).max()) <= MAX_STEP * (1 + 1e-8)
+        alone = nde.solve(_decay, y0[i], ts, controller=MaxStep(1e-6, 1e-8))
+        assert int(sol.stats.accepted[i]) == alone.stats.accepted
+        assert torch.allclose(sol.ys[-1, i], alone.ys[-1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_a_controller_written_from_scratch_works_in_both_layouts(per_sample):
+    y0 = torch.tensor([[1.0, 0.5]], dtype=DTYPE) if per_sample else torch.tensor([1.0, 0.5], dtype=DTYPE)
+    sol = nde.solve(_decay, y0, torch.linspace(0, 1, 5, dtype=DTYPE), "dopri5", controller=Doubling(),
+                    per_sample=per_sample)  # fmt: skip
+    want = y0 * torch.exp(-torch.linspace(0, 1, 5, dtype=DTYPE)).view(-1, *([1] * y0.ndim))
+    assert torch.allclose(sol.ys, want, rtol=1e-6)
+    assert int(sol.stats.rejected if not per_sample else sol.stats.rejected[0]) >= 0
+
+
+def test_controllers_are_checked_at_the_boundary():
+    with pytest.raises(TypeError, match="AbstractController"):
+        nde.solve(_decay, torch.ones(1), torch.tensor([0.0, 1.0]), controller=object())
+
+
+def _jump(t, y):
+    return torch.where(t < 0.5, torch.ones_like(y), -torch.ones_like(y)) * 3.0
+
+
+@pytest.mark.parametrize(
+    "make", [lambda **kw: nde.ConstantStep(0.3, **kw), lambda **kw: nde.PIDController(1e-8, 1e-10, **kw)]
+)
+def test_a_known_jump_is_solved_to_tolerance_only_when_listed(make):
+    """y' = 3 before t = 0.5 and -3 after: y(1) = 0. With jump_ts the steps land on the jump and
+    f is evaluated on its right side after it; without, a step straddles it."""
+    y0, ts = torch.zeros(1, dtype=DTYPE), torch.tensor([0.0, 1.0], dtype=DTYPE)
+    listed = nde.solve(_jump, y0, ts, "rk4" if isinstance(make(), nde.ConstantStep) else "dopri5",
+                       controller=make(jump_ts=[0.5]))  # fmt: skip
+    assert abs(float(listed.ys[-1])) < 1e-10
+    if isinstance(make(), nde.ConstantStep):
+        unlisted = nde.solve(_jump, y0, ts, "rk4", controller=make())
+        assert abs(float(unlisted.ys[-1])) > 1e-2  # a step straddles the jump: first-order error
+    else:
+        unlisted = nde.solve(_jump, y0, ts, "dopri5", controller=make())
+        assert unlisted.stats.steps > listed.stats.steps  # found only by repeated rejections
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_step_ts_are_landed_on_in_both_layouts(per_sample):
+    stops = [0.25, 0.5, 0.8]
+    y0 = torch.ones(2, 1, dtype=DTYPE) if per_sample else torch.ones(1, dtype=DTYPE)
+    ctrl = nde.PIDController(rtol=1e-6, atol=1e-8, step_ts=stops)
+    sol = nde.solve(_decay, y0, torch.tensor([0.0, 1.0], dtype=DTYPE), controller=ctrl, save_steps=True,
+                    per_sample=per_sample)  # fmt: skip
+    stepped = sol.step_ts[:, 0] if per_sample else sol.step_ts
+    for s in stops:
+        assert s in stepped.tolist()
