@@ -32,7 +32,9 @@ class StepLog:
         self.steps: list[tuple[float, float, float, bool]] = []
         self.func = func  # the vector field in the loop's layout, as the replay calls it
 
-    def record(self, s: float, h: float, y: torch.Tensor, f0: torch.Tensor, s_new: float, jumped: bool) -> None:
+    def record(
+        self, s: float, h: float, y: torch.Tensor, f0: torch.Tensor, s_new: float, jumped: bool
+    ) -> None:
         """Called by the loop for every accepted step, with the step's input carry."""
         self.tape.record((y, f0))
         self.steps.append((s, h, s_new, jumped))
