@@ -174,7 +174,9 @@ def _solve(
         from .gradients.adjoint import run_adjoint
         from .gradients.reversible import run_reversible
 
-        params = strategy.parameters(f)
+        lead = (problem.batch,) if per_sample else ()
+        s0 = problem.s_eval[:, 0] if per_sample else problem.s_host[0]  # type: ignore[index]
+        params = strategy.parameters(f, problem._user_time(s0), problem.unflatten(problem.y0, lead))
 
         def run(y: torch.Tensor) -> _Raw:
             with torch.no_grad():

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from ..solvers import resolve_solver
+from .discover import discover
 from .memory import GraphMemory, graph_memory
 
 __all__ = [
@@ -113,8 +114,23 @@ class Adjoint(AbstractGradient):
       norm is the larger of the RMS norms of the :math:`y` and :math:`a` channels (and, without
       the seminorm, of every parameter's channel).
     - ``params``: the tensors to differentiate besides ``y0`` and the times: an ``nn.Module``,
-      or an iterable of tensors. Default: ``f.parameters()`` when ``f`` is an ``nn.Module``.
-      Tensors ``f`` closes over that are not listed receive no gradient.
+      or an iterable of tensors; when given, exactly these (those requiring grad) receive
+      gradients, and nothing is discovered. Default (``None``): ``f.parameters()`` when ``f`` is
+      an ``nn.Module``; otherwise the tensors ``f`` uses are *discovered*, as follows.
+
+    **Discovery** (``params=None``, ``f`` not an ``nn.Module``): ``f`` is evaluated once more, at
+    the initial time and the initial state (detached), with grad recording on, and the autograd
+    graph of its output is walked back to the tensors requiring grad it depends on: the leaves
+    (a closed-over network's parameters, a closed-over tensor ``A`` in ``lambda t, y: A @ y``)
+    and any non-leaf tensor ``f`` closes over (``W = base * 2`` computed outside ``f``: ``W`` is
+    differentiated, and autograd carries its gradient on to ``base``). This costs one extra
+    evaluation of ``f`` per solve (two when ``f`` closes over a non-leaf tensor), only when grad
+    is recording, and is not counted in ``sol.stats.nfe``. It cannot see tensors that ``f`` uses
+    only in branches not taken at the initial point (``net(y) if t > 0.5 else -y`` from
+    ``t0 = 0``), nor tensors created afresh inside ``f`` at each call: pass ``params=`` for those.
+    When nothing requiring grad is found and ``y0`` does not require grad either, the outputs
+    carry no gradient with respect to ``f``, as with ``Backprop``. A ``ValueError`` asks for
+    ``params=`` when ``f`` depends on a tensor computed outside it that cannot be identified.
     - ``max_steps``: step budget of each adjoint interval (default: the forward solve's).
     - ``dt``: fixed steps for the adjoint solve. Default: the forward solve's ``dt`` when it took
       fixed steps and no ``rtol``/``atol`` is given here, adaptive steps otherwise.
@@ -146,17 +162,20 @@ class Adjoint(AbstractGradient):
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
             raise ValueError(f"Adjoint(max_steps=...) must be a positive int, got {self.max_steps!r}")
 
-    def parameters(self, f: Any) -> tuple[torch.Tensor, ...]:
-        """The tensors this strategy differentiates besides ``y0`` (only those requiring grad)."""
-        return _parameters(self.params, f, type(self).__name__)
+    def parameters(self, f: Any, t0: torch.Tensor, y0: Any) -> tuple[torch.Tensor, ...]:
+        """The tensors this strategy differentiates besides ``y0`` (only those requiring grad):
+        ``params``, or those discovered from ``f(t0, y0)`` (``t0``: the initial time, a tensor of
+        the state's dtype, per sample ``[B, 1, ..., 1]``; ``y0``: the initial state as the user
+        gave it, a tensor or a tuple)."""
+        return _parameters(self.params, f, t0, y0, type(self).__name__)
 
 
-def _parameters(params: Any, f: Any, owner: str) -> tuple[torch.Tensor, ...]:
+def _parameters(params: Any, f: Any, t0: torch.Tensor, y0: Any, owner: str) -> tuple[torch.Tensor, ...]:
     source = params if params is not None else f
     if isinstance(source, torch.nn.Module):
         tensors = tuple(source.parameters())
     elif params is None:
-        tensors = ()
+        tensors = discover(f, t0, y0, owner)
     elif isinstance(source, torch.Tensor):
         tensors = (source,)
     else:
@@ -180,16 +199,17 @@ class Reversible(AbstractGradient):
     **Arguments:**
 
     - ``params``: the tensors to differentiate besides ``y0`` and the times, as for
-      :class:`Adjoint` (default: ``f.parameters()`` when ``f`` is an ``nn.Module``).
+      :class:`Adjoint` (default: ``f.parameters()`` when ``f`` is an ``nn.Module``, otherwise
+      the tensors discovered from one evaluation of ``f``, as described there).
     """
 
     params: Any = None
 
     name = "reversible"
 
-    def parameters(self, f: Any) -> tuple[torch.Tensor, ...]:
-        """The tensors this strategy differentiates besides ``y0`` (only those requiring grad)."""
-        return _parameters(self.params, f, type(self).__name__)
+    def parameters(self, f: Any, t0: torch.Tensor, y0: Any) -> tuple[torch.Tensor, ...]:
+        """The tensors this strategy differentiates besides ``y0``, as :meth:`Adjoint.parameters`."""
+        return _parameters(self.params, f, t0, y0, type(self).__name__)
 
 
 _REGISTRY: dict[str, type[AbstractGradient]] = {
