@@ -41,6 +41,7 @@ from ..controllers import AbstractController
 from ..solvers import AbstractSolver, resolve_solver
 from .adjoint import run_adjoint
 from .checkpoint import check_budgeted, run_budgeted
+from .discover import discover
 from .memory import GraphMemory, graph_memory
 from .reversible import run_reversible
 
@@ -133,7 +134,7 @@ class Checkpoint(AbstractGradient):
         check_budgeted(problem, solver, opts)
         if not torch.is_grad_enabled():
             return integrate(problem, solver, ctrl, opts), None
-        params = _parameters(self.params, owner, type(self).__name__)
+        params = _parameters(self.params, owner, *initial_point(problem), type(self).__name__)
         return run_budgeted(problem, solver, ctrl, opts, params, self.checkpoints)
 
 
@@ -163,8 +164,23 @@ class Adjoint(AbstractGradient):
       norm is the larger of the RMS norms of the :math:`y` and :math:`a` channels (and, without
       the seminorm, of every parameter's channel).
     - ``params``: the tensors to differentiate besides ``y0`` and the times: an ``nn.Module``,
-      or an iterable of tensors. Default: ``f.parameters()`` when ``f`` is an ``nn.Module``.
-      Tensors ``f`` closes over that are not listed receive no gradient.
+      or an iterable of tensors; when given, exactly these (those requiring grad) receive
+      gradients, and nothing is discovered. Default (``None``): ``f.parameters()`` when ``f`` is
+      an ``nn.Module``; otherwise the tensors ``f`` uses are *discovered*, as follows.
+
+    **Discovery** (``params=None``, ``f`` not an ``nn.Module``): ``f`` is evaluated once more, at
+    the initial time and the initial state (detached), with grad recording on, and the autograd
+    graph of its output is walked back to the tensors requiring grad it depends on: the leaves
+    (a closed-over network's parameters, a closed-over tensor ``A`` in ``lambda t, y: A @ y``)
+    and any non-leaf tensor ``f`` closes over (``W = base * 2`` computed outside ``f``: ``W`` is
+    differentiated, and autograd carries its gradient on to ``base``). This costs one extra
+    evaluation of ``f`` per solve (two when ``f`` closes over a non-leaf tensor), only when grad
+    is recording, and is not counted in ``sol.stats.nfe``. It cannot see tensors that ``f`` uses
+    only in branches not taken at the initial point (``net(y) if t > 0.5 else -y`` from
+    ``t0 = 0``), nor tensors created afresh inside ``f`` at each call: pass ``params=`` for those.
+    When nothing requiring grad is found and ``y0`` does not require grad either, the outputs
+    carry no gradient with respect to ``f``, as with ``Backprop``. A ``ValueError`` asks for
+    ``params=`` when ``f`` depends on a tensor computed outside it that cannot be identified.
     - ``max_steps``: step budget of each adjoint interval (default: the forward solve's).
     - ``dt``: fixed steps for the adjoint solve. Default: the forward solve's ``dt`` when it took
       fixed steps and no ``rtol``/``atol`` is given here, adaptive steps otherwise.
@@ -196,19 +212,43 @@ class Adjoint(AbstractGradient):
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
             raise ValueError(f"Adjoint(max_steps=...) must be a positive int, got {self.max_steps!r}")
 
-    def parameters(self, f: Any) -> tuple[torch.Tensor, ...]:
-        """The tensors this strategy differentiates besides ``y0`` (only those requiring grad)."""
-        return _parameters(self.params, f, type(self).__name__)
+    def parameters(self, f: Any, t0: torch.Tensor, y0: Any) -> tuple[torch.Tensor, ...]:
+        """The tensors this strategy differentiates besides ``y0`` (only those requiring grad):
+        ``params``, or those discovered from ``f(t0, y0)`` (``t0``: the initial time, a tensor of
+        the state's dtype, per sample ``[B, 1, ..., 1]``; ``y0``: the initial state as the user
+        gave it, a tensor or a tuple)."""
+        return _parameters(self.params, f, t0, y0, type(self).__name__)
 
     def run(self, problem: Problem, solver: AbstractSolver, ctrl: AbstractController, opts: LoopOptions,
             owner: Any) -> tuple[Raw, Stats | None]:  # fmt: skip
         if not torch.is_grad_enabled():
             return integrate(problem, solver, ctrl, opts), None
-        params = self.parameters(owner)
+        params = self.parameters(owner, *initial_point(problem))
+        _check_something_to_differentiate(self, params, problem)
         run = _without_graph(problem, solver, ctrl, opts)
-        if not (problem.y0.requires_grad or params):
-            return run(problem.y0), None
         return run_adjoint(problem, solver, ctrl, self, params, run, opts.max_steps)
+
+
+def _check_something_to_differentiate(strategy: Any, params: tuple, problem: Problem) -> None:
+    """A strategy that attaches its own backward pass, asked to differentiate while grad is
+    recording, with nothing requiring grad: say what to pass, rather than letting the user's
+    ``backward`` fail later with "element 0 of tensors does not require grad"."""
+    if params or problem.y0.requires_grad:
+        return
+    raise ValueError(
+        f"gradient={strategy.name!r}: nothing to differentiate: y0 (and t_eval) do not require "
+        f"grad, and f uses no tensor that does (looked for by evaluating f once at the initial "
+        f"point). Pass {type(strategy).__name__}(params=[...]) with the tensors f uses, make y0 "
+        "require grad, or solve under torch.no_grad() when no gradient is needed"
+    )
+
+
+def initial_point(problem: Problem) -> tuple[torch.Tensor, Any]:
+    """``(t0, y0)`` as ``f`` receives them: the initial time (per sample ``[B, 1, ..., 1]``)
+    and the initial state in the user's structure (what parameter discovery evaluates)."""
+    if problem.per_sample:
+        return problem.user_time(problem.s_eval[:, 0]), problem.unflatten(problem.y0, (problem.batch,))
+    return problem.user_time(problem.s_host[0]), problem.unflatten(problem.y0, ())  # type: ignore[index]
 
 
 def _without_graph(problem: Problem, solver: AbstractSolver, ctrl: AbstractController,
@@ -223,12 +263,12 @@ def _without_graph(problem: Problem, solver: AbstractSolver, ctrl: AbstractContr
     return run
 
 
-def _parameters(params: Any, f: Any, owner: str) -> tuple[torch.Tensor, ...]:
+def _parameters(params: Any, f: Any, t0: torch.Tensor, y0: Any, owner: str) -> tuple[torch.Tensor, ...]:
     source = params if params is not None else f
     if isinstance(source, torch.nn.Module):
         tensors = tuple(source.parameters())
     elif params is None:
-        tensors = ()
+        tensors = discover(f, t0, y0, owner)
     elif isinstance(source, torch.Tensor):
         tensors = (source,)
     else:
@@ -252,23 +292,26 @@ class Reversible(AbstractGradient):
     **Arguments:**
 
     - ``params``: the tensors to differentiate besides ``y0`` and the times, as for
-      :class:`Adjoint` (default: ``f.parameters()`` when ``f`` is an ``nn.Module``).
+      :class:`Adjoint` (default: ``f.parameters()`` when ``f`` is an ``nn.Module``, otherwise
+      the tensors discovered from one evaluation of ``f``, as described there).
     """
 
     params: Any = None
 
     name = "reversible"
 
-    def parameters(self, f: Any) -> tuple[torch.Tensor, ...]:
-        """The tensors this strategy differentiates besides ``y0`` (only those requiring grad)."""
-        return _parameters(self.params, f, type(self).__name__)
+    def parameters(self, f: Any, t0: torch.Tensor, y0: Any) -> tuple[torch.Tensor, ...]:
+        """The tensors this strategy differentiates besides ``y0``, as :meth:`Adjoint.parameters`."""
+        return _parameters(self.params, f, t0, y0, type(self).__name__)
 
     def run(self, problem: Problem, solver: AbstractSolver, ctrl: AbstractController, opts: LoopOptions,
             owner: Any) -> tuple[Raw, Stats | None]:  # fmt: skip
         run = _without_graph(problem, solver, ctrl, opts)
         if not torch.is_grad_enabled():
             return run(problem.y0), None
-        return run_reversible(problem, solver, self.parameters(owner), run)
+        params = self.parameters(owner, *initial_point(problem))
+        _check_something_to_differentiate(self, params, problem)
+        return run_reversible(problem, solver, params, run)
 
 
 _REGISTRY: dict[str, type[AbstractGradient]] = {

@@ -80,7 +80,7 @@ def _backward(context: _Context, ys: torch.Tensor, grad_ys: torch.Tensor) -> tup
         with torch.enable_grad():
             y_ = y if nested else y.detach().requires_grad_(True)
             fy = problem.flatten_out(f(s * direction, problem.unflatten(y_, ())), ())  # dy/ds
-            vjps = torch.autograd.grad(fy, (y_, *params), -a, allow_unused=True, create_graph=nested)
+            vjps = _vjp(fy, (y_, *params), -a, nested)
         parts = [(fy if nested else fy.detach()).reshape(-1), _or_zeros(vjps[0], y).reshape(-1)]
         parts += [_or_zeros(g, p).reshape(-1).to(dtype) for g, p in zip(vjps[1:], params)]
         return torch.cat(parts)
@@ -147,9 +147,7 @@ def _backward_per_sample(context: _Context, ys: torch.Tensor, grad_ys: torch.Ten
             with torch.enable_grad():
                 y_ = y if nested else y.detach().requires_grad_(True)
                 fy = func(s, y_)
-                vjps = torch.autograd.grad(
-                    fy, (y_, *params), -(a * scale), allow_unused=True, create_graph=nested
-                )
+                vjps = _vjp(fy, (y_, *params), -(a * scale), nested)
             parts = [((fy if nested else fy.detach()) * scale).reshape(-1), _or_zeros(vjps[0], y).reshape(-1)]
             parts += [_or_zeros(x, p).reshape(-1).to(dtype) for x, p in zip(vjps[1:], params)]
             return torch.cat(parts)
@@ -197,6 +195,14 @@ def _adjoint_controls(strategy: Any, ctrl: Any, solver: Any) -> tuple[Any, Any, 
     rtol = strategy.rtol if strategy.rtol is not None else _tightest(getattr(ctrl, "rtol", 1e-6))
     atol = strategy.atol if strategy.atol is not None else _tightest(getattr(ctrl, "atol", 1e-8))
     return rtol, atol, None
+
+
+def _vjp(out: torch.Tensor, inputs: tuple, cotangent: torch.Tensor, create_graph: bool) -> tuple:
+    """``cotangent^T d out / d inputs``, ``None`` for an input ``out`` does not depend on (also
+    when it depends on none of them, such as ``f = lambda t, y: torch.cos(t)``)."""
+    if not out.requires_grad:
+        return (None,) * len(inputs)
+    return torch.autograd.grad(out, inputs, cotangent, allow_unused=True, create_graph=create_graph)
 
 
 def _or_zeros(v: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
