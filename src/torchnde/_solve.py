@@ -161,7 +161,7 @@ def _solve(
         max_steps, dense, save_steps, progress, compile, isinstance(strategy, Checkpoint), event
     )
     loop = _loop_per_sample if per_sample else _loop_global
-    if getattr(method, "reversible", False):
+    if method.reversible:
         from .gradients.reversible import loop_reversible
 
         loop = loop_reversible
@@ -204,7 +204,7 @@ def _check_strategy(
     strategy: AbstractGradient, method: AbstractSolver, per_sample: bool, compile: bool
 ) -> None:
     """Reject combinations a strategy does not support, before any work is done."""
-    reversible = getattr(method, "reversible", False)
+    reversible = method.reversible
     if isinstance(strategy, Reversible) and not reversible:
         raise ValueError(
             f"gradient='reversible' needs an algebraically reversible solver, got {method.name!r}: "
@@ -219,9 +219,9 @@ def _check_strategy(
             f"the adjoint system is not a separable pair, so {method.name!r} cannot solve it: "
             "pass Adjoint(solver='rk4') (with dt=...) or another general solver"
         )
-    if getattr(method, "implicit", False) and per_sample and not getattr(method, "per_sample", False):
+    if per_sample and not method.supports_per_sample:
         raise ValueError(f"solver {method.name!r} does not support per_sample=True yet: use 'rodas5p'")
-    if getattr(method, "implicit", False) and compile:
+    if method.implicit and compile:
         raise ValueError(f"compile=True is not supported with the implicit solver {method.name!r}")
     if compile and isinstance(strategy, (Checkpoint, Reversible)):
         raise ValueError(f"compile=True is not supported with gradient={strategy.name!r} yet")
@@ -237,7 +237,7 @@ def _check_event(event: Any, method: AbstractSolver, strategy: AbstractGradient,
         (dense, "dense=True"),
         (compile, "compile=True"),
         (isinstance(strategy, (Adjoint, Reversible)), f"gradient={strategy.name!r}"),
-        (getattr(method, "reversible", False), f"solver={method.name!r}"),
+        (method.reversible, f"solver={method.name!r}"),
     ]
     for bad, what in unsupported:
         if bad:
@@ -1725,7 +1725,7 @@ def _stiffness_advice(problem: _Problem, method: AbstractSolver, ctrl: Any, raw:
     evaluations of ``f``, only after ``_ADVICE_STEPS`` steps."""
     accepted = raw.stats.accepted
     if (
-        getattr(method, "implicit", False)
+        method.implicit
         or not ctrl.adaptive
         or not isinstance(accepted, int)
         or raw.stats.steps < _ADVICE_STEPS

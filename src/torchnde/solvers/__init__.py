@@ -1,7 +1,8 @@
 """Solvers: one file per method family, all on the engines in this package.
 
 ``names()`` lists what ``solve(solver=...)`` accepts; :func:`resolve_solver` maps a name or an
-object onto a solver, rejecting anything else with the list of valid names.
+object onto a solver, rejecting anything else with the list of valid names; :func:`accepting`
+lists the solvers that integrate a given term.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ __all__ = [
     "StepResult",
     "Tsit5",
     "Yoshida4",
+    "accepting",
     "names",
     "resolve_solver",
 ]
@@ -81,6 +83,12 @@ _REGISTRY: dict[str, type[AbstractSolver]] = {
 def names() -> list[str]:
     """The solver names accepted by ``solve(solver=...)``."""
     return sorted(_REGISTRY)
+
+
+def accepting(term: object) -> list[str]:
+    """The names of the registered solvers that integrate ``term`` (those whose declared
+    ``terms`` it is an instance of), sorted."""
+    return sorted(name for name, cls in _REGISTRY.items() if isinstance(term, cls.terms))
 
 
 def resolve_solver(solver: str | AbstractSolver) -> AbstractSolver:

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 
+from ..terms import ODETerm
 from .tableau import DensePolynomial
 
 __all__ = ["AbstractSolver", "StepResult", "stack_stages"]
@@ -72,22 +73,37 @@ class StepResult(NamedTuple):
 class AbstractSolver(abc.ABC):
     """A one-step method. Concrete solvers are small: a tableau, an order and a citation.
 
-    Class attributes every solver declares:
+    Class attributes every solver declares (read directly, never probed):
 
     - ``name``: the string accepted by ``solve(solver=...)``.
     - ``order``: order of the propagated solution.
     - ``error_order``: order of the local error estimate (embedded order + 1), which sets the
-      controller's exponent; ``None`` for fixed-step methods.
+      controller's exponent; ``None`` for fixed-step methods. :attr:`adaptive` (whether there
+      is an error estimate at all) follows from it.
     - ``dense_order``: order of the continuous extension used for ``t_eval`` and ``dense=True``.
+    - ``implicit``: the step solves (non)linear systems with the Jacobian of the field (stiff
+      methods); such solvers do not run under ``compile=True``. Default ``False``.
+    - ``reversible``: the step can be undone in closed form (``reverse_step``); the solver is
+      stepped on a fixed grid and supports ``gradient="reversible"``. Default ``False``.
+    - ``supports_per_sample``: the solver runs with ``per_sample=True`` (its step accepts
+      ``[B]`` tensors ``t0``, ``dt``). Default ``True``.
+    - ``separable_pair``: the state must be a pair of equally sized tensors ``(q, p)`` with a
+      separable field (symplectic methods); the loop checks this before solving. Default
+      ``False``.
+    - ``terms``: the term types (:class:`~torchnde.terms.AbstractTerm` subclasses) the solver
+      integrates; a term is accepted when ``isinstance(term, solver.terms)``. Default
+      ``(ODETerm,)``.
     """
 
     name: ClassVar[str]
     order: ClassVar[int]
     error_order: ClassVar[int | None] = None
     dense_order: ClassVar[int]
-    # The state must be a pair of equally sized tensors (q, p) with a separable field
-    # (symplectic methods); the loop checks this before solving.
+    implicit: ClassVar[bool] = False
+    reversible: ClassVar[bool] = False
+    supports_per_sample: ClassVar[bool] = True
     separable_pair: ClassVar[bool] = False
+    terms: ClassVar[tuple[type, ...]] = (ODETerm,)
 
     @property
     def fsal(self) -> bool:

@@ -151,7 +151,7 @@ class DiagonallyImplicitRK(AbstractSolver):
 
     tableau: ClassVar[ESDIRKTableau]
     implicit: ClassVar[bool] = True
-    per_sample: ClassVar[bool] = True
+    supports_per_sample: ClassVar[bool] = True  # dense linear solver only (gmres: global layout)
 
     def __init__(self, newton: Newton | None = None, jacobian: Callable[..., torch.Tensor] | None = None):
         if newton is not None and not isinstance(newton, Newton):

@@ -65,7 +65,7 @@ class Rodas5P(AbstractSolver):
     order: ClassVar[int] = 5
     error_order: ClassVar[int | None] = 5
     implicit: ClassVar[bool] = True
-    per_sample: ClassVar[bool] = True
+    supports_per_sample: ClassVar[bool] = True
     gamma: ClassVar[float] = 0.21193756319429014
     alpha: ClassVar[tuple[float, ...]] = (
         0.0, 0.6358126895828704, 0.4095798393397535, 0.9769306725060716, 0.4288403609558664, 1.0, 1.0, 1.0,
