@@ -144,7 +144,6 @@ def _solve(
         raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
     strategy = resolve_gradient(gradient)
     _check_strategy(strategy, method, per_sample, compile)
-    method = method.bind(ctrl)  # per-solve state of implicit solvers (tolerances, Jacobian)
     problem = _Problem.build(f, y0, t_eval, per_sample)
     problem.jacobian = getattr(method, "jacobian", None)  # a user Jacobian of an implicit solver
     if method.separable_pair and not (
@@ -651,29 +650,19 @@ class _LoopOptions:
     event: Any = None  # an Event to watch (global layout)
 
 
-def _checkpointed(fn: Callable, enabled: bool, solver: AbstractSolver | None = None) -> Callable:
+def _checkpointed(fn: Callable, enabled: bool) -> Callable:
     """``fn`` under non-reentrant activation checkpointing when ``enabled`` and autograd is
     recording: its saved tensors are dropped after the call and recomputed by the backward pass,
-    so the graph keeps only ``fn``'s inputs (a step's state and derivative). A stateful
-    ``solver`` (an implicit method's Jacobian cache and Newton rate) is restored to the state
-    each call started from before its recomputation, so that the replay is exact."""
+    so the graph keeps only ``fn``'s inputs (a step's state and derivative). A solver's state
+    (an implicit method's Jacobian cache and Newton rate) is one of a step's arguments, never
+    mutated, so the replay with the same arguments is exact."""
     if not enabled or not torch.is_grad_enabled():
         return fn
     from torch.utils.checkpoint import checkpoint
 
-    snapshot = getattr(solver, "snapshot", None)
-    restore = getattr(solver, "restore", None)
-
     def call(*args: Any) -> Any:
-        state = snapshot() if snapshot is not None else None
-
-        def replay(*inner: Any) -> Any:
-            if state is not None and restore is not None:
-                restore(state)
-            return fn(*inner)
-
         # f is assumed deterministic (the RNG state would cost ~5 kB per step to keep)
-        return checkpoint(replay, *args, use_reentrant=False, preserve_rng_state=False)
+        return checkpoint(fn, *args, use_reentrant=False, preserve_rng_state=False)
 
     return call
 
@@ -696,16 +685,18 @@ def _compiled_step(problem: _Problem, solver: AbstractSolver) -> Callable:
             _COMPILED.pop(next(iter(_COMPILED)))
         uncounted = problem.func(count=False)
 
-        def step(s: Any, y: torch.Tensor, f0: torch.Tensor, h: Any, need_error: bool) -> Any:
-            return solver.step(uncounted, s, y, f0, h, need_error)
+        def step(s: Any, y: torch.Tensor, f0: torch.Tensor, h: Any, need_error: bool, state: Any) -> Any:
+            return solver.step(uncounted, s, y, f0, h, need_error, state)
 
         compiled = _COMPILED[key] = torch.compile(step, dynamic=True)
     evals = solver.evaluations_per_step or 0
     counter = problem.nfe_counter
 
-    def call(_func: Callable, s: Any, y: torch.Tensor, f0: torch.Tensor, h: Any, need_error: bool) -> Any:
+    def call(
+        _func: Callable, s: Any, y: torch.Tensor, f0: torch.Tensor, h: Any, need_error: bool, state: Any
+    ) -> Any:
         counter[0] += evals
-        return compiled(s, y, f0, h, need_error)
+        return compiled(s, y, f0, h, need_error, state)
 
     return call
 
@@ -864,7 +855,7 @@ def _loop_global(
     max_steps, dense, save_steps, progress = opts.max_steps, opts.dense, opts.save_steps, opts.progress
     func = problem.func()
     step = _compiled_step(problem, solver) if opts.compile else solver.step
-    step = _checkpointed(step, opts.checkpoint, solver)
+    step = _checkpointed(step, opts.checkpoint)
     dense_stages = _checkpointed(solver.dense_stages, opts.checkpoint)
     derivative = _checkpointed(func, opts.checkpoint)
     s_out = problem.s_host
@@ -873,6 +864,7 @@ def _loop_global(
     stops.append(s1)
     y = problem.y0
     f0: torch.Tensor | None = problem.checked_f0()
+    solver_state = solver.init_state(ctrl)  # threaded through every step (StepResult.state)
     adaptive = ctrl.adaptive
     if adaptive:
         error_norm = _ErrorNorm(problem, solver, ctrl)
@@ -916,7 +908,8 @@ def _loop_global(
             h = (math.nextafter(s_stop, -math.inf) if s_stop in jumps else s_stop) - s
         if f0 is None:
             f0 = derivative(_after(s) if s in jumps else s, y)
-        res = step(func, s, y, f0, h, adaptive)
+        res = step(func, s, y, f0, h, adaptive, solver_state)
+        solver_state = res.state  # also after a rejected step
         steps += 1
         if res.converged is not True and not bool(res.converged):  # an implicit solve failed
             if not adaptive:
@@ -1185,7 +1178,7 @@ def _loop_per_sample(
     max_steps, dense, save_steps, progress = opts.max_steps, opts.dense, opts.save_steps, opts.progress
     func = problem.func()
     step = _compiled_step(problem, solver) if opts.compile else solver.step
-    step = _checkpointed(step, opts.checkpoint, solver)
+    step = _checkpointed(step, opts.checkpoint)
     dense_stages = _checkpointed(solver.dense_stages, opts.checkpoint)
     derivative = _checkpointed(func, opts.checkpoint)
     dev = problem.device
@@ -1196,6 +1189,7 @@ def _loop_per_sample(
     s1 = s_eval[:, -1]
     y = problem.y0
     f0 = problem.checked_f0()
+    solver_state = solver.init_state(ctrl)  # threaded through every step (StepResult.state)
     adaptive = ctrl.adaptive
     stop_t = None
     jump_t = None
@@ -1271,7 +1265,8 @@ def _loop_per_sample(
             if jump_t is not None:
                 s_f = torch.where(torch.isin(s, jump_t), torch.nextafter(s, s + 1), s)
             f0 = derivative(s_f, y)
-        res = step(func, s, y, f0, h, adaptive)
+        res = step(func, s, y, f0, h, adaptive, solver_state)
+        solver_state = res.state  # also after a rejected step
         steps.add_(running)
         if adaptive:
             err = error_norm(y, res.y1, res.errors, h)

@@ -12,9 +12,9 @@ from .classic import RK4, RK38, Bosh3, Euler, Fehlberg2, Heun, Heun3, Midpoint, 
 from .dopri5 import Dopri5
 from .dopri8 import Dopri8
 from .explicit_rk import ExplicitRungeKutta
-from .implicit import ESDIRKTableau, ImplicitEuler, Kvaerno3, Kvaerno4, Kvaerno5, Newton
+from .implicit import ESDIRKTableau, ImplicitEuler, ImplicitState, Kvaerno3, Kvaerno4, Kvaerno5, Newton
 from .reversible import ReversibleHeun, ReversibleState
-from .rosenbrock import Rodas5P
+from .rosenbrock import Rodas5P, RosenbrockState
 from .symplectic import Leapfrog, Yoshida4
 from .tableau import ButcherTableau, DensePolynomial
 from .tsit5 import Tsit5
@@ -35,6 +35,7 @@ __all__ = [
     "Heun",
     "Heun3",
     "ImplicitEuler",
+    "ImplicitState",
     "Kvaerno3",
     "Kvaerno4",
     "Kvaerno5",
@@ -45,6 +46,7 @@ __all__ = [
     "ReversibleHeun",
     "ReversibleState",
     "Rodas5P",
+    "RosenbrockState",
     "StepResult",
     "Tsit5",
     "Yoshida4",
