@@ -713,7 +713,7 @@ class _Raw:
     dense: Callable[[torch.Tensor], torch.Tensor] | None = None
     stiff_check: Callable[[], Any] | None = None  # lazily: does the failure look like stiffness?
     precision_hint: str | None = None  # set when rtol is below what the state's dtype resolves
-    reversible: Any = None  # reversible solvers: (step grid, final solver state)
+    reversible: Any = None  # reversible solvers: (step grid, final y, final solver state)
     next_dt: float | None = None  # global adaptive: the step size the controller would take next
     events: Any = None  # (event times, event states) when an Event was watched
 
