@@ -19,8 +19,8 @@ from .controllers import AbstractController, ConstantStep, PIDController
 from .events import Event
 from .gradients import AbstractGradient, Adjoint, Checkpoint, Reversible, resolve_gradient
 from .gradients.times import attach_output_times, attach_start_time
-from .solvers import AbstractSolver, names, resolve_solver
-from .terms import AbstractTerm, ODETerm, as_term
+from .solvers import AbstractSolver, accepting, resolve_solver
+from .terms import AbstractTerm, as_term
 
 __all__ = ["solve"]
 
@@ -127,7 +127,6 @@ def _solve(
         raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
     strategy = resolve_gradient(gradient)
     _check_strategy(strategy, method, per_sample, compile)
-    method = method.bind(ctrl)  # per-solve state of implicit solvers (tolerances, Jacobian)
     problem = Problem.build(term.lower(), y0, t_eval, per_sample)
     problem.jacobian = getattr(method, "jacobian", None)  # a user Jacobian of an implicit solver
     _check_pair(method, problem)
@@ -152,9 +151,8 @@ def _solve(
 
 
 def _check_term(term: AbstractTerm, method: AbstractSolver) -> None:
-    if not isinstance(term, getattr(method, "terms", (ODETerm,))):
-        ok = [n for n in names() if isinstance(term, getattr(resolve_solver(n), "terms", (ODETerm,)))]
-        names_ = ", ".join(repr(n) for n in ok) or "none yet"
+    if not isinstance(term, method.terms):
+        names_ = ", ".join(repr(n) for n in accepting(term)) or "none yet"
         raise ValueError(
             f"solver {method.name!r} does not accept an {term.kind} term ({type(term).__name__}); "
             f"solvers that do: {names_}"
@@ -175,7 +173,7 @@ def _check_strategy(
     strategy: AbstractGradient, method: AbstractSolver, per_sample: bool, compile: bool
 ) -> None:
     """Reject combinations a strategy does not support, before any work is done."""
-    reversible = getattr(method, "reversible", False)
+    reversible = method.reversible
     if isinstance(strategy, Reversible) and not reversible:
         raise ValueError(
             f"gradient='reversible' needs an algebraically reversible solver, got {method.name!r}: "
@@ -190,9 +188,9 @@ def _check_strategy(
             f"the adjoint system is not a separable pair, so {method.name!r} cannot solve it: "
             "pass Adjoint(solver='rk4') (with dt=...) or another general solver"
         )
-    if getattr(method, "implicit", False) and per_sample and not getattr(method, "per_sample", False):
+    if per_sample and not method.supports_per_sample:
         raise ValueError(f"solver {method.name!r} does not support per_sample=True yet: use 'rodas5p'")
-    if getattr(method, "implicit", False) and compile:
+    if method.implicit and compile:
         raise ValueError(f"compile=True is not supported with the implicit solver {method.name!r}")
     if compile and isinstance(strategy, (Checkpoint, Reversible)):
         raise ValueError(f"compile=True is not supported with gradient={strategy.name!r} yet")
@@ -208,7 +206,7 @@ def _check_event(event: Any, method: AbstractSolver, strategy: AbstractGradient,
         (dense, "dense=True"),
         (compile, "compile=True"),
         (isinstance(strategy, (Adjoint, Reversible)), f"gradient={strategy.name!r}"),
-        (getattr(method, "reversible", False), f"solver={method.name!r}"),
+        (method.reversible, f"solver={method.name!r}"),
     ]
     for bad, what in unsupported:
         if bad:

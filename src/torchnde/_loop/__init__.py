@@ -33,7 +33,7 @@ __all__ = ["LoopOptions", "Problem", "Raw", "integrate", "solve_plain"]
 
 def integrate(problem: Problem, solver: AbstractSolver, ctrl: AbstractController, opts: LoopOptions) -> Raw:
     """Run the loop layout ``problem`` needs and return its raw result."""
-    if getattr(solver, "reversible", False):
+    if solver.reversible:
         return loop_reversible(problem, solver, ctrl, opts)
     if problem.per_sample:
         return loop_per_sample(problem, solver, ctrl, opts)
@@ -47,7 +47,6 @@ def solve_plain(
     """Solve without a gradient strategy (plain backprop through whatever grad mode is on) in
     the global layout, raising :class:`~torchnde.SolveError` on failure."""
     problem = Problem.build(f, y0, t_eval, per_sample=False)
-    solver = solver.bind(controller)
     raw = integrate(problem, solver, controller, LoopOptions(max_steps))
     sol = problem.solution(raw)
     if not sol.success:

@@ -61,7 +61,7 @@ def stiffness_advice(problem: Problem, method: AbstractSolver, ctrl: Any, raw: R
     evaluations of ``f``, only after ``ADVICE_STEPS`` steps."""
     accepted = raw.stats.accepted
     if (
-        getattr(method, "implicit", False)
+        method.implicit
         or not ctrl.adaptive
         or not isinstance(accepted, int)
         or raw.stats.steps < ADVICE_STEPS

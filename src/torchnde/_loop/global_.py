@@ -41,6 +41,7 @@ def loop_global(problem: Problem, solver: AbstractSolver, ctrl: AbstractControll
     adaptive = ctrl.adaptive
     error_norm = ErrorNorm(problem, solver, ctrl) if adaptive else None
     dt, memory = ctrl.start(solver, func, s0, y, f0, error_norm)
+    solver_state = solver.init_state(ctrl)  # e.g. an implicit method's Jacobian, passed step to step
     adapt, too_small = ctrl.adapt, ctrl.too_small
     max_steps, dense, save_steps, progress = opts.max_steps, opts.dense, opts.save_steps, opts.progress
     needs_f1, f1_exact = solver.needs_end_derivative, solver.f1_exact
@@ -64,7 +65,8 @@ def loop_global(problem: Problem, solver: AbstractSolver, ctrl: AbstractControll
             h = (math.nextafter(s_stop, -math.inf) if s_stop in jumps else s_stop) - s
         if f0 is None:
             f0 = derivative(after(s) if s in jumps else s, y)
-        res = step(func, s, y, f0, h, adaptive)
+        res = step(func, s, y, f0, h, adaptive, solver_state)
+        state_in, solver_state = solver_state, res.state
         steps += 1
         if res.converged is not True and not bool(res.converged):  # an implicit solve failed
             if not adaptive:
@@ -84,7 +86,7 @@ def loop_global(problem: Problem, solver: AbstractSolver, ctrl: AbstractControll
             s_new = s_stop if land else s + h
             f1, y1 = res.f1, res.y1
             if tape is not None:  # Checkpoint(checkpoints=k): the step's input, for its replay
-                tape.record(s, h, y, f0, s_new, land and s_stop in jumps)
+                tape.record(s, h, y, f0, s_new, land and s_stop in jumps, state_in)
             crossed = False
             if watch is not None:  # an event's condition at the step's end (one more host read)
                 g_new = watch.value(s_new, y1)

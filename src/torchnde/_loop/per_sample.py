@@ -90,6 +90,7 @@ class _Run:
         self.fsal = solver.fsal and self.stops.jump_t is None
         self.error_norm = ErrorNorm(problem, solver, ctrl) if ctrl.adaptive else None
         dt, self.memory = ctrl.start(solver, func, s, y, f0, self.error_norm)
+        self.solver_state = solver.init_state(ctrl)
         ys = y.new_full((batch, n + 1, self.N), math.nan)  # slot n is a dump slot for masked scatters
         ys[:, 0] = y.reshape(batch, self.N)
         z = torch.zeros(batch, dtype=torch.int64, device=dev)
@@ -138,7 +139,8 @@ class _Run:
         h = torch.where(land, end - w.s, w.dt).mul_(w.running)  # finished samples stand still
         if not self.fsal:
             w.f0 = self.derivative(self.stops.after_jump(w.s), w.y)
-        res = self.step_fn(self.func, w.s, w.y, w.f0, h, self.ctrl.adaptive)
+        res = self.step_fn(self.func, w.s, w.y, w.f0, h, self.ctrl.adaptive, self.solver_state)
+        self.solver_state = res.state
         w.steps.add_(w.running)
         accept, nonfinite = self.decide(h, res)
         w.acc.add_(accept)

@@ -25,11 +25,11 @@ __all__ = ["StepLog"]
 
 
 class StepLog:
-    """The accepted steps of one global solve: ``(s, h, s_end, lands on a jump)`` each."""
+    """The accepted steps of one global solve: ``(s, h, s_end, lands on a jump, solver state)``."""
 
     def __init__(self, tape: Any, problem: Problem, solver: AbstractSolver, adaptive: bool, func: Callable):
         self.tape, self.problem, self.solver, self.adaptive = tape, problem, solver, adaptive
-        self.steps: list[tuple[float, float, float, bool]] = []
+        self.steps: list[tuple[float, float, float, bool, Any]] = []
         self.func = func  # the vector field in the loop's layout, as the replay calls it
 
     def record(
@@ -43,16 +43,16 @@ class StepLog:
         """The output rows step ``k`` produced: those in ``(s_k, s_end]`` (and row 0, the
         initial state, for the first step)."""
         s_out = self.problem.s_host
-        s, _, s_new, _ = self.steps[k]
+        s, _, s_new, _, _ = self.steps[k]
         lo = 0 if k == 0 else bisect.bisect_right(s_out, s)
         return list(range(lo, bisect.bisect_right(s_out, s_new)))
 
     def replay(self, k: int, carry: tuple[torch.Tensor, ...]) -> tuple[tuple[torch.Tensor, ...], tuple]:
         """``((y_{k+1}, f0_{k+1}), the output rows of step k)`` from ``carry = (y_k, f0_k)``."""
         y, f0 = carry
-        s, h, s_new, jumped = self.steps[k]
+        s, h, s_new, jumped, state = self.steps[k]
         solver, func = self.solver, self.func
-        res = solver.step(func, s, y, f0, h, self.adaptive)
+        res = solver.step(func, s, y, f0, h, self.adaptive, state)
         s_out = self.problem.s_host
         rows = self.outputs_of(k)
         inside = [s_out[i] for i in rows if s < s_out[i] < s_new]

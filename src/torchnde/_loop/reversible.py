@@ -32,7 +32,8 @@ def step_grid(s_out: list[float], dt: float, extra: list[float]) -> list[float]:
 def loop_reversible(problem: Any, solver: Any, ctrl: Any, opts: Any) -> Any:
     """Step a reversible solver over its grid (global layout), saving at the output times.
 
-    Returns the loop's raw result with ``reversible`` set to ``(grid, final solver state)``.
+    Returns the loop's raw result with ``reversible`` set to ``(grid, final y, final solver
+    state)``.
     """
     if ctrl.adaptive:
         raise ValueError(f"solver {solver.name!r} takes fixed steps: pass dt=... (ConstantStep)")
@@ -55,13 +56,16 @@ def loop_reversible(problem: Any, solver: Any, ctrl: Any, opts: Any) -> Any:
             "raise max_steps or dt"
         )
     func = grid_func(problem, problem.func())
-    state = solver.init(func, grid[0], problem.y0)
-    outputs = [problem.y0]
+    y = problem.y0
+    f0 = func(grid[0], y)
+    state = solver.init_state(ctrl)
+    outputs = [y]
     wanted = set(s_out[1:])
     for s, s_next in itertools.pairwise(grid):
-        state = solver.forward(func, s, state, s_next - s)
+        res = solver.step(func, s, y, f0, s_next - s, False, state)
+        y, f0, state = res.y1, res.f1, res.state  # f1: the next step's f0 where the method reads one
         if s_next in wanted:
-            outputs.append(state.y)
+            outputs.append(y)
     steps = len(grid) - 1
     if problem.per_sample:  # every sample took the same steps; results in the per-sample layout
         batch = problem.batch
@@ -78,7 +82,7 @@ def loop_reversible(problem: Any, solver: Any, ctrl: Any, opts: Any) -> Any:
         status = Status.SUCCESS if bool(torch.isfinite(state.y).all()) else Status.NONFINITE
         stats, end = Stats(problem.nfe_counter[0], steps, steps, 0), grid[-1] * problem.direction
     raw = Raw(ys, stats, status, end)
-    raw.reversible = (grid, state)
+    raw.reversible = (grid, y, state)
     return raw
 
 

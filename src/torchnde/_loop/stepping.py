@@ -32,7 +32,7 @@ def prepared(
     step = compiled_step(problem, solver) if opts.compile else solver.step
     checkpoint_ = opts.checkpoint
     return (
-        checkpointed(step, checkpoint_, solver),
+        checkpointed(step, checkpoint_),
         checkpointed(solver.dense_stages, checkpoint_),
         checkpointed(func, checkpoint_),
     )
@@ -59,27 +59,17 @@ def after(s: float) -> float:
     return math.nextafter(s, math.inf)
 
 
-def checkpointed(fn: Callable, enabled: bool, solver: AbstractSolver | None = None) -> Callable:
+def checkpointed(fn: Callable, enabled: bool) -> Callable:
     """``fn`` under non-reentrant activation checkpointing when ``enabled`` and autograd is
     recording: its saved tensors are dropped after the call and recomputed by the backward pass,
-    so the graph keeps only ``fn``'s inputs (a step's state and derivative). A stateful
-    ``solver`` (an implicit method's Jacobian cache and Newton rate) is restored to the state
-    each call started from before its recomputation, so that the replay is exact."""
+    so the graph keeps only ``fn``'s inputs (a step's state and derivative, and the solver's
+    state, which is an explicit argument: the replay is exact without a snapshot)."""
     if not enabled or not torch.is_grad_enabled():
         return fn
-    snapshot = getattr(solver, "snapshot", None)
-    restore = getattr(solver, "restore", None)
 
     def call(*args: Any) -> Any:
-        state = snapshot() if snapshot is not None else None
-
-        def replay(*inner: Any) -> Any:
-            if state is not None and restore is not None:
-                restore(state)
-            return fn(*inner)
-
         # f is assumed deterministic (the RNG state would cost ~5 kB per step to keep)
-        return checkpoint(replay, *args, use_reentrant=False, preserve_rng_state=False)
+        return checkpoint(fn, *args, use_reentrant=False, preserve_rng_state=False)
 
     return call
 
@@ -102,16 +92,17 @@ def compiled_step(problem: Problem, solver: AbstractSolver) -> Callable:
             _COMPILED.pop(next(iter(_COMPILED)))
         uncounted = problem.func(count=False)
 
-        def step(s: Any, y: torch.Tensor, f0: torch.Tensor, h: Any, need_error: bool) -> Any:
-            return solver.step(uncounted, s, y, f0, h, need_error)
+        def step(s: Any, y: torch.Tensor, f0: torch.Tensor, h: Any, need_error: bool, state: Any) -> Any:
+            return solver.step(uncounted, s, y, f0, h, need_error, state)
 
         compiled = _COMPILED[key] = torch.compile(step, dynamic=True)
     evals = solver.evaluations_per_step or 0
     counter = problem.nfe_counter
 
-    def call(_func: Callable, s: Any, y: torch.Tensor, f0: torch.Tensor, h: Any, need_error: bool) -> Any:
+    def call(_func: Callable, s: Any, y: torch.Tensor, f0: torch.Tensor, h: Any, need_error: bool,
+             state: Any = None) -> Any:  # fmt: skip
         counter[0] += evals
-        return compiled(s, y, f0, h, need_error)
+        return compiled(s, y, f0, h, need_error, state)
 
     return call
 

@@ -1,5 +1,11 @@
-"""The loop of reversible solvers, and the ``Reversible`` gradient: the backward pass undoes the
-forward steps one by one and differentiates each (see :class:`torchnde.Reversible`)."""
+"""The ``Reversible`` gradient: the backward pass undoes the
+forward steps one by one and differentiates each (see :class:`torchnde.Reversible`).
+
+Both sides use the solver's own steps only: the loop calls ``solver.step`` with the state it
+returns (``StepResult.state``), and the backward pass rebuilds the step's start with
+``solver.reverse_step`` and differentiates ``solver.step`` recorded again from there, treating
+the solution and every tensor of the state as independent inputs; the first step, which starts
+the method from ``state=None``, is recorded as a function of ``y0`` alone."""
 
 from __future__ import annotations
 
@@ -20,8 +26,9 @@ class _ReversibleFunction(torch.autograd.Function):
         raw = context.run(y0.detach())
         context.raw = raw
         ctx.context = context
-        grid, state = raw.reversible
-        ctx.save_for_backward(*state)  # the only tensors the backward pass starts from
+        grid, y, state = raw.reversible
+        ctx.save_for_backward(y, *state)  # the only tensors the backward pass starts from
+        context.state_type = type(state)
         raw.reversible = grid
         return raw.ys
 
@@ -35,6 +42,7 @@ class _Context:
     def __init__(self, problem: Any, solver: Any, params: tuple, run: Callable):
         self.problem, self.solver, self.params, self.run = problem, solver, params, run
         self.raw: Any = None
+        self.state_type: Any = None  # the solver state's tuple type, to rebuild it from tensors
         self.backward_stats = Stats()
 
 
@@ -49,8 +57,13 @@ def run_reversible(
     return raw, context.backward_stats
 
 
-def _backward(context: _Context, state: Any, grad_ys: torch.Tensor) -> tuple[torch.Tensor, list[Any]]:
-    problem, params = context.problem, context.params
+def _backward(context: _Context, saved: Any, grad_ys: torch.Tensor) -> tuple[torch.Tensor, list[Any]]:
+    """Vector-Jacobian products of the whole solve, last step first. Step ``k`` maps ``(y_k,
+    state_k)`` to ``(y_k+1, state_k+1)``; its start is rebuilt from its end by
+    ``solver.reverse_step`` and the step recorded again from there with ``solver.step``. The
+    adjoints ``a_y``, ``a_state`` (one per state tensor) are pulled back through it; the first
+    step is recorded from ``state=None``, so that its state's dependence on ``y0`` is included."""
+    problem, params, solver = context.problem, context.params, context.solver
     grid = context.raw.reversible
     counter = [0]
     base = grid_func(problem, problem.func(count=False))
@@ -64,36 +77,44 @@ def _backward(context: _Context, state: Any, grad_ys: torch.Tensor) -> tuple[tor
     if problem.per_sample:  # [B, n, N] -> the loop's layout at output i
         shape = problem.y0.shape
         grad_ys = grad_ys.transpose(0, 1).reshape(len(s_out), *shape)
+    y1, *rest = (x.detach() for x in saved)
+    state = context.state_type(*rest)
     a_y = grad_ys[-1].clone()
-    a_z = torch.zeros_like(a_y)
+    a_state: list[Any] = [torch.zeros_like(x) for x in state]
     g = [torch.zeros_like(p) for p in params]
-    y1, z1, f1 = (x.detach() for x in state)
     for k in range(len(grid) - 2, -1, -1):
-        s0, h = grid[k], grid[k + 1] - grid[k]
+        s0, s1 = grid[k], grid[k + 1]
+        h = s1 - s0
         with torch.no_grad():
-            z0 = torch.add(torch.sub(y1, z1).add_(y1), f1, alpha=-h)
+            y0, state0 = solver.reverse_step(func, s1, y1, state, h)
         with torch.enable_grad():
-            z_ = z0.requires_grad_(True)
-            f0 = func(s0, z_)
-            with torch.no_grad():
-                y0 = torch.add(y1, f0 + f1, alpha=-0.5 * h)
-            y_ = y0.requires_grad_(True)
-            # the step (y0, z0) -> (y1, z1) again, recorded
-            z1_ = torch.add(torch.sub(y_, z_).add_(y_), f0, alpha=h)
-            f1_ = func(s0 + h, z1_)
-            y1_ = torch.add(y_, f0 + f1_, alpha=0.5 * h)
-            grads = torch.autograd.grad((y1_, z1_), (y_, z_, *params), (a_y, a_z), allow_unused=True)
-        a_y, a_z = grads[0], grads[1]
-        for j, v in enumerate(grads[2:]):
+            y_ = y0.detach().requires_grad_(True)
+            if k > 0:
+                leaves = [x.detach().requires_grad_(True) for x in state0]
+                res = solver.step(func, s0, y_, None, h, False, context.state_type(*leaves))
+            else:  # the method's start: its state is made from y0 (and f(t0, y0))
+                leaves = []
+                res = solver.step(func, s0, y_, func(s0, y_), h, False, None)
+            outputs = [res.y1, *res.state]
+            adjoints = [a_y, *a_state]
+            kept = [(o, a) for o, a in zip(outputs, adjoints) if o.requires_grad]
+            grads = torch.autograd.grad(
+                [o for o, _ in kept], (y_, *leaves, *params), [a for _, a in kept], allow_unused=True
+            )
+        a_y = grads[0] if grads[0] is not None else torch.zeros_like(a_y)
+        a_state = [
+            v if v is not None else torch.zeros_like(x) for v, x in zip(grads[1 : 1 + len(leaves)], state0)
+        ]
+        for j, v in enumerate(grads[1 + len(leaves) :]):
             if v is not None:
                 g[j] = g[j] + v
         i = out_index.get(s0)
         if i is not None and i > 0:
             a_y = a_y + grad_ys[i]
-        y1, z1, f1 = y0, z0.detach(), f0.detach()
+        y1, state = y0, state0
     stats = context.backward_stats
     stats.nfe += counter[0]
     stats.steps += len(grid) - 1
     stats.accepted += len(grid) - 1
-    grad_y0 = a_y + a_z + grad_ys[0]
+    grad_y0 = a_y + grad_ys[0]
     return grad_y0, g

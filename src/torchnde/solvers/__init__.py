@@ -1,7 +1,8 @@
 """Solvers: one file per method family, all on the engines in this package.
 
 ``names()`` lists what ``solve(solver=...)`` accepts; :func:`resolve_solver` maps a name or an
-object onto a solver, rejecting anything else with the list of valid names.
+object onto a solver, rejecting anything else with the list of valid names; :func:`accepting`
+lists the solvers that integrate a given term.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from .classic import RK4, RK38, Bosh3, Euler, Fehlberg2, Heun, Heun3, Midpoint, 
 from .dopri5 import Dopri5
 from .dopri8 import Dopri8
 from .explicit_rk import ExplicitRungeKutta
-from .implicit import ESDIRKTableau, ImplicitEuler, Kvaerno3, Kvaerno4, Kvaerno5, Newton
+from .implicit import ESDIRKTableau, ImplicitEuler, ImplicitState, Kvaerno3, Kvaerno4, Kvaerno5, Newton
 from .reversible import ReversibleHeun, ReversibleState
-from .rosenbrock import Rodas5P
+from .rosenbrock import Rodas5P, RosenbrockState
 from .symplectic import Leapfrog, Yoshida4
 from .tableau import ButcherTableau, DensePolynomial
 from .tsit5 import Tsit5
@@ -34,6 +35,7 @@ __all__ = [
     "Heun",
     "Heun3",
     "ImplicitEuler",
+    "ImplicitState",
     "Kvaerno3",
     "Kvaerno4",
     "Kvaerno5",
@@ -44,9 +46,11 @@ __all__ = [
     "ReversibleHeun",
     "ReversibleState",
     "Rodas5P",
+    "RosenbrockState",
     "StepResult",
     "Tsit5",
     "Yoshida4",
+    "accepting",
     "names",
     "resolve_solver",
 ]
@@ -81,6 +85,12 @@ _REGISTRY: dict[str, type[AbstractSolver]] = {
 def names() -> list[str]:
     """The solver names accepted by ``solve(solver=...)``."""
     return sorted(_REGISTRY)
+
+
+def accepting(term: object) -> list[str]:
+    """The names of the registered solvers that integrate ``term`` (those whose declared
+    ``terms`` it is an instance of), sorted."""
+    return sorted(name for name, cls in _REGISTRY.items() if isinstance(term, cls.terms))
 
 
 def resolve_solver(solver: str | AbstractSolver) -> AbstractSolver:

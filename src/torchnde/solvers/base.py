@@ -10,6 +10,12 @@ decision and no saving. The loop in :mod:`torchnde._solve` calls it in one of tw
 
 The vector field ``func(t, y)`` given to :meth:`AbstractSolver.step` already works in the
 solver's layout (it flattens, unflattens and reverses time as needed).
+
+Whatever changes during a solve (an implicit method's Jacobian, its factorisation and Newton
+rate; the reversible Heun method's second state) is *explicit data*: the loop creates it with
+:meth:`AbstractSolver.init_state`, passes it into every :meth:`AbstractSolver.step` and takes the
+next one from :attr:`StepResult.state` (after rejected steps too). A solver object is never
+mutated by a solve, so replaying a step with the same inputs (checkpointing) is exact.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 
+from ..terms import ODETerm
 from .tableau import DensePolynomial
 
 __all__ = ["AbstractSolver", "StepResult", "stack_stages"]
@@ -54,6 +61,8 @@ class StepResult(NamedTuple):
     - ``converged``: ``False`` when an implicit method's nonlinear solve failed; the loop then
       rejects the step and retries it with a quarter of the step size.
     - ``stacked``: ``ks`` already stacked by the step (for its error estimate), or ``None``.
+    - ``state``: the solver state to pass to the next step (see
+      :meth:`AbstractSolver.init_state`); ``None`` for stateless solvers.
     """
 
     y1: torch.Tensor
@@ -62,6 +71,7 @@ class StepResult(NamedTuple):
     f1: torch.Tensor | None
     converged: Any = True  # implicit solvers: False when the stage equations were not solved
     stacked: torch.Tensor | None = None
+    state: Any = None
 
     @property
     def stages(self) -> torch.Tensor:
@@ -72,22 +82,37 @@ class StepResult(NamedTuple):
 class AbstractSolver(abc.ABC):
     """A one-step method. Concrete solvers are small: a tableau, an order and a citation.
 
-    Class attributes every solver declares:
+    Class attributes every solver declares (read directly, never probed):
 
     - ``name``: the string accepted by ``solve(solver=...)``.
     - ``order``: order of the propagated solution.
     - ``error_order``: order of the local error estimate (embedded order + 1), which sets the
-      controller's exponent; ``None`` for fixed-step methods.
+      controller's exponent; ``None`` for fixed-step methods. :attr:`adaptive` (whether there
+      is an error estimate at all) follows from it.
     - ``dense_order``: order of the continuous extension used for ``t_eval`` and ``dense=True``.
+    - ``implicit``: the step solves (non)linear systems with the Jacobian of the field (stiff
+      methods); such solvers do not run under ``compile=True``. Default ``False``.
+    - ``reversible``: the step can be undone in closed form (``reverse_step``); the solver is
+      stepped on a fixed grid and supports ``gradient="reversible"``. Default ``False``.
+    - ``supports_per_sample``: the solver runs with ``per_sample=True`` (its step accepts
+      ``[B]`` tensors ``t0``, ``dt``). Default ``True``.
+    - ``separable_pair``: the state must be a pair of equally sized tensors ``(q, p)`` with a
+      separable field (symplectic methods); the loop checks this before solving. Default
+      ``False``.
+    - ``terms``: the term types (:class:`~torchnde.terms.AbstractTerm` subclasses) the solver
+      integrates; a term is accepted when ``isinstance(term, solver.terms)``. Default
+      ``(ODETerm,)``.
     """
 
     name: ClassVar[str]
     order: ClassVar[int]
     error_order: ClassVar[int | None] = None
     dense_order: ClassVar[int]
-    # The state must be a pair of equally sized tensors (q, p) with a separable field
-    # (symplectic methods); the loop checks this before solving.
+    implicit: ClassVar[bool] = False
+    reversible: ClassVar[bool] = False
+    supports_per_sample: ClassVar[bool] = True
     separable_pair: ClassVar[bool] = False
+    terms: ClassVar[tuple[type, ...]] = (ODETerm,)
 
     @property
     def fsal(self) -> bool:
@@ -116,13 +141,28 @@ class AbstractSolver(abc.ABC):
         return self.error_order is not None
 
     @abc.abstractmethod
-    def step(self, func: Func, t0: Any, y0: torch.Tensor, f0: torch.Tensor, dt: Any) -> StepResult:
-        """Advance from ``(t0, y0)`` by ``dt``; ``f0 = func(t0, y0)`` is supplied by the loop."""
+    def step(
+        self,
+        func: Func,
+        t0: Any,
+        y0: torch.Tensor,
+        f0: torch.Tensor,
+        dt: Any,
+        need_error: bool = True,
+        state: Any = None,
+    ) -> StepResult:
+        """Advance from ``(t0, y0)`` by ``dt``; ``f0 = func(t0, y0)`` is supplied by the loop.
 
-    def bind(self, ctrl: Any) -> AbstractSolver:
-        """The solver for one solve with controller ``ctrl`` (implicit methods return a copy that
-        holds their Newton tolerances and Jacobian cache); stateless solvers return ``self``."""
-        return self
+        ``need_error``: whether to compute ``StepResult.errors``. ``state``: the solver state
+        from :meth:`init_state` or the previous step's ``StepResult.state`` (``None`` for a
+        direct call: the solver's defaults). The step must not mutate ``state`` (nor the solver):
+        it returns the next state in ``StepResult.state``.
+        """
+
+    def init_state(self, ctrl: Any) -> Any:
+        """The solver state a solve with step-size controller ``ctrl`` starts from (an implicit
+        method's Newton tolerances and empty Jacobian cache); ``None`` for stateless solvers."""
+        return None
 
     def combine_error_norms(self, norms: tuple[Any, ...]) -> Any:
         """Turn the scaled norms of ``StepResult.errors`` into the one the controller uses."""

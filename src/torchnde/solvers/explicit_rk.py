@@ -133,7 +133,9 @@ class ExplicitRungeKutta(AbstractSolver):
         f0: torch.Tensor,
         dt: Any,
         need_error: bool = True,
+        state: Any = None,
     ) -> StepResult:
+        # Stateless: ``state`` is accepted for the common contract and never read.
         fsal = self.tableau.fsal
         co = self._coefficients(y0)
         per_sample = isinstance(dt, torch.Tensor)

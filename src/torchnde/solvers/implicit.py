@@ -23,6 +23,12 @@ takes one more Newton step with the exact Jacobian at the solution,
 constant, whose derivative is the implicit function theorem's
 :math:`\partial Y/\partial\theta = -M_*^{-1}\,\partial G/\partial\theta`.
 
+The Jacobian, its factorisation and the last Newton rate are reused from step to step. They
+are the solver's *state* (:class:`ImplicitState`), an immutable value created per solve by
+:meth:`~DiagonallyImplicitRK.init_state` and returned updated by every step in
+``StepResult.state``; the solver object itself is never mutated, so a step replayed with the
+same state (checkpointing) repeats exactly.
+
 Methods: implicit Euler (with the explicit-Euler difference as its error estimate) and
 Kværnø's ESDIRK pairs 3(2), 4(3) and 5(4) (A. Kværnø, *Singly diagonally implicit Runge–Kutta
 methods with an explicit first stage*, BIT 44, 2004), all L-stable and stiffly accurate (the
@@ -32,11 +38,10 @@ cubic Hermite interpolant.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -46,7 +51,7 @@ from .explicit_rk import hermite_interpolant
 from .jacobian import check_jacobian_option, dense_solver, jacobians
 from .tableau import DensePolynomial
 
-__all__ = ["ESDIRKTableau", "ImplicitEuler", "Kvaerno3", "Kvaerno4", "Kvaerno5", "Newton"]
+__all__ = ["ESDIRKTableau", "ImplicitEuler", "ImplicitState", "Kvaerno3", "Kvaerno4", "Kvaerno5", "Newton"]
 
 _TOL = 1e-10
 
@@ -133,14 +138,25 @@ class ESDIRKTableau:
         return self.c[-1] == 1 and bool(np.allclose(self.a_matrix[-1], self.b, rtol=0, atol=1e-15))
 
 
-class _Bound:
-    """Per-solve state of an implicit solver: tolerances and the reusable Jacobian."""
+class ImplicitState(NamedTuple):
+    """The state an ESDIRK solve carries from step to step (immutable: a step returns a new one).
 
-    def __init__(self, rtol: float, atol: float):
-        self.rtol, self.atol = rtol, atol
-        self.jacobian: torch.Tensor | None = None
-        self.lu: tuple[Callable[[torch.Tensor], torch.Tensor], float] | None = None  # (solve, h*gamma)
-        self.eta = 1.0  # Hairer's eta = theta / (1 - theta) of the last converged iteration
+    - ``rtol``, ``atol``: the tolerances of the Newton iterations' convergence norm.
+    - ``jacobian``: ``df/dy`` at the start of the step that evaluated it, ``[N, N]``, reused
+      while Newton converges fast; ``None``: evaluate it at the next step.
+    - ``factor``: ``(solve, h*gamma)``, the factorisation ``b -> (I - h gamma J)^{-1} b`` of
+      ``jacobian`` and the ``h*gamma`` it was made for; ``None`` when there is none.
+    - ``eta``: Hairer's ``theta / (1 - theta)`` of the last converged Newton iteration.
+    """
+
+    rtol: float = 1e-6
+    atol: float = 1e-9
+    jacobian: torch.Tensor | None = None
+    factor: tuple[Callable[[torch.Tensor], torch.Tensor], float] | None = None
+    eta: float = 1.0
+
+
+_DEFAULT_STATE = ImplicitState()  # a direct step call without a state: the defaults
 
 
 class DiagonallyImplicitRK(AbstractSolver):
@@ -151,7 +167,7 @@ class DiagonallyImplicitRK(AbstractSolver):
 
     tableau: ClassVar[ESDIRKTableau]
     implicit: ClassVar[bool] = True
-    per_sample: ClassVar[bool] = True
+    supports_per_sample: ClassVar[bool] = True  # dense linear solver only (gmres: global layout)
 
     def __init__(self, newton: Newton | None = None, jacobian: Callable[..., torch.Tensor] | None = None):
         if newton is not None and not isinstance(newton, Newton):
@@ -159,7 +175,6 @@ class DiagonallyImplicitRK(AbstractSolver):
         self.newton = newton or Newton()
         self.jacobian = check_jacobian_option(type(self).__name__, jacobian)
         self._dense = hermite_interpolant(self.tableau.b, self.order)
-        self._state: _Bound | None = None
 
     def __repr__(self) -> str:
         extra = "" if self.jacobian is None else f", jacobian={self.jacobian!r}"
@@ -181,36 +196,31 @@ class DiagonallyImplicitRK(AbstractSolver):
     def evaluations_per_step(self) -> int | None:
         return None  # depends on the Newton iterations
 
-    def bind(self, ctrl: Any) -> DiagonallyImplicitRK:
-        """A copy for one solve, holding the Newton tolerances and the Jacobian cache."""
+    def init_state(self, ctrl: Any) -> ImplicitState:
+        """The state a solve starts from: the Newton tolerances (``newton.rtol``/``atol``, else
+        the controller's, else ``1e-6``/``1e-9``) and no Jacobian yet."""
         rtol = self.newton.rtol if self.newton.rtol is not None else _float(getattr(ctrl, "rtol", None), 1e-6)
         atol = self.newton.atol if self.newton.atol is not None else _float(getattr(ctrl, "atol", None), 1e-9)
-        bound = copy.copy(self)
-        bound._state = _Bound(rtol, atol)
-        return bound
-
-    def snapshot(self) -> tuple[Any, ...]:
-        """The per-solve state (Jacobian, factorisation, Newton rate), for an exact replay."""
-        st = self._state
-        return () if st is None else (st.jacobian, st.lu, st.eta)
-
-    def restore(self, snap: tuple[Any, ...]) -> None:
-        if snap and self._state is not None:
-            st = self._state
-            st.jacobian, st.lu, st.eta = snap
+        return ImplicitState(rtol, atol)
 
     # -- one step -------------------------------------------------------------------------------
 
     def step(
-        self, func: Func, t0: Any, y0: torch.Tensor, f0: torch.Tensor, dt: Any, need_error: bool = True
-    ) -> StepResult:
+        self, func: Func, t0: Any, y0: torch.Tensor, f0: torch.Tensor, dt: Any, need_error: bool = True,
+        state: ImplicitState | None = None,
+    ) -> StepResult:  # fmt: skip
+        """One step from ``state`` (an :class:`ImplicitState`; ``None``: the defaults, no
+        Jacobian yet); ``StepResult.state`` is the state for the next step, also when the
+        Newton iterations failed (then without its Jacobian)."""
+        if state is None:
+            state = _DEFAULT_STATE
         if isinstance(dt, torch.Tensor):
             if self.newton.linear_solver != "dense":
                 raise ValueError(
                     "Newton(linear_solver='gmres') supports the global layout only, not per_sample=True"
                 )
-            return self._step_per_sample(func, t0, y0, f0, dt, need_error)
-        state = self._state or _Bound(1e-6, 1e-9)
+            return self._step_per_sample(func, t0, y0, f0, dt, need_error, state)
+        rtol, atol, jacobian, factor, eta = state
         tab = self.tableau
         h = float(dt)
         hg = h * tab.gamma
@@ -223,9 +233,10 @@ class DiagonallyImplicitRK(AbstractSolver):
                 f_ref = func(t0, y0.detach())
                 lu: Any = _KrylovOperator(func, t0, y0.detach(), f_ref, hg, self.newton)
             else:
-                if state.jacobian is None or not self.newton.reuse_jacobian:
-                    self._refresh_jacobian(func, t0, y0, state)
-                lu = self._factor(state, hg, y0)
+                if jacobian is None or not self.newton.reuse_jacobian:
+                    jacobian, factor = jacobians(func, t0, y0, batched=False)[0], None
+                factor = _factor(jacobian, factor, hg)
+                lu = factor[0]
         ks = [f0]
         theta_max = 0.0
         for i in range(1, tab.stages):
@@ -236,10 +247,12 @@ class DiagonallyImplicitRK(AbstractSolver):
             t_i = t0 + tab.c[i] * h
             with torch.no_grad():
                 guess = base + hg * _predicted_derivative(tab.c, i, ks)
-                y_i, ok, theta = self._newton(func, t_i, base.detach(), guess.detach(), hg, lu, state, shape)
-            if not ok:
-                state.jacobian = None  # retry the smaller step with a fresh Jacobian
-                return StepResult(y0, (), tuple(ks), None, converged=False)
+                y_i, ok, theta, eta = self._newton(
+                    func, t_i, base.detach(), guess.detach(), hg, lu, (rtol, atol, eta), shape
+                )
+            if not ok:  # retry the smaller step with a fresh Jacobian
+                failed = ImplicitState(rtol, atol, None, None, eta)
+                return StepResult(y0, (), tuple(ks), None, converged=False, state=failed)
             theta_max = max(theta_max, theta)
             if recording and (y0.requires_grad or f0.requires_grad):  # f0 sees f's parameters
                 if krylov:
@@ -248,13 +261,13 @@ class DiagonallyImplicitRK(AbstractSolver):
                     y_i = self._implicit_function_step(func, t_i, base, y_i, hg, shape)
             ks.append((y_i - base) / hg)
         if self.newton.reuse_jacobian and theta_max > 0.1:
-            state.jacobian = None  # converging slowly: re-evaluate at the next step
+            jacobian = None  # converging slowly: re-evaluate at the next step
         y1 = y_i if tab.stiffly_accurate else y0 + sum((h * bj) * k for bj, k in zip(tab.b, ks) if bj != 0)
         errors: tuple[torch.Tensor, ...] = ()
         if need_error:
             errors = (sum(ej * k for ej, k in zip(tab.e, ks) if ej != 0),)  # type: ignore[assignment]
         f1 = ks[-1] if tab.stiffly_accurate else None
-        return StepResult(y1, errors, tuple(ks), f1)
+        return StepResult(y1, errors, tuple(ks), f1, state=ImplicitState(rtol, atol, jacobian, factor, eta))
 
     def _step_per_sample(
         self,
@@ -264,12 +277,13 @@ class DiagonallyImplicitRK(AbstractSolver):
         f0: torch.Tensor,
         dt: torch.Tensor,
         need_error: bool,
+        state: ImplicitState,
     ) -> StepResult:
         """The step for a batch ``[B, ...]`` with its own ``dt [B]``: per-sample Jacobians
         ``[B, N, N]`` at the step's start (rows of ``f`` are independent samples), batched
         factorisations, and Newton iterations whose convergence is judged per sample; a sample
-        whose iterations fail gets ``converged = False`` (the loop rejects and shrinks its step)."""
-        state = self._state or _Bound(1e-6, 1e-9)
+        whose iterations fail gets ``converged = False`` (the loop rejects and shrinks its step).
+        Nothing is reused across steps: ``state`` (tolerances, last rate) is returned as is."""
         tab = self.tableau
         a = tab.a_matrix
         batch, shape = y0.shape[0], y0.shape
@@ -310,11 +324,11 @@ class DiagonallyImplicitRK(AbstractSolver):
             errors = (sum(ej * k for ej, k in zip(tab.e, ks) if ej != 0),)  # type: ignore[assignment]
         y1 = torch.where(moving.view(col), y1, y0)
         return StepResult(
-            y1, errors, tuple(ks), ks[-1] if tab.stiffly_accurate else None, converged | ~moving
+            y1, errors, tuple(ks), ks[-1] if tab.stiffly_accurate else None, converged | ~moving, state=state
         )
 
     def _newton_batched(self, func: Func, t: torch.Tensor, base: torch.Tensor, y: torch.Tensor, hg: torch.Tensor,
-                        solve: Callable[[torch.Tensor], torch.Tensor], state: _Bound,
+                        solve: Callable[[torch.Tensor], torch.Tensor], state: ImplicitState,
                         active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """Per-sample simplified Newton: returns the stages and which samples converged."""
         batch, shape = y.shape[0], y.shape
@@ -357,20 +371,6 @@ class DiagonallyImplicitRK(AbstractSolver):
         g = y - base - hg * func(t, y)
         return y - torch.linalg.solve(m, g.reshape(batch, -1, 1)).view(shape)
 
-    def _refresh_jacobian(self, func: Func, t: Any, y: torch.Tensor, state: _Bound) -> None:
-        state.jacobian = jacobians(func, t, y, batched=False)[0]
-        state.lu = None
-
-    def _factor(self, state: _Bound, hg: float, y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-        """``b -> (I - hg J)^{-1} b``, reused while ``J`` and ``hg`` are unchanged."""
-        if state.lu is not None and state.lu[1] == hg:
-            return state.lu[0]
-        jac = state.jacobian
-        assert jac is not None
-        solve = dense_solver(torch.eye(jac.shape[0], dtype=jac.dtype, device=jac.device) - hg * jac)
-        state.lu = (solve, hg)
-        return solve
-
     def _newton(
         self,
         func: Func,
@@ -379,13 +379,16 @@ class DiagonallyImplicitRK(AbstractSolver):
         y: torch.Tensor,
         hg: float,
         lu: Any,
-        state: _Bound,
+        tolerances: tuple[float, float, float],
         shape: torch.Size,
-    ) -> tuple[torch.Tensor, bool, float]:
-        """Simplified Newton on ``G(Y) = Y - base - hg f(t, Y)``; returns (Y, converged, rate)."""
+    ) -> tuple[torch.Tensor, bool, float, float]:
+        """Simplified Newton on ``G(Y) = Y - base - hg f(t, Y)`` with ``tolerances = (rtol, atol,
+        eta)`` (``eta``: the last converged iteration's); returns ``(Y, converged, rate, eta)``,
+        the ``eta`` to carry on (the new one when converged, else the one given)."""
+        rtol, atol, last_eta = tolerances
         prev = None
         theta = 0.0
-        eta = max(state.eta, 1e-16) ** 0.8  # until a rate is measured, the last one's
+        eta = max(last_eta, 1e-16) ** 0.8  # until a rate is measured, the last one's
         for _ in range(self.newton.max_iters):
             g = y - base - hg * func(t, y)
             if isinstance(lu, _KrylovOperator):
@@ -393,20 +396,19 @@ class DiagonallyImplicitRK(AbstractSolver):
             else:
                 delta = lu(g.reshape(-1)).view(shape)
             y = y - delta
-            scale = state.atol + state.rtol * y.abs()
+            scale = atol + rtol * y.abs()
             norm = float(torch.linalg.vector_norm(delta / scale)) / math.sqrt(delta.numel())
             if not math.isfinite(norm):
-                return y, False, math.inf
+                return y, False, math.inf, last_eta
             if prev is not None:
                 theta = norm / prev if prev > 0 else 0.0
                 if theta >= 1.0:
-                    return y, False, theta
+                    return y, False, theta, last_eta
                 eta = theta / (1.0 - theta)
             if eta * norm <= self.newton.kappa:
-                state.eta = eta
-                return y, True, theta
+                return y, True, theta, eta
             prev = norm
-        return y, False, theta
+        return y, False, theta, last_eta
 
     def _implicit_function_step(
         self, func: Func, t: Any, base: torch.Tensor, y: torch.Tensor, hg: float, shape: torch.Size
@@ -439,6 +441,20 @@ def _predicted_derivative(c: tuple[float, ...], i: int, ks: list[torch.Tensor]) 
         return ks[-1]
     slope = (c[i] - c[i - 1]) / (c[i - 1] - c[i - 2])
     return ks[-1] + slope * (ks[-1] - ks[-2])
+
+
+def _factor(
+    jacobian: torch.Tensor | None,
+    factor: tuple[Callable[[torch.Tensor], torch.Tensor], float] | None,
+    hg: float,
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], float]:
+    """``(b -> (I - hg J)^{-1} b, hg)``: ``factor`` itself while it was made for this ``hg``
+    (and the same ``J``: a new Jacobian comes with ``factor = None``), else a new one."""
+    if factor is not None and factor[1] == hg:
+        return factor
+    assert jacobian is not None
+    eye = torch.eye(jacobian.shape[0], dtype=jacobian.dtype, device=jacobian.device)
+    return dense_solver(eye - hg * jacobian), hg
 
 
 def _float(value: Any, default: float) -> float:

@@ -15,6 +15,10 @@ inverse is the same map with :math:`-h`:
 
 So a backward pass can rebuild every earlier state from the last one instead of storing them
 (``gradient="reversible"``), up to floating-point round-off.
+
+In the common step contract the solution is ``y`` and the pair :math:`(z_n, f_n)` is the solver
+state (:class:`ReversibleState`) carried in ``StepResult.state``: :meth:`ReversibleHeun.step`
+takes one step forward, :meth:`ReversibleHeun.reverse_step` undoes one.
 """
 
 from __future__ import annotations
@@ -30,9 +34,9 @@ __all__ = ["ReversibleHeun", "ReversibleState"]
 
 
 class ReversibleState(NamedTuple):
-    """``(y, z, f(t, z))`` of the reversible Heun method."""
+    """The reversible Heun method's state beside the solution ``y``: its second state ``z`` and
+    ``fz = f(t, z)``."""
 
-    y: torch.Tensor
     z: torch.Tensor
     fz: torch.Tensor
 
@@ -51,6 +55,11 @@ class ReversibleHeun(AbstractSolver):
                     dt=0.01, gradient="reversible")
     sol.ys[-1].sum().backward()
     ```
+
+    Stepping by hand (``state=None`` starts the method: :math:`z_0 = y_0`)::
+
+        res = solver.step(f, t0, y0, f(t0, y0), dt)            # y1 = res.y1, state = res.state
+        y0_again, state0 = solver.reverse_step(f, t0 + dt, res.y1, res.state, dt)
     """
 
     name: ClassVar[str] = "reversible_heun"
@@ -58,28 +67,42 @@ class ReversibleHeun(AbstractSolver):
     dense_order: ClassVar[int] = 2
     reversible: ClassVar[bool] = True
 
-    def init(self, func: Func, t0: Any, y0: torch.Tensor) -> ReversibleState:
-        """The initial solver state: :math:`z_0 = y_0`."""
-        return ReversibleState(y0, y0, func(t0, y0))
+    @property
+    def fsal(self) -> bool:
+        return True  # the next step reads f(t, z) from its state; f0 only starts the method
 
-    def forward(self, func: Func, t0: Any, state: ReversibleState, dt: Any) -> ReversibleState:
-        """One step from ``t0`` to ``t0 + dt``."""
-        y, z, fz = state
-        z1 = torch.add(torch.sub(y, z, alpha=1.0).add_(y), fz, alpha=dt)  # 2y - z + dt f
+    @property
+    def f1_exact(self) -> bool:
+        return False  # StepResult.f1 is f(t1, z1), not f(t1, y1)
+
+    @property
+    def evaluations_per_step(self) -> int:
+        return 1
+
+    def step(
+        self, func: Func, t0: Any, y0: torch.Tensor, f0: torch.Tensor, dt: Any, need_error: bool = False,
+        state: ReversibleState | None = None,
+    ) -> StepResult:  # fmt: skip
+        """One step from ``(t0, y0)`` with ``state = (z0, f(t0, z0))``; ``None`` starts the method
+        (:math:`z_0 = y_0`, so ``f(t0, z0) = f0``; ``f0`` is read only then). Returns
+        ``StepResult(y1, (), (fz0, f1), f1, state=(z1, f1))`` with ``f1 = f(t0 + dt, z1)`` (not
+        ``f(t1, y1)``); no error estimate, no continuous extension."""
+        z, fz = (y0, f0) if state is None else state
+        z1 = torch.add(torch.sub(y0, z, alpha=1.0).add_(y0), fz, alpha=dt)  # 2y - z + dt f
         f1 = func(t0 + dt, z1)
-        y1 = torch.add(y, fz + f1, alpha=0.5 * dt)
-        return ReversibleState(y1, z1, f1)
+        y1 = torch.add(y0, fz + f1, alpha=0.5 * dt)
+        return StepResult(y1, (), (fz, f1), f1, state=ReversibleState(z1, f1))
 
-    def reverse(self, func: Func, t1: Any, state: ReversibleState, dt: Any) -> ReversibleState:
-        """Undo the step that ended at ``t1`` with size ``dt``: the state at ``t1 - dt``."""
-        y1, z1, f1 = state
+    def reverse_step(
+        self, func: Func, t1: Any, y1: torch.Tensor, state: ReversibleState, dt: Any
+    ) -> tuple[torch.Tensor, ReversibleState]:
+        """Undo the step of size ``dt`` that ended at ``(t1, y1)`` with ``state``: the previous
+        ``(y0, state0)`` at ``t1 - dt``, in closed form (one evaluation of ``f``)."""
+        z1, f1 = state
         z0 = torch.add(torch.sub(y1, z1, alpha=1.0).add_(y1), f1, alpha=-dt)  # 2y1 - z1 - dt f1
         f0 = func(t1 - dt, z0)
         y0 = torch.add(y1, f0 + f1, alpha=-0.5 * dt)
-        return ReversibleState(y0, z0, f0)
-
-    def step(self, func: Func, t0: Any, y0: torch.Tensor, f0: torch.Tensor, dt: Any) -> StepResult:
-        raise NotImplementedError("reversible_heun is stepped by its own loop (solve() selects it)")
+        return y0, ReversibleState(z0, f0)
 
     def dense_stages(self, func: Func, t0: Any, y0: torch.Tensor, dt: Any, result: StepResult,
                      f1: torch.Tensor) -> torch.Tensor:  # fmt: skip

@@ -16,13 +16,16 @@ backpropagation gives the exact derivative of the discrete solution.
 benchmarks within the Julia Differential Equations package*, BIT 63 (2023). Fifth order with a
 fourth-order embedded solution (the last stage's input; the last stage's increment is the
 error estimate). Dense output is the cubic Hermite interpolant.
+
+Nothing is reused from step to step but whether ``f`` reads ``t`` at all (then
+:math:`\partial_t f = 0` is not computed): the solver's state, learnt by the first step of a
+solve and carried in ``StepResult.state`` (see :class:`RosenbrockState`).
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -31,7 +34,16 @@ from .base import AbstractSolver, Func, StepResult, stack_stages
 from .jacobian import check_jacobian_option, dense_solver, ignores_time, jacobians
 from .tableau import DensePolynomial
 
-__all__ = ["Rodas5P"]
+__all__ = ["Rodas5P", "RosenbrockState"]
+
+
+class RosenbrockState(NamedTuple):
+    """What a Rosenbrock solve carries from step to step: ``autonomous``, whether ``f`` ignores
+    ``t`` (so that ``df/dt = 0`` need not be computed), learnt by the first step. The first
+    step's state is ``None`` (``init_state``): it is learnt then; a direct step call without a
+    state learns it anew."""
+
+    autonomous: bool
 
 
 class Rodas5P(AbstractSolver):
@@ -65,7 +77,7 @@ class Rodas5P(AbstractSolver):
     order: ClassVar[int] = 5
     error_order: ClassVar[int | None] = 5
     implicit: ClassVar[bool] = True
-    per_sample: ClassVar[bool] = True
+    supports_per_sample: ClassVar[bool] = True
     gamma: ClassVar[float] = 0.21193756319429014
     alpha: ClassVar[tuple[float, ...]] = (
         0.0, 0.6358126895828704, 0.4095798393397535, 0.9769306725060716, 0.4288403609558664, 1.0, 1.0, 1.0,
@@ -106,18 +118,12 @@ class Rodas5P(AbstractSolver):
         self._dense = DensePolynomial(
             np.array([[1.0, -2.0, 1.0], [0.0, -1.0, 1.0], [0.0, 3.0, -2.0]]), order=3
         )
-        self._autonomous: bool | None = None  # learnt per solve (bind): f does not read t
         self._rows: dict[
             tuple[torch.dtype, torch.device], tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]
         ] = {}
 
     def __repr__(self) -> str:
         return "Rodas5P()" if self.jacobian is None else f"Rodas5P(jacobian={self.jacobian!r})"
-
-    def bind(self, ctrl: Any) -> Rodas5P:
-        bound = copy.copy(self)
-        bound._autonomous = None
-        return bound
 
     def _coefficients(self, y: torch.Tensor) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
         """Per stage ``i >= 1`` the rows ``a_i`` and ``c_i``, and the weights ``m``, as tensors (cached)."""
@@ -140,17 +146,20 @@ class Rodas5P(AbstractSolver):
         return 3
 
     def step(
-        self, func: Func, t0: Any, y0: torch.Tensor, f0: torch.Tensor, dt: Any, need_error: bool = True
-    ) -> StepResult:
+        self, func: Func, t0: Any, y0: torch.Tensor, f0: torch.Tensor, dt: Any, need_error: bool = True,
+        state: RosenbrockState | None = None,
+    ) -> StepResult:  # fmt: skip
+        """One step; ``state``: a :class:`RosenbrockState`, or ``None`` (it is learnt); the step
+        returns it in ``StepResult.state``."""
+        if state is None:
+            state = RosenbrockState(ignores_time(func, t0, y0))
         if isinstance(dt, torch.Tensor):
-            return self._step_per_sample(func, t0, y0, f0, dt, need_error)
+            return self._step_per_sample(func, t0, y0, f0, dt, need_error, state)
         h = float(dt)
         shape = y0.shape
         differentiate = torch.is_grad_enabled() and (y0.requires_grad or f0.requires_grad)
-        if self._autonomous is None:
-            self._autonomous = ignores_time(func, t0, y0)
         jac, ft = jacobians(
-            func, t0, y0, batched=False, create_graph=differentiate, with_time=not self._autonomous
+            func, t0, y0, batched=False, create_graph=differentiate, with_time=not state.autonomous
         )
         n = jac.shape[0]
         w = torch.eye(n, dtype=jac.dtype, device=jac.device) / (h * self.gamma) - jac
@@ -174,7 +183,7 @@ class Rodas5P(AbstractSolver):
         if not flat:
             y1 = y1.view(shape)
         errors = ((ks[-1] if flat else ks[-1].view(shape)) / h,) if need_error else ()
-        return StepResult(y1, errors, (f0,), None)  # f(t1, y1) is not among the stages
+        return StepResult(y1, errors, (f0,), None, state=state)  # f(t1, y1) is not among the stages
 
     def _step_per_sample(
         self,
@@ -184,15 +193,14 @@ class Rodas5P(AbstractSolver):
         f0: torch.Tensor,
         dt: torch.Tensor,
         need_error: bool,
+        state: RosenbrockState,
     ) -> StepResult:
         """The same step for a batch ``[B, ...]`` with its own ``dt [B]``: per-sample Jacobians
         ``[B, N, N]`` (rows of ``f`` are independent samples) and batched factorisations."""
         batch, shape = y0.shape[0], y0.shape
         differentiate = torch.is_grad_enabled() and (y0.requires_grad or f0.requires_grad)
-        if self._autonomous is None:
-            self._autonomous = ignores_time(func, t0, y0)
         jac, ft = jacobians(
-            func, t0, y0, batched=True, create_graph=differentiate, with_time=not self._autonomous
+            func, t0, y0, batched=True, create_graph=differentiate, with_time=not state.autonomous
         )
         n = jac.shape[-1]
         h = torch.where(dt > 0, dt, 1.0).to(y0.dtype)  # finished samples (dt = 0) stand still
@@ -218,7 +226,11 @@ class Rodas5P(AbstractSolver):
         y1 = (y0f + kmat @ weights).view(shape)
         errors = ((ks[-1] * inv_h).view(shape),) if need_error else ()
         return StepResult(
-            torch.where((dt > 0).view(-1, *([1] * (len(shape) - 1))), y1, y0), errors, (f0,), None
+            torch.where((dt > 0).view(-1, *([1] * (len(shape) - 1))), y1, y0),
+            errors,
+            (f0,),
+            None,
+            state=state,
         )
 
     def dense_stages(self, func: Func, t0: Any, y0: torch.Tensor, dt: Any, result: StepResult,

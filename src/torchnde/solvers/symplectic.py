@@ -63,8 +63,9 @@ class _Symplectic(AbstractSolver):
         return 2 * len(self.weights)
 
     def step(
-        self, func: Func, t0: Any, y0: torch.Tensor, f0: torch.Tensor, dt: Any, need_error: bool = True
-    ) -> StepResult:
+        self, func: Func, t0: Any, y0: torch.Tensor, f0: torch.Tensor, dt: Any, need_error: bool = True,
+        state: Any = None,
+    ) -> StepResult:  # fmt: skip
         n = y0.shape[-1] // 2
         q, p = y0[..., :n], y0[..., n:]
         force = f0[..., n:]
