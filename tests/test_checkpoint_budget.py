@@ -58,7 +58,7 @@ def test_budgeted_gradients_equal_backprop_and_recompute_within_the_bound(steps)
     assert sol.backward_stats.nfe >= 4 * steps  # every step replayed at least once (4 stages)
 
 
-@pytest.mark.parametrize("solver", ["dopri5", "tsit5", "bosh3"])
+@pytest.mark.parametrize("solver", ["dopri5", "tsit5", "bosh3", "kvaerno5", "rodas5p"])
 def test_budgeted_adaptive_solves_replay_the_accepted_steps_exactly(solver):
     """Adaptive steps (with rejections) and outputs inside steps: the replay needs no controller."""
     net, y0 = _net(16), _y0(8)
@@ -70,9 +70,15 @@ def test_budgeted_adaptive_solves_replay_the_accepted_steps_exactly(solver):
     got = torch.autograd.grad(sol.ys.square().sum(), wrt)
     ref = nde.solve(f, y0, ts, solver, **kw)
     want = torch.autograd.grad(ref.ys.square().sum(), wrt)
-    assert torch.equal(sol.ys.detach(), ref.ys.detach())
+    # While recording, implicit solvers add one exact Newton step per stage (the implicit
+    # function theorem's), which moves the recorded trajectory within the Newton tolerance; the
+    # budgeted forward pass runs without a graph, so the two agree to that tolerance, not bitwise.
+    exact = not nde.solvers.resolve_solver(solver).implicit
+    assert (
+        torch.equal(sol.ys.detach(), ref.ys.detach()) if exact else torch.allclose(sol.ys, ref.ys, rtol=1e-8)
+    )
     for g, w in zip(got, want):
-        assert torch.allclose(g, w, rtol=1e-10, atol=1e-12)
+        assert torch.allclose(g, w, rtol=1e-10 if exact else 1e-6, atol=1e-12)
     assert sol.stats.accepted > 3 and sol.backward_stats.steps <= recompute_bound(sol.stats.accepted, 3)
 
 

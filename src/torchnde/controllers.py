@@ -76,16 +76,17 @@ class AbstractController(abc.ABC):
     - ``step_ts``, ``jump_ts``: times steps must land on, and times where ``f`` jumps (the step
       ends just before the jump and ``f`` is re-evaluated after it); ``None`` or sorted 1-D
       float64 tensors.
-    - ``rtol``, ``atol``, ``norm``: what the loop's scaled error norm uses (adaptive
-      controllers).
+    - ``rtol``, ``atol``, ``norm``: what the loop's scaled error norm uses; an adaptive
+      controller must set ``rtol`` and ``atol``.
     """
 
     adaptive: ClassVar[bool] = True
     step_ts: Any = None
     jump_ts: Any = None
-    # What the loop's error norm reads from an adaptive controller (dataclass fields override).
-    rtol: Any = 1e-6
-    atol: Any = 1e-8
+    # What the loop's error norm reads from an adaptive controller (dataclass fields override;
+    # None on a controller without tolerances: implicit solvers then use their own defaults).
+    rtol: Any = None
+    atol: Any = None
     norm: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @abc.abstractmethod

@@ -32,12 +32,12 @@ class StepLog:
         self.steps: list[tuple[float, float, float, bool, Any]] = []
         self.func = func  # the vector field in the loop's layout, as the replay calls it
 
-    def record(
-        self, s: float, h: float, y: torch.Tensor, f0: torch.Tensor, s_new: float, jumped: bool
-    ) -> None:
-        """Called by the loop for every accepted step, with the step's input carry."""
+    def record(self, s: float, h: float, y: torch.Tensor, f0: torch.Tensor, s_new: float, jumped: bool,
+               state: Any) -> None:  # fmt: skip
+        """Called by the loop for every accepted step, with the step's input carry and the
+        solver's state it started from (kept for the replay: an explicit, unmutated value)."""
         self.tape.record((y, f0))
-        self.steps.append((s, h, s_new, jumped))
+        self.steps.append((s, h, s_new, jumped, state))
 
     def outputs_of(self, k: int) -> list[int]:
         """The output rows step ``k`` produced: those in ``(s_k, s_end]`` (and row 0, the

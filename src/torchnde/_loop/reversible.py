@@ -79,7 +79,7 @@ def loop_reversible(problem: Any, solver: Any, ctrl: Any, opts: Any) -> Any:
         end: Any = torch.full((batch,), grid[-1] * problem.direction, dtype=torch.float64)
     else:
         ys = torch.stack(outputs)
-        status = Status.SUCCESS if bool(torch.isfinite(state.y).all()) else Status.NONFINITE
+        status = Status.SUCCESS if bool(torch.isfinite(y).all()) else Status.NONFINITE
         stats, end = Stats(problem.nfe_counter[0], steps, steps, 0), grid[-1] * problem.direction
     raw = Raw(ys, stats, status, end)
     raw.reversible = (grid, y, state)

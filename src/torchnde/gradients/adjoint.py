@@ -192,8 +192,8 @@ def _adjoint_controls(strategy: Any, ctrl: Any, solver: Any) -> tuple[Any, Any, 
             f"Adjoint: the adjoint solver {solver.name!r} has no error estimate; pass "
             "Adjoint(solver=...) with an adaptive solver, or Adjoint(dt=...) for fixed steps"
         )
-    rtol = strategy.rtol if strategy.rtol is not None else _tightest(getattr(ctrl, "rtol", 1e-6))
-    atol = strategy.atol if strategy.atol is not None else _tightest(getattr(ctrl, "atol", 1e-8))
+    rtol = strategy.rtol if strategy.rtol is not None else _tightest(1e-6 if ctrl.rtol is None else ctrl.rtol)
+    atol = strategy.atol if strategy.atol is not None else _tightest(1e-8 if ctrl.atol is None else ctrl.atol)
     return rtol, atol, None
 
 

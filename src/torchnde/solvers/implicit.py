@@ -199,8 +199,8 @@ class DiagonallyImplicitRK(AbstractSolver):
     def init_state(self, ctrl: Any) -> ImplicitState:
         """The state a solve starts from: the Newton tolerances (``newton.rtol``/``atol``, else
         the controller's, else ``1e-6``/``1e-9``) and no Jacobian yet."""
-        rtol = self.newton.rtol if self.newton.rtol is not None else _float(getattr(ctrl, "rtol", None), 1e-6)
-        atol = self.newton.atol if self.newton.atol is not None else _float(getattr(ctrl, "atol", None), 1e-9)
+        rtol = self.newton.rtol if self.newton.rtol is not None else _float(ctrl.rtol, 1e-6)
+        atol = self.newton.atol if self.newton.atol is not None else _float(ctrl.atol, 1e-9)
         return ImplicitState(rtol, atol)
 
     # -- one step -------------------------------------------------------------------------------
