@@ -8,10 +8,12 @@ sol = nde.solve(lambda t, y: -y, torch.ones(3), torch.linspace(0, 1, 11), solver
 
 from __future__ import annotations
 
+from . import controllers as controllers
 from . import datasets as datasets
 from . import gradients as gradients
 from . import models as models
 from . import solvers as solvers
+from . import terms as terms
 from ._solution import ConvergenceFailure as ConvergenceFailure
 from ._solution import MaxStepsReached as MaxStepsReached
 from ._solution import NonFiniteState as NonFiniteState
@@ -21,6 +23,7 @@ from ._solution import Stats as Stats
 from ._solution import Status as Status
 from ._solution import StepSizeTooSmall as StepSizeTooSmall
 from ._solve import solve as solve
+from .controllers import AbstractController as AbstractController
 from .controllers import ConstantStep as ConstantStep
 from .controllers import PIDController as PIDController
 from .controllers import rms_norm as rms_norm
@@ -52,5 +55,7 @@ from .solvers import ReversibleHeun as ReversibleHeun
 from .solvers import Rodas5P as Rodas5P
 from .solvers import Tsit5 as Tsit5
 from .solvers import Yoshida4 as Yoshida4
+from .terms import AbstractTerm as AbstractTerm
+from .terms import ODETerm as ODETerm
 
 __version__ = "0.1.0"

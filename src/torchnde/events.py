@@ -68,41 +68,12 @@ class Event:
         if not isinstance(self.max_events, int) or self.max_events < 1:
             raise ValueError(f"Event(max_events=...) must be a positive int, got {self.max_events!r}")
 
-    def crossed(self, g0: float, g1: float) -> bool:
-        """Whether the step from ``g0`` to ``g1`` crosses zero in the watched direction."""
-        rising = g0 < 0 <= g1
-        falling = g0 > 0 >= g1
+    def crossed(self, g0: Any, g1: Any) -> Any:
+        """Whether a step from ``g0`` to ``g1`` crosses zero in the watched direction: floats in
+        the global layout, ``[B]`` tensors per sample (elementwise)."""
+        rising, falling = (g0 < 0) & (g1 >= 0), (g0 > 0) & (g1 <= 0)
         if self.direction == 1:
             return rising
         if self.direction == -1:
             return falling
-        return rising or falling
-
-
-def locate(phi: Callable[[float], float], g0: float, g1: float, tol: float, max_iters: int = 100) -> float:
-    """The root in ``(0, 1]`` of ``phi`` (with ``phi(0) = g0``, ``phi(1) = g1`` of opposite signs
-    or ``g1 == 0``) by the Illinois method, to an interval of width ``tol``."""
-    lo, hi, f_lo, f_hi = 0.0, 1.0, g0, g1
-    if f_hi == 0:
-        return 1.0
-    side = 0
-    for _ in range(max_iters):
-        if hi - lo <= tol:
-            break
-        x = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
-        if not lo + tol < x < hi - tol:  # degenerate secant (e.g. starting on the zero set)
-            x = 0.5 * (lo + hi)
-        fx = phi(x)
-        if fx == 0:
-            return x
-        if (fx > 0) == (f_hi > 0):
-            hi, f_hi = x, fx
-            if side == 1:
-                f_lo *= 0.5
-            side = 1
-        else:
-            lo, f_lo = x, fx
-            if side == -1:
-                f_hi *= 0.5
-            side = -1
-    return hi  # the end where the crossing has happened
+        return rising | falling

@@ -90,7 +90,7 @@ def loop_global(problem: Problem, solver: AbstractSolver, ctrl: AbstractControll
             crossed = False
             if watch is not None:  # an event's condition at the step's end (one more host read)
                 g_new = watch.value(s_new, y1)
-                crossed = watch.crossed(watch.g_prev, g_new)
+                crossed = watch.event.crossed(watch.g_prev, g_new)
             s_end, y_end, stages = s_new, y1, None
             if crossed or dense or (next_out < n_out and s_out[next_out] < s_new):
                 if needs_f1 and (f1 is None or not f1_exact):

@@ -248,7 +248,7 @@ class _Run:
         w, watch = self.w, self.watch
         assert watch is not None
         g_new = watch.values(s_new, res.y1)
-        crossed = accept & watch.crossed(watch.g_prev, g_new)
+        crossed = accept & watch.event.crossed(watch.g_prev, g_new)
         n_crossed = int(crossed.sum())  # a second host read per step while events are watched
         y_end = res.y1
         if n_crossed:

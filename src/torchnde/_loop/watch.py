@@ -146,16 +146,6 @@ class _Watch:
             return torch.zeros(rows, dtype=torch.float64, device=y.device)
         return torch.sign(rate * self.problem.direction) * sys.float_info.min
 
-    def crossed(self, g0: Any, g1: Any) -> Any:
-        """Whether the step from ``g0`` to ``g1`` crosses zero in the watched direction (floats
-        or tensors)."""
-        rising, falling = (g0 < 0) & (g1 >= 0), (g0 > 0) & (g1 <= 0)
-        if self.event.direction == 1:
-            return rising
-        if self.event.direction == -1:
-            return falling
-        return rising | falling
-
 
 class EventWatch(_Watch):
     """The event of a global solve: its condition's last value (a host float), the crossing
