@@ -24,6 +24,7 @@ with the root-mean-square norm by default; the step is accepted when it is at mo
 from __future__ import annotations
 
 import abc
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ def _times(name: str, value: Any) -> torch.Tensor | None:
 
 def clip(x: Any, lo: float, hi: float) -> Any:
     """``x`` clipped to ``[lo, hi]``: a float in the global layout, a tensor per sample."""
+    if x.__class__ is float:  # the global layout's hot path: no call but this one
+        return lo if x < lo else (hi if x > hi else x)
     if isinstance(x, torch.Tensor):
         return x.clamp(lo, hi)
     return min(max(x, lo), hi)
@@ -272,7 +275,7 @@ class PIDController(AbstractController):
             with torch.no_grad():
                 scale = error_norm.scale(y0)
                 dt = initial_step_size(func, s0, y0, f0, solver.error_order, scale, error_norm.norm)
-        dt = clip(dt, 0.0, self.dtmax or math.inf)
+        dt = clip(dt, 0.0, self._dtmax)
         one = torch.ones_like(s0) if batched else 1.0
         after_reject = torch.zeros_like(s0, dtype=torch.bool) if batched else False
         return dt, _Memory(self.exponents(solver.error_order), one, after_reject)
@@ -288,16 +291,27 @@ class PIDController(AbstractController):
             factor = factor * m.inv1**m.beta2
         if m.beta3:
             factor = factor * m.inv2**m.beta3
-        factor = where(ok, clip(factor, self.factor_min, self.factor_max), 0.25)
+        factor = clip(factor, self.factor_min, self.factor_max)
+        if ok is not True:
+            factor = where(ok, factor, 0.25)
         grow = accept & ~m.after_reject if isinstance(accept, torch.Tensor) else accept and not m.after_reject
-        factor = where(grow, factor, clip(factor, 0.0, 1.0))
+        if grow is not True:  # (True only in the global layout, where it is the common case)
+            factor = where(grow, factor, clip(factor, 0.0, 1.0))
         if m.beta2 or m.beta3:
             m.inv2, m.inv1 = where(accept, m.inv1, m.inv2), where(accept, inv, m.inv1)
         m.after_reject = ~accept if isinstance(accept, torch.Tensor) else not accept
-        return accept, clip(h * factor, 0.0, self.dtmax or math.inf)
+        return accept, clip(h * factor, 0.0, self._dtmax)
 
     def too_small(self, s: Any, dt: Any) -> Any:
-        return (dt < (self.dtmin or 0.0)) | (s + dt == s)
+        return (dt < self._dtmin) | (s + dt == s)
+
+    @functools.cached_property
+    def _dtmax(self) -> float:
+        return math.inf if self.dtmax is None else self.dtmax
+
+    @functools.cached_property
+    def _dtmin(self) -> float:
+        return 0.0 if self.dtmin is None else self.dtmin
 
 
 def initial_step_size(

@@ -73,7 +73,8 @@ class ErrorNorm:
                 self._tensor_norm, self._factor = torch.linalg.vector_norm, 1.0 / math.sqrt(problem.numel)
             else:
                 self._tensor_norm, self._factor = (lambda x: user(x.reshape(-1))), 1.0
-            self.norm = lambda x: float(self._tensor_norm(x)) * self._factor
+            tensor_norm, factor = self._tensor_norm, self._factor  # no reference to self: no cycle
+            self.norm = lambda x: float(tensor_norm(x)) * factor
 
     def select(self, keep: torch.Tensor) -> None:
         """Follow a compacted per-sample batch: per-sample tolerances keep only ``keep``."""
