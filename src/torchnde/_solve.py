@@ -128,7 +128,7 @@ def _solve(
     strategy = resolve_gradient(gradient)
     _check_strategy(strategy, method, per_sample, compile)
     problem = Problem.build(term.lower(), y0, t_eval, per_sample)
-    problem.jacobian = getattr(method, "jacobian", None)  # a user Jacobian of an implicit solver
+    problem.jacobian = method.jacobian  # a user Jacobian of an implicit solver, else None
     _check_pair(method, problem)
     if problem.n_out == 1:
         return problem.trivial_solution(dense)

@@ -100,8 +100,7 @@ def _backward(context: _Context, ys: torch.Tensor, grad_ys: torch.Tensor) -> tup
         controller = fixed or PIDController(rtol, atol, norm=norm, dt0=carry)
         v = torch.cat([ys[i].reshape(-1), a, g])  # y restarts from the forward pass's value
         sol, raw = solve_plain(field, v, times, solver=adj_solver, controller=controller, max_steps=max_steps)
-        for key in ("nfe", "steps", "accepted", "rejected"):
-            setattr(stats, key, getattr(stats, key) + getattr(sol.stats, key))
+        _accumulate(stats, sol.stats)
         carry = raw.next_dt
         end = sol.ys[-1]
         a = end[n_state : 2 * n_state] + grad_ys[i - 1].reshape(-1)
@@ -159,8 +158,7 @@ def _backward_per_sample(context: _Context, ys: torch.Tensor, grad_ys: torch.Ten
             controller = PIDController(rtol, atol, norm=norm, dt0=carry)
         v = torch.cat([ys[:, i].reshape(-1), a, g])  # y restarts from the forward pass's value
         sol, raw = solve_plain(field, v, times, solver=adj_solver, controller=controller, max_steps=max_steps)
-        for key in ("nfe", "steps", "accepted", "rejected"):
-            setattr(stats, key, getattr(stats, key) + getattr(sol.stats, key))
+        _accumulate(stats, sol.stats)
         carry = raw.next_dt
         if carry is not None and i > 1:  # from this interval's tau-units into the next one's
             carry *= float(span.mean() / (s_eval[:, i - 1] - s_eval[:, i - 2]).mean())
@@ -174,7 +172,7 @@ def _backward_per_sample(context: _Context, ys: torch.Tensor, grad_ys: torch.Ten
 def _adjoint_solver(solver: Any) -> Any:
     """The solver for the augmented adjoint system: an implicit solver's user ``jacobian`` is of
     the forward field only, so the adjoint's Jacobians come from autograd."""
-    if getattr(solver, "jacobian", None) is None:
+    if solver.jacobian is None:
         return solver
     plain = copy.copy(solver)
     plain.jacobian = None
@@ -203,6 +201,12 @@ def _vjp(out: torch.Tensor, inputs: tuple, cotangent: torch.Tensor, create_graph
     if not out.requires_grad:
         return (None,) * len(inputs)
     return torch.autograd.grad(out, inputs, cotangent, allow_unused=True, create_graph=create_graph)
+
+
+def _accumulate(total: Stats, part: Stats) -> None:
+    """Add one backward interval's counters to the backward pass's."""
+    for key in ("nfe", "steps", "accepted", "rejected"):
+        setattr(total, key, getattr(total, key) + getattr(part, key))
 
 
 def _or_zeros(v: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:

@@ -113,6 +113,8 @@ class AbstractSolver(abc.ABC):
     supports_per_sample: ClassVar[bool] = True
     separable_pair: ClassVar[bool] = False
     terms: ClassVar[tuple[type, ...]] = (ODETerm,)
+    # An implicit method's exact Jacobian option, ``jacobian(t, y) -> df/dy`` (None: autograd).
+    jacobian: Any = None
 
     @property
     def fsal(self) -> bool:
