@@ -4,6 +4,8 @@ states, Adjoint and Reversible not at all."""
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 import torch
 
@@ -69,3 +71,32 @@ def test_saved_tensor_hooks_see_the_backprop_graph():
     # 4 steps x 4 evaluations, each saving at least its 4 x 64 hidden activations
     assert mem.saved_tensors > 16 and mem.saved_bytes >= 16 * 4 * 64 * 4
     assert mem.backward_peak_bytes is None
+
+
+@pytest.mark.parametrize(
+    "gradient",
+    ["backprop", "adjoint", nde.Checkpoint(checkpoints=2), "reversible"],
+    ids=["backprop", "adjoint", "checkpoint-budget", "reversible"],
+)
+def test_a_solve_leaves_no_reference_cycle_holding_its_tensors(gradient):
+    """Memory is freed when the solution is dropped, not at the next garbage collection.
+    (``Checkpoint()`` is left out: ``torch.utils.checkpoint``'s non-reentrant hooks form cycles
+    of their own, which only the garbage collector frees.)"""
+    net = torch.nn.Linear(2, 2).double()
+    solver, kw = ("reversible_heun", {"dt": 0.05}) if gradient == "reversible" else ("dopri5", {})
+    y0 = torch.ones(3, 2, dtype=torch.float64, requires_grad=True)
+    gc.collect()
+    gc.disable()
+    try:
+        sol = nde.solve(lambda t, y: net(y), y0, torch.linspace(0, 1, 4, dtype=torch.float64), solver,
+                        gradient=gradient, **kw)  # fmt: skip
+        sol.ys.sum().backward()
+        del sol
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        found = gc.collect()
+        leaked = [type(o).__name__ for o in gc.garbage]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert found == 0, leaked[:20]

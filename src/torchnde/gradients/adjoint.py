@@ -56,7 +56,7 @@ def run_adjoint(problem: Any, solver: Any, ctrl: Any, strategy: Any, params: tup
     """
     context = _Context(problem, solver, ctrl, strategy, params, run, max_steps)
     ys = _AdjointFunction.apply(context, problem.y0, *params)
-    raw = context.raw
+    raw, context.raw = context.raw, None  # the backward pass holds the context: no cycle via ys
     raw.ys = ys
     return raw, context.backward_stats
 

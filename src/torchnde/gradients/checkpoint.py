@@ -95,7 +95,7 @@ def run_budgeted(problem: Problem, solver: AbstractSolver, ctrl: AbstractControl
     backward pass recomputes and differentiates the steps (counted in the returned stats)."""
     context = _Context(problem, solver, ctrl, opts)
     ys = CheckpointedSolve.apply(context, budget, problem.y0, *params)
-    raw = context.raw
+    raw, context.raw = context.raw, None  # the backward pass holds the context: no cycle via ys
     assert raw is not None
     raw.ys = ys
     return raw, context.stats

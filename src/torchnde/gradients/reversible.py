@@ -42,6 +42,7 @@ class _Context:
     def __init__(self, problem: Any, solver: Any, params: tuple, run: Callable):
         self.problem, self.solver, self.params, self.run = problem, solver, params, run
         self.raw: Any = None
+        self.grid: Any = None  # the step grid, for the backward pass
         self.state_type: Any = None  # the solver state's tuple type, to rebuild it from tensors
         self.backward_stats = Stats()
 
@@ -52,7 +53,8 @@ def run_reversible(
     """Run the reversible loop without a graph; its outputs' backward pass undoes the steps."""
     context = _Context(problem, solver, params, run)
     ys = _ReversibleFunction.apply(context, problem.y0, *params)
-    raw = context.raw
+    raw, context.raw = context.raw, None  # the backward pass holds the context: no cycle via ys
+    context.grid = raw.reversible
     raw.ys = ys
     return raw, context.backward_stats
 
@@ -64,7 +66,7 @@ def _backward(context: _Context, saved: Any, grad_ys: torch.Tensor) -> tuple[tor
     adjoints ``a_y``, ``a_state`` (one per state tensor) are pulled back through it; the first
     step is recorded from ``state=None``, so that its state's dependence on ``y0`` is included."""
     problem, params, solver = context.problem, context.params, context.solver
-    grid = context.raw.reversible
+    grid = context.grid
     counter = [0]
     base = grid_func(problem, problem.func(count=False))
 

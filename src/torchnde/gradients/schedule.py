@@ -295,6 +295,7 @@ def sweep(
     lam: Grads | None = None if grad_final is None else tuple(grad_final)
     for start, stop in reversed(tape.segments):
         lam = reverse(start, tape.carry(start), stop, lam)
+    reverse = None  # type: ignore[assignment]  # it refers to itself through its closure cell: break the cycle
     if lam is None:  # no steps, no gradient given
         lam = ()
     grad_params = []
