@@ -150,3 +150,12 @@ def test_switching_is_an_import_change():
     want = torchdiffeq.odeint(nonlinear, Y0, t)
     got = odeint(nonlinear, Y0, t)
     assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_a_long_adaptive_solve_of_a_0d_state_agrees():
+    """Issue 13, bug 1: 0-d states crashed in the stiffness check after >= 1000 steps."""
+    y0, t = torch.tensor(1.0, dtype=torch.float64), torch.linspace(0, 1, 3, dtype=torch.float64)
+    got = odeint(lambda t, y: -y, y0, t, method="adaptive_heun", rtol=1e-9)
+    want = torchdiffeq.odeint(lambda t, y: -y, y0, t, method="adaptive_heun", rtol=1e-9)
+    assert got.shape == want.shape == (3,)
+    assert torch.allclose(got, want, atol=1e-8)
