@@ -159,3 +159,38 @@ def test_a_long_adaptive_solve_of_a_0d_state_agrees():
     want = torchdiffeq.odeint(lambda t, y: -y, y0, t, method="adaptive_heun", rtol=1e-9)
     assert got.shape == want.shape == (3,)
     assert torch.allclose(got, want, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("backwards", [False, True])
+@pytest.mark.parametrize("t_jump", [0.5, 0.1])
+def test_jump_t_saves_evaluations_in_both_dtypes(dtype, backwards, t_jump):
+    """Issue 13, bug 3: the steps around a jump ended at its float64 neighbours, which round onto
+    the jump in float32, so f saw its far side and the step was rejected again and again
+    (float32, jump at 0.5: 261 evaluations with jump_t, 242 without; now 33)."""
+    calls = [0]
+
+    def f(t, y):
+        calls[0] += 1
+        return torch.where(t < t_jump, 1.0, -1.0).to(y.dtype) + 0.1 * y
+
+    y0 = torch.ones(2, dtype=dtype)
+    t = torch.tensor([1.0, 0.0] if backwards else [0.0, 1.0], dtype=dtype)
+    evaluations, ends = [], []
+    for options in (None, {"jump_t": torch.tensor([t_jump], dtype=torch.float64)}):
+        calls[0] = 0
+        ends.append(odeint(f, y0, t, method="dopri5", options=options)[-1])
+        evaluations.append(calls[0])
+    assert evaluations[1] < evaluations[0] / 2, evaluations
+    exact = _piecewise_exact(t_jump, backwards)
+    assert torch.allclose(ends[1].double(), torch.full_like(ends[1], exact, dtype=torch.float64),
+                          rtol=1e-5 if dtype == torch.float32 else 1e-7)  # fmt: skip
+
+
+def _piecewise_exact(t_jump, backwards):
+    """y' = +-1 + 0.1 y (+1 before t_jump), y = 1 at the start, solved exactly to the end."""
+    if backwards:  # from y(1) = 1 down to t = 0
+        y_jump = -9.0 * math.exp(0.1 * (t_jump - 1)) + 10
+        return (y_jump + 10) * math.exp(-0.1 * t_jump) - 10
+    y_jump = 11.0 * math.exp(0.1 * t_jump) - 10
+    return (y_jump - 10) * math.exp(0.1 * (1 - t_jump)) + 10
