@@ -100,8 +100,11 @@ def odeint_adjoint(
     the tensors to differentiate; ``adjoint_rtol``/``adjoint_atol``/``adjoint_method`` default to
     the forward ones; ``adjoint_options`` defaults to ``options`` (without ``norm``) and must be
     given when ``adjoint_method`` differs and ``options`` were passed. ``adjoint_options`` takes
-    ``norm="seminorm"`` (Kidger et al. 2021: parameter channels out of the error control; the
-    default norm includes them), ``max_num_steps`` and, for fixed-step methods, ``step_size``.
+    what ``options`` takes for ``adjoint_method``, applied to the adjoint solve (``jump_t`` and
+    ``step_t`` in the forward problem's times; ``first_step`` is the first step of the last
+    interval, where the adjoint starts: later intervals continue with the step size reached),
+    and ``norm="seminorm"`` (Kidger et al. 2021: parameter channels out of the error control;
+    the default norm includes them); a callable adjoint ``norm`` is not supported.
 
     ```python
     import torch
@@ -135,20 +138,38 @@ def odeint_adjoint(
             "adjoint norm is not supported"
         )
     adjoint_solver = _method_name(adjoint_method)
-    allowed = _ADAPTIVE_OPTIONS if adjoint_method in _ADAPTIVE else _FIXED_OPTIONS
-    _reject_unknown(adjoint_options, (allowed & {"max_num_steps", "step_size", "dtype"}), adjoint_method)
+    fixed = adjoint_method in _FIXED
+    _reject_unknown(adjoint_options, _FIXED_OPTIONS if fixed else _ADAPTIVE_OPTIONS, adjoint_method)
+    if fixed:
+        _check_fixed_options(adjoint_options)  # interp: the intervals end on grid points anyway
     step_size = adjoint_options.get("step_size")
     max_steps = adjoint_options.get("max_num_steps")
     strategy = Adjoint(
-        rtol=None if adjoint_method in _FIXED else _float_tol(adjoint_rtol, rtol),
-        atol=None if adjoint_method in _FIXED else _float_tol(adjoint_atol, atol),
+        rtol=None if fixed else _float_tol(adjoint_rtol, rtol),
+        atol=None if fixed else _float_tol(adjoint_atol, atol),
         solver=adjoint_solver,
         seminorm=norm == "seminorm",
         params=func if adjoint_params is None else tuple(adjoint_params),
         max_steps=None if max_steps is None else int(max_steps),
         dt=None if step_size is None else abs(float(step_size)),
+        step_ts=None if fixed else _times(adjoint_options.get("step_t")),
+        jump_ts=None if fixed else _times(adjoint_options.get("jump_t")),
+        controller_options=None if fixed else _pid_options(adjoint_options),
     )
     return _odeint(func, y0, t, rtol, atol, method, options, event_fn, strategy)
+
+
+def _times(times: Any) -> Any:
+    return None if times is None else torch.as_tensor(times, dtype=torch.float64).reshape(-1)
+
+
+def _pid_options(options: dict[str, Any]) -> dict[str, Any]:
+    """torchdiffeq's step-size options as :class:`PIDController` keyword arguments."""
+    pid = {"safety": float(options.get("safety", 0.9)), "factor_max": float(options.get("ifactor", 10.0)),
+           "factor_min": float(options.get("dfactor", 0.2))}  # fmt: skip
+    if options.get("first_step") is not None:
+        pid["dt0"] = abs(float(options["first_step"]))
+    return pid
 
 
 def _float_tol(value: Any, default: Any) -> float:
@@ -240,16 +261,9 @@ def _adaptive(
     elif isinstance(y0, (tuple, list)):
         norm = _mixed_norm(y0)
     controller = PIDController(
-        rtol=rtol,
-        atol=atol,
-        safety=float(options.get("safety", 0.9)),
-        factor_max=float(options.get("ifactor", 10.0)),
-        factor_min=float(options.get("dfactor", 0.2)),
-        dt0=None if options.get("first_step") is None else abs(float(options["first_step"])),
-        norm=norm,
-        step_ts=options.get("step_t"),
-        jump_ts=options.get("jump_t"),
-    )
+        rtol=rtol, atol=atol, norm=norm, step_ts=options.get("step_t"), jump_ts=options.get("jump_t"),
+        **_pid_options(options),
+    )  # fmt: skip
     max_steps = int(options.get("max_num_steps", 2**31 - 1))
     return solve(func, y0, t, solver, controller=controller, max_steps=max_steps, gradient=gradient).ys
 
@@ -257,11 +271,8 @@ def _adaptive(
 def _fixed(
     func: Callable, y0: Any, t: torch.Tensor, solver: str, options: dict, gradient: AbstractGradient
 ) -> Any:
-    if options.get("perturb"):
-        raise ValueError("options['perturb']=True is not supported; pass known discontinuities as jump_t")
+    _check_fixed_options(options)
     interp = options.get("interp", "linear")
-    if interp not in ("linear", "cubic"):
-        raise ValueError(f"options['interp'] must be 'linear' or 'cubic', got {interp!r}")
     step_size = options.get("step_size")
     if step_size is None:  # torchdiffeq steps from output time to output time
         grid = t
@@ -281,6 +292,14 @@ def _fixed(
         return solve(func, y0, t, solver, controller=controller, max_steps=2**31 - 1, gradient=gradient).ys
     sol = solve(func, y0, grid, solver, controller=controller, max_steps=2**31 - 1, gradient=gradient)
     return _linear(grid, sol.ys, t)
+
+
+def _check_fixed_options(options: dict[str, Any]) -> None:
+    if options.get("perturb"):
+        raise ValueError("options['perturb']=True is not supported; pass known discontinuities as jump_t")
+    interp = options.get("interp", "linear")
+    if interp not in ("linear", "cubic"):
+        raise ValueError(f"options['interp'] must be 'linear' or 'cubic', got {interp!r}")
 
 
 def _linear(grid: torch.Tensor, ys: Any, t: torch.Tensor) -> Any:
