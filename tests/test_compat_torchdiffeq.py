@@ -7,8 +7,10 @@ import math
 import pytest
 import torch
 import torchdiffeq
+from torchdiffeq._impl.odeint import SOLVERS
 
-from torchnde.compat.torchdiffeq import odeint
+import torchnde as nde
+from torchnde.compat.torchdiffeq import odeint, odeint_adjoint
 
 A = torch.tensor([[-0.1, 1.0], [-1.0, -0.1]], dtype=torch.float64)
 
@@ -194,3 +196,31 @@ def _piecewise_exact(t_jump, backwards):
         return (y_jump + 10) * math.exp(-0.1 * t_jump) - 10
     y_jump = 11.0 * math.exp(0.1 * t_jump) - 10
     return (y_jump - 10) * math.exp(0.1 * (1 - t_jump)) + 10
+
+
+def test_tsit5_is_torchnde_tsit5():
+    """torchdiffeq 0.2.5 has no tsit5 (its later releases do): the name maps to torchnde's own."""
+    assert "tsit5" not in SOLVERS
+    t = torch.linspace(0, 3, 7, dtype=torch.float64)
+    got = odeint(nonlinear, Y0, t, method="tsit5", rtol=1e-8, atol=1e-8)
+    ctrl = nde.PIDController(rtol=1e-8, atol=1e-8)
+    assert torch.equal(got, nde.solve(nonlinear, Y0, t, "tsit5", controller=ctrl).ys)
+    exact = torchdiffeq.odeint(nonlinear, Y0, t, method="dopri8", rtol=1e-13, atol=1e-13)
+    assert torch.allclose(got, exact, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("method", "advice"),
+    [
+        ("explicit_adams", "method='rk4'"),
+        ("implicit_adams", "method='rk4'"),
+        ("fixed_adams", "method='rk4'"),
+        ("scipy_solver", "kvaerno5"),
+    ],
+)
+def test_methods_torchnde_lacks_say_what_to_use(method, advice):
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match=f"{method!r} is not supported by torchnde.*{advice}"):
+        odeint(linear_forced, Y0, t, method=method)
+    with pytest.raises(ValueError, match=f"{method!r} is not supported by torchnde.*{advice}"):
+        odeint_adjoint(Mlp(), Y0, t, method=method)

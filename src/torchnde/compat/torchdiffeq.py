@@ -32,9 +32,23 @@ _ADAPTIVE = {
     "bosh3": "bosh3",
     "fehlberg2": "fehlberg2",
     "adaptive_heun": "heun",
+    "tsit5": "tsit5",  # not in torchdiffeq 0.2.5; in its later releases
 }
 _FIXED = {"euler": "euler", "midpoint": "midpoint", "heun2": "heun", "heun3": "heun3", "rk4": "rk38"}
-_UNSUPPORTED = {"explicit_adams", "implicit_adams", "fixed_adams", "scipy_solver"}
+_ADAMS = (
+    "a fixed-grid Adams multistep method of torchdiffeq, which torchnde does not have: use "
+    "method='rk4' with options=dict(step_size=...) for a fixed grid, or an adaptive method "
+    "('dopri5', 'tsit5')"
+)
+_UNSUPPORTED = {
+    "explicit_adams": _ADAMS,
+    "implicit_adams": _ADAMS,
+    "fixed_adams": _ADAMS,
+    "scipy_solver": (
+        "scipy's solve_ivp, which torchnde does not wrap: use method='dopri5' or 'dopri8', and for "
+        "a stiff problem torchnde.solve(f, y0, t, solver='kvaerno5') or solver='rodas5p'"
+    ),
+}
 _ADAPTIVE_OPTIONS = {
     "first_step",
     "max_num_steps",
@@ -63,7 +77,7 @@ def odeint(
     """Integrate ``dy/dt = func(t, y)`` and return ``y`` at the times ``t`` (time first).
 
     Arguments and defaults are torchdiffeq 0.2.5's: ``method`` is one of ``dopri8``, ``dopri5``
-    (default), ``bosh3``, ``fehlberg2``, ``adaptive_heun`` (adaptive; options ``first_step``,
+    (default), ``bosh3``, ``fehlberg2``, ``adaptive_heun``, ``tsit5`` (adaptive; options ``first_step``,
     ``max_num_steps``, ``step_t``, ``jump_t``, ``norm``, ``dtype``, ``safety``, ``ifactor``,
     ``dfactor``) or ``euler``, ``midpoint``, ``heun2``, ``heun3``, ``rk4`` (fixed grid; options
     ``step_size``, ``interp``, ``dtype``).
@@ -182,6 +196,8 @@ def _float_tol(value: Any, default: Any) -> float:
 
 
 def _method_name(method: str) -> str:
+    if method in _UNSUPPORTED:
+        raise ValueError(f"method {method!r} is not supported by torchnde: it is {_UNSUPPORTED[method]}")
     if method in _ADAPTIVE:
         return _ADAPTIVE[method]
     if method in _FIXED:
@@ -205,10 +221,7 @@ def _odeint(
     if not isinstance(t, torch.Tensor) or t.ndim != 1:
         raise ValueError("t must be a 1-D tensor of times, as in torchdiffeq")
     if method in _UNSUPPORTED:
-        raise ValueError(
-            f"method {method!r} is not supported by torchnde; use one of "
-            f"{', '.join(sorted({**_ADAPTIVE, **_FIXED}))} (e.g. 'dopri5')"
-        )
+        raise ValueError(f"method {method!r} is not supported by torchnde: it is {_UNSUPPORTED[method]}")
     if method in _ADAPTIVE:
         _reject_unknown(options, _ADAPTIVE_OPTIONS, method)
         return _adaptive(func, y0, t, rtol, atol, _ADAPTIVE[method], options, gradient)
