@@ -138,7 +138,6 @@ def test_max_num_steps_is_enforced():
         ({"options": {"grid_constructor": None}}, r"not supported for method 'dopri5'"),
         ({"method": "rk4", "options": {"first_step": 0.1}}, r"not supported for method 'rk4'"),
         ({"method": "rk4", "options": {"perturb": True}}, "perturb"),
-        ({"event_fn": lambda t, y: y}, "event_fn"),
     ],
 )
 def test_unsupported_methods_and_options_raise(kwargs, match):
@@ -224,3 +223,71 @@ def test_methods_torchnde_lacks_say_what_to_use(method, advice):
         odeint(linear_forced, Y0, t, method=method)
     with pytest.raises(ValueError, match=f"{method!r} is not supported by torchnde.*{advice}"):
         odeint_adjoint(Mlp(), Y0, t, method=method)
+
+
+def ball(t, y):
+    return torch.stack([y[..., 1], -9.81 * torch.ones_like(y[..., 1]) - 0.1 * y[..., 1]], -1)
+
+
+EVENT_CASES = {
+    "scalar": (ball, torch.tensor([1.0, 0.5], dtype=torch.float64), lambda t, y: y[0]),
+    "first_of_many": (nonlinear, Y0, lambda t, y: y[..., 1] + 0.4),
+    "time_and_state": (linear_forced, Y0[0], lambda t, y: y.sum() - torch.cos(t)),
+}
+
+
+@pytest.mark.parametrize("case", list(EVENT_CASES))
+@pytest.mark.parametrize("method", ["dopri5", "bosh3", "tsit5"])
+@pytest.mark.parametrize("backwards", [False, True])
+def test_event_fn_agrees_with_torchdiffeq(case, method, backwards):
+    """Issue 13: odeint(event_fn=...) returns (event_t, states at [t0, event_t]) as in 0.2.5."""
+    f, y0, g = EVENT_CASES[case]
+    t = torch.tensor([0.0, -1.0] if backwards else [0.0, 1.0], dtype=torch.float64)
+    want_t, want = torchdiffeq.odeint(f, y0, t, method="dopri5" if method == "tsit5" else method,
+                                      rtol=1e-10, atol=1e-12, event_fn=g)  # fmt: skip
+    got_t, got = odeint(f, y0, t, method=method, rtol=1e-10, atol=1e-12, event_fn=g)
+    assert got_t.shape == want_t.shape == () and got_t.dtype == want_t.dtype
+    assert abs(float(got_t - want_t)) < 1e-7  # torchdiffeq's bosh3 interpolates to lower order
+    assert got.shape == want.shape and torch.allclose(got, want, atol=1e-7)
+
+
+def test_event_fn_with_tuples_fixed_steps_and_an_initial_zero():
+    def f(t, y):
+        return y[1], -9.81 * torch.ones_like(y[1])
+
+    y0 = (torch.tensor([1.0], dtype=torch.float64), torch.tensor([0.5], dtype=torch.float64))
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    exact = (0.5 + math.sqrt(0.25 + 2 * 9.81)) / 9.81
+    for method, options, tol in (("dopri5", None, 1e-8), ("rk4", {"step_size": 0.01}, 1e-4)):
+        want_t, want = torchdiffeq.odeint(
+            f, y0, t, method=method, options=options, event_fn=lambda t, y: y[0].sum()
+        )
+        got_t, got = odeint(f, y0, t, method=method, options=options, event_fn=lambda t, y: y[0].sum())
+        assert abs(float(got_t) - exact) < 1e-8  # torchnde finds the root on its dense output
+        assert abs(float(got_t - want_t)) < tol
+        assert isinstance(got, tuple) and all(a.shape == b.shape for a, b in zip(got, want))
+        assert all(torch.allclose(a, b, atol=10 * tol) for a, b in zip(got, want))
+    got_t, got = odeint(ball, Y0[0], t, event_fn=lambda t, y: y[0] - 1.0)
+    want_t, want = torchdiffeq.odeint(ball, Y0[0], t, event_fn=lambda t, y: y[0] - 1.0)
+    assert float(got_t) == float(want_t) == 0.0 and torch.equal(got, want)
+    with pytest.raises(ValueError, match="len\\(t\\) == 2"):
+        odeint(ball, Y0[0], torch.linspace(0, 1, 3), event_fn=lambda t, y: y[0])
+    with pytest.raises(ValueError, match="step_size"):
+        odeint(ball, Y0[0], t, method="rk4", event_fn=lambda t, y: y[0])
+
+
+@pytest.mark.parametrize("adjoint", [False, True])
+def test_event_fn_gradients_agree_with_torchdiffeq(adjoint):
+    """At the fixed event time, as in torchdiffeq (the event time carries no gradient)."""
+    results = []
+    for fn in (torchdiffeq.odeint_adjoint, odeint_adjoint) if adjoint else (torchdiffeq.odeint, odeint):
+        func = Mlp()
+        y0 = torch.tensor([1.0, 0.5], dtype=torch.float64, requires_grad=True)
+        t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+        event_t, ys = fn(func, y0, t, rtol=1e-10, atol=1e-12, event_fn=lambda t, y: 0.7 - t + 0.1 * y[0])
+        assert fn in (torchdiffeq.odeint, torchdiffeq.odeint_adjoint) or not event_t.requires_grad
+        results.append((event_t, ys, torch.autograd.grad(ys[-1].square().sum(), (y0, *func.parameters()))))
+    (want_t, want, want_g), (got_t, got, got_g) = results
+    assert abs(float(got_t - want_t)) < 1e-8 and torch.allclose(got, want, atol=1e-7)
+    for g, w in zip(got_g, want_g):
+        assert torch.allclose(g, w, rtol=1e-6, atol=1e-8)

@@ -22,6 +22,7 @@ import torch
 
 from .._solve import solve
 from ..controllers import ConstantStep, PIDController
+from ..events import Event
 from ..gradients import AbstractGradient, Adjoint, Backprop
 
 __all__ = ["odeint", "odeint_adjoint", "odeint_event"]
@@ -81,6 +82,13 @@ def odeint(
     ``max_num_steps``, ``step_t``, ``jump_t``, ``norm``, ``dtype``, ``safety``, ``ifactor``,
     ``dfactor``) or ``euler``, ``midpoint``, ``heun2``, ``heun3``, ``rk4`` (fixed grid; options
     ``step_size``, ``interp``, ``dtype``).
+
+    With ``event_fn`` (``t`` of length 2; ``t[1]`` gives only the direction), the solve runs
+    until a component of ``event_fn(t, y)`` crosses zero and returns ``(event_t, ys)`` with
+    ``ys`` the states at ``[t[0], event_t]``; as in torchdiffeq, ``event_t`` carries no gradient
+    (``odeint_event`` gives a differentiable one) and ``ys`` is differentiated at that fixed time.
+    While grad is enabled the solve to the event is run twice (to find it, then to
+    differentiate it).
 
     ```python
     import torch
@@ -211,17 +219,15 @@ def _odeint(
     func: Callable, y0: Any, t: torch.Tensor, rtol: Any, atol: Any, method: str | None,
     options: dict[str, Any] | None, event_fn: Callable | None, gradient: AbstractGradient,
 ) -> Any:  # fmt: skip
-    if event_fn is not None:
-        raise NotImplementedError(
-            "event_fn is not supported by torchnde.compat.torchdiffeq.odeint yet; events arrive with "
-            "odeint_event in a later release"
-        )
     method = "dopri5" if method is None else method
     options = dict(options or {})
     if not isinstance(t, torch.Tensor) or t.ndim != 1:
         raise ValueError("t must be a 1-D tensor of times, as in torchdiffeq")
     if method in _UNSUPPORTED:
         raise ValueError(f"method {method!r} is not supported by torchnde: it is {_UNSUPPORTED[method]}")
+    if event_fn is not None and method in {**_ADAPTIVE, **_FIXED}:
+        _reject_unknown(options, _ADAPTIVE_OPTIONS if method in _ADAPTIVE else _FIXED_OPTIONS, method)
+        return _until_event(func, y0, t, rtol, atol, method, options, event_fn, gradient)
     if method in _ADAPTIVE:
         _reject_unknown(options, _ADAPTIVE_OPTIONS, method)
         return _adaptive(func, y0, t, rtol, atol, _ADAPTIVE[method], options, gradient)
@@ -268,17 +274,73 @@ def _adaptive(
     func: Callable, y0: Any, t: torch.Tensor, rtol: Any, atol: Any, solver: str, options: dict,
     gradient: AbstractGradient,
 ) -> Any:  # fmt: skip
+    controller = _pid(y0, rtol, atol, options)
+    max_steps = int(options.get("max_num_steps", 2**31 - 1))
+    return solve(func, y0, t, solver, controller=controller, max_steps=max_steps, gradient=gradient).ys
+
+
+def _pid(y0: Any, rtol: Any, atol: Any, options: dict) -> PIDController:
     norm = options.get("norm")
     if norm is not None:
         norm = _user_norm(norm, y0)
     elif isinstance(y0, (tuple, list)):
         norm = _mixed_norm(y0)
-    controller = PIDController(
+    return PIDController(
         rtol=rtol, atol=atol, norm=norm, step_ts=options.get("step_t"), jump_ts=options.get("jump_t"),
         **_pid_options(options),
     )  # fmt: skip
+
+
+def _until_event(
+    func: Callable, y0: Any, t: torch.Tensor, rtol: Any, atol: Any, method: str, options: dict,
+    event_fn: Callable, gradient: AbstractGradient,
+) -> tuple[torch.Tensor, Any]:  # fmt: skip
+    """torchdiffeq 0.2.5's event mode: from ``t[0]`` (``t[1]`` gives only the direction) until
+    the first component of ``event_fn(t, y)`` crosses zero; ``(event_t, states at [t[0],
+    event_t])``. As in torchdiffeq, the event time carries no gradient and the states are
+    differentiated at that fixed time: the event is found without a graph, then the solve to it
+    is repeated under ``gradient`` (only while grad is enabled)."""
+    if len(t) != 2:
+        raise ValueError(f"We require len(t) == 2 when in event handling mode, but got len(t)={len(t)}.")
+    if method in _ADAPTIVE:
+        solver, controller = _ADAPTIVE[method], _pid(y0, rtol, atol, options)
+    else:
+        _check_fixed_options(options)
+        if options.get("step_size") is None:
+            raise ValueError(
+                "event handling with a fixed-step method needs options['step_size'], as in torchdiffeq"
+            )
+        solver, controller = _FIXED[method], ConstantStep(abs(float(options["step_size"])))
     max_steps = int(options.get("max_num_steps", 2**31 - 1))
-    return solve(func, y0, t, solver, controller=controller, max_steps=max_steps, gradient=gradient).ys
+    t0 = t[0].detach().to(torch.float64)
+    with torch.no_grad():
+        signs = torch.sign(event_fn(t[0], y0))  # each component made positive at the start
+
+        def first(tt: torch.Tensor, y: Any) -> torch.Tensor:  # crosses zero with the first component
+            return torch.min(event_fn(tt, y) * signs)
+
+        if bool(first(t[0], y0) == 0):  # torchdiffeq: an event at the start ends the solve there
+            return t[0].detach().clone(), _pair(y0, y0)
+        horizon = t0 + (-1e15 if bool(t[0] > t[1]) else 1e15)
+        sol = solve(func, y0, torch.stack([t0, horizon]), solver, controller=controller, max_steps=max_steps,
+                    event=Event(first))  # fmt: skip
+    if sol.event_ts is None or len(sol.event_ts) == 0:
+        raise RuntimeError("odeint: the event did not occur")
+    event_t = sol.event_ts[0]
+    if torch.is_grad_enabled():
+        times = torch.stack([t[0].to(torch.float64), event_t.to(t.device)])
+        ys = solve(func, y0, times, solver, controller=controller, max_steps=max_steps, gradient=gradient).ys
+    elif isinstance(y0, (tuple, list)):
+        ys = tuple(torch.stack([y, e[0]]) for y, e in zip(y0, sol.event_ys))
+    else:
+        ys = torch.stack([y0, sol.event_ys[0]])
+    return event_t.to(t), ys
+
+
+def _pair(y0: Any, y1: Any) -> Any:
+    if isinstance(y0, (tuple, list)):
+        return tuple(torch.stack([a, b]) for a, b in zip(y0, y1))
+    return torch.stack([y0, y1])
 
 
 def _fixed(
@@ -373,8 +435,6 @@ def odeint_event(
         dt0=None if options.get("first_step") is None else abs(float(options["first_step"])),
     )  # fmt: skip
     max_steps = int(options.get("max_num_steps", 2**31 - 1))
-    from ..events import Event
-
     sol = solve(func, y0, torch.stack([t0, horizon]), _ADAPTIVE[method], controller=controller,
                 max_steps=max_steps, event=Event(event_fn))  # fmt: skip
     if sol.event_ts is None or len(sol.event_ts) == 0:
