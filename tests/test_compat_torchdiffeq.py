@@ -291,3 +291,54 @@ def test_event_fn_gradients_agree_with_torchdiffeq(adjoint):
     assert abs(float(got_t - want_t)) < 1e-8 and torch.allclose(got, want, atol=1e-7)
     for g, w in zip(got_g, want_g):
         assert torch.allclose(g, w, rtol=1e-6, atol=1e-8)
+
+
+class Logged(torch.nn.Module):
+    """A field with torchdiffeq's solver callbacks, logging (kind, t0, dt, y0's shape)."""
+
+    def __init__(self):
+        super().__init__()
+        self.log = []
+
+    def forward(self, t, y):
+        return -y + torch.sin(3 * t)
+
+    def callback_step(self, t0, y0, dt):
+        self.log.append(("step", float(t0), float(dt), y0.shape))
+
+    def callback_accept_step(self, t0, y0, dt):
+        self.log.append(("accept", float(t0), float(dt), y0.shape))
+
+    def callback_reject_step(self, t0, y0, dt):
+        self.log.append(("reject", float(t0), float(dt), y0.shape))
+
+
+@pytest.mark.parametrize("backwards", [False, True])
+def test_solver_callbacks_are_called_as_in_torchdiffeq(backwards):
+    t = torch.tensor([1.0, 0.0] if backwards else [0.0, 1.0], dtype=torch.float64)
+    logs = []
+    for fn in (torchdiffeq.odeint, odeint):
+        func = Logged()
+        fn(func, Y0, t, rtol=1e-8, atol=1e-8, options={"first_step": 0.5})  # the first step is rejected
+        logs.append(func.log)
+    want, got = logs
+    kinds = [entry[0] for entry in got]
+    assert kinds[::2] == ["step"] * (len(got) // 2) and "reject" in kinds and "accept" in kinds
+    for step, verdict in zip(got[::2], got[1::2]):
+        assert verdict[1:] == step[1:] and step[3] == Y0.shape  # the verdict names its step
+    assert got[0][1] == float(t[0]) and got[0][2] == 0.5  # user time, |dt|
+    # the first step and its rejection as in torchdiffeq (later steps follow torchnde's own rule)
+    assert [e[:2] for e in got[:3]] == [e[:2] for e in want[:3]] == [("step", float(t[0])), ("reject", float(t[0])),
+                                                                        ("step", float(t[0]))]  # fmt: skip
+    assert abs(sum(e[2] for e in got if e[0] == "accept") - 1.0) < 1e-12  # accepted steps cover [t0, t1]
+
+
+def test_fixed_grid_callbacks_and_the_adjoint_twins():
+    t = torch.linspace(0, 1, 3, dtype=torch.float64)
+    func = Logged()
+    with pytest.warns(UserWarning, match="callback_accept_step"):
+        odeint(func, Y0, t, method="rk4", options={"step_size": 0.25})
+    assert [(e[0], e[1]) for e in func.log] == [("step", 0.0), ("step", 0.25), ("step", 0.5), ("step", 0.75)]
+    func.callback_step_adjoint = lambda t0, y0, dt: None
+    with pytest.warns(UserWarning, match="callback_step_adjoint"):
+        odeint_adjoint(func, Y0.clone().requires_grad_(True), t)

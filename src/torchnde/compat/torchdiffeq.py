@@ -14,7 +14,9 @@ is always handled in float64.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +26,7 @@ from .._solve import solve
 from ..controllers import ConstantStep, PIDController
 from ..events import Event
 from ..gradients import AbstractGradient, Adjoint, Backprop
+from ..solvers import resolve_solver
 
 __all__ = ["odeint", "odeint_adjoint", "odeint_event"]
 
@@ -81,7 +84,9 @@ def odeint(
     (default), ``bosh3``, ``fehlberg2``, ``adaptive_heun``, ``tsit5`` (adaptive; options ``first_step``,
     ``max_num_steps``, ``step_t``, ``jump_t``, ``norm``, ``dtype``, ``safety``, ``ifactor``,
     ``dfactor``) or ``euler``, ``midpoint``, ``heun2``, ``heun3``, ``rk4`` (fixed grid; options
-    ``step_size``, ``interp``, ``dtype``).
+    ``step_size``, ``interp``, ``dtype``). Methods of ``func`` named ``callback_step``,
+    ``callback_accept_step`` and ``callback_reject_step`` are called with ``(t0, y0, dt)`` of
+    each step as in torchdiffeq (the last two for adaptive methods only).
 
     With ``event_fn`` (``t`` of length 2; ``t[1]`` gives only the direction), the solve runs
     until a component of ``event_fn(t, y)`` crosses zero and returns ``(event_t, ys)`` with
@@ -126,7 +131,8 @@ def odeint_adjoint(
     ``step_t`` in the forward problem's times; ``first_step`` is the first step of the last
     interval, where the adjoint starts: later intervals continue with the step size reached),
     and ``norm="seminorm"`` (Kidger et al. 2021: parameter channels out of the error control;
-    the default norm includes them); a callable adjoint ``norm`` is not supported.
+    the default norm includes them); a callable adjoint ``norm`` is not supported, and the
+    ``callback_*_adjoint`` methods of ``func`` are not called (a warning says so).
 
     ```python
     import torch
@@ -178,6 +184,11 @@ def odeint_adjoint(
         jump_ts=None if fixed else _times(adjoint_options.get("jump_t")),
         controller_options=None if fixed else _pid_options(adjoint_options),
     )
+    adjoint_callbacks = [
+        name + "_adjoint" for name in _CALLBACKS if callable(getattr(func, name + "_adjoint", None))
+    ]
+    if adjoint_callbacks:
+        warnings.warn(f"torchnde's adjoint solve does not call {adjoint_callbacks}", stacklevel=2)
     return _odeint(func, y0, t, rtol, atol, method, options, event_fn, strategy)
 
 
@@ -276,6 +287,7 @@ def _adaptive(
 ) -> Any:  # fmt: skip
     controller = _pid(y0, rtol, atol, options)
     max_steps = int(options.get("max_num_steps", 2**31 - 1))
+    solver, controller = _hooked(func, y0, t, solver, controller)
     return solve(func, y0, t, solver, controller=controller, max_steps=max_steps, gradient=gradient).ys
 
 
@@ -322,7 +334,8 @@ def _until_event(
         if bool(first(t[0], y0) == 0):  # torchdiffeq: an event at the start ends the solve there
             return t[0].detach().clone(), _pair(y0, y0)
         horizon = t0 + (-1e15 if bool(t[0] > t[1]) else 1e15)
-        sol = solve(func, y0, torch.stack([t0, horizon]), solver, controller=controller, max_steps=max_steps,
+        hooked, hooked_ctrl = _hooked(func, y0, t, solver, controller)  # the callbacks see this solve
+        sol = solve(func, y0, torch.stack([t0, horizon]), hooked, controller=hooked_ctrl, max_steps=max_steps,
                     event=Event(first))  # fmt: skip
     if sol.event_ts is None or len(sol.event_ts) == 0:
         raise RuntimeError("odeint: the event did not occur")
@@ -361,7 +374,7 @@ def _fixed(
         grid[-1] = end
         grid = sign * grid
     spacing = float(grid.diff().abs().max()) if len(grid) > 1 else 1.0
-    controller = ConstantStep(spacing, step_ts=grid)
+    solver, controller = _hooked(func, y0, t, solver, ConstantStep(spacing, step_ts=grid))
     if interp == "cubic" or step_size is None:
         # every output time is a grid point, or cubic Hermite is what the dense output is
         return solve(func, y0, t, solver, controller=controller, max_steps=2**31 - 1, gradient=gradient).ys
@@ -375,6 +388,62 @@ def _check_fixed_options(options: dict[str, Any]) -> None:
     interp = options.get("interp", "linear")
     if interp not in ("linear", "cubic"):
         raise ValueError(f"options['interp'] must be 'linear' or 'cubic', got {interp!r}")
+
+
+_CALLBACKS = ("callback_step", "callback_accept_step", "callback_reject_step")
+
+
+def _hooked(func: Callable, y0: Any, t: torch.Tensor, solver: str, controller: Any) -> tuple[Any, Any]:
+    """torchdiffeq's solver callbacks, methods of ``func``: ``callback_step(t0, y0, dt)`` before
+    each step, ``callback_accept_step``/``callback_reject_step(t0, y0, dt)`` after its verdict
+    (adaptive methods only, as in torchdiffeq). ``(solver, controller)`` unchanged when ``func``
+    has none; otherwise a solver whose ``step`` and a controller whose ``adapt`` call them, so
+    the loop itself is the same either way."""
+    found = [getattr(func, name, None) for name in _CALLBACKS]
+    if not any(callable(c) for c in found):
+        return solver, controller
+    on_step, on_accept, on_reject = (c if callable(c) else None for c in found)
+    if not controller.adaptive and (on_accept or on_reject):
+        warnings.warn(f"fixed-step methods do not call {_CALLBACKS[1]} or {_CALLBACKS[2]}", stacklevel=4)
+    sign = -1.0 if len(t) > 1 and bool(t[0] > t[1]) else 1.0
+    shapes, is_tuple = _shapes(y0), isinstance(y0, (tuple, list))
+    sizes = [math.prod(shape) for shape in shapes]
+    last: list[Any] = [None]
+
+    def user(s: float, y: torch.Tensor, h: float) -> tuple[torch.Tensor, Any, torch.Tensor]:
+        """``(t0, y0, dt)`` as torchdiffeq passes them: user time, the state's structure, |dt|."""
+        y = (
+            tuple(p.view(shape) for p, shape in zip(torch.split(y, sizes), shapes))
+            if is_tuple
+            else y.view(shapes[0])
+        )
+        return torch.tensor(sign * s, dtype=t.dtype, device=t.device), y, torch.tensor(h, dtype=t.dtype)
+
+    method = resolve_solver(solver)
+    step = method.step
+
+    def hooked_step(f: Callable, s: float, y: torch.Tensor, f0: Any, h: float, need_error: bool,
+                    state: Any = None) -> Any:  # fmt: skip
+        last[0] = (s, y, h)
+        if on_step is not None:
+            on_step(*user(s, y, h))
+        return step(f, s, y, f0, h, need_error, state)
+
+    method.step = hooked_step  # this solve's own solver object
+    if not controller.adaptive or not (on_accept or on_reject):
+        return method, controller
+    adapt = controller.adapt
+
+    def hooked_adapt(err: Any, h: Any, memory: Any, ok: Any = True) -> tuple[Any, Any]:
+        accept, dt = adapt(err, h, memory, ok)
+        callback = on_accept if accept else on_reject
+        if callback is not None:
+            callback(*user(*last[0]))
+        return accept, dt
+
+    controller = dataclasses.replace(controller)  # a copy: the hook is this solve's
+    object.__setattr__(controller, "adapt", hooked_adapt)
+    return method, controller
 
 
 def _linear(grid: torch.Tensor, ys: Any, t: torch.Tensor) -> Any:
