@@ -7,8 +7,10 @@ import math
 import pytest
 import torch
 import torchdiffeq
+from torchdiffeq._impl.odeint import SOLVERS
 
-from torchnde.compat.torchdiffeq import odeint
+import torchnde as nde
+from torchnde.compat.torchdiffeq import odeint, odeint_adjoint
 
 A = torch.tensor([[-0.1, 1.0], [-1.0, -0.1]], dtype=torch.float64)
 
@@ -136,7 +138,6 @@ def test_max_num_steps_is_enforced():
         ({"options": {"grid_constructor": None}}, r"not supported for method 'dopri5'"),
         ({"method": "rk4", "options": {"first_step": 0.1}}, r"not supported for method 'rk4'"),
         ({"method": "rk4", "options": {"perturb": True}}, "perturb"),
-        ({"event_fn": lambda t, y: y}, "event_fn"),
     ],
 )
 def test_unsupported_methods_and_options_raise(kwargs, match):
@@ -150,3 +151,194 @@ def test_switching_is_an_import_change():
     want = torchdiffeq.odeint(nonlinear, Y0, t)
     got = odeint(nonlinear, Y0, t)
     assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_a_long_adaptive_solve_of_a_0d_state_agrees():
+    """Issue 13, bug 1: 0-d states crashed in the stiffness check after >= 1000 steps."""
+    y0, t = torch.tensor(1.0, dtype=torch.float64), torch.linspace(0, 1, 3, dtype=torch.float64)
+    got = odeint(lambda t, y: -y, y0, t, method="adaptive_heun", rtol=1e-9)
+    want = torchdiffeq.odeint(lambda t, y: -y, y0, t, method="adaptive_heun", rtol=1e-9)
+    assert got.shape == want.shape == (3,)
+    assert torch.allclose(got, want, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("backwards", [False, True])
+@pytest.mark.parametrize("t_jump", [0.5, 0.1])
+def test_jump_t_saves_evaluations_in_both_dtypes(dtype, backwards, t_jump):
+    """Issue 13, bug 3: the steps around a jump ended at its float64 neighbours, which round onto
+    the jump in float32, so f saw its far side and the step was rejected again and again
+    (float32, jump at 0.5: 261 evaluations with jump_t, 242 without; now 33)."""
+    calls = [0]
+
+    def f(t, y):
+        calls[0] += 1
+        return torch.where(t < t_jump, 1.0, -1.0).to(y.dtype) + 0.1 * y
+
+    y0 = torch.ones(2, dtype=dtype)
+    t = torch.tensor([1.0, 0.0] if backwards else [0.0, 1.0], dtype=dtype)
+    evaluations, ends = [], []
+    for options in (None, {"jump_t": torch.tensor([t_jump], dtype=torch.float64)}):
+        calls[0] = 0
+        ends.append(odeint(f, y0, t, method="dopri5", options=options)[-1])
+        evaluations.append(calls[0])
+    assert evaluations[1] < evaluations[0] / 2, evaluations
+    exact = _piecewise_exact(t_jump, backwards)
+    assert torch.allclose(ends[1].double(), torch.full_like(ends[1], exact, dtype=torch.float64),
+                          rtol=1e-5 if dtype == torch.float32 else 1e-7)  # fmt: skip
+
+
+def _piecewise_exact(t_jump, backwards):
+    """y' = +-1 + 0.1 y (+1 before t_jump), y = 1 at the start, solved exactly to the end."""
+    if backwards:  # from y(1) = 1 down to t = 0
+        y_jump = -9.0 * math.exp(0.1 * (t_jump - 1)) + 10
+        return (y_jump + 10) * math.exp(-0.1 * t_jump) - 10
+    y_jump = 11.0 * math.exp(0.1 * t_jump) - 10
+    return (y_jump - 10) * math.exp(0.1 * (1 - t_jump)) + 10
+
+
+def test_tsit5_is_torchnde_tsit5():
+    """torchdiffeq 0.2.5 has no tsit5 (its later releases do): the name maps to torchnde's own."""
+    assert "tsit5" not in SOLVERS
+    t = torch.linspace(0, 3, 7, dtype=torch.float64)
+    got = odeint(nonlinear, Y0, t, method="tsit5", rtol=1e-8, atol=1e-8)
+    ctrl = nde.PIDController(rtol=1e-8, atol=1e-8)
+    assert torch.equal(got, nde.solve(nonlinear, Y0, t, "tsit5", controller=ctrl).ys)
+    exact = torchdiffeq.odeint(nonlinear, Y0, t, method="dopri8", rtol=1e-13, atol=1e-13)
+    assert torch.allclose(got, exact, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("method", "advice"),
+    [
+        ("explicit_adams", "method='rk4'"),
+        ("implicit_adams", "method='rk4'"),
+        ("fixed_adams", "method='rk4'"),
+        ("scipy_solver", "kvaerno5"),
+    ],
+)
+def test_methods_torchnde_lacks_say_what_to_use(method, advice):
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match=f"{method!r} is not supported by torchnde.*{advice}"):
+        odeint(linear_forced, Y0, t, method=method)
+    with pytest.raises(ValueError, match=f"{method!r} is not supported by torchnde.*{advice}"):
+        odeint_adjoint(Mlp(), Y0, t, method=method)
+
+
+def ball(t, y):
+    return torch.stack([y[..., 1], -9.81 * torch.ones_like(y[..., 1]) - 0.1 * y[..., 1]], -1)
+
+
+EVENT_CASES = {
+    "scalar": (ball, torch.tensor([1.0, 0.5], dtype=torch.float64), lambda t, y: y[0]),
+    "first_of_many": (nonlinear, Y0, lambda t, y: y[..., 1] + 0.4),
+    "time_and_state": (linear_forced, Y0[0], lambda t, y: y.sum() - torch.cos(t)),
+}
+
+
+@pytest.mark.parametrize("case", list(EVENT_CASES))
+@pytest.mark.parametrize("method", ["dopri5", "bosh3", "tsit5"])
+@pytest.mark.parametrize("backwards", [False, True])
+def test_event_fn_agrees_with_torchdiffeq(case, method, backwards):
+    """Issue 13: odeint(event_fn=...) returns (event_t, states at [t0, event_t]) as in 0.2.5."""
+    f, y0, g = EVENT_CASES[case]
+    t = torch.tensor([0.0, -1.0] if backwards else [0.0, 1.0], dtype=torch.float64)
+    want_t, want = torchdiffeq.odeint(f, y0, t, method="dopri5" if method == "tsit5" else method,
+                                      rtol=1e-10, atol=1e-12, event_fn=g)  # fmt: skip
+    got_t, got = odeint(f, y0, t, method=method, rtol=1e-10, atol=1e-12, event_fn=g)
+    assert got_t.shape == want_t.shape == () and got_t.dtype == want_t.dtype
+    assert abs(float(got_t - want_t)) < 1e-7  # torchdiffeq's bosh3 interpolates to lower order
+    assert got.shape == want.shape and torch.allclose(got, want, atol=1e-7)
+
+
+def test_event_fn_with_tuples_fixed_steps_and_an_initial_zero():
+    def f(t, y):
+        return y[1], -9.81 * torch.ones_like(y[1])
+
+    y0 = (torch.tensor([1.0], dtype=torch.float64), torch.tensor([0.5], dtype=torch.float64))
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    exact = (0.5 + math.sqrt(0.25 + 2 * 9.81)) / 9.81
+    for method, options, tol in (("dopri5", None, 1e-8), ("rk4", {"step_size": 0.01}, 1e-4)):
+        want_t, want = torchdiffeq.odeint(
+            f, y0, t, method=method, options=options, event_fn=lambda t, y: y[0].sum()
+        )
+        got_t, got = odeint(f, y0, t, method=method, options=options, event_fn=lambda t, y: y[0].sum())
+        assert abs(float(got_t) - exact) < 1e-8  # torchnde finds the root on its dense output
+        assert abs(float(got_t - want_t)) < tol
+        assert isinstance(got, tuple) and all(a.shape == b.shape for a, b in zip(got, want))
+        assert all(torch.allclose(a, b, atol=10 * tol) for a, b in zip(got, want))
+    got_t, got = odeint(ball, Y0[0], t, event_fn=lambda t, y: y[0] - 1.0)
+    want_t, want = torchdiffeq.odeint(ball, Y0[0], t, event_fn=lambda t, y: y[0] - 1.0)
+    assert float(got_t) == float(want_t) == 0.0 and torch.equal(got, want)
+    with pytest.raises(ValueError, match="len\\(t\\) == 2"):
+        odeint(ball, Y0[0], torch.linspace(0, 1, 3), event_fn=lambda t, y: y[0])
+    with pytest.raises(ValueError, match="step_size"):
+        odeint(ball, Y0[0], t, method="rk4", event_fn=lambda t, y: y[0])
+
+
+@pytest.mark.parametrize("adjoint", [False, True])
+def test_event_fn_gradients_agree_with_torchdiffeq(adjoint):
+    """At the fixed event time, as in torchdiffeq (the event time carries no gradient)."""
+    results = []
+    for fn in (torchdiffeq.odeint_adjoint, odeint_adjoint) if adjoint else (torchdiffeq.odeint, odeint):
+        func = Mlp()
+        y0 = torch.tensor([1.0, 0.5], dtype=torch.float64, requires_grad=True)
+        t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+        event_t, ys = fn(func, y0, t, rtol=1e-10, atol=1e-12, event_fn=lambda t, y: 0.7 - t + 0.1 * y[0])
+        assert fn in (torchdiffeq.odeint, torchdiffeq.odeint_adjoint) or not event_t.requires_grad
+        results.append((event_t, ys, torch.autograd.grad(ys[-1].square().sum(), (y0, *func.parameters()))))
+    (want_t, want, want_g), (got_t, got, got_g) = results
+    assert abs(float(got_t - want_t)) < 1e-8 and torch.allclose(got, want, atol=1e-7)
+    for g, w in zip(got_g, want_g):
+        assert torch.allclose(g, w, rtol=1e-6, atol=1e-8)
+
+
+class Logged(torch.nn.Module):
+    """A field with torchdiffeq's solver callbacks, logging (kind, t0, dt, y0's shape)."""
+
+    def __init__(self):
+        super().__init__()
+        self.log = []
+
+    def forward(self, t, y):
+        return -y + torch.sin(3 * t)
+
+    def callback_step(self, t0, y0, dt):
+        self.log.append(("step", float(t0), float(dt), y0.shape))
+
+    def callback_accept_step(self, t0, y0, dt):
+        self.log.append(("accept", float(t0), float(dt), y0.shape))
+
+    def callback_reject_step(self, t0, y0, dt):
+        self.log.append(("reject", float(t0), float(dt), y0.shape))
+
+
+@pytest.mark.parametrize("backwards", [False, True])
+def test_solver_callbacks_are_called_as_in_torchdiffeq(backwards):
+    t = torch.tensor([1.0, 0.0] if backwards else [0.0, 1.0], dtype=torch.float64)
+    logs = []
+    for fn in (torchdiffeq.odeint, odeint):
+        func = Logged()
+        fn(func, Y0, t, rtol=1e-8, atol=1e-8, options={"first_step": 0.5})  # the first step is rejected
+        logs.append(func.log)
+    want, got = logs
+    kinds = [entry[0] for entry in got]
+    assert kinds[::2] == ["step"] * (len(got) // 2) and "reject" in kinds and "accept" in kinds
+    for step, verdict in zip(got[::2], got[1::2]):
+        assert verdict[1:] == step[1:] and step[3] == Y0.shape  # the verdict names its step
+    assert got[0][1] == float(t[0]) and got[0][2] == 0.5  # user time, |dt|
+    # the first step and its rejection as in torchdiffeq (later steps follow torchnde's own rule)
+    assert [e[:2] for e in got[:3]] == [e[:2] for e in want[:3]] == [("step", float(t[0])), ("reject", float(t[0])),
+                                                                        ("step", float(t[0]))]  # fmt: skip
+    assert abs(sum(e[2] for e in got if e[0] == "accept") - 1.0) < 1e-12  # accepted steps cover [t0, t1]
+
+
+def test_fixed_grid_callbacks_and_the_adjoint_twins():
+    t = torch.linspace(0, 1, 3, dtype=torch.float64)
+    func = Logged()
+    with pytest.warns(UserWarning, match="callback_accept_step"):
+        odeint(func, Y0, t, method="rk4", options={"step_size": 0.25})
+    assert [(e[0], e[1]) for e in func.log] == [("step", 0.0), ("step", 0.25), ("step", 0.5), ("step", 0.75)]
+    func.callback_step_adjoint = lambda t0, y0, dt: None
+    with pytest.warns(UserWarning, match="callback_step_adjoint"):
+        odeint_adjoint(func, Y0.clone().requires_grad_(True), t)

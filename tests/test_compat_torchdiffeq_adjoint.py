@@ -7,6 +7,7 @@ import pytest
 import torch
 import torchdiffeq
 
+import torchnde as nde
 from torchnde.compat.torchdiffeq import odeint_adjoint
 
 
@@ -80,3 +81,59 @@ def test_torchdiffeq_argument_rules_are_kept():
                        adjoint_method="rk4")  # fmt: skip
     with pytest.raises(ValueError, match="seminorm"):
         odeint_adjoint(Field(), y0.double(), t.double(), adjoint_options={"norm": lambda x: x.abs().max()})
+
+
+class JumpField(Field):
+    """Field whose sign flips at t = 0.7: a known discontinuity for jump_t."""
+
+    def forward(self, t, y):
+        return torch.where(t < 0.7, 1.0, -1.0).to(y.dtype) * super().forward(t, y)
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "adjoint_options"),
+    [
+        ("dopri5", {"jump_t": torch.tensor([0.7])}, None),  # inherited by the adjoint
+        ("dopri5", {"jump_t": torch.tensor([0.7])}, {"jump_t": [0.7], "step_t": [0.3], "first_step": 0.01}),
+        (
+            "dopri5",
+            {"jump_t": torch.tensor([0.7])},
+            {"jump_t": [0.7], "safety": 0.8, "ifactor": 5.0, "dfactor": 0.3, "norm": "seminorm"},
+        ),
+        ("rk4", {"step_size": 0.005}, {"step_size": 0.005, "perturb": False, "interp": "linear"}),
+    ],
+)
+def test_adjoint_options_accepted_and_applied_as_in_torchdiffeq(method, options, adjoint_options):
+    """Issue 13, bug 4: odeint_adjoint accepts what odeint accepts in adjoint_options. (Not the
+    times' gradients: torchdiffeq integrates df/dt, which misses the jump's contribution.)"""
+    func = JumpField()
+    want_ys, want = _grads(torchdiffeq.odeint_adjoint, func, method, options, adjoint_options, False)
+    got_ys, got = _grads(odeint_adjoint, func, method, options, adjoint_options, False)
+    assert float((got_ys - want_ys).detach().abs().max() / want_ys.detach().abs().max()) < 1e-5
+    for g, w in zip(got, want):
+        assert float((g - w).abs().max() / w.abs().max().clamp_min(1e-12)) < 1e-5
+
+
+def test_adjoint_jump_ts_save_backward_evaluations():
+    func = JumpField()
+    y0 = torch.tensor([1.0, 0.5], dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0.0, 2.0], dtype=torch.float64)
+    ctrl = nde.PIDController(1e-8, 1e-10, jump_ts=[0.7])
+    nfe = []
+    for jumps in (None, [0.7]):
+        sol = nde.solve(func, y0, t, controller=ctrl, gradient=nde.Adjoint(jump_ts=jumps, params=func))
+        sol.ys[-1].sum().backward()
+        nfe.append(sol.backward_stats.nfe)
+    assert nfe[1] < nfe[0], nfe
+
+
+def test_adjoint_controller_options_are_checked():
+    with pytest.raises(ValueError, match="cannot set"):
+        nde.Adjoint(controller_options={"rtol": 1e-3})
+    with pytest.raises(TypeError):
+        nde.Adjoint(controller_options={"first_step": 0.1})
+    with pytest.raises(ValueError, match="safety"):
+        nde.Adjoint(controller_options={"safety": 2.0})
+    with pytest.raises(ValueError, match="perturb"):
+        odeint_adjoint(Field(), torch.ones(2, dtype=torch.float64), torch.linspace(0, 1, 3, dtype=torch.float64),
+                       method="rk4", adjoint_options={"perturb": True})  # fmt: skip

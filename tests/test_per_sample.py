@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -178,3 +180,38 @@ def test_step_ts_and_jump_ts_work_per_sample():
     for i in range(3):
         stepped = sol.step_ts[:, i][~torch.isnan(sol.step_ts[:, i])].tolist()
         assert 0.25 in stepped and any(abs(t - 0.5) < 1e-15 for t in stepped)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("backwards", [False, True])
+def test_jump_ts_save_evaluations_per_sample_in_both_dtypes(dtype, backwards):
+    """Issue 13, bug 3: the step before a jump ended at the jump's float64 neighbour, which
+    rounds onto the jump in float32 (f saw its far side, the step was rejected again and again);
+    the ends are now the jump's neighbours in the state's dtype."""
+    calls = [0]
+
+    def f(t, y):
+        calls[0] += 1
+        return torch.where(t < 0.1, 1.0, -1.0).to(y.dtype) + 0.1 * y
+
+    y0 = torch.ones(3, 2, dtype=dtype)
+    ts = torch.tensor([1.0, 0.0] if backwards else [0.0, 1.0], dtype=dtype)
+    evaluations, ends = [], []
+    for jumps in (None, [0.1]):
+        calls[0] = 0
+        ctrl = nde.PIDController(rtol=1e-7, atol=1e-9, jump_ts=jumps)
+        ends.append(nde.solve(f, y0, ts, "dopri5", controller=ctrl, per_sample=True).ys[-1])
+        evaluations.append(calls[0])
+    assert evaluations[1] < evaluations[0] / 2, evaluations
+    exact = _piecewise_exact(0.1, backwards)
+    assert torch.allclose(ends[1].double(), torch.full_like(ends[1], exact, dtype=torch.float64),
+                          rtol=1e-5 if dtype == torch.float32 else 1e-7)  # fmt: skip
+
+
+def _piecewise_exact(t_jump, backwards):
+    """y' = +-1 + 0.1 y (+1 before t_jump), y = 1 at the start, solved exactly to the end."""
+    if backwards:  # from y(1) = 1 down to t = 0
+        y_jump = -9.0 * math.exp(0.1 * (t_jump - 1)) + 10
+        return (y_jump + 10) * math.exp(-0.1 * t_jump) - 10
+    y_jump = 11.0 * math.exp(0.1 * t_jump) - 10
+    return (y_jump - 10) * math.exp(0.1 * (1 - t_jump)) + 10

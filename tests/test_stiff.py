@@ -306,3 +306,18 @@ def test_a_long_explicit_solve_of_a_stiff_problem_advises_an_implicit_solver():
     slow = nde.solve(lambda t, y: torch.cos(200 * t) * torch.ones_like(y), torch.zeros(1, dtype=torch.float64),
                      torch.tensor([0.0, 3.0], dtype=torch.float64), "dopri5", rtol=1e-9, atol=1e-11)  # fmt: skip
     assert slow.stats.steps >= 1000 and slow.advice is None  # many steps for accuracy, not stiffness
+
+
+def test_a_long_solve_of_a_0d_state_gets_its_stiffness_check():
+    """Issue 13, bug 1: the stiffness check after a solve of >= 1000 steps viewed the norm of a 0-d
+    state with an empty size and raised a TypeError."""
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    sol = nde.solve(lambda t, y: -y, torch.tensor(1.0, dtype=torch.float64), t, "heun", rtol=1e-9)
+    assert sol.success and sol.stats.steps >= 1000 and sol.advice is None
+    assert sol.ys.shape == (2,) and abs(float(sol.ys[-1]) - 0.36787944117144233) < 1e-7
+    stiff = nde.solve(lambda t, y: -1e4 * (y - torch.cos(t)), torch.tensor(0.0, dtype=torch.float64),
+                      torch.tensor([0.0, 1.0], dtype=torch.float64), "dopri5", rtol=1e-6)  # fmt: skip
+    assert stiff.stats.steps >= 1000 and "kvaerno5" in stiff.advice
+    with pytest.raises(nde.MaxStepsReached, match="looks stiff"):  # the failure's check, too
+        nde.solve(lambda t, y: -1e4 * (y - torch.cos(t)), torch.tensor(0.0, dtype=torch.float64),
+                  torch.tensor([0.0, 10.0], dtype=torch.float64), "dopri5", max_steps=2000)  # fmt: skip

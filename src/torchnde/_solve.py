@@ -183,6 +183,15 @@ def _check_strategy(
         raise ValueError(
             f"solver {method.name!r} supports gradient='reversible' and 'backprop', not {strategy.name!r}"
         )
+    if (
+        per_sample
+        and isinstance(strategy, Adjoint)
+        and (strategy.step_ts is not None or strategy.jump_ts is not None)
+    ):
+        raise ValueError(
+            "Adjoint(step_ts=..., jump_ts=...) is for the global layout: the per-sample adjoint is "
+            "solved in a time normalised per sample"
+        )
     if method.separable_pair and isinstance(strategy, Adjoint) and strategy.solver is None:
         raise ValueError(
             f"the adjoint system is not a separable pair, so {method.name!r} cannot solve it: "

@@ -33,7 +33,7 @@ def stiffness_ratio(func: Callable, s: Any, y: torch.Tensor, per_sample: bool, i
 
     def norm(x: torch.Tensor) -> torch.Tensor:  # per sample (or overall), broadcastable to y
         n = torch.linalg.vector_norm(x.reshape(*lead, -1), dim=-1)
-        return n.view(*lead, *([1] * (y.ndim - len(lead))))
+        return n.view(lead + (1,) * (y.ndim - len(lead)))  # a tuple: a 0-d state views as ()
 
     gen = torch.Generator(device=y.device).manual_seed(0)
     v = torch.randn(y.shape, generator=gen, dtype=y.dtype, device=y.device)

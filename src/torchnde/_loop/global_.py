@@ -22,7 +22,7 @@ from .error_norm import ErrorNorm
 from .problem import Problem
 from .raw import LoopOptions, Raw
 from .saving import global_dense, interpolate_host
-from .stepping import STRETCH, Progress, after, prepared, stops
+from .stepping import STRETCH, Progress, prepared, stops
 from .watch import EventWatch
 
 __all__ = ["loop_global"]
@@ -34,7 +34,7 @@ def loop_global(problem: Problem, solver: AbstractSolver, ctrl: AbstractControll
     s_out = problem.s_host
     n_out = len(s_out)
     s0, s1 = s_out[0], s_out[-1]
-    grid, jumps = stops(ctrl, problem.direction, s0, s1)
+    grid, jumps = stops(ctrl, problem.direction, s0, s1, problem.dtype)
     grid.append(s1)
     y = problem.y0
     f0: torch.Tensor | None = problem.checked_f0()
@@ -61,10 +61,10 @@ def loop_global(problem: Problem, solver: AbstractSolver, ctrl: AbstractControll
         s_stop = grid[stop_idx]
         land = s + dt * STRETCH >= s_stop
         h = unclipped = dt
-        if land:  # just short of a jump, so no stage sees f on the far side of it
-            h = (math.nextafter(s_stop, -math.inf) if s_stop in jumps else s_stop) - s
+        if land:  # just short of a jump (in the state's dtype): no stage sees its far side
+            h = (_before(jumps[s_stop][0], s, s_stop) if s_stop in jumps else s_stop) - s
         if f0 is None:
-            f0 = derivative(after(s) if s in jumps else s, y)
+            f0 = derivative(jumps[s][1] if s in jumps else s, y)
         res = step(func, s, y, f0, h, adaptive, solver_state)
         state_in, solver_state = solver_state, res.state
         steps += 1
@@ -86,7 +86,9 @@ def loop_global(problem: Problem, solver: AbstractSolver, ctrl: AbstractControll
             s_new = s_stop if land else s + h
             f1, y1 = res.f1, res.y1
             if tape is not None:  # Checkpoint(checkpoints=k): the step's input, for its replay
-                tape.record(s, h, y, f0, s_new, land and s_stop in jumps, state_in)
+                tape.record(
+                    s, h, y, f0, s_new, jumps[s_stop][1] if land and s_stop in jumps else None, state_in
+                )
             crossed = False
             if watch is not None:  # an event's condition at the step's end (one more host read)
                 g_new = watch.value(s_new, y1)
@@ -131,6 +133,12 @@ def loop_global(problem: Problem, solver: AbstractSolver, ctrl: AbstractControll
     return _finish(
         problem, solver, ctrl, opts, func, outputs, next_out, status, (steps, accepted), end, kept, watch
     )
+
+
+def _before(end: float, s: float, s_stop: float) -> float:
+    """The end of a step landing on the jump ``s_stop``: ``end``, its neighbour in the state's
+    dtype, unless the step starts past that (then the float64 neighbour)."""
+    return end if end > s else math.nextafter(s_stop, -math.inf)
 
 
 def _emit(outputs: list[torch.Tensor], s_out: list[float], next_out: int, solver: AbstractSolver,

@@ -21,7 +21,7 @@ from .error_norm import ErrorNorm
 from .problem import Problem
 from .raw import LoopOptions, Raw
 from .saving import interpolate, per_sample_dense
-from .stepping import STRETCH, Progress, prepared
+from .stepping import STRETCH, Progress, jump_sides, prepared
 from .watch import SampleEventWatch
 
 __all__ = ["loop_per_sample"]
@@ -31,12 +31,14 @@ class _Stops:
     """Where each sample's next step must end: ``t1``, or the next ``step_ts``/``jump_ts`` point;
     a step ends just short of a jump, so that no stage sees its far side."""
 
-    def __init__(self, ctrl: AbstractController, direction: float, device: torch.device):
+    def __init__(self, ctrl: AbstractController, direction: float, device: torch.device, dtype: torch.dtype):
         times = [ctrl.step_ts, ctrl.jump_ts]
         times = [None if x is None else torch.sort(x.to(device) * direction).values for x in times]
         present = [x for x in times if x is not None]
         self.stop_t = torch.cat(present).sort().values if present else None
         self.jump_t = times[1]
+        if self.jump_t is not None:  # each jump's neighbours in the state's dtype
+            self.jump_end, self.jump_after = jump_sides(self.jump_t, dtype)
 
     def next(self, s: torch.Tensor, s1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(the stop, the step's end)`` per sample."""
@@ -47,15 +49,18 @@ class _Stops:
         s_stop = torch.where((idx < self.stop_t.numel()) & (nxt < s1), nxt, s1)
         if self.jump_t is None:
             return s_stop, s_stop
-        return s_stop, torch.where(
-            torch.isin(s_stop, self.jump_t), torch.nextafter(s_stop, s_stop - 1), s_stop
-        )
+        end = self.jump_end[self._jump_index(s_stop)]
+        end = torch.where(end > s, end, torch.nextafter(s_stop, s_stop - 1))  # started past it
+        return s_stop, torch.where(torch.isin(s_stop, self.jump_t), end, s_stop)
 
     def after_jump(self, s: torch.Tensor) -> torch.Tensor:
         """``s``, moved just past a jump it sits on (where ``f`` is evaluated after it)."""
         if self.jump_t is None:
             return s
-        return torch.where(torch.isin(s, self.jump_t), torch.nextafter(s, s + 1), s)
+        return torch.where(torch.isin(s, self.jump_t), self.jump_after[self._jump_index(s)], s)
+
+    def _jump_index(self, s: torch.Tensor) -> torch.Tensor:
+        return torch.searchsorted(self.jump_t, s).clamp(max=self.jump_t.numel() - 1)
 
 
 def loop_per_sample(
@@ -86,7 +91,7 @@ class _Run:
         self.n, self.N = n, problem.numel
         s, y = s_eval[:, 0].clone(), problem.y0
         f0 = problem.checked_f0()
-        self.stops = _Stops(ctrl, problem.direction, dev)
+        self.stops = _Stops(ctrl, problem.direction, dev, problem.dtype)
         self.fsal = solver.fsal and self.stops.jump_t is None
         self.error_norm = ErrorNorm(problem, solver, ctrl) if ctrl.adaptive else None
         dt, self.memory = ctrl.start(solver, func, s, y, f0, self.error_norm)

@@ -19,20 +19,20 @@ import torch
 from ..solvers import AbstractSolver
 from .problem import Problem
 from .saving import interpolate_host
-from .stepping import after
 
 __all__ = ["StepLog"]
 
 
 class StepLog:
-    """The accepted steps of one global solve: ``(s, h, s_end, lands on a jump, solver state)``."""
+    """The accepted steps of one global solve: ``(s, h, s_end, where f is evaluated after the
+    jump it lands on (None if none), solver state)``."""
 
     def __init__(self, tape: Any, problem: Problem, solver: AbstractSolver, adaptive: bool, func: Callable):
         self.tape, self.problem, self.solver, self.adaptive = tape, problem, solver, adaptive
-        self.steps: list[tuple[float, float, float, bool, Any]] = []
+        self.steps: list[tuple[float, float, float, float | None, Any]] = []
         self.func = func  # the vector field in the loop's layout, as the replay calls it
 
-    def record(self, s: float, h: float, y: torch.Tensor, f0: torch.Tensor, s_new: float, jumped: bool,
+    def record(self, s: float, h: float, y: torch.Tensor, f0: torch.Tensor, s_new: float, jumped: float | None,
                state: Any) -> None:  # fmt: skip
         """Called by the loop for every accepted step, with the step's input carry and the
         solver's state it started from (kept for the replay: an explicit, unmutated value)."""
@@ -65,7 +65,7 @@ class StepLog:
             outs.extend(interpolate_host(solver, s, h, y, stages, inside).unbind(0))
         if rows and s_out[rows[-1]] == s_new:
             outs.append(res.y1)
-        f0_next = None if jumped else f1
+        f0_next = None if jumped is not None else f1
         if f0_next is None:
-            f0_next = func(after(s_new) if jumped else s_new, res.y1)
+            f0_next = func(s_new if jumped is None else jumped, res.y1)
         return (res.y1, f0_next), tuple(outs)

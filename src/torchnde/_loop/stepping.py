@@ -17,7 +17,7 @@ from ..solvers import AbstractSolver
 from .problem import Problem
 from .raw import LoopOptions
 
-__all__ = ["STRETCH", "Progress", "after", "checkpointed", "compiled_step", "prepared", "stops"]
+__all__ = ["STRETCH", "Progress", "checkpointed", "compiled_step", "jump_sides", "prepared", "stops"]
 
 # A step that would end within a relative 1e-8 of a stop is stretched onto it, so that float
 # rounding in ``s + dt`` never leaves a sliver of a step before an output or grid time.
@@ -38,10 +38,13 @@ def prepared(
     )
 
 
-def stops(ctrl: Any, direction: float, s0: float, s1: float) -> tuple[list[float], set[float]]:
-    """The global layout's grid and jump times strictly inside ``(s0, s1)``, in forward time."""
+def stops(
+    ctrl: Any, direction: float, s0: float, s1: float, dtype: torch.dtype
+) -> tuple[list[float], dict[float, tuple[float, float]]]:
+    """The global layout's grid and jump times strictly inside ``(s0, s1)``, in forward time; each
+    jump maps to its ``jump_sides`` in the state's dtype."""
     stops: set[float] = set()
-    jumps: set[float] = set()
+    jumps: dict[float, tuple[float, float]] = {}
     for name in ("step_ts", "jump_ts"):
         times = getattr(ctrl, name)
         if times is None:
@@ -50,13 +53,25 @@ def stops(ctrl: Any, direction: float, s0: float, s1: float) -> tuple[list[float
             if s0 < t < s1:
                 stops.add(t)
                 if name == "jump_ts":
-                    jumps.add(t)
+                    jumps[t] = jump_sides(t, dtype)
     return sorted(stops), jumps
 
 
-def after(s: float) -> float:
-    """The next float after ``s``: ``f`` is evaluated just past a known discontinuity."""
-    return math.nextafter(s, math.inf)
+def jump_sides(s_jump: Any, dtype: torch.dtype) -> tuple[Any, Any]:
+    """``(where a step landing on the jump at forward time s_jump ends, where f is evaluated
+    after it)``: the jump's neighbours in the state's (real) dtype, as float64 forward times
+    exact in that dtype. ``f`` sees time in that dtype, so a neighbour in float64 would round
+    onto the jump itself in float32 and the step before it would see its far side. Floats for
+    a float, float64 tensors for a tensor of jumps."""
+    real = torch.empty(0, dtype=dtype).real.dtype if dtype.is_complex else dtype
+    if not real.is_floating_point:
+        real = torch.float64
+    j = torch.as_tensor(s_jump, dtype=torch.float64).to(real)
+    inf = torch.full_like(j, math.inf)
+    sides = torch.nextafter(j, -inf).double(), torch.nextafter(j, inf).double()
+    if isinstance(s_jump, torch.Tensor):
+        return sides
+    return float(sides[0]), float(sides[1])
 
 
 def checkpointed(fn: Callable, enabled: bool) -> Callable:

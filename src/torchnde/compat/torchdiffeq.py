@@ -14,7 +14,9 @@ is always handled in float64.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +24,9 @@ import torch
 
 from .._solve import solve
 from ..controllers import ConstantStep, PIDController
+from ..events import Event
 from ..gradients import AbstractGradient, Adjoint, Backprop
+from ..solvers import resolve_solver
 
 __all__ = ["odeint", "odeint_adjoint", "odeint_event"]
 
@@ -32,9 +36,23 @@ _ADAPTIVE = {
     "bosh3": "bosh3",
     "fehlberg2": "fehlberg2",
     "adaptive_heun": "heun",
+    "tsit5": "tsit5",  # not in torchdiffeq 0.2.5; in its later releases
 }
 _FIXED = {"euler": "euler", "midpoint": "midpoint", "heun2": "heun", "heun3": "heun3", "rk4": "rk38"}
-_UNSUPPORTED = {"explicit_adams", "implicit_adams", "fixed_adams", "scipy_solver"}
+_ADAMS = (
+    "a fixed-grid Adams multistep method of torchdiffeq, which torchnde does not have: use "
+    "method='rk4' with options=dict(step_size=...) for a fixed grid, or an adaptive method "
+    "('dopri5', 'tsit5')"
+)
+_UNSUPPORTED = {
+    "explicit_adams": _ADAMS,
+    "implicit_adams": _ADAMS,
+    "fixed_adams": _ADAMS,
+    "scipy_solver": (
+        "scipy's solve_ivp, which torchnde does not wrap: use method='dopri5' or 'dopri8', and for "
+        "a stiff problem torchnde.solve(f, y0, t, solver='kvaerno5') or solver='rodas5p'"
+    ),
+}
 _ADAPTIVE_OPTIONS = {
     "first_step",
     "max_num_steps",
@@ -63,10 +81,19 @@ def odeint(
     """Integrate ``dy/dt = func(t, y)`` and return ``y`` at the times ``t`` (time first).
 
     Arguments and defaults are torchdiffeq 0.2.5's: ``method`` is one of ``dopri8``, ``dopri5``
-    (default), ``bosh3``, ``fehlberg2``, ``adaptive_heun`` (adaptive; options ``first_step``,
+    (default), ``bosh3``, ``fehlberg2``, ``adaptive_heun``, ``tsit5`` (adaptive; options ``first_step``,
     ``max_num_steps``, ``step_t``, ``jump_t``, ``norm``, ``dtype``, ``safety``, ``ifactor``,
     ``dfactor``) or ``euler``, ``midpoint``, ``heun2``, ``heun3``, ``rk4`` (fixed grid; options
-    ``step_size``, ``interp``, ``dtype``).
+    ``step_size``, ``interp``, ``dtype``). Methods of ``func`` named ``callback_step``,
+    ``callback_accept_step`` and ``callback_reject_step`` are called with ``(t0, y0, dt)`` of
+    each step as in torchdiffeq (the last two for adaptive methods only).
+
+    With ``event_fn`` (``t`` of length 2; ``t[1]`` gives only the direction), the solve runs
+    until a component of ``event_fn(t, y)`` crosses zero and returns ``(event_t, ys)`` with
+    ``ys`` the states at ``[t[0], event_t]``; as in torchdiffeq, ``event_t`` carries no gradient
+    (``odeint_event`` gives a differentiable one) and ``ys`` is differentiated at that fixed time.
+    While grad is enabled the solve to the event is run twice (to find it, then to
+    differentiate it).
 
     ```python
     import torch
@@ -100,8 +127,12 @@ def odeint_adjoint(
     the tensors to differentiate; ``adjoint_rtol``/``adjoint_atol``/``adjoint_method`` default to
     the forward ones; ``adjoint_options`` defaults to ``options`` (without ``norm``) and must be
     given when ``adjoint_method`` differs and ``options`` were passed. ``adjoint_options`` takes
-    ``norm="seminorm"`` (Kidger et al. 2021: parameter channels out of the error control; the
-    default norm includes them), ``max_num_steps`` and, for fixed-step methods, ``step_size``.
+    what ``options`` takes for ``adjoint_method``, applied to the adjoint solve (``jump_t`` and
+    ``step_t`` in the forward problem's times; ``first_step`` is the first step of the last
+    interval, where the adjoint starts: later intervals continue with the step size reached),
+    and ``norm="seminorm"`` (Kidger et al. 2021: parameter channels out of the error control;
+    the default norm includes them); a callable adjoint ``norm`` is not supported, and the
+    ``callback_*_adjoint`` methods of ``func`` are not called (a warning says so).
 
     ```python
     import torch
@@ -135,20 +166,43 @@ def odeint_adjoint(
             "adjoint norm is not supported"
         )
     adjoint_solver = _method_name(adjoint_method)
-    allowed = _ADAPTIVE_OPTIONS if adjoint_method in _ADAPTIVE else _FIXED_OPTIONS
-    _reject_unknown(adjoint_options, (allowed & {"max_num_steps", "step_size", "dtype"}), adjoint_method)
+    fixed = adjoint_method in _FIXED
+    _reject_unknown(adjoint_options, _FIXED_OPTIONS if fixed else _ADAPTIVE_OPTIONS, adjoint_method)
+    if fixed:
+        _check_fixed_options(adjoint_options)  # interp: the intervals end on grid points anyway
     step_size = adjoint_options.get("step_size")
     max_steps = adjoint_options.get("max_num_steps")
     strategy = Adjoint(
-        rtol=None if adjoint_method in _FIXED else _float_tol(adjoint_rtol, rtol),
-        atol=None if adjoint_method in _FIXED else _float_tol(adjoint_atol, atol),
+        rtol=None if fixed else _float_tol(adjoint_rtol, rtol),
+        atol=None if fixed else _float_tol(adjoint_atol, atol),
         solver=adjoint_solver,
         seminorm=norm == "seminorm",
         params=func if adjoint_params is None else tuple(adjoint_params),
         max_steps=None if max_steps is None else int(max_steps),
         dt=None if step_size is None else abs(float(step_size)),
+        step_ts=None if fixed else _times(adjoint_options.get("step_t")),
+        jump_ts=None if fixed else _times(adjoint_options.get("jump_t")),
+        controller_options=None if fixed else _pid_options(adjoint_options),
     )
+    adjoint_callbacks = [
+        name + "_adjoint" for name in _CALLBACKS if callable(getattr(func, name + "_adjoint", None))
+    ]
+    if adjoint_callbacks:
+        warnings.warn(f"torchnde's adjoint solve does not call {adjoint_callbacks}", stacklevel=2)
     return _odeint(func, y0, t, rtol, atol, method, options, event_fn, strategy)
+
+
+def _times(times: Any) -> Any:
+    return None if times is None else torch.as_tensor(times, dtype=torch.float64).reshape(-1)
+
+
+def _pid_options(options: dict[str, Any]) -> dict[str, Any]:
+    """torchdiffeq's step-size options as :class:`PIDController` keyword arguments."""
+    pid = {"safety": float(options.get("safety", 0.9)), "factor_max": float(options.get("ifactor", 10.0)),
+           "factor_min": float(options.get("dfactor", 0.2))}  # fmt: skip
+    if options.get("first_step") is not None:
+        pid["dt0"] = abs(float(options["first_step"]))
+    return pid
 
 
 def _float_tol(value: Any, default: Any) -> float:
@@ -161,6 +215,8 @@ def _float_tol(value: Any, default: Any) -> float:
 
 
 def _method_name(method: str) -> str:
+    if method in _UNSUPPORTED:
+        raise ValueError(f"method {method!r} is not supported by torchnde: it is {_UNSUPPORTED[method]}")
     if method in _ADAPTIVE:
         return _ADAPTIVE[method]
     if method in _FIXED:
@@ -174,20 +230,15 @@ def _odeint(
     func: Callable, y0: Any, t: torch.Tensor, rtol: Any, atol: Any, method: str | None,
     options: dict[str, Any] | None, event_fn: Callable | None, gradient: AbstractGradient,
 ) -> Any:  # fmt: skip
-    if event_fn is not None:
-        raise NotImplementedError(
-            "event_fn is not supported by torchnde.compat.torchdiffeq.odeint yet; events arrive with "
-            "odeint_event in a later release"
-        )
     method = "dopri5" if method is None else method
     options = dict(options or {})
     if not isinstance(t, torch.Tensor) or t.ndim != 1:
         raise ValueError("t must be a 1-D tensor of times, as in torchdiffeq")
     if method in _UNSUPPORTED:
-        raise ValueError(
-            f"method {method!r} is not supported by torchnde; use one of "
-            f"{', '.join(sorted({**_ADAPTIVE, **_FIXED}))} (e.g. 'dopri5')"
-        )
+        raise ValueError(f"method {method!r} is not supported by torchnde: it is {_UNSUPPORTED[method]}")
+    if event_fn is not None and method in {**_ADAPTIVE, **_FIXED}:
+        _reject_unknown(options, _ADAPTIVE_OPTIONS if method in _ADAPTIVE else _FIXED_OPTIONS, method)
+        return _until_event(func, y0, t, rtol, atol, method, options, event_fn, gradient)
     if method in _ADAPTIVE:
         _reject_unknown(options, _ADAPTIVE_OPTIONS, method)
         return _adaptive(func, y0, t, rtol, atol, _ADAPTIVE[method], options, gradient)
@@ -234,34 +285,82 @@ def _adaptive(
     func: Callable, y0: Any, t: torch.Tensor, rtol: Any, atol: Any, solver: str, options: dict,
     gradient: AbstractGradient,
 ) -> Any:  # fmt: skip
+    controller = _pid(y0, rtol, atol, options)
+    max_steps = int(options.get("max_num_steps", 2**31 - 1))
+    solver, controller = _hooked(func, y0, t, solver, controller)
+    return solve(func, y0, t, solver, controller=controller, max_steps=max_steps, gradient=gradient).ys
+
+
+def _pid(y0: Any, rtol: Any, atol: Any, options: dict) -> PIDController:
     norm = options.get("norm")
     if norm is not None:
         norm = _user_norm(norm, y0)
     elif isinstance(y0, (tuple, list)):
         norm = _mixed_norm(y0)
-    controller = PIDController(
-        rtol=rtol,
-        atol=atol,
-        safety=float(options.get("safety", 0.9)),
-        factor_max=float(options.get("ifactor", 10.0)),
-        factor_min=float(options.get("dfactor", 0.2)),
-        dt0=None if options.get("first_step") is None else abs(float(options["first_step"])),
-        norm=norm,
-        step_ts=options.get("step_t"),
-        jump_ts=options.get("jump_t"),
-    )
+    return PIDController(
+        rtol=rtol, atol=atol, norm=norm, step_ts=options.get("step_t"), jump_ts=options.get("jump_t"),
+        **_pid_options(options),
+    )  # fmt: skip
+
+
+def _until_event(
+    func: Callable, y0: Any, t: torch.Tensor, rtol: Any, atol: Any, method: str, options: dict,
+    event_fn: Callable, gradient: AbstractGradient,
+) -> tuple[torch.Tensor, Any]:  # fmt: skip
+    """torchdiffeq 0.2.5's event mode: from ``t[0]`` (``t[1]`` gives only the direction) until
+    the first component of ``event_fn(t, y)`` crosses zero; ``(event_t, states at [t[0],
+    event_t])``. As in torchdiffeq, the event time carries no gradient and the states are
+    differentiated at that fixed time: the event is found without a graph, then the solve to it
+    is repeated under ``gradient`` (only while grad is enabled)."""
+    if len(t) != 2:
+        raise ValueError(f"We require len(t) == 2 when in event handling mode, but got len(t)={len(t)}.")
+    if method in _ADAPTIVE:
+        solver, controller = _ADAPTIVE[method], _pid(y0, rtol, atol, options)
+    else:
+        _check_fixed_options(options)
+        if options.get("step_size") is None:
+            raise ValueError(
+                "event handling with a fixed-step method needs options['step_size'], as in torchdiffeq"
+            )
+        solver, controller = _FIXED[method], ConstantStep(abs(float(options["step_size"])))
     max_steps = int(options.get("max_num_steps", 2**31 - 1))
-    return solve(func, y0, t, solver, controller=controller, max_steps=max_steps, gradient=gradient).ys
+    t0 = t[0].detach().to(torch.float64)
+    with torch.no_grad():
+        signs = torch.sign(event_fn(t[0], y0))  # each component made positive at the start
+
+        def first(tt: torch.Tensor, y: Any) -> torch.Tensor:  # crosses zero with the first component
+            return torch.min(event_fn(tt, y) * signs)
+
+        if bool(first(t[0], y0) == 0):  # torchdiffeq: an event at the start ends the solve there
+            return t[0].detach().clone(), _pair(y0, y0)
+        horizon = t0 + (-1e15 if bool(t[0] > t[1]) else 1e15)
+        hooked, hooked_ctrl = _hooked(func, y0, t, solver, controller)  # the callbacks see this solve
+        sol = solve(func, y0, torch.stack([t0, horizon]), hooked, controller=hooked_ctrl, max_steps=max_steps,
+                    event=Event(first))  # fmt: skip
+    if sol.event_ts is None or len(sol.event_ts) == 0:
+        raise RuntimeError("odeint: the event did not occur")
+    event_t = sol.event_ts[0]
+    if torch.is_grad_enabled():
+        times = torch.stack([t[0].to(torch.float64), event_t.to(t.device)])
+        ys = solve(func, y0, times, solver, controller=controller, max_steps=max_steps, gradient=gradient).ys
+    elif isinstance(y0, (tuple, list)):
+        ys = tuple(torch.stack([y, e[0]]) for y, e in zip(y0, sol.event_ys))
+    else:
+        ys = torch.stack([y0, sol.event_ys[0]])
+    return event_t.to(t), ys
+
+
+def _pair(y0: Any, y1: Any) -> Any:
+    if isinstance(y0, (tuple, list)):
+        return tuple(torch.stack([a, b]) for a, b in zip(y0, y1))
+    return torch.stack([y0, y1])
 
 
 def _fixed(
     func: Callable, y0: Any, t: torch.Tensor, solver: str, options: dict, gradient: AbstractGradient
 ) -> Any:
-    if options.get("perturb"):
-        raise ValueError("options['perturb']=True is not supported; pass known discontinuities as jump_t")
+    _check_fixed_options(options)
     interp = options.get("interp", "linear")
-    if interp not in ("linear", "cubic"):
-        raise ValueError(f"options['interp'] must be 'linear' or 'cubic', got {interp!r}")
     step_size = options.get("step_size")
     if step_size is None:  # torchdiffeq steps from output time to output time
         grid = t
@@ -275,12 +374,76 @@ def _fixed(
         grid[-1] = end
         grid = sign * grid
     spacing = float(grid.diff().abs().max()) if len(grid) > 1 else 1.0
-    controller = ConstantStep(spacing, step_ts=grid)
+    solver, controller = _hooked(func, y0, t, solver, ConstantStep(spacing, step_ts=grid))
     if interp == "cubic" or step_size is None:
         # every output time is a grid point, or cubic Hermite is what the dense output is
         return solve(func, y0, t, solver, controller=controller, max_steps=2**31 - 1, gradient=gradient).ys
     sol = solve(func, y0, grid, solver, controller=controller, max_steps=2**31 - 1, gradient=gradient)
     return _linear(grid, sol.ys, t)
+
+
+def _check_fixed_options(options: dict[str, Any]) -> None:
+    if options.get("perturb"):
+        raise ValueError("options['perturb']=True is not supported; pass known discontinuities as jump_t")
+    interp = options.get("interp", "linear")
+    if interp not in ("linear", "cubic"):
+        raise ValueError(f"options['interp'] must be 'linear' or 'cubic', got {interp!r}")
+
+
+_CALLBACKS = ("callback_step", "callback_accept_step", "callback_reject_step")
+
+
+def _hooked(func: Callable, y0: Any, t: torch.Tensor, solver: str, controller: Any) -> tuple[Any, Any]:
+    """torchdiffeq's solver callbacks, methods of ``func``: ``callback_step(t0, y0, dt)`` before
+    each step, ``callback_accept_step``/``callback_reject_step(t0, y0, dt)`` after its verdict
+    (adaptive methods only, as in torchdiffeq). ``(solver, controller)`` unchanged when ``func``
+    has none; otherwise a solver whose ``step`` and a controller whose ``adapt`` call them, so
+    the loop itself is the same either way."""
+    found = [getattr(func, name, None) for name in _CALLBACKS]
+    if not any(callable(c) for c in found):
+        return solver, controller
+    on_step, on_accept, on_reject = (c if callable(c) else None for c in found)
+    if not controller.adaptive and (on_accept or on_reject):
+        warnings.warn(f"fixed-step methods do not call {_CALLBACKS[1]} or {_CALLBACKS[2]}", stacklevel=4)
+    sign = -1.0 if len(t) > 1 and bool(t[0] > t[1]) else 1.0
+    shapes, is_tuple = _shapes(y0), isinstance(y0, (tuple, list))
+    sizes = [math.prod(shape) for shape in shapes]
+    last: list[Any] = [None]
+
+    def user(s: float, y: torch.Tensor, h: float) -> tuple[torch.Tensor, Any, torch.Tensor]:
+        """``(t0, y0, dt)`` as torchdiffeq passes them: user time, the state's structure, |dt|."""
+        y = (
+            tuple(p.view(shape) for p, shape in zip(torch.split(y, sizes), shapes))
+            if is_tuple
+            else y.view(shapes[0])
+        )
+        return torch.tensor(sign * s, dtype=t.dtype, device=t.device), y, torch.tensor(h, dtype=t.dtype)
+
+    method = resolve_solver(solver)
+    step = method.step
+
+    def hooked_step(f: Callable, s: float, y: torch.Tensor, f0: Any, h: float, need_error: bool,
+                    state: Any = None) -> Any:  # fmt: skip
+        last[0] = (s, y, h)
+        if on_step is not None:
+            on_step(*user(s, y, h))
+        return step(f, s, y, f0, h, need_error, state)
+
+    method.step = hooked_step  # this solve's own solver object
+    if not controller.adaptive or not (on_accept or on_reject):
+        return method, controller
+    adapt = controller.adapt
+
+    def hooked_adapt(err: Any, h: Any, memory: Any, ok: Any = True) -> tuple[Any, Any]:
+        accept, dt = adapt(err, h, memory, ok)
+        callback = on_accept if accept else on_reject
+        if callback is not None:
+            callback(*user(*last[0]))
+        return accept, dt
+
+    controller = dataclasses.replace(controller)  # a copy: the hook is this solve's
+    object.__setattr__(controller, "adapt", hooked_adapt)
+    return method, controller
 
 
 def _linear(grid: torch.Tensor, ys: Any, t: torch.Tensor) -> Any:
@@ -341,8 +504,6 @@ def odeint_event(
         dt0=None if options.get("first_step") is None else abs(float(options["first_step"])),
     )  # fmt: skip
     max_steps = int(options.get("max_num_steps", 2**31 - 1))
-    from ..events import Event
-
     sol = solve(func, y0, torch.stack([t0, horizon]), _ADAPTIVE[method], controller=controller,
                 max_steps=max_steps, event=Event(event_fn))  # fmt: skip
     if sol.event_ts is None or len(sol.event_ts) == 0:

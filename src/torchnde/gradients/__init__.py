@@ -37,7 +37,7 @@ import torch
 
 from .._loop import LoopOptions, Problem, Raw, integrate
 from .._solution import Stats
-from ..controllers import AbstractController
+from ..controllers import AbstractController, ConstantStep, PIDController
 from ..solvers import AbstractSolver, resolve_solver
 from .adjoint import run_adjoint
 from .checkpoint import check_budgeted, run_budgeted
@@ -184,6 +184,14 @@ class Adjoint(AbstractGradient):
     - ``max_steps``: step budget of each adjoint interval (default: the forward solve's).
     - ``dt``: fixed steps for the adjoint solve. Default: the forward solve's ``dt`` when it took
       fixed steps and no ``rtol``/``atol`` is given here, adaptive steps otherwise.
+    - ``step_ts``, ``jump_ts``: times (of the forward problem) the adjoint solve steps onto, and
+      known discontinuities of ``f`` in time it steps onto and restarts after, as for the
+      controllers (global layout only). Default: none, whatever the forward controller has.
+    - ``controller_options``: further keyword arguments of the adjoint solve's
+      :class:`PIDController` (``safety``, ``factor_min``, ``factor_max``, ``pcoeff``, ...,
+      ``dtmin``, ``dtmax``; ``dt0`` sets the first step of the first interval, later intervals
+      start from the step the previous one ended with). Not ``rtol``/``atol``/``norm`` (set
+      above), nor ``step_ts``/``jump_ts``.
     """
 
     rtol: float | None = None
@@ -193,6 +201,9 @@ class Adjoint(AbstractGradient):
     params: Any = None
     max_steps: int | None = None
     dt: float | None = None
+    step_ts: Any = None
+    jump_ts: Any = None
+    controller_options: dict[str, Any] | None = None
 
     name = "adjoint"
 
@@ -211,6 +222,16 @@ class Adjoint(AbstractGradient):
             raise ValueError(f"Adjoint(dt=...) must be a positive float, got {self.dt!r}")
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
             raise ValueError(f"Adjoint(max_steps=...) must be a positive int, got {self.max_steps!r}")
+        options = dict(self.controller_options or {})
+        reserved = sorted(set(options) & {"rtol", "atol", "norm", "step_ts", "jump_ts"})
+        if reserved:
+            raise ValueError(
+                f"Adjoint(controller_options=...) cannot set {reserved}: pass rtol/atol, seminorm, "
+                "step_ts and jump_ts to Adjoint itself"
+            )
+        PIDController(**options)  # checked now: an unknown or invalid option fails here
+        object.__setattr__(self, "controller_options", options)
+        ConstantStep(1.0, step_ts=self.step_ts, jump_ts=self.jump_ts)  # the times checked too
 
     def parameters(self, f: Any, t0: torch.Tensor, y0: Any) -> tuple[torch.Tensor, ...]:
         """The tensors this strategy differentiates besides ``y0`` (only those requiring grad):

@@ -95,9 +95,10 @@ def _backward(context: _Context, ys: torch.Tensor, grad_ys: torch.Tensor) -> tup
     stats = context.backward_stats
     max_steps = strategy.max_steps or context.max_steps
     carry = None
+    stops = _stops(strategy, direction)
     for i in range(n - 1, 0, -1):
         times = torch.stack([s_eval[i], s_eval[i - 1]])
-        controller = fixed or PIDController(rtol, atol, norm=norm, dt0=carry)
+        controller = _controller(strategy, fixed, (rtol, atol, norm), carry, stops)
         v = torch.cat([ys[i].reshape(-1), a, g])  # y restarts from the forward pass's value
         sol, raw = solve_plain(field, v, times, solver=adj_solver, controller=controller, max_steps=max_steps)
         _accumulate(stats, sol.stats)
@@ -154,8 +155,10 @@ def _backward_per_sample(context: _Context, ys: torch.Tensor, grad_ys: torch.Ten
         times = torch.tensor([float(i), float(i - 1)], dtype=torch.float64, device=ys.device)
         if fixed is not None:  # fixed steps of dt in t are about dt / (mean span) in tau
             controller: Any = ConstantStep(fixed.dt / float(span.mean()))
-        else:
-            controller = PIDController(rtol, atol, norm=norm, dt0=carry)
+        else:  # dt0 from t into tau, as for fixed steps
+            first = strategy.controller_options.get("dt0")
+            first = carry if carry is not None or first is None else first / float(span.mean())
+            controller = _controller(strategy, None, (rtol, atol, norm), first, {})
         v = torch.cat([ys[:, i].reshape(-1), a, g])  # y restarts from the forward pass's value
         sol, raw = solve_plain(field, v, times, solver=adj_solver, controller=controller, max_steps=max_steps)
         _accumulate(stats, sol.stats)
@@ -193,6 +196,28 @@ def _adjoint_controls(strategy: Any, ctrl: Any, solver: Any) -> tuple[Any, Any, 
     rtol = strategy.rtol if strategy.rtol is not None else _tightest(1e-6 if ctrl.rtol is None else ctrl.rtol)
     atol = strategy.atol if strategy.atol is not None else _tightest(1e-8 if ctrl.atol is None else ctrl.atol)
     return rtol, atol, None
+
+
+def _stops(strategy: Any, direction: float) -> dict[str, Any]:
+    """The adjoint's ``step_ts``/``jump_ts`` in forward time ``s``, the time it is solved in."""
+    times = {"step_ts": strategy.step_ts, "jump_ts": strategy.jump_ts}
+    return {
+        k: torch.as_tensor(v, dtype=torch.float64).reshape(-1) * direction
+        for k, v in times.items()
+        if v is not None
+    }
+
+
+def _controller(strategy: Any, fixed: Any, tolerances: tuple, carry: Any, stops: dict[str, Any]) -> Any:
+    """The controller of one backward interval: fixed steps, or the adjoint's PID controller
+    starting from ``carry`` (the step the previous interval ended with) when there is one."""
+    if fixed is not None:
+        return ConstantStep(fixed.dt, **stops) if stops else fixed
+    rtol, atol, norm = tolerances
+    options = dict(strategy.controller_options)
+    if carry is not None or "dt0" not in options:
+        options["dt0"] = carry
+    return PIDController(rtol, atol, norm=norm, **options, **stops)
 
 
 def _vjp(out: torch.Tensor, inputs: tuple, cotangent: torch.Tensor, create_graph: bool) -> tuple:
