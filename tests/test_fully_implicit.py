@@ -205,3 +205,17 @@ def test_registry_names_cover_torchdiffeqs_implicit_methods():
         "trbdf2",
     ):
         assert resolve_solver(spelling).name == spelling.lower()
+
+
+def test_a_stale_jacobian_is_replaced_before_a_constant_step_fails():
+    """Reused across steps, the Jacobian of the nonlinear rotation goes stale and Newton diverges
+    at dt = 1/16; the step retries with a fresh one instead of failing the constant-step solve,
+    and lands where evaluating the Jacobian at every step does."""
+    y0 = torch.tensor([1.0, 0.5], dtype=torch.float64)
+    ts = torch.tensor([0.0, 2.0], dtype=torch.float64)
+    reused = nde.RadauIIA3(nde.Newton(rtol=1e-12, atol=1e-14, max_iters=20))
+    fresh = nde.RadauIIA3(nde.Newton(rtol=1e-12, atol=1e-14, max_iters=20, reuse_jacobian=False))
+    a = nde.solve(_nonlinear_rotation, y0, ts, reused, dt=2.0**-4)
+    b = nde.solve(_nonlinear_rotation, y0, ts, fresh, dt=2.0**-4)
+    assert a.status == nde.Status.SUCCESS and a.stats.steps == 32
+    assert torch.allclose(a.ys, b.ys, rtol=0, atol=1e-10)
