@@ -188,7 +188,8 @@ def test_tableaux_are_validated_and_the_radau_methods_stiffly_accurate():
     assert not nde.GaussLegendre4.tableau.stiffly_accurate
     for name in FIRK:
         solver = resolve_solver(name)
-        assert isinstance(solver, FullyImplicitRK) and solver.implicit and not solver.adaptive
+        assert isinstance(solver, FullyImplicitRK) and solver.implicit
+        assert solver.adaptive == (name == "radauiia5")  # the others: fixed steps
     with pytest.raises(ValueError, match="dense"):
         nde.RadauIIA5(nde.Newton(linear_solver="gmres"))
 
@@ -219,3 +220,41 @@ def test_a_stale_jacobian_is_replaced_before_a_constant_step_fails():
     b = nde.solve(_nonlinear_rotation, y0, ts, fresh, dt=2.0**-4)
     assert a.status == nde.Status.SUCCESS and a.stats.steps == 32
     assert torch.allclose(a.ys, b.ys, rtol=0, atol=1e-10)
+
+
+def _robertson(t, y):
+    y1, y2, y3 = y[..., 0], y[..., 1], y[..., 2]
+    return torch.stack([-0.04 * y1 + 1e4 * y2 * y3, 0.04 * y1 - 1e4 * y2 * y3 - 3e7 * y2**2, 3e7 * y2**2], -1)
+
+
+def test_adaptive_radau_iia5_solves_robertson_to_1e_4_of_scipys_radau():
+    """The embedded estimate drives the PID controller through Robertson's stiff transient; the
+    batch takes each sample's own steps."""
+    from scipy.integrate import solve_ivp
+
+    y0 = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    ts = torch.tensor([0.0, 1e3], dtype=torch.float64)
+    ref = solve_ivp(
+        lambda t, y: _robertson(t, torch.from_numpy(y)).numpy(), (0.0, 1e3), y0.numpy(), method="Radau",
+        rtol=1e-10, atol=1e-14,
+    ).y[:, -1]  # fmt: skip
+    sol = nde.solve(_robertson, y0, ts, "radauiia5", rtol=1e-6, atol=1e-10)
+    assert sol.status == nde.Status.SUCCESS and sol.stats.steps < 200
+    assert np.abs(sol.ys[-1].numpy() - ref).max() / np.abs(ref).max() < 1e-4
+    batch = nde.solve(
+        _robertson, torch.stack([y0, y0]), ts, "radauiia5", rtol=1e-6, atol=1e-10, per_sample=True
+    )
+    assert batch.stats.steps.tolist() == [sol.stats.steps] * 2
+    assert np.abs(batch.ys[-1, 0].numpy() - ref).max() / np.abs(ref).max() < 1e-4
+
+
+def test_adaptive_radau_iia5_error_falls_with_the_tolerance():
+    y0 = torch.tensor([1.0, 0.5], dtype=torch.float64)
+    ts = torch.tensor([0.0, 2.0], dtype=torch.float64)
+    exact = _rotation_exact(2.0, y0)
+    errs = []
+    for tol in (1e-4, 1e-6, 1e-8):
+        sol = nde.solve(_nonlinear_rotation, y0, ts, "radauiia5", rtol=tol, atol=tol * 1e-2)
+        errs.append(float((sol.ys[-1] - exact).abs().max()))
+        assert errs[-1] < 30 * tol, (tol, errs)
+    assert errs[0] > 10 * errs[1] > 100 * errs[2]

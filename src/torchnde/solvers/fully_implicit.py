@@ -27,7 +27,8 @@ constant, whose derivative is the implicit function theorem's.
 The solver's state is the ESDIRK engine's :class:`~torchnde.solvers.ImplicitState` (Newton
 tolerances, Jacobian, factorisation keyed by ``h``, last rate). Per-sample steps (``[B]``
 step sizes) evaluate per-sample Jacobians every step and judge convergence per sample. Dense
-output is the cubic Hermite interpolant. The methods have no error estimate: fixed steps.
+output is the cubic Hermite interpolant. Radau IIA5 has an embedded error estimate (adaptive
+steps); the other methods have none (fixed steps).
 """
 
 from __future__ import annotations
@@ -64,11 +65,15 @@ _DEFAULT_STATE = ImplicitState()
 class FIRKTableau:
     """A fully implicit tableau: nodes ``c``, the full ``s x s`` matrix ``a`` (rows) and weights
     ``b``. ``a`` must be invertible (the stage derivatives are recovered from the increments).
-    Validated on construction."""
+    An embedded estimate (optional): ``gamma0``, the weight of ``f0``, and ``e``, the weights of
+    the stage increments ``Z`` in ``y_hat - y1 = gamma0 h f0 + sum_j e_j Z_j``. Validated on
+    construction."""
 
     c: tuple[float, ...]
     a: tuple[tuple[float, ...], ...]
     b: tuple[float, ...]
+    gamma0: float = 0.0
+    e: tuple[float, ...] = ()
     stages: int = field(init=False)
     a_matrix: np.ndarray = field(init=False, repr=False, compare=False)
     a_inverse: np.ndarray = field(init=False, repr=False, compare=False)
@@ -84,6 +89,8 @@ class FIRKTableau:
                 raise ValueError(f"row {i} of a sums to {math.fsum(self.a[i])!r}, not c[{i}] = {self.c[i]!r}")
         if abs(math.fsum(self.b) - 1) > _TOL:
             raise ValueError("weights b must sum to 1")
+        if self.e and len(self.e) != s:
+            raise ValueError("error weights e must have one entry per stage")
         if abs(np.linalg.det(a)) < 1e-14:
             raise ValueError("a fully implicit tableau needs an invertible a")
         a_inv = np.linalg.inv(a)
@@ -193,6 +200,7 @@ class FullyImplicitRK(AbstractSolver):
                     if fresh or bool(ok[0]):
                         break
                     jacobian = None
+                jac = jacobian[None]
         if per_sample:
             converged: Any = ok | ~moving
         else:
@@ -213,10 +221,28 @@ class FullyImplicitRK(AbstractSolver):
             incr = torch.einsum("j,bjn->bn", torch.as_tensor(tab.d, dtype=y0.dtype, device=y0.device), z)
         y1 = y0 + incr.reshape(shape)
         ks = (f0, *(ks_flat[:, j].reshape(shape) for j in range(s)))
+        errors: tuple[torch.Tensor, ...] = ()
+        if need_error and tab.e:
+            h_b = h.view(batch, 1) if per_sample else h
+            errors = (self._error_estimate(f0.reshape(batch, n), z, h_b, jac).reshape(shape),)
         if per_sample:
             y1 = torch.where(moving.view((batch,) + (1,) * (len(shape) - 1)), y1, y0)
-            return StepResult(y1, (), ks, None, converged, state=state)
-        return StepResult(y1, (), ks, None, state=ImplicitState(rtol, atol, jacobian, factor, eta))
+            return StepResult(y1, errors, ks, None, converged, state=state)
+        return StepResult(y1, errors, ks, None, state=ImplicitState(rtol, atol, jacobian, factor, eta))
+
+    def _error_estimate(self, f0: torch.Tensor, z: torch.Tensor, h: Any, jac: torch.Tensor) -> torch.Tensor:
+        r"""The embedded estimate per unit step, ``[B, N]``: ``(I - h gamma0 J)^{-1} (gamma0 h f0 +
+        sum_j e_j Z_j) / h`` (Hairer & Wanner, *Solving ODEs II*, IV.8, eqs. 8.19-8.20: the
+        difference to an embedded third-order method with an explicit first stage, filtered by
+        the iteration matrix so that it stays bounded for stiff components)."""
+        tab = self.tableau
+        e = torch.as_tensor(tab.e, dtype=z.dtype, device=z.device)
+        raw = (tab.gamma0 * h) * f0 + torch.einsum("j,bjn->bn", e, z)
+        with torch.no_grad():
+            eye = torch.eye(jac.shape[-1], dtype=jac.dtype, device=jac.device)
+            hg = h.view(-1, 1, 1) if isinstance(h, torch.Tensor) else h
+            solve = dense_solver(eye - (hg * tab.gamma0) * jac)
+        return solve(raw) / h
 
     def _iteration_matrix(self, jac: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """``I - h (A kron J)`` for a batch of Jacobians ``[B, N, N]`` (one ``J`` for every stage)
@@ -371,12 +397,20 @@ class RadauIIA3(FullyImplicitRK):
     tableau = FIRKTableau(c=(1 / 3, 1.0), a=((5 / 12, -1 / 12), (0.75, 0.25)), b=(0.75, 0.25))
 
 
+# the real eigenvalue of the Radau IIA5 matrix: 1 / (3 + 3^(2/3) - 3^(1/3))
+_G0_RADAU5 = 1.0 / (3.0 + 3.0 ** (2 / 3) - 3.0 ** (1 / 3))
+
+
 class RadauIIA5(FullyImplicitRK):
     """Three-stage Radau IIA, order 5, L-stable, stiffly accurate: the method of Hairer &
-    Wanner's RADAU5 (*Solving ODEs II*, Table IV.5.6; Ehle 1969), here with fixed steps."""
+    Wanner's RADAU5 (*Solving ODEs II*, Table IV.5.6; Ehle 1969). Adaptive: the embedded
+    third-order estimate of Hairer & Wanner IV.8 (eqs. 8.19-8.20), with ``gamma0`` the real
+    eigenvalue of ``A`` and ``e = gamma0 (-13 - 7 sqrt 6, -13 + 7 sqrt 6, -1) / 3``, filtered by
+    ``(I - h gamma0 J)^{-1}`` (local error ``O(h^4)``)."""
 
     name: ClassVar[str] = "radauiia5"
     order: ClassVar[int] = 5
+    error_order: ClassVar[int | None] = 4
     tableau = FIRKTableau(
         c=(0.4 - _S6 / 10, 0.4 + _S6 / 10, 1.0),
         a=(
@@ -385,4 +419,6 @@ class RadauIIA5(FullyImplicitRK):
             (4 / 9 - _S6 / 36, 4 / 9 + _S6 / 36, 1 / 9),
         ),
         b=(4 / 9 - _S6 / 36, 4 / 9 + _S6 / 36, 1 / 9),
+        gamma0=_G0_RADAU5,
+        e=(_G0_RADAU5 * (-13 - 7 * _S6) / 3, _G0_RADAU5 * (-13 + 7 * _S6) / 3, -_G0_RADAU5 / 3),
     )
