@@ -12,7 +12,27 @@ from .classic import RK4, RK38, Bosh3, Euler, Fehlberg2, Heun, Heun3, Midpoint, 
 from .dopri5 import Dopri5
 from .dopri8 import Dopri8
 from .explicit_rk import ExplicitRungeKutta
-from .implicit import ESDIRKTableau, ImplicitEuler, ImplicitState, Kvaerno3, Kvaerno4, Kvaerno5, Newton
+from .fully_implicit import (
+    FIRKTableau,
+    FullyImplicitRK,
+    GaussLegendre4,
+    GaussLegendre6,
+    ImplicitMidpoint,
+    RadauIIA3,
+    RadauIIA5,
+)
+from .implicit import (
+    SDIRK2,
+    TRBDF2,
+    ESDIRKTableau,
+    ImplicitEuler,
+    ImplicitState,
+    Kvaerno3,
+    Kvaerno4,
+    Kvaerno5,
+    Newton,
+    Trapezoid,
+)
 from .reversible import ReversibleHeun, ReversibleState
 from .rosenbrock import Rodas5P, RosenbrockState
 from .symplectic import Leapfrog, Yoshida4
@@ -31,10 +51,15 @@ __all__ = [
     "ESDIRKTableau",
     "Euler",
     "ExplicitRungeKutta",
+    "FIRKTableau",
+    "FullyImplicitRK",
+    "GaussLegendre4",
+    "GaussLegendre6",
     "Fehlberg2",
     "Heun",
     "Heun3",
     "ImplicitEuler",
+    "ImplicitMidpoint",
     "ImplicitState",
     "Kvaerno3",
     "Kvaerno4",
@@ -42,12 +67,17 @@ __all__ = [
     "Leapfrog",
     "Midpoint",
     "Newton",
+    "RadauIIA3",
+    "RadauIIA5",
     "Ralston",
     "ReversibleHeun",
     "ReversibleState",
     "Rodas5P",
     "RosenbrockState",
+    "SDIRK2",
+    "TRBDF2",
     "StepResult",
+    "Trapezoid",
     "Tsit5",
     "Yoshida4",
     "accepting",
@@ -78,6 +108,14 @@ _REGISTRY: dict[str, type[AbstractSolver]] = {
         Kvaerno4,
         Kvaerno5,
         Rodas5P,
+        Trapezoid,
+        SDIRK2,
+        TRBDF2,
+        ImplicitMidpoint,
+        GaussLegendre4,
+        GaussLegendre6,
+        RadauIIA3,
+        RadauIIA5,
     )
 }
 

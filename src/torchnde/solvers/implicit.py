@@ -51,7 +51,18 @@ from .explicit_rk import hermite_interpolant
 from .jacobian import check_jacobian_option, dense_solver, jacobians
 from .tableau import DensePolynomial
 
-__all__ = ["ESDIRKTableau", "ImplicitEuler", "ImplicitState", "Kvaerno3", "Kvaerno4", "Kvaerno5", "Newton"]
+__all__ = [
+    "SDIRK2",
+    "TRBDF2",
+    "ESDIRKTableau",
+    "ImplicitEuler",
+    "ImplicitState",
+    "Kvaerno3",
+    "Kvaerno4",
+    "Kvaerno5",
+    "Newton",
+    "Trapezoid",
+]
 
 _TOL = 1e-10
 
@@ -264,7 +275,7 @@ class DiagonallyImplicitRK(AbstractSolver):
             jacobian = None  # converging slowly: re-evaluate at the next step
         y1 = y_i if tab.stiffly_accurate else y0 + sum((h * bj) * k for bj, k in zip(tab.b, ks) if bj != 0)
         errors: tuple[torch.Tensor, ...] = ()
-        if need_error:
+        if need_error and any(tab.e):  # fixed-step tableaux have no error weights
             errors = (sum(ej * k for ej, k in zip(tab.e, ks) if ej != 0),)  # type: ignore[assignment]
         f1 = ks[-1] if tab.stiffly_accurate else None
         return StepResult(y1, errors, tuple(ks), f1, state=ImplicitState(rtol, atol, jacobian, factor, eta))
@@ -320,7 +331,7 @@ class DiagonallyImplicitRK(AbstractSolver):
             else y0 + sum((h * bj).view(col) * k for bj, k in zip(tab.b, ks) if bj != 0)
         )
         errors: tuple[torch.Tensor, ...] = ()
-        if need_error:
+        if need_error and any(tab.e):
             errors = (sum(ej * k for ej, k in zip(tab.e, ks) if ej != 0),)  # type: ignore[assignment]
         y1 = torch.where(moving.view(col), y1, y0)
         return StepResult(
@@ -560,6 +571,56 @@ class Kvaerno5(DiagonallyImplicitRK):
             -0.1903752055179727,
             _G5,
         ),
+    )
+
+
+class Trapezoid(DiagonallyImplicitRK):
+    """The trapezoidal rule (Crank–Nicolson), order 2, A-stable but not L-stable, as a two-stage
+    ESDIRK (the Lobatto IIIA method with two stages; Hairer & Wanner, *Solving ODEs II*, IV.3).
+    Fixed steps (no error estimate)."""
+
+    name: ClassVar[str] = "trapezoid"
+    order: ClassVar[int] = 2
+    tableau = ESDIRKTableau(c=(0.0, 1.0), a=((0.5, 0.5),), b=(0.5, 0.5), e=(0.0, 0.0))
+
+
+_G_SDIRK2 = 1.0 - math.sqrt(2.0) / 2
+
+
+class SDIRK2(DiagonallyImplicitRK):
+    """Alexander's two-stage SDIRK, order 2, L-stable, stiffly accurate, ``gamma = 1 - 1/sqrt(2)``
+    (R. Alexander, *Diagonally implicit Runge–Kutta methods for stiff ODEs*, SIAM J. Numer. Anal.
+    14, 1977), the coefficients of torchdiffeq's ``sdirk2``. Written as an ESDIRK whose explicit
+    first stage (``f0``) has weight zero. Fixed steps."""
+
+    name: ClassVar[str] = "sdirk2"
+    order: ClassVar[int] = 2
+    tableau = ESDIRKTableau(
+        c=(0.0, _G_SDIRK2, 1.0),
+        a=((0.0, _G_SDIRK2), (0.0, 1.0 - _G_SDIRK2, _G_SDIRK2)),
+        b=(0.0, 1.0 - _G_SDIRK2, _G_SDIRK2),
+        e=(0.0, 0.0, 0.0),
+    )
+
+
+_D_TRBDF2 = 1.0 - math.sqrt(2.0) / 2  # half of gamma = 2 - sqrt(2)
+_W_TRBDF2 = math.sqrt(2.0) / 4
+
+
+class TRBDF2(DiagonallyImplicitRK):
+    """TR-BDF2 as a three-stage ESDIRK, order 2, L-stable, stiffly accurate: a trapezoidal stage
+    to ``t0 + gamma h`` with ``gamma = 2 - sqrt(2)``, then BDF2 (R. E. Bank et al., *Transient
+    simulation of silicon devices and circuits*, IEEE Trans. CAD 4, 1985; the ESDIRK form of
+    M. E. Hosea & L. F. Shampine, *Analysis and implementation of TR-BDF2*, Appl. Numer. Math.
+    20, 1996). Fixed steps."""
+
+    name: ClassVar[str] = "trbdf2"
+    order: ClassVar[int] = 2
+    tableau = ESDIRKTableau(
+        c=(0.0, 2 * _D_TRBDF2, 1.0),
+        a=((_D_TRBDF2, _D_TRBDF2), (_W_TRBDF2, _W_TRBDF2, _D_TRBDF2)),
+        b=(_W_TRBDF2, _W_TRBDF2, _D_TRBDF2),
+        e=(0.0, 0.0, 0.0),
     )
 
 
