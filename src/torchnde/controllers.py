@@ -284,7 +284,9 @@ class PIDController(AbstractController):
         """The PID rule (see the class docstring); no growth right after a rejection, a quarter
         of the step where the nonlinear solve failed (``ok`` false)."""
         m = memory
-        accept = (err <= 1.0) & ok  # NaN compares false: a non-finite step is never accepted
+        accept = err <= 1.0  # NaN compares false: a non-finite step is never accepted
+        if ok is not True:
+            accept = accept & ok
         inv = 1.0 / clip(err, 1e-300, math.inf)
         factor = self.safety * inv**m.beta1
         if m.beta2:
@@ -300,7 +302,8 @@ class PIDController(AbstractController):
         if m.beta2 or m.beta3:
             m.inv2, m.inv1 = where(accept, m.inv1, m.inv2), where(accept, inv, m.inv1)
         m.after_reject = ~accept if isinstance(accept, torch.Tensor) else not accept
-        return accept, clip(h * factor, 0.0, self._dtmax)
+        dt = h * factor  # >= 0
+        return accept, (dt if self.dtmax is None else clip(dt, 0.0, self.dtmax))
 
     def too_small(self, s: Any, dt: Any) -> Any:
         return (dt < self._dtmin) | (s + dt == s)
