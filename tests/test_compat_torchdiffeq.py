@@ -11,6 +11,7 @@ from torchdiffeq._impl.odeint import SOLVERS
 
 import torchnde as nde
 from torchnde.compat.torchdiffeq import odeint, odeint_adjoint
+from torchnde.solvers import Newton, resolve_solver
 
 A = torch.tensor([[-0.1, 1.0], [-1.0, -0.1]], dtype=torch.float64)
 
@@ -342,3 +343,68 @@ def test_fixed_grid_callbacks_and_the_adjoint_twins():
     func.callback_step_adjoint = lambda t0, y0, dt: None
     with pytest.warns(UserWarning, match="callback_step_adjoint"):
         odeint_adjoint(func, Y0.clone().requires_grad_(True), t)
+
+
+IMPLICIT = {  # torchdiffeq's name (its releases after 0.2.5): (torchnde's solver, order, step sizes on the output grid)
+    "implicit_euler": ("implicit_euler", 1, (0.02, 0.01)),
+    "implicit_midpoint": ("implicit_midpoint", 2, (0.1, 0.05)),
+    "trapezoid": ("trapezoid", 2, (0.1, 0.05)),
+    "radauIIA3": ("radauiia3", 3, (0.1, 0.05)),
+    "radauIIA5": ("radauiia5", 5, (0.25, 0.125)),
+    "gl4": ("gl4", 4, (0.25, 0.125)),
+    "gl6": ("gl6", 6, (1.0, 0.5)),  # below, Newton's tolerance shows
+    "sdirk2": ("sdirk2", 2, (0.1, 0.05)),
+    "trbdf2": ("trbdf2", 2, (0.1, 0.05)),
+}
+
+
+@pytest.mark.parametrize("method", list(IMPLICIT))
+def test_fixed_grid_implicit_methods_have_their_order(method):
+    """Issue 13: torchdiffeq's fixed-grid implicit method names, on torchnde's solvers."""
+    assert method not in SOLVERS  # torchdiffeq 0.2.5 lacks them: torchnde's own solver is the reference
+    _, order, sizes = IMPLICIT[method]
+    t = torch.linspace(0, 2, 3, dtype=torch.float64)
+    exact = torchdiffeq.odeint(linear_forced, Y0, t, method="dopri8", rtol=1e-13, atol=1e-13)
+    errs = [float((odeint(linear_forced, Y0, t, method=method, options={"step_size": h}) - exact).abs().max())
+            for h in sizes]  # fmt: skip
+    assert abs(math.log2(errs[0] / errs[1]) - order) < 0.3, errs
+
+
+@pytest.mark.parametrize("method", list(IMPLICIT))
+@pytest.mark.parametrize("backwards", [False, True])
+def test_fixed_grid_implicit_methods_step_torchdiffeqs_grid(method, backwards):
+    """Same grid, same numbers as nde.solve with ConstantStep, forwards and backwards, for tuple
+    states, through odeint and odeint_adjoint (whose gradients approach odeint's as h -> 0)."""
+    # odeint's default rtol/atol are the Newton tolerances
+    solver = type(resolve_solver(IMPLICIT[method][0]))(newton=Newton(rtol=1e-7, atol=1e-9))
+    t = (
+        torch.linspace(2, 0, 5, dtype=torch.float64)
+        if backwards
+        else torch.linspace(0, 2, 5, dtype=torch.float64)
+    )
+    want = nde.solve(linear_forced, Y0, t, solver, controller=nde.ConstantStep(0.5)).ys
+    got = odeint(linear_forced, Y0, t, method=method)  # no step_size: steps from output to output
+    assert float((got - want).abs().max()) < 1e-10
+
+    def pair(t, y):
+        x, v = y
+        return v, -x - 0.1 * v + torch.sin(t)
+
+    y0 = (torch.tensor([1.0, 0.5], dtype=torch.float64), torch.zeros(2, dtype=torch.float64))
+    want = nde.solve(pair, y0, t, solver, controller=nde.ConstantStep(0.1)).ys
+    got = odeint(pair, y0, t, method=method, options={"step_size": 0.1})
+    assert isinstance(got, tuple) and all(float((g - w).abs().max()) < 1e-10 for g, w in zip(got, want))
+
+    func = Mlp()
+    grads = []
+    for fn in (odeint, odeint_adjoint):
+        y0 = Y0.clone().requires_grad_(True)
+        ys = fn(func, y0, t, method=method, options={"step_size": 0.01})
+        grads.append((ys, torch.autograd.grad(ys.square().sum(), (y0, *func.parameters()))))
+    (ys_bp, g_bp), (ys_adj, g_adj) = grads
+    with torch.no_grad():  # the adjoint's forward solve runs without a graph
+        want = nde.solve(func, Y0, t, solver, controller=nde.ConstantStep(0.01)).ys
+    assert float((ys_adj.detach() - want).abs().max()) < 1e-10
+    assert float((ys_adj - ys_bp).detach().abs().max()) < 1e-8  # Newton's tolerance, with a graph or not
+    for a, b in zip(g_adj, g_bp):
+        assert float((a - b).abs().max() / b.abs().max()) < (1e-2 if IMPLICIT[method][1] == 1 else 1e-3)

@@ -26,7 +26,7 @@ from .._solve import solve
 from ..controllers import ConstantStep, PIDController
 from ..events import Event
 from ..gradients import AbstractGradient, Adjoint, Backprop
-from ..solvers import resolve_solver
+from ..solvers import Newton, resolve_solver
 
 __all__ = ["odeint", "odeint_adjoint", "odeint_event"]
 
@@ -39,6 +39,19 @@ _ADAPTIVE = {
     "tsit5": "tsit5",  # not in torchdiffeq 0.2.5; in its later releases
 }
 _FIXED = {"euler": "euler", "midpoint": "midpoint", "heun2": "heun", "heun3": "heun3", "rk4": "rk38"}
+# torchdiffeq's fixed-grid implicit methods (its releases after 0.2.5), on torchnde's own solvers
+_IMPLICIT = {
+    "implicit_euler": "implicit_euler",
+    "implicit_midpoint": "implicit_midpoint",
+    "trapezoid": "trapezoid",
+    "radauIIA3": "radauiia3",
+    "radauIIA5": "radauiia5",
+    "gl4": "gl4",
+    "gl6": "gl6",
+    "sdirk2": "sdirk2",
+    "trbdf2": "trbdf2",
+}
+_FIXED.update(_IMPLICIT)
 _ADAMS = (
     "a fixed-grid Adams multistep method of torchdiffeq, which torchnde does not have: use "
     "method='rk4' with options=dict(step_size=...) for a fixed grid, or an adaptive method "
@@ -83,8 +96,11 @@ def odeint(
     Arguments and defaults are torchdiffeq 0.2.5's: ``method`` is one of ``dopri8``, ``dopri5``
     (default), ``bosh3``, ``fehlberg2``, ``adaptive_heun``, ``tsit5`` (adaptive; options ``first_step``,
     ``max_num_steps``, ``step_t``, ``jump_t``, ``norm``, ``dtype``, ``safety``, ``ifactor``,
-    ``dfactor``) or ``euler``, ``midpoint``, ``heun2``, ``heun3``, ``rk4`` (fixed grid; options
-    ``step_size``, ``interp``, ``dtype``). Methods of ``func`` named ``callback_step``,
+    ``dfactor``) or ``euler``, ``midpoint``, ``heun2``, ``heun3``, ``rk4`` and the implicit
+    ``implicit_euler``, ``implicit_midpoint``, ``trapezoid``, ``radauIIA3``, ``radauIIA5``,
+    ``gl4``, ``gl6``, ``sdirk2``, ``trbdf2`` of torchdiffeq's later releases (fixed grid; options
+    ``step_size``, ``interp``, ``dtype``; the implicit methods' Newton iterations converge to
+    ``rtol``/``atol``). Methods of ``func`` named ``callback_step``,
     ``callback_accept_step`` and ``callback_reject_step`` are called with ``(t0, y0, dt)`` of
     each step as in torchdiffeq (the last two for adaptive methods only).
 
@@ -166,6 +182,8 @@ def odeint_adjoint(
             "adjoint norm is not supported"
         )
     adjoint_solver = _method_name(adjoint_method)
+    if adjoint_method in _IMPLICIT:
+        adjoint_solver = _fixed_solver(adjoint_method, _tol(adjoint_rtol, rtol), _tol(adjoint_atol, atol))
     fixed = adjoint_method in _FIXED
     _reject_unknown(adjoint_options, _FIXED_OPTIONS if fixed else _ADAPTIVE_OPTIONS, adjoint_method)
     if fixed:
@@ -203,6 +221,25 @@ def _pid_options(options: dict[str, Any]) -> dict[str, Any]:
     if options.get("first_step") is not None:
         pid["dt0"] = abs(float(options["first_step"]))
     return pid
+
+
+def _tol(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _fixed_solver(method: str, rtol: Any, atol: Any) -> Any:
+    """The solver of a fixed-grid method: its name, or for an implicit method a solver whose
+    Newton iterations converge to odeint's ``rtol``/``atol`` (the tightest component of a
+    per-component tolerance) instead of the constant-step default of ``1e-6``/``1e-9``."""
+    name = _FIXED[method]
+    if method not in _IMPLICIT:
+        return name
+    newton = Newton(rtol=_tightest(rtol), atol=_tightest(atol))
+    return type(resolve_solver(name))(newton=newton)
+
+
+def _tightest(value: Any) -> float:
+    return float(torch.as_tensor(value, dtype=torch.float64).min())
 
 
 def _float_tol(value: Any, default: Any) -> float:
@@ -244,7 +281,7 @@ def _odeint(
         return _adaptive(func, y0, t, rtol, atol, _ADAPTIVE[method], options, gradient)
     if method in _FIXED:
         _reject_unknown(options, _FIXED_OPTIONS, method)
-        return _fixed(func, y0, t, _FIXED[method], options, gradient)
+        return _fixed(func, y0, t, _fixed_solver(method, rtol, atol), options, gradient)
     raise ValueError(
         f"unknown method {method!r}; valid methods: {', '.join(sorted({**_ADAPTIVE, **_FIXED}))}"
     )
@@ -322,7 +359,8 @@ def _until_event(
             raise ValueError(
                 "event handling with a fixed-step method needs options['step_size'], as in torchdiffeq"
             )
-        solver, controller = _FIXED[method], ConstantStep(abs(float(options["step_size"])))
+        solver = _fixed_solver(method, rtol, atol)
+        controller = ConstantStep(abs(float(options["step_size"])))
     max_steps = int(options.get("max_num_steps", 2**31 - 1))
     t0 = t[0].detach().to(torch.float64)
     with torch.no_grad():
