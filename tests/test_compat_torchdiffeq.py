@@ -138,7 +138,6 @@ def test_max_num_steps_is_enforced():
         ({"method": "dopri6"}, "unknown method 'dopri6'; valid methods"),
         ({"options": {"grid_constructor": None}}, r"not supported for method 'dopri5'"),
         ({"method": "rk4", "options": {"first_step": 0.1}}, r"not supported for method 'rk4'"),
-        ({"method": "rk4", "options": {"perturb": True}}, "perturb"),
     ],
 )
 def test_unsupported_methods_and_options_raise(kwargs, match):
@@ -408,3 +407,42 @@ def test_fixed_grid_implicit_methods_step_torchdiffeqs_grid(method, backwards):
     assert float((ys_adj - ys_bp).detach().abs().max()) < 1e-8  # Newton's tolerance, with a graph or not
     for a, b in zip(g_adj, g_bp):
         assert float((a - b).abs().max() / b.abs().max()) < (1e-2 if IMPLICIT[method][1] == 1 else 1e-3)
+
+
+def switching(t, y):
+    """Switches at t = 0.5 and t = 1, grid points of step_size 0.25: which side a stage at a grid
+    point sees is what perturb decides."""
+    inside = (t > 0.5) & (t < 1.0)
+    return torch.where(inside, 2.0, -1.0).to(y.dtype) * y + torch.where(t >= 1.0, 1.0, 0.0).to(y.dtype)
+
+
+@pytest.mark.parametrize("method", ["euler", "midpoint", "heun2", "heun3", "rk4"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("backwards", [False, True])
+def test_perturb_agrees_with_torchdiffeq(method, dtype, backwards):
+    """Issue 13: options['perturb']=True, f at the next float after a step's start and the float
+    before its end (in the state's dtype), as in torchdiffeq 0.2.5."""
+    y0 = torch.tensor([1.0, 0.3], dtype=dtype)
+    t = torch.linspace(1.5, 0, 7, dtype=dtype) if backwards else torch.linspace(0, 1.5, 7, dtype=dtype)
+    results = {}
+    for perturb in (True, False):
+        options = {"step_size": 0.25, "perturb": perturb}
+        want = torchdiffeq.odeint(switching, y0, t, method=method, options=options)
+        got = odeint(switching, y0, t, method=method, options=options)
+        tol = 1e-10 if dtype == torch.float64 else 1e-6
+        assert float((got - want).abs().max()) <= tol * float(want.abs().max())
+        results[perturb] = got
+    assert float((results[True] - results[False]).abs().max()) > 1e-3  # the perturbation matters
+    got = odeint(switching, y0, t, method=method, options={"perturb": True})  # steps from output to output
+    want = torchdiffeq.odeint(switching, y0, t, method=method, options={"perturb": True})
+    assert float((got - want).abs().max()) <= 1e-6 * float(want.abs().max())
+
+
+def test_perturb_with_the_adjoint():
+    func = Mlp()
+    t = torch.linspace(0, 1, 3, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="perturb=True is not supported for the adjoint"):
+        ys = odeint_adjoint(func, Y0, t, method="rk4", options={"step_size": 0.25, "perturb": True})
+    assert torch.allclose(ys, odeint(func, Y0, t, method="rk4", options={"step_size": 0.25}), atol=1e-12)
+    with pytest.raises(ValueError, match="perturb"):
+        odeint_adjoint(func, Y0, t, method="rk4", adjoint_options={"perturb": True})

@@ -99,8 +99,8 @@ def odeint(
     ``dfactor``) or ``euler``, ``midpoint``, ``heun2``, ``heun3``, ``rk4`` and the implicit
     ``implicit_euler``, ``implicit_midpoint``, ``trapezoid``, ``radauIIA3``, ``radauIIA5``,
     ``gl4``, ``gl6``, ``sdirk2``, ``trbdf2`` of torchdiffeq's later releases (fixed grid; options
-    ``step_size``, ``interp``, ``dtype``; the implicit methods' Newton iterations converge to
-    ``rtol``/``atol``). Methods of ``func`` named ``callback_step``,
+    ``step_size``, ``interp``, ``perturb``, ``dtype``; the implicit methods' Newton iterations
+    converge to ``rtol``/``atol``). Methods of ``func`` named ``callback_step``,
     ``callback_accept_step`` and ``callback_reject_step`` are called with ``(t0, y0, dt)`` of
     each step as in torchdiffeq (the last two for adaptive methods only).
 
@@ -172,9 +172,15 @@ def odeint_adjoint(
             "If `adjoint_method != method` then we cannot infer `adjoint_options` from `options`. "
             "So as `options` has been passed then `adjoint_options` must be passed as well."
         )
+    inherited = adjoint_options is None
     if adjoint_options is None:
         adjoint_options = {k: v for k, v in (options or {}).items() if k != "norm"}
     adjoint_options = dict(adjoint_options)
+    if adjoint_options.pop("perturb", False):
+        message = "perturb=True is not supported for the adjoint solve (the forward solve honours it)"
+        if not inherited:
+            raise ValueError(f"adjoint_options: {message}")
+        warnings.warn(message, stacklevel=2)
     norm = adjoint_options.pop("norm", None)
     if norm not in (None, "seminorm"):
         raise ValueError(
@@ -360,6 +366,8 @@ def _until_event(
                 "event handling with a fixed-step method needs options['step_size'], as in torchdiffeq"
             )
         solver = _fixed_solver(method, rtol, atol)
+        if options.get("perturb"):
+            solver = _perturbed(solver, _dtype(y0))
         controller = ConstantStep(abs(float(options["step_size"])))
     max_steps = int(options.get("max_num_steps", 2**31 - 1))
     t0 = t[0].detach().to(torch.float64)
@@ -412,6 +420,8 @@ def _fixed(
         grid[-1] = end
         grid = sign * grid
     spacing = float(grid.diff().abs().max()) if len(grid) > 1 else 1.0
+    if options.get("perturb"):
+        solver = _perturbed(solver, _dtype(y0))
     solver, controller = _hooked(func, y0, t, solver, ConstantStep(spacing, step_ts=grid))
     if interp == "cubic" or step_size is None:
         # every output time is a grid point, or cubic Hermite is what the dense output is
@@ -420,9 +430,44 @@ def _fixed(
     return _linear(grid, sol.ys, t)
 
 
+def _dtype(y0: Any) -> torch.dtype:
+    return (y0[0] if isinstance(y0, (tuple, list)) else y0).dtype
+
+
+def _perturbed(solver: Any, dtype: torch.dtype) -> Any:
+    """torchdiffeq's ``perturb=True``: a stage at the start of a step sees ``f`` at the next
+    float of the state's dtype after it, one at its end at the float before it (both towards the
+    inside of the step, in the direction of integration), so a discontinuity at a grid point is
+    seen on the side of the step. A solver object whose ``step`` wraps that step's ``f``; the
+    step's ``f0`` is evaluated afresh (a reused ``f1`` of the previous step is on the wrong side).
+    The loop itself is unchanged."""
+    method = resolve_solver(solver)
+    if not isinstance(solver, str):  # an object of this solve's own: still wrap a copy
+        method = type(method)(newton=method.newton) if hasattr(method, "newton") else type(method)()
+    step = method.step
+    up, down = torch.tensor(math.inf, dtype=dtype), torch.tensor(-math.inf, dtype=dtype)
+
+    def perturbed_step(f: Callable, s: float, y: torch.Tensor, f0: Any, h: float, need_error: bool,
+                       state: Any = None) -> Any:  # fmt: skip
+        s1 = s + h
+        start = torch.nextafter(torch.tensor(s, dtype=dtype), up)
+        end = torch.nextafter(torch.tensor(s1, dtype=dtype), down)
+
+        def nudged(si: Any, yi: torch.Tensor) -> torch.Tensor:
+            if not isinstance(si, torch.Tensor):
+                if si == s:
+                    return f(start, yi)
+                if si == s1:
+                    return f(end, yi)
+            return f(si, yi)
+
+        return step(nudged, s, y, nudged(s, y), h, need_error, state)
+
+    method.step = perturbed_step  # this solve's own solver object
+    return method
+
+
 def _check_fixed_options(options: dict[str, Any]) -> None:
-    if options.get("perturb"):
-        raise ValueError("options['perturb']=True is not supported; pass known discontinuities as jump_t")
     interp = options.get("interp", "linear")
     if interp not in ("linear", "cubic"):
         raise ValueError(f"options['interp'] must be 'linear' or 'cubic', got {interp!r}")
