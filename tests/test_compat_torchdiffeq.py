@@ -441,8 +441,52 @@ def test_perturb_agrees_with_torchdiffeq(method, dtype, backwards):
 def test_perturb_with_the_adjoint():
     func = Mlp()
     t = torch.linspace(0, 1, 3, dtype=torch.float64)
-    with pytest.warns(UserWarning, match="perturb=True is not supported for the adjoint"):
+    with pytest.warns(UserWarning, match="perturb is not supported for the adjoint"):
         ys = odeint_adjoint(func, Y0, t, method="rk4", options={"step_size": 0.25, "perturb": True})
     assert torch.allclose(ys, odeint(func, Y0, t, method="rk4", options={"step_size": 0.25}), atol=1e-12)
     with pytest.raises(ValueError, match="perturb"):
         odeint_adjoint(func, Y0, t, method="rk4", adjoint_options={"perturb": True})
+
+
+def squared_grid(func, y0, t):
+    """A grid denser near t[0] than near t[-1] (21 points), in the user's time."""
+    return t[0] + (t[-1] - t[0]) * torch.linspace(0, 1, 21, dtype=t.dtype) ** 2
+
+
+@pytest.mark.parametrize("method", ["euler", "midpoint", "heun3", "rk4"])
+@pytest.mark.parametrize("interp", ["linear", "cubic"])
+@pytest.mark.parametrize("backwards", [False, True])
+def test_grid_constructor_agrees_with_torchdiffeq(method, interp, backwards):
+    """Issue 13: options['grid_constructor'](func, y0, t) -> grid, as in torchdiffeq 0.2.5."""
+    t = (
+        torch.linspace(3, 0, 7, dtype=torch.float64)
+        if backwards
+        else torch.linspace(0, 3, 7, dtype=torch.float64)
+    )
+    options = {"grid_constructor": squared_grid, "interp": interp}
+    want = torchdiffeq.odeint(linear_forced, Y0, t, method=method, options=options)
+    got = odeint(linear_forced, Y0, t, method=method, options=options)
+    assert float((got - want).abs().max()) < 1e-10
+    seen = []
+    odeint(
+        linear_forced,
+        Y0,
+        t,
+        method=method,
+        options={"grid_constructor": lambda f, y0, t: seen.append(t) or t},
+    )
+    assert torch.equal(seen[0], t)  # the constructor sees the user's times
+
+
+def test_grid_constructor_is_checked():
+    t = torch.linspace(0, 1, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="mutually exclusive"):
+        odeint(
+            linear_forced, Y0, t, method="rk4", options={"grid_constructor": squared_grid, "step_size": 0.1}
+        )
+    with pytest.raises(ValueError, match="from t\\[0\\] to t\\[-1\\]"):
+        odeint(linear_forced, Y0, t, method="rk4", options={"grid_constructor": lambda f, y0, t: t[:-1]})
+    with pytest.raises(ValueError, match="adjoint_options: grid_constructor"):
+        odeint_adjoint(Mlp(), Y0, t, method="rk4", adjoint_options={"grid_constructor": squared_grid})
+    with pytest.warns(UserWarning, match="grid_constructor is not supported for the adjoint"):
+        odeint_adjoint(Mlp(), Y0, t, method="rk4", options={"grid_constructor": squared_grid})

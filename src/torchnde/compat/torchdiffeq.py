@@ -77,7 +77,7 @@ _ADAPTIVE_OPTIONS = {
     "ifactor",
     "dfactor",
 }
-_FIXED_OPTIONS = {"step_size", "interp", "perturb", "dtype"}
+_FIXED_OPTIONS = {"step_size", "grid_constructor", "interp", "perturb", "dtype"}
 
 
 def odeint(
@@ -99,7 +99,7 @@ def odeint(
     ``dfactor``) or ``euler``, ``midpoint``, ``heun2``, ``heun3``, ``rk4`` and the implicit
     ``implicit_euler``, ``implicit_midpoint``, ``trapezoid``, ``radauIIA3``, ``radauIIA5``,
     ``gl4``, ``gl6``, ``sdirk2``, ``trbdf2`` of torchdiffeq's later releases (fixed grid; options
-    ``step_size``, ``interp``, ``perturb``, ``dtype``; the implicit methods' Newton iterations
+    ``step_size`` or ``grid_constructor``, ``interp``, ``perturb``, ``dtype``; the implicit methods' Newton iterations
     converge to ``rtol``/``atol``). Methods of ``func`` named ``callback_step``,
     ``callback_accept_step`` and ``callback_reject_step`` are called with ``(t0, y0, dt)`` of
     each step as in torchdiffeq (the last two for adaptive methods only).
@@ -176,11 +176,12 @@ def odeint_adjoint(
     if adjoint_options is None:
         adjoint_options = {k: v for k, v in (options or {}).items() if k != "norm"}
     adjoint_options = dict(adjoint_options)
-    if adjoint_options.pop("perturb", False):
-        message = "perturb=True is not supported for the adjoint solve (the forward solve honours it)"
-        if not inherited:
-            raise ValueError(f"adjoint_options: {message}")
-        warnings.warn(message, stacklevel=2)
+    for name in ("perturb", "grid_constructor"):
+        if adjoint_options.pop(name, None) not in (None, False):
+            message = f"{name} is not supported for the adjoint solve (the forward solve honours it)"
+            if not inherited:
+                raise ValueError(f"adjoint_options: {message}")
+            warnings.warn(message, stacklevel=2)
     norm = adjoint_options.pop("norm", None)
     if norm not in (None, "seminorm"):
         raise ValueError(
@@ -408,7 +409,16 @@ def _fixed(
     _check_fixed_options(options)
     interp = options.get("interp", "linear")
     step_size = options.get("step_size")
-    if step_size is None:  # torchdiffeq steps from output time to output time
+    constructor = options.get("grid_constructor")
+    if step_size is not None and constructor is not None:
+        raise ValueError("step_size and grid_constructor are mutually exclusive arguments.")
+    if constructor is not None:  # torchdiffeq: the grid in the user's time, from t[0] to t[-1]
+        grid = torch.as_tensor(constructor(func, y0, t)).to(t)
+        if grid.ndim != 1 or len(grid) < 1 or bool(grid[0] != t[0]) or bool(grid[-1] != t[-1]):
+            raise ValueError("grid_constructor must return a 1-D grid from t[0] to t[-1]")
+        if len(grid) > 1 and not bool(((grid[1:] - grid[:-1]) * (t[-1] - t[0]) > 0).all()):
+            raise ValueError("grid_constructor must return a grid strictly monotonic in the direction of t")
+    elif step_size is None:  # torchdiffeq steps from output time to output time
         grid = t
     else:
         # torchdiffeq's grid: start + k * step_size, with the last point moved onto t[-1]; a
@@ -423,7 +433,7 @@ def _fixed(
     if options.get("perturb"):
         solver = _perturbed(solver, _dtype(y0))
     solver, controller = _hooked(func, y0, t, solver, ConstantStep(spacing, step_ts=grid))
-    if interp == "cubic" or step_size is None:
+    if interp == "cubic" or grid is t:
         # every output time is a grid point, or cubic Hermite is what the dense output is
         return solve(func, y0, t, solver, controller=controller, max_steps=2**31 - 1, gradient=gradient).ys
     sol = solve(func, y0, grid, solver, controller=controller, max_steps=2**31 - 1, gradient=gradient)
