@@ -80,7 +80,7 @@ def test_torchdiffeq_argument_rules_are_kept():
         odeint_adjoint(Field(), y0.double(), t.double(), method="dopri5", options={"first_step": 0.1},
                        adjoint_method="rk4")  # fmt: skip
     with pytest.raises(ValueError, match="seminorm"):
-        odeint_adjoint(Field(), y0.double(), t.double(), adjoint_options={"norm": lambda x: x.abs().max()})
+        odeint_adjoint(Field(), y0.double(), t.double(), adjoint_options={"norm": "l2"})
 
 
 class JumpField(Field):
@@ -137,3 +137,60 @@ def test_adjoint_controller_options_are_checked():
     with pytest.raises(ValueError, match="perturb"):
         odeint_adjoint(Field(), torch.ones(2, dtype=torch.float64), torch.linspace(0, 1, 3, dtype=torch.float64),
                        method="rk4", adjoint_options={"perturb": True})  # fmt: skip
+
+
+def _max_norm(log):
+    def norm(parts):
+        log.append(tuple(p.shape for p in parts))
+        return torch.stack([p.abs().max() for p in parts]).max()
+
+    return norm
+
+
+def _state_only_norm(parts):  # a seminorm by hand: t, y, adj_y only
+    return torch.stack([p.abs().max() for p in parts[:3]]).max()
+
+
+@pytest.mark.parametrize("norm", ["max", "state_only"])
+def test_callable_adjoint_norm_agrees_with_torchdiffeq(norm):
+    """Issue 13: adjoint_options={'norm': callable} gets torchdiffeq's tuple (t, y, adj_y,
+    *adj_params) of scaled errors."""
+    func = Field()
+    logs, results = [], []
+    for fn in (torchdiffeq.odeint_adjoint, odeint_adjoint):
+        logs.append([])
+        chosen = _max_norm(logs[-1]) if norm == "max" else _state_only_norm
+        results.append(_grads(fn, func, "dopri5", None, {"norm": chosen}, False))
+    (want_ys, want), (got_ys, got) = results
+    assert float((got_ys - want_ys).detach().abs().max() / want_ys.detach().abs().max()) < 1e-5
+    for g, w in zip(got, want):
+        assert float((g - w).abs().max() / w.abs().max().clamp_min(1e-12)) < 1e-5
+    if norm == "max":
+        assert logs[1] and set(logs[1]) == set(logs[0])  # the same shapes as torchdiffeq's
+
+
+def test_callable_adjoint_norm_with_tuple_states():
+    lin = torch.nn.Linear(2, 2).double()
+    log = []
+
+    class Pair(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = lin
+
+        def forward(self, t, y):
+            x, v = y
+            return v, self.lin(x) - 0.1 * v
+
+    x0 = torch.tensor([[1.0, 0.5], [0.2, -0.3], [2.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    y0 = (x0, torch.zeros(3, 2, dtype=torch.float64))
+    t = torch.linspace(0, 1, 3, dtype=torch.float64)
+    grads = []
+    for fn in (torchdiffeq.odeint_adjoint, odeint_adjoint):
+        log.clear()
+        ys = fn(Pair(), y0, t, rtol=1e-9, atol=1e-11, adjoint_options={"norm": _max_norm(log)})
+        grads.append(torch.autograd.grad(sum(y.square().sum() for y in ys), (x0, *lin.parameters())))
+        shapes = set(log)
+    assert shapes == {((), (3, 2), (3, 2), (3, 2), (3, 2), (2, 2), (2,))}
+    for g, w in zip(*grads):
+        assert float((g - w).abs().max() / w.abs().max()) < 1e-5

@@ -147,8 +147,9 @@ def odeint_adjoint(
     ``step_t`` in the forward problem's times; ``first_step`` is the first step of the last
     interval, where the adjoint starts: later intervals continue with the step size reached),
     and ``norm="seminorm"`` (Kidger et al. 2021: parameter channels out of the error control;
-    the default norm includes them); a callable adjoint ``norm`` is not supported, and the
-    ``callback_*_adjoint`` methods of ``func`` are not called (a warning says so).
+    the default norm includes them) or a callable ``norm`` taking torchdiffeq's tuple ``(t, y,
+    adj_y, *adj_params)`` of scaled errors (``t`` a zero: torchnde integrates no time channel);
+    the ``callback_*_adjoint`` methods of ``func`` are not called (a warning says so).
 
     ```python
     import torch
@@ -183,10 +184,13 @@ def odeint_adjoint(
                 raise ValueError(f"adjoint_options: {message}")
             warnings.warn(message, stacklevel=2)
     norm = adjoint_options.pop("norm", None)
-    if norm not in (None, "seminorm"):
+    params = tuple(func.parameters()) if adjoint_params is None else tuple(adjoint_params)
+    custom = None
+    if norm is not None and not isinstance(norm, str) and callable(norm):
+        custom = _adjoint_user_norm(norm, y0, tuple(p for p in params if p.requires_grad))
+    elif norm not in (None, "seminorm"):
         raise ValueError(
-            "adjoint_options['norm'] must be 'seminorm' (or absent for the full norm); a custom "
-            "adjoint norm is not supported"
+            "adjoint_options['norm'] must be 'seminorm', a callable, or absent for the full norm"
         )
     adjoint_solver = _method_name(adjoint_method)
     if adjoint_method in _IMPLICIT:
@@ -202,7 +206,8 @@ def odeint_adjoint(
         atol=None if fixed else _float_tol(adjoint_atol, atol),
         solver=adjoint_solver,
         seminorm=norm == "seminorm",
-        params=func if adjoint_params is None else tuple(adjoint_params),
+        params=params,
+        norm=custom,
         max_steps=None if max_steps is None else int(max_steps),
         dt=None if step_size is None else abs(float(step_size)),
         step_ts=None if fixed else _times(adjoint_options.get("step_t")),
@@ -215,6 +220,29 @@ def odeint_adjoint(
     if adjoint_callbacks:
         warnings.warn(f"torchnde's adjoint solve does not call {adjoint_callbacks}", stacklevel=2)
     return _odeint(func, y0, t, rtol, atol, method, options, event_fn, strategy)
+
+
+def _adjoint_user_norm(norm: Callable, y0: Any, params: tuple[torch.Tensor, ...]) -> Callable:
+    """torchdiffeq's callable adjoint norm: it gets the scaled error of the augmented state as
+    the tuple ``(t, y, adj_y, *adj_params)`` (``(t, *y, *adj_y, *adj_params)`` for tuple
+    states). torchnde integrates no time channel (the times' gradients are formed otherwise):
+    ``t`` is a zero of the state's dtype."""
+    shapes = _shapes(y0)
+    sizes = [math.prod(s) for s in shapes]
+    parts = sizes + sizes + [p.numel() for p in params]
+    views = shapes + shapes + [p.shape for p in params]
+    is_tuple = isinstance(y0, (tuple, list))
+
+    def adjoint_norm(x: torch.Tensor) -> torch.Tensor:
+        if x.numel() != sum(parts):
+            raise ValueError(f"the adjoint state has {x.numel()} elements, expected {sum(parts)}")
+        pieces = [p.view(v) for p, v in zip(torch.split(x, parts), views)]
+        t = torch.zeros((), dtype=x.dtype, device=x.device)
+        if is_tuple:
+            return norm((t, *pieces))
+        return norm((t, pieces[0], pieces[1], *pieces[2:]))
+
+    return adjoint_norm
 
 
 def _times(times: Any) -> Any:

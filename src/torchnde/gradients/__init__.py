@@ -192,6 +192,9 @@ class Adjoint(AbstractGradient):
       ``dtmin``, ``dtmax``; ``dt0`` sets the first step of the first interval, later intervals
       start from the step the previous one ended with). Not ``rtol``/``atol``/``norm`` (set
       above), nor ``step_ts``/``jump_ts``.
+    - ``norm``: the error norm of the adjoint solve instead of the one ``seminorm`` picks: a
+      callable taking the flat scaled error ``[y | a | g_1 | ... | g_k]`` (1-D; the parameters
+      in the order they are differentiated) and returning a scalar tensor. Global layout only.
     """
 
     rtol: float | None = None
@@ -204,6 +207,7 @@ class Adjoint(AbstractGradient):
     step_ts: Any = None
     jump_ts: Any = None
     controller_options: dict[str, Any] | None = None
+    norm: Any = None
 
     name = "adjoint"
 
@@ -218,6 +222,8 @@ class Adjoint(AbstractGradient):
             object.__setattr__(self, "solver", resolve_solver(self.solver))
         if not isinstance(self.seminorm, bool):
             raise TypeError(f"Adjoint(seminorm=...) must be True or False, got {self.seminorm!r}")
+        if self.norm is not None and not callable(self.norm):
+            raise TypeError(f"Adjoint(norm=...) must be callable, got {type(self.norm).__name__}")
         if self.dt is not None and (not isinstance(self.dt, (int, float)) or not self.dt > 0):
             raise ValueError(f"Adjoint(dt=...) must be a positive float, got {self.dt!r}")
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):

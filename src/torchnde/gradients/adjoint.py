@@ -85,7 +85,7 @@ def _backward(context: _Context, ys: torch.Tensor, grad_ys: torch.Tensor) -> tup
         parts += [_or_zeros(g, p).reshape(-1).to(dtype) for g, p in zip(vjps[1:], params)]
         return torch.cat(parts)
 
-    norm = _adjoint_norm(sizes, seminorm=strategy.seminorm)
+    norm = strategy.norm or _adjoint_norm(sizes, seminorm=strategy.seminorm)
     adj_solver = _adjoint_solver(strategy.solver or context.solver)
     rtol, atol, fixed = _adjoint_controls(strategy, ctrl, adj_solver)
     s_eval = problem.s_eval
@@ -123,6 +123,8 @@ def _backward_per_sample(context: _Context, ys: torch.Tensor, grad_ys: torch.Ten
     batch = shape[0]
     total = batch * problem.numel
     sizes = [total, total] + [p.numel() for p in params]
+    if strategy.norm is not None:
+        raise ValueError("Adjoint(norm=...) is supported in the global layout only, not per sample")
     norm = _adjoint_norm(sizes, seminorm=strategy.seminorm)
     adj_solver = _adjoint_solver(strategy.solver or context.solver)
     rtol, atol, fixed = _adjoint_controls(strategy, ctrl, adj_solver)
