@@ -334,3 +334,18 @@ def test_adjoint_options_are_validated():
     with pytest.raises(TypeError, match="params"):
         nde.solve(lambda t, y: -y, torch.ones(2, requires_grad=True), torch.tensor([0.0, 1.0]),
                   gradient=nde.Adjoint(params=[1.0]))  # fmt: skip
+
+
+def test_global_only_adjoint_options_are_rejected_per_sample_before_solving():
+    y0 = torch.ones(2, 1, dtype=torch.float64, requires_grad=True)
+    calls = [0]
+
+    def f(t, y):
+        calls[0] += 1
+        return -y
+
+    ts = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    for strategy in (nde.Adjoint(norm=lambda x: x.abs().max()), nde.Adjoint(jump_ts=[0.5])):
+        with pytest.raises(ValueError, match="global layout"):
+            nde.solve(f, y0, ts, per_sample=True, gradient=strategy)
+    assert calls[0] == 0

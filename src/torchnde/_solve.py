@@ -186,11 +186,11 @@ def _check_strategy(
     if (
         per_sample
         and isinstance(strategy, Adjoint)
-        and (strategy.step_ts is not None or strategy.jump_ts is not None)
+        and (strategy.step_ts is not None or strategy.jump_ts is not None or strategy.norm is not None)
     ):
         raise ValueError(
-            "Adjoint(step_ts=..., jump_ts=...) is for the global layout: the per-sample adjoint is "
-            "solved in a time normalised per sample"
+            "Adjoint(step_ts=..., jump_ts=..., norm=...) are for the global layout: the per-sample "
+            "adjoint is solved in a time normalised per sample, over the whole batch at once"
         )
     if method.separable_pair and isinstance(strategy, Adjoint) and strategy.solver is None:
         raise ValueError(

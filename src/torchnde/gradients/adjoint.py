@@ -123,8 +123,6 @@ def _backward_per_sample(context: _Context, ys: torch.Tensor, grad_ys: torch.Ten
     batch = shape[0]
     total = batch * problem.numel
     sizes = [total, total] + [p.numel() for p in params]
-    if strategy.norm is not None:
-        raise ValueError("Adjoint(norm=...) is supported in the global layout only, not per sample")
     norm = _adjoint_norm(sizes, seminorm=strategy.seminorm)
     adj_solver = _adjoint_solver(strategy.solver or context.solver)
     rtol, atol, fixed = _adjoint_controls(strategy, ctrl, adj_solver)
