@@ -134,7 +134,7 @@ def test_max_num_steps_is_enforced():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"method": "explicit_adams"}, "not supported by torchnde"),
+        ({"method": "scipy_solver"}, "not supported by torchnde"),
         ({"method": "dopri6"}, "unknown method 'dopri6'; valid methods"),
         ({"options": {"grid_constructor": None}}, r"not supported for method 'dopri5'"),
         ({"method": "rk4", "options": {"first_step": 0.1}}, r"not supported for method 'rk4'"),
@@ -211,9 +211,6 @@ def test_tsit5_is_torchnde_tsit5():
 @pytest.mark.parametrize(
     ("method", "advice"),
     [
-        ("explicit_adams", "method='rk4'"),
-        ("implicit_adams", "method='rk4'"),
-        ("fixed_adams", "method='rk4'"),
         ("scipy_solver", "kvaerno5"),
     ],
 )
