@@ -60,12 +60,12 @@ _ADAMS = {
     "fixed_adams": "adams_moulton",
 }
 _FIXED.update(_ADAMS)
-_UNSUPPORTED = {
-    "scipy_solver": (
-        "scipy's solve_ivp, which torchnde does not wrap: use method='dopri5' or 'dopri8', and for "
-        "a stiff problem torchnde.solve(f, y0, t, solver='kvaerno5') or solver='rodas5p'"
-    ),
-}
+_UNSUPPORTED: dict[str, str] = {}
+_SCIPY_OPTIONS = {"solver", "min_step", "max_step"}
+_SCIPY_ADJOINT = (
+    "method 'scipy_solver' is not supported by odeint_adjoint: scipy's solve_ivp gives no "
+    "gradients; use method='dopri5' or 'dopri8', or for a stiff problem 'radauIIA5'"
+)
 _ADAPTIVE_OPTIONS = {
     "first_step",
     "max_num_steps",
@@ -108,7 +108,8 @@ def odeint(
     converge to ``rtol``/``atol``), or 0.2.5's fixed-grid Adams methods ``explicit_adams``,
     ``implicit_adams`` and its alias ``fixed_adams`` (the same options plus ``max_order``,
     ``max_iters``; the corrector converges to ``rtol``/``atol``; the history is kept across a
-    change of step size, as in 0.2.5). Methods of ``func`` named ``callback_step``,
+    change of step size, as in 0.2.5), or ``scipy_solver`` (scipy's ``solve_ivp``; options
+    ``solver``, ``min_step``, ``max_step``; no gradients). Methods of ``func`` named ``callback_step``,
     ``callback_accept_step`` and ``callback_reject_step`` are called with ``(t0, y0, dt)`` of
     each step as in torchdiffeq (the last two for adaptive methods only).
 
@@ -314,6 +315,8 @@ def _float_tol(value: Any, default: Any) -> float:
 
 
 def _method_name(method: str) -> str:
+    if method == "scipy_solver":
+        raise ValueError(_SCIPY_ADJOINT)
     if method in _UNSUPPORTED:
         raise ValueError(f"method {method!r} is not supported by torchnde: it is {_UNSUPPORTED[method]}")
     if method in _ADAPTIVE:
@@ -335,6 +338,13 @@ def _odeint(
         raise ValueError("t must be a 1-D tensor of times, as in torchdiffeq")
     if method in _UNSUPPORTED:
         raise ValueError(f"method {method!r} is not supported by torchnde: it is {_UNSUPPORTED[method]}")
+    if method == "scipy_solver":
+        if event_fn is not None:
+            raise ValueError("method 'scipy_solver' does not handle events (as in torchdiffeq 0.2.5)")
+        if not isinstance(gradient, Backprop):
+            raise ValueError(_SCIPY_ADJOINT)
+        _reject_unknown(options, _SCIPY_OPTIONS, method)
+        return _scipy(func, y0, t, rtol, atol, options)
     if event_fn is not None and method in {**_ADAPTIVE, **_FIXED}:
         _reject_unknown(options, _ADAPTIVE_OPTIONS if method in _ADAPTIVE else _fixed_options(method), method)
         return _until_event(func, y0, t, rtol, atol, method, options, event_fn, gradient)
@@ -347,6 +357,63 @@ def _odeint(
     raise ValueError(
         f"unknown method {method!r}; valid methods: {', '.join(sorted({**_ADAPTIVE, **_FIXED}))}"
     )
+
+
+def _scipy(func: Callable, y0: Any, t: torch.Tensor, rtol: Any, atol: Any, options: dict) -> Any:
+    """torchdiffeq 0.2.5's ``scipy_solver``: ``scipy.integrate.solve_ivp`` with
+    ``options["solver"]`` (default ``"LSODA"``), ``min_step``, ``max_step``, on the flattened
+    state in numpy (``f`` evaluated without a graph: the result carries no gradient); decreasing
+    ``t`` is solved as the increasing ``-t``, as torchdiffeq does."""
+    try:
+        from scipy.integrate import solve_ivp
+    except ImportError as error:  # an optional dependency
+        raise ImportError(
+            "method='scipy_solver' needs scipy, an optional dependency of torchnde: "
+            'pip install "torchnde[experiments]"'
+        ) from error
+    shapes, is_tuple = _shapes(y0), isinstance(y0, (tuple, list))
+    parts = list(y0) if is_tuple else [y0]
+    flat = torch.cat([p.reshape(-1) for p in parts])
+    dtype, device = flat.dtype, flat.device
+    sizes = [math.prod(shape) for shape in shapes]
+
+    def structured(y: torch.Tensor) -> Any:
+        pieces = [p.reshape(shape) for p, shape in zip(torch.split(y, sizes, dim=-1), shapes)]
+        return tuple(pieces) if is_tuple else pieces[0]
+
+    def unflatten(ys: torch.Tensor) -> Any:  # [T, N] -> the state's structure, time first
+        pieces = [p.reshape(len(ys), *shape) for p, shape in zip(torch.split(ys, sizes, dim=-1), shapes)]
+        return tuple(pieces) if is_tuple else pieces[0]
+
+    if t.numel() == 1:
+        return unflatten(flat.detach()[None])
+    sign = -1.0 if bool(t[-1] < t[0]) else 1.0
+
+    def np_func(s: float, y: Any) -> Any:
+        ts = (sign * torch.tensor(s)).to(device, dtype)
+        with torch.no_grad():
+            f = func(ts, structured(torch.tensor(y).to(device, dtype)))
+            f = torch.cat([p.reshape(-1) for p in f]) if is_tuple else f.reshape(-1)
+        return (sign * f).detach().cpu().numpy()
+
+    def tol(value: Any) -> Any:
+        return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+
+    s = (sign * t).detach().cpu().numpy()
+    sol = solve_ivp(
+        np_func,
+        t_span=[s.min(), s.max()],
+        y0=flat.detach().cpu().numpy(),
+        t_eval=s,
+        method=options.get("solver", "LSODA"),
+        rtol=tol(rtol),
+        atol=tol(atol),
+        min_step=options.get("min_step", 0),
+        max_step=options.get("max_step", float("inf")),
+    )
+    if not sol.success:
+        raise RuntimeError(f"scipy's solve_ivp failed: {sol.message}")
+    return unflatten(torch.tensor(sol.y).T.to(device, dtype))
 
 
 def _reject_unknown(options: dict[str, Any], allowed: set[str], method: str) -> None:
