@@ -134,7 +134,6 @@ def test_max_num_steps_is_enforced():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"method": "explicit_adams"}, "not supported by torchnde"),
         ({"method": "dopri6"}, "unknown method 'dopri6'; valid methods"),
         ({"options": {"grid_constructor": None}}, r"not supported for method 'dopri5'"),
         ({"method": "rk4", "options": {"first_step": 0.1}}, r"not supported for method 'rk4'"),
@@ -206,23 +205,6 @@ def test_tsit5_is_torchnde_tsit5():
     assert torch.equal(got, nde.solve(nonlinear, Y0, t, "tsit5", controller=ctrl).ys)
     exact = torchdiffeq.odeint(nonlinear, Y0, t, method="dopri8", rtol=1e-13, atol=1e-13)
     assert torch.allclose(got, exact, atol=1e-6)
-
-
-@pytest.mark.parametrize(
-    ("method", "advice"),
-    [
-        ("explicit_adams", "method='rk4'"),
-        ("implicit_adams", "method='rk4'"),
-        ("fixed_adams", "method='rk4'"),
-        ("scipy_solver", "kvaerno5"),
-    ],
-)
-def test_methods_torchnde_lacks_say_what_to_use(method, advice):
-    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
-    with pytest.raises(ValueError, match=f"{method!r} is not supported by torchnde.*{advice}"):
-        odeint(linear_forced, Y0, t, method=method)
-    with pytest.raises(ValueError, match=f"{method!r} is not supported by torchnde.*{advice}"):
-        odeint_adjoint(Mlp(), Y0, t, method=method)
 
 
 def ball(t, y):

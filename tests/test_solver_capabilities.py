@@ -60,7 +60,11 @@ def test_implicit_and_reversible_solvers_are_the_expected_ones():
         *("implicit_midpoint", "gl4", "gl6", "radauiia3", "radauiia5"),  # fully implicit
     }
     assert [n for n in ALL_SOLVERS if resolve_solver(n).reversible] == ["reversible_heun"]
-    assert all(resolve_solver(n).supports_per_sample for n in ALL_SOLVERS)
+    # the multistep methods' order would differ between samples: global layout only
+    assert [n for n in ALL_SOLVERS if not resolve_solver(n).supports_per_sample] == [
+        "adams_bashforth",
+        "adams_moulton",
+    ]
 
 
 def test_every_solver_accepts_an_ode_term_and_none_accepts_an_unknown_term():

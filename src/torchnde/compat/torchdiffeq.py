@@ -14,6 +14,7 @@ is always handled in float64.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import warnings
@@ -26,7 +27,7 @@ from .._solve import solve
 from ..controllers import ConstantStep, PIDController
 from ..events import Event
 from ..gradients import AbstractGradient, Adjoint, Backprop
-from ..solvers import Newton, resolve_solver
+from ..solvers import AdamsBashforthMoulton, Newton, resolve_solver
 
 __all__ = ["odeint", "odeint_adjoint", "odeint_event"]
 
@@ -52,20 +53,19 @@ _IMPLICIT = {
     "trbdf2": "trbdf2",
 }
 _FIXED.update(_IMPLICIT)
-_ADAMS = (
-    "a fixed-grid Adams multistep method of torchdiffeq, which torchnde does not have: use "
-    "method='rk4' with options=dict(step_size=...) for a fixed grid, or an adaptive method "
-    "('dopri5', 'tsit5')"
-)
-_UNSUPPORTED = {
-    "explicit_adams": _ADAMS,
-    "implicit_adams": _ADAMS,
-    "fixed_adams": _ADAMS,
-    "scipy_solver": (
-        "scipy's solve_ivp, which torchnde does not wrap: use method='dopri5' or 'dopri8', and for "
-        "a stiff problem torchnde.solve(f, y0, t, solver='kvaerno5') or solver='rodas5p'"
-    ),
+# torchdiffeq 0.2.5's fixed-grid Adams methods (``fixed_adams`` is its alias of ``implicit_adams``)
+_ADAMS = {
+    "explicit_adams": "adams_bashforth",
+    "implicit_adams": "adams_moulton",
+    "fixed_adams": "adams_moulton",
 }
+_FIXED.update(_ADAMS)
+_UNSUPPORTED: dict[str, str] = {}
+_SCIPY_OPTIONS = {"solver", "min_step", "max_step"}
+_SCIPY_ADJOINT = (
+    "method 'scipy_solver' is not supported by odeint_adjoint: scipy's solve_ivp gives no "
+    "gradients; use method='dopri5' or 'dopri8', or for a stiff problem 'radauIIA5'"
+)
 _ADAPTIVE_OPTIONS = {
     "first_step",
     "max_num_steps",
@@ -78,6 +78,11 @@ _ADAPTIVE_OPTIONS = {
     "dfactor",
 }
 _FIXED_OPTIONS = {"step_size", "grid_constructor", "interp", "perturb", "dtype"}
+_ADAMS_OPTIONS = _FIXED_OPTIONS | {"max_order", "max_iters"}
+
+
+def _fixed_options(method: str) -> set[str]:
+    return _ADAMS_OPTIONS if method in _ADAMS else _FIXED_OPTIONS
 
 
 def odeint(
@@ -100,7 +105,11 @@ def odeint(
     ``implicit_euler``, ``implicit_midpoint``, ``trapezoid``, ``radauIIA3``, ``radauIIA5``,
     ``gl4``, ``gl6``, ``sdirk2``, ``trbdf2`` of torchdiffeq's later releases (fixed grid; options
     ``step_size`` or ``grid_constructor``, ``interp``, ``perturb``, ``dtype``; the implicit methods' Newton iterations
-    converge to ``rtol``/``atol``). Methods of ``func`` named ``callback_step``,
+    converge to ``rtol``/``atol``), or 0.2.5's fixed-grid Adams methods ``explicit_adams``,
+    ``implicit_adams`` and its alias ``fixed_adams`` (the same options plus ``max_order``,
+    ``max_iters``; the corrector converges to ``rtol``/``atol``; the history is kept across a
+    change of step size, as in 0.2.5), or ``scipy_solver`` (scipy's ``solve_ivp``; options
+    ``solver``, ``min_step``, ``max_step``; no gradients). Methods of ``func`` named ``callback_step``,
     ``callback_accept_step`` and ``callback_reject_step`` are called with ``(t0, y0, dt)`` of
     each step as in torchdiffeq (the last two for adaptive methods only).
 
@@ -193,10 +202,15 @@ def odeint_adjoint(
             "adjoint_options['norm'] must be 'seminorm', a callable, or absent for the full norm"
         )
     adjoint_solver = _method_name(adjoint_method)
-    if adjoint_method in _IMPLICIT:
-        adjoint_solver = _fixed_solver(adjoint_method, _tol(adjoint_rtol, rtol), _tol(adjoint_atol, atol))
+    if adjoint_method in _IMPLICIT or adjoint_method in _ADAMS:
+        # an Adams adjoint solve restarts its history on a change of step size (more accurate)
+        adjoint_solver = _fixed_solver(
+            adjoint_method, _tol(adjoint_rtol, rtol), _tol(adjoint_atol, atol), adjoint_options, restart=True
+        )
     fixed = adjoint_method in _FIXED
-    _reject_unknown(adjoint_options, _FIXED_OPTIONS if fixed else _ADAPTIVE_OPTIONS, adjoint_method)
+    _reject_unknown(
+        adjoint_options, _fixed_options(adjoint_method) if fixed else _ADAPTIVE_OPTIONS, adjoint_method
+    )
     if fixed:
         _check_fixed_options(adjoint_options)  # interp: the intervals end on grid points anyway
     step_size = adjoint_options.get("step_size")
@@ -262,11 +276,25 @@ def _tol(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-def _fixed_solver(method: str, rtol: Any, atol: Any) -> Any:
+def _fixed_solver(
+    method: str, rtol: Any, atol: Any, options: dict | None = None, restart: bool = False
+) -> Any:
     """The solver of a fixed-grid method: its name, or for an implicit method a solver whose
     Newton iterations converge to odeint's ``rtol``/``atol`` (the tightest component of a
-    per-component tolerance) instead of the constant-step default of ``1e-6``/``1e-9``."""
+    per-component tolerance) instead of the constant-step default of ``1e-6``/``1e-9``. An Adams
+    method gets torchdiffeq 0.2.5's defaults (``max_order=12``, ``max_iters=4``, the corrector
+    converged to ``rtol``/``atol``) and, unless ``restart``, keeps its history across a change of
+    step size as 0.2.5 does."""
     name = _FIXED[method]
+    if method in _ADAMS:
+        options = options or {}
+        return type(resolve_solver(name))(
+            max_order=int(options.get("max_order", 12)),
+            max_iters=int(options.get("max_iters", 4)),
+            rtol=_tightest(rtol),
+            atol=_tightest(atol),
+            restart=restart,
+        )
     if method not in _IMPLICIT:
         return name
     newton = Newton(rtol=_tightest(rtol), atol=_tightest(atol))
@@ -287,6 +315,8 @@ def _float_tol(value: Any, default: Any) -> float:
 
 
 def _method_name(method: str) -> str:
+    if method == "scipy_solver":
+        raise ValueError(_SCIPY_ADJOINT)
     if method in _UNSUPPORTED:
         raise ValueError(f"method {method!r} is not supported by torchnde: it is {_UNSUPPORTED[method]}")
     if method in _ADAPTIVE:
@@ -308,18 +338,82 @@ def _odeint(
         raise ValueError("t must be a 1-D tensor of times, as in torchdiffeq")
     if method in _UNSUPPORTED:
         raise ValueError(f"method {method!r} is not supported by torchnde: it is {_UNSUPPORTED[method]}")
+    if method == "scipy_solver":
+        if event_fn is not None:
+            raise ValueError("method 'scipy_solver' does not handle events (as in torchdiffeq 0.2.5)")
+        if not isinstance(gradient, Backprop):
+            raise ValueError(_SCIPY_ADJOINT)
+        _reject_unknown(options, _SCIPY_OPTIONS, method)
+        return _scipy(func, y0, t, rtol, atol, options)
     if event_fn is not None and method in {**_ADAPTIVE, **_FIXED}:
-        _reject_unknown(options, _ADAPTIVE_OPTIONS if method in _ADAPTIVE else _FIXED_OPTIONS, method)
+        _reject_unknown(options, _ADAPTIVE_OPTIONS if method in _ADAPTIVE else _fixed_options(method), method)
         return _until_event(func, y0, t, rtol, atol, method, options, event_fn, gradient)
     if method in _ADAPTIVE:
         _reject_unknown(options, _ADAPTIVE_OPTIONS, method)
         return _adaptive(func, y0, t, rtol, atol, _ADAPTIVE[method], options, gradient)
     if method in _FIXED:
-        _reject_unknown(options, _FIXED_OPTIONS, method)
-        return _fixed(func, y0, t, _fixed_solver(method, rtol, atol), options, gradient)
+        _reject_unknown(options, _fixed_options(method), method)
+        return _fixed(func, y0, t, _fixed_solver(method, rtol, atol, options), options, gradient)
     raise ValueError(
         f"unknown method {method!r}; valid methods: {', '.join(sorted({**_ADAPTIVE, **_FIXED}))}"
     )
+
+
+def _scipy(func: Callable, y0: Any, t: torch.Tensor, rtol: Any, atol: Any, options: dict) -> Any:
+    """torchdiffeq 0.2.5's ``scipy_solver``: ``scipy.integrate.solve_ivp`` with
+    ``options["solver"]`` (default ``"LSODA"``), ``min_step``, ``max_step``, on the flattened
+    state in numpy (``f`` evaluated without a graph: the result carries no gradient); decreasing
+    ``t`` is solved as the increasing ``-t``, as torchdiffeq does."""
+    try:
+        from scipy.integrate import solve_ivp
+    except ImportError as error:  # an optional dependency
+        raise ImportError(
+            "method='scipy_solver' needs scipy, an optional dependency of torchnde: "
+            'pip install "torchnde[experiments]"'
+        ) from error
+    shapes, is_tuple = _shapes(y0), isinstance(y0, (tuple, list))
+    parts = list(y0) if is_tuple else [y0]
+    flat = torch.cat([p.reshape(-1) for p in parts])
+    dtype, device = flat.dtype, flat.device
+    sizes = [math.prod(shape) for shape in shapes]
+
+    def structured(y: torch.Tensor) -> Any:
+        pieces = [p.reshape(shape) for p, shape in zip(torch.split(y, sizes, dim=-1), shapes)]
+        return tuple(pieces) if is_tuple else pieces[0]
+
+    def unflatten(ys: torch.Tensor) -> Any:  # [T, N] -> the state's structure, time first
+        pieces = [p.reshape(len(ys), *shape) for p, shape in zip(torch.split(ys, sizes, dim=-1), shapes)]
+        return tuple(pieces) if is_tuple else pieces[0]
+
+    if t.numel() == 1:
+        return unflatten(flat.detach()[None])
+    sign = -1.0 if bool(t[-1] < t[0]) else 1.0
+
+    def np_func(s: float, y: Any) -> Any:
+        ts = (sign * torch.tensor(s)).to(device, dtype)
+        with torch.no_grad():
+            f = func(ts, structured(torch.tensor(y).to(device, dtype)))
+            f = torch.cat([p.reshape(-1) for p in f]) if is_tuple else f.reshape(-1)
+        return (sign * f).detach().cpu().numpy()
+
+    def tol(value: Any) -> Any:
+        return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+
+    s = (sign * t).detach().cpu().numpy()
+    sol = solve_ivp(
+        np_func,
+        t_span=[s.min(), s.max()],
+        y0=flat.detach().cpu().numpy(),
+        t_eval=s,
+        method=options.get("solver", "LSODA"),
+        rtol=tol(rtol),
+        atol=tol(atol),
+        min_step=options.get("min_step", 0),
+        max_step=options.get("max_step", float("inf")),
+    )
+    if not sol.success:
+        raise RuntimeError(f"scipy's solve_ivp failed: {sol.message}")
+    return unflatten(torch.tensor(sol.y).T.to(device, dtype))
 
 
 def _reject_unknown(options: dict[str, Any], allowed: set[str], method: str) -> None:
@@ -394,7 +488,7 @@ def _until_event(
             raise ValueError(
                 "event handling with a fixed-step method needs options['step_size'], as in torchdiffeq"
             )
-        solver = _fixed_solver(method, rtol, atol)
+        solver = _fixed_solver(method, rtol, atol, options)
         if options.get("perturb"):
             solver = _perturbed(solver, _dtype(y0))
         controller = ConstantStep(abs(float(options["step_size"])))
@@ -480,7 +574,9 @@ def _perturbed(solver: Any, dtype: torch.dtype) -> Any:
     step's ``f0`` is evaluated afresh (a reused ``f1`` of the previous step is on the wrong side).
     The loop itself is unchanged."""
     method = resolve_solver(solver)
-    if not isinstance(solver, str):  # an object of this solve's own: still wrap a copy
+    if isinstance(method, AdamsBashforthMoulton):  # this solve's own object, its options kept
+        method = copy.copy(method)
+    elif not isinstance(solver, str):  # an object of this solve's own: still wrap a copy
         method = type(method)(newton=method.newton) if hasattr(method, "newton") else type(method)()
     step = method.step
     up, down = torch.tensor(math.inf, dtype=dtype), torch.tensor(-math.inf, dtype=dtype)

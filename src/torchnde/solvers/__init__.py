@@ -7,6 +7,7 @@ lists the solvers that integrate a given term.
 
 from __future__ import annotations
 
+from .adams import AdamsBashforth, AdamsBashforthMoulton, AdamsState
 from .base import AbstractSolver, StepResult
 from .classic import RK4, RK38, Bosh3, Euler, Fehlberg2, Heun, Heun3, Midpoint, Ralston
 from .dopri5 import Dopri5
@@ -43,6 +44,9 @@ __all__ = [
     "RK4",
     "RK38",
     "AbstractSolver",
+    "AdamsBashforth",
+    "AdamsBashforthMoulton",
+    "AdamsState",
     "Bosh3",
     "ButcherTableau",
     "DensePolynomial",
@@ -116,6 +120,8 @@ _REGISTRY: dict[str, type[AbstractSolver]] = {
         GaussLegendre6,
         RadauIIA3,
         RadauIIA5,
+        AdamsBashforth,
+        AdamsBashforthMoulton,
     )
 }
 
