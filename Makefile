@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.gradient_tables
 	$(BIN)/python -m benchmarks.stiff
+	$(BIN)/python -m benchmarks.ode_demo
 
 # Every experiment's full tier (the papers' claims; reports under runs/), then the benchmarks.
 # Exits non-zero if a claim did not reproduce (see runs/*/report.md).

@@ -321,9 +321,13 @@ def test_fixed_grid_callbacks_and_the_adjoint_twins():
     with pytest.warns(UserWarning, match="callback_accept_step"):
         odeint(func, Y0, t, method="rk4", options={"step_size": 0.25})
     assert [(e[0], e[1]) for e in func.log] == [("step", 0.0), ("step", 0.25), ("step", 0.5), ("step", 0.75)]
-    func.callback_step_adjoint = lambda t0, y0, dt: None
-    with pytest.warns(UserWarning, match="callback_step_adjoint"):
-        odeint_adjoint(func, Y0.clone().requires_grad_(True), t)
+    func.log.clear()
+    func.callback_step_adjoint = lambda t0, y0, dt: func.log.append(("adjoint", float(t0), float(dt)))
+    odeint_adjoint(
+        func, Y0.clone().requires_grad_(True), t, method="rk4", options={"step_size": 0.25}
+    ).sum().backward()
+    adjoint = [e[1:] for e in func.log if e[0] == "adjoint"]  # torchdiffeq's grid, backwards
+    assert adjoint == [(1.0, 0.25), (0.75, 0.25), (0.5, 0.25), (0.25, 0.25)]
 
 
 IMPLICIT = {  # torchdiffeq's name (its releases after 0.2.5): (torchnde's solver, order, step sizes on the output grid)

@@ -194,3 +194,95 @@ def test_callable_adjoint_norm_with_tuple_states():
     assert shapes == {((), (3, 2), (3, 2), (3, 2), (3, 2), (2, 2), (2,))}
     for g, w in zip(*grads):
         assert float((g - w).abs().max() / w.abs().max()) < 1e-5
+
+
+class AdjointLogged(Field):
+    """``Field`` without its time dependence (torchdiffeq's adjoint integrates a time channel
+    that enters its error norm; torchnde has none, so only an autonomous field steps alike),
+    with torchdiffeq's adjoint callbacks, logging (kind, t0, dt, augmented shapes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.log = []
+
+    def forward(self, t, y):
+        return self.net(y) + self.omega * y.flip(-1)
+
+    def _entry(self, kind, t0, y0, dt):
+        self.log.append((kind, float(t0), float(dt), tuple(tuple(p.shape) for p in y0)))
+
+    def callback_step_adjoint(self, t0, y0, dt):
+        self._entry("step", t0, y0, dt)
+
+    def callback_accept_step_adjoint(self, t0, y0, dt):
+        self._entry("accept", t0, y0, dt)
+
+    def callback_reject_step_adjoint(self, t0, y0, dt):
+        self._entry("reject", t0, y0, dt)
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "backwards"),
+    [("dopri5", None, False), ("dopri5", None, True), ("bosh3", None, False), ("rk4", {"step_size": 0.1}, False),
+     ("rk4", {"step_size": 0.1}, True)],
+)  # fmt: skip
+def test_adjoint_callbacks_are_called_as_in_torchdiffeq(method, options, backwards):
+    """The ``callback_*_adjoint`` twins are called during the backward solve, with the
+    augmented state ``(t, y, adj_y, *adj_params)`` and in the user's time, once per step
+    (``callback_step_adjoint``) and once per verdict (adaptive methods). Fixed grids: the same
+    calls as torchdiffeq 0.2.5. Adaptive methods: the same first steps; after them the step
+    sizes follow torchnde's controller (as in the forward solve, docs/solve.md), so the number
+    of steps is torchnde's own: within 10% of torchdiffeq's here. torchdiffeq passes the
+    negated time when ``t`` decreases; torchnde the user's time, as for the forward callbacks."""
+    t = torch.tensor([1.0, 0.0] if backwards else [0.0, 1.0], dtype=torch.float64)
+    y0 = torch.tensor([[1.0, 0.5], [0.2, -0.3]], dtype=torch.float64, requires_grad=True)
+    logs = []
+    for fn in (torchdiffeq.odeint_adjoint, odeint_adjoint):
+        func = AdjointLogged()
+        # a tight forward solve: both adjoint solves start from the same state to 1e-10
+        ys = fn(func, y0, t, rtol=1e-10, atol=1e-12, method=method, options=options, adjoint_rtol=1e-6,
+                adjoint_atol=1e-8)  # fmt: skip
+        assert func.log == []  # the forward solve does not call them
+        ys.square().sum().backward()
+        logs.append(func.log)
+    want, got = logs
+    count = lambda log, kind: sum(e[0] == kind for e in log)  # noqa: E731
+    shapes = ((), (2, 2), (2, 2), *(tuple(p.shape) for p in Field().parameters()))
+    assert all(e[3] == shapes for e in got) and want[0][3] == shapes  # torchdiffeq's augmented tuple
+    if method == "rk4":
+        assert count(got, "step") == count(want, "step") == len(got) == 10
+        for g, w in zip(got, want):
+            assert g[0] == w[0] and abs(g[1] - abs(w[1])) < 1e-12 and abs(g[2] - w[2]) < 1e-12
+        return
+    kinds = [e[0] for e in got]
+    assert kinds[::2] == ["step"] * (len(got) // 2) and set(kinds[1::2]) <= {"accept", "reject"}
+    for step, verdict in zip(got[::2], got[1::2]):
+        assert verdict[1:] == step[1:]  # the verdict names its step
+    assert abs(count(got, "step") - count(want, "step")) <= 0.1 * count(want, "step")
+    assert got[0][1] == float(t[-1]) and abs(want[0][1]) == float(t[-1])  # it starts at the last time
+    for g, w in zip(got[:4], want[:4]):  # the first two steps alike
+        assert g[0] == w[0] and abs(g[1] - abs(w[1])) < 1e-8 and abs(g[2] - w[2]) < 1e-6 * w[2]
+    assert abs(sum(e[2] for e in got if e[0] == "accept") - 1.0) < 1e-12  # the accepted steps cover [0, 1]
+
+
+def test_adjoint_callbacks_cost_nothing_unused():
+    """Without adjoint callbacks the strategy has no controller hook and the solver is the
+    plain one (the backward loop is untouched)."""
+    from torchnde.compat import torchdiffeq as compat
+
+    seen = []
+    original = compat.solve
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["gradient"])
+        return original(*args, **kwargs)
+
+    compat.solve = spy
+    try:
+        odeint_adjoint(
+            Field(), torch.ones(2, dtype=torch.float64), torch.linspace(0, 1, 3, dtype=torch.float64)
+        )
+    finally:
+        compat.solve = original
+    assert isinstance(seen[0], nde.Adjoint) and seen[0].controller_hook is None
+    assert "step" not in vars(seen[0].solver)  # the solver's own step, not a hook

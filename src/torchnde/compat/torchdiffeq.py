@@ -157,8 +157,11 @@ def odeint_adjoint(
     interval, where the adjoint starts: later intervals continue with the step size reached),
     and ``norm="seminorm"`` (Kidger et al. 2021: parameter channels out of the error control;
     the default norm includes them) or a callable ``norm`` taking torchdiffeq's tuple ``(t, y,
-    adj_y, *adj_params)`` of scaled errors (``t`` a zero: torchnde integrates no time channel);
-    the ``callback_*_adjoint`` methods of ``func`` are not called (a warning says so).
+    adj_y, *adj_params)`` of scaled errors (``t`` a zero: torchnde integrates no time channel).
+    Methods of ``func`` named ``callback_step_adjoint``, ``callback_accept_step_adjoint`` and
+    ``callback_reject_step_adjoint`` are called during the adjoint's backward solves, as in
+    torchdiffeq, with ``(t0, y0, dt)`` of each step: ``t0`` in the user's time, ``y0`` the
+    augmented state ``(t, y, adj_y, *adj_params)`` (``t`` a zero), ``dt`` the step's size.
 
     ```python
     import torch
@@ -215,6 +218,12 @@ def odeint_adjoint(
         _check_fixed_options(adjoint_options)  # interp: the intervals end on grid points anyway
     step_size = adjoint_options.get("step_size")
     max_steps = adjoint_options.get("max_num_steps")
+    controller_hook = None
+    found = [getattr(func, name + "_adjoint", None) for name in _CALLBACKS]
+    if any(callable(c) for c in found):  # torchdiffeq calls them during the adjoint's solves
+        view = _augmented_view(y0, tuple(p for p in params if p.requires_grad))
+        hook_solver, controller_hook = _hooks(found, t.flip(0), view)  # it runs from t[-1] to t[0]
+        adjoint_solver = hook_solver(adjoint_solver)
     strategy = Adjoint(
         rtol=None if fixed else _float_tol(adjoint_rtol, rtol),
         atol=None if fixed else _float_tol(adjoint_atol, atol),
@@ -227,12 +236,8 @@ def odeint_adjoint(
         step_ts=None if fixed else _times(adjoint_options.get("step_t")),
         jump_ts=None if fixed else _times(adjoint_options.get("jump_t")),
         controller_options=None if fixed else _pid_options(adjoint_options),
+        controller_hook=controller_hook,
     )
-    adjoint_callbacks = [
-        name + "_adjoint" for name in _CALLBACKS if callable(getattr(func, name + "_adjoint", None))
-    ]
-    if adjoint_callbacks:
-        warnings.warn(f"torchnde's adjoint solve does not call {adjoint_callbacks}", stacklevel=2)
     return _odeint(func, y0, t, rtol, atol, method, options, event_fn, strategy)
 
 
@@ -241,22 +246,25 @@ def _adjoint_user_norm(norm: Callable, y0: Any, params: tuple[torch.Tensor, ...]
     the tuple ``(t, y, adj_y, *adj_params)`` (``(t, *y, *adj_y, *adj_params)`` for tuple
     states). torchnde integrates no time channel (the times' gradients are formed otherwise):
     ``t`` is a zero of the state's dtype."""
+    augmented = _augmented_view(y0, params)
+    return lambda x: norm(augmented(x))
+
+
+def _augmented_view(y0: Any, params: tuple[torch.Tensor, ...]) -> Callable[[torch.Tensor], tuple]:
+    """The flat adjoint state ``[y | a | g_1 | ... ]`` as torchdiffeq's augmented tuple ``(t, y,
+    adj_y, *adj_params)`` (``(t, *y, *adj_y, *adj_params)`` for tuple states), ``t`` a zero."""
     shapes = _shapes(y0)
     sizes = [math.prod(s) for s in shapes]
     parts = sizes + sizes + [p.numel() for p in params]
     views = shapes + shapes + [p.shape for p in params]
-    is_tuple = isinstance(y0, (tuple, list))
 
-    def adjoint_norm(x: torch.Tensor) -> torch.Tensor:
+    def augmented(x: torch.Tensor) -> tuple:
         if x.numel() != sum(parts):
             raise ValueError(f"the adjoint state has {x.numel()} elements, expected {sum(parts)}")
         pieces = [p.view(v) for p, v in zip(torch.split(x, parts), views)]
-        t = torch.zeros((), dtype=x.dtype, device=x.device)
-        if is_tuple:
-            return norm((t, *pieces))
-        return norm((t, pieces[0], pieces[1], *pieces[2:]))
+        return (torch.zeros((), dtype=x.dtype, device=x.device), *pieces)
 
-    return adjoint_norm
+    return augmented
 
 
 def _times(times: Any) -> Any:
@@ -619,48 +627,65 @@ def _hooked(func: Callable, y0: Any, t: torch.Tensor, solver: str, controller: A
     found = [getattr(func, name, None) for name in _CALLBACKS]
     if not any(callable(c) for c in found):
         return solver, controller
-    on_step, on_accept, on_reject = (c if callable(c) else None for c in found)
-    if not controller.adaptive and (on_accept or on_reject):
+    if not controller.adaptive and any(callable(c) for c in found[1:]):
         warnings.warn(f"fixed-step methods do not call {_CALLBACKS[1]} or {_CALLBACKS[2]}", stacklevel=4)
-    sign = -1.0 if len(t) > 1 and bool(t[0] > t[1]) else 1.0
     shapes, is_tuple = _shapes(y0), isinstance(y0, (tuple, list))
     sizes = [math.prod(shape) for shape in shapes]
+
+    def view(y: torch.Tensor) -> Any:  # the state's structure
+        if is_tuple:
+            return tuple(p.view(shape) for p, shape in zip(torch.split(y, sizes), shapes))
+        return y.view(shapes[0])
+
+    hook_solver, hook_controller = _hooks(found, t, view)
+    return hook_solver(solver), hook_controller(controller)
+
+
+def _hooks(callbacks: list[Any], t: torch.Tensor, view: Callable) -> tuple[Callable, Callable]:
+    """``(hook_solver, hook_controller)``: each takes this solve's solver (a name or an object
+    of its own) or controller and returns one whose ``step`` calls ``callbacks[0]`` before each
+    step, and whose ``adapt`` calls ``callbacks[1]`` or ``callbacks[2]`` with the step just
+    judged; the callbacks get ``(t0, view(y0), dt)`` as torchdiffeq passes them: user time, the
+    state's structure, ``|dt|``. The controller is left as it is when fixed-step, or without
+    accept/reject callbacks."""
+    on_step, on_accept, on_reject = (c if callable(c) else None for c in callbacks)
+    sign = -1.0 if len(t) > 1 and bool(t[0] > t[1]) else 1.0
     last: list[Any] = [None]
 
     def user(s: float, y: torch.Tensor, h: float) -> tuple[torch.Tensor, Any, torch.Tensor]:
-        """``(t0, y0, dt)`` as torchdiffeq passes them: user time, the state's structure, |dt|."""
-        y = (
-            tuple(p.view(shape) for p, shape in zip(torch.split(y, sizes), shapes))
-            if is_tuple
-            else y.view(shapes[0])
-        )
-        return torch.tensor(sign * s, dtype=t.dtype, device=t.device), y, torch.tensor(h, dtype=t.dtype)
+        return torch.tensor(sign * s, dtype=t.dtype, device=t.device), view(y), torch.tensor(h, dtype=t.dtype)
 
-    method = resolve_solver(solver)
-    step = method.step
+    def hook_solver(solver: Any) -> Any:
+        method = resolve_solver(solver)
+        step = method.step
 
-    def hooked_step(f: Callable, s: float, y: torch.Tensor, f0: Any, h: float, need_error: bool,
-                    state: Any = None) -> Any:  # fmt: skip
-        last[0] = (s, y, h)
-        if on_step is not None:
-            on_step(*user(s, y, h))
-        return step(f, s, y, f0, h, need_error, state)
+        def hooked_step(f: Callable, s: float, y: torch.Tensor, f0: Any, h: float, need_error: bool,
+                        state: Any = None) -> Any:  # fmt: skip
+            last[0] = (s, y, h)
+            if on_step is not None:
+                on_step(*user(s, y, h))
+            return step(f, s, y, f0, h, need_error, state)
 
-    method.step = hooked_step  # this solve's own solver object
-    if not controller.adaptive or not (on_accept or on_reject):
-        return method, controller
-    adapt = controller.adapt
+        method.step = hooked_step  # this solve's own solver object
+        return method
 
-    def hooked_adapt(err: Any, h: Any, memory: Any, ok: Any = True) -> tuple[Any, Any]:
-        accept, dt = adapt(err, h, memory, ok)
-        callback = on_accept if accept else on_reject
-        if callback is not None:
-            callback(*user(*last[0]))
-        return accept, dt
+    def hook_controller(controller: Any) -> Any:
+        if not controller.adaptive or not (on_accept or on_reject):
+            return controller
+        adapt = controller.adapt
 
-    controller = dataclasses.replace(controller)  # a copy: the hook is this solve's
-    object.__setattr__(controller, "adapt", hooked_adapt)
-    return method, controller
+        def hooked_adapt(err: Any, h: Any, memory: Any, ok: Any = True) -> tuple[Any, Any]:
+            accept, dt = adapt(err, h, memory, ok)
+            callback = on_accept if accept else on_reject
+            if callback is not None:
+                callback(*user(*last[0]))
+            return accept, dt
+
+        controller = dataclasses.replace(controller)  # a copy: the hook is this solve's
+        object.__setattr__(controller, "adapt", hooked_adapt)
+        return controller
+
+    return hook_solver, hook_controller
 
 
 def _linear(grid: torch.Tensor, ys: Any, t: torch.Tensor) -> Any:

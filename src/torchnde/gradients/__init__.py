@@ -195,6 +195,11 @@ class Adjoint(AbstractGradient):
     - ``norm``: the error norm of the adjoint solve instead of the one ``seminorm`` picks: a
       callable taking the flat scaled error ``[y | a | g_1 | ... | g_k]`` (1-D; the parameters
       in the order they are differentiated) and returning a scalar tensor. Global layout only.
+    - ``controller_hook``: a function applied to the controller of each adjoint interval (a
+      :class:`PIDController`, or :class:`ConstantStep` for fixed steps), returning the controller
+      to use instead, e.g. one whose ``adapt`` observes the accept/reject verdicts (as
+      ``torchnde.compat.torchdiffeq`` does for torchdiffeq's ``callback_*_adjoint``). Default:
+      none.
     """
 
     rtol: float | None = None
@@ -208,6 +213,7 @@ class Adjoint(AbstractGradient):
     jump_ts: Any = None
     controller_options: dict[str, Any] | None = None
     norm: Any = None
+    controller_hook: Any = None
 
     name = "adjoint"
 
@@ -224,6 +230,10 @@ class Adjoint(AbstractGradient):
             raise TypeError(f"Adjoint(seminorm=...) must be True or False, got {self.seminorm!r}")
         if self.norm is not None and not callable(self.norm):
             raise TypeError(f"Adjoint(norm=...) must be callable, got {type(self.norm).__name__}")
+        if self.controller_hook is not None and not callable(self.controller_hook):
+            raise TypeError(
+                f"Adjoint(controller_hook=...) must be callable, got {type(self.controller_hook).__name__}"
+            )
         if self.dt is not None and (not isinstance(self.dt, (int, float)) or not self.dt > 0):
             raise ValueError(f"Adjoint(dt=...) must be a positive float, got {self.dt!r}")
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):

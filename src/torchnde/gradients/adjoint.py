@@ -154,7 +154,7 @@ def _backward_per_sample(context: _Context, ys: torch.Tensor, grad_ys: torch.Ten
 
         times = torch.tensor([float(i), float(i - 1)], dtype=torch.float64, device=ys.device)
         if fixed is not None:  # fixed steps of dt in t are about dt / (mean span) in tau
-            controller: Any = ConstantStep(fixed.dt / float(span.mean()))
+            controller: Any = _controller(strategy, ConstantStep(fixed.dt / float(span.mean())), (), None, {})
         else:  # dt0 from t into tau, as for fixed steps
             first = strategy.controller_options.get("dt0")
             first = carry if carry is not None or first is None else first / float(span.mean())
@@ -210,14 +210,17 @@ def _stops(strategy: Any, direction: float) -> dict[str, Any]:
 
 def _controller(strategy: Any, fixed: Any, tolerances: tuple, carry: Any, stops: dict[str, Any]) -> Any:
     """The controller of one backward interval: fixed steps, or the adjoint's PID controller
-    starting from ``carry`` (the step the previous interval ended with) when there is one."""
+    starting from ``carry`` (the step the previous interval ended with) when there is one;
+    passed through ``strategy.controller_hook`` when set."""
     if fixed is not None:
-        return ConstantStep(fixed.dt, **stops) if stops else fixed
-    rtol, atol, norm = tolerances
-    options = dict(strategy.controller_options)
-    if carry is not None or "dt0" not in options:
-        options["dt0"] = carry
-    return PIDController(rtol, atol, norm=norm, **options, **stops)
+        ctrl: Any = ConstantStep(fixed.dt, **stops) if stops else fixed
+    else:
+        rtol, atol, norm = tolerances
+        options = dict(strategy.controller_options)
+        if carry is not None or "dt0" not in options:
+            options["dt0"] = carry
+        ctrl = PIDController(rtol, atol, norm=norm, **options, **stops)
+    return ctrl if strategy.controller_hook is None else strategy.controller_hook(ctrl)
 
 
 def _vjp(out: torch.Tensor, inputs: tuple, cotangent: torch.Tensor, create_graph: bool) -> tuple:
