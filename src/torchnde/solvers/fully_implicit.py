@@ -41,11 +41,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from .base import AbstractSolver, Func, StepResult, stack_stages
+from .base import Func, StepResult
 from .explicit_rk import hermite_interpolant
-from .implicit import ImplicitState, Newton, _float
-from .jacobian import check_jacobian_option, dense_solver, jacobians
-from .tableau import DensePolynomial
+from .implicit import ImplicitState, Newton, NewtonSolver
+from .jacobian import dense_solver, jacobians
 
 __all__ = [
     "FIRKTableau",
@@ -105,40 +104,21 @@ class FIRKTableau:
         return self.c[-1] == 1 and bool(np.allclose(self.a_matrix[-1], self.b, rtol=0, atol=1e-15))
 
 
-class FullyImplicitRK(AbstractSolver):
+class FullyImplicitRK(NewtonSolver):
     """Engine for fully implicit Runge–Kutta methods; subclasses set ``tableau``, ``order``,
-    ``name``. Options: ``newton`` (a :class:`~torchnde.solvers.Newton`, dense linear solver
-    only) and ``jacobian`` (``None``: autograd; or the exact ``jacobian(t, y) -> df/dy``)."""
+    ``name``. Options as :class:`~torchnde.solvers.implicit.NewtonSolver`'s (dense linear
+    solver only)."""
 
     tableau: ClassVar[FIRKTableau]
-    implicit: ClassVar[bool] = True
     supports_per_sample: ClassVar[bool] = True
     error_order: ClassVar[int | None] = None
 
     def __init__(self, newton: Newton | None = None, jacobian: Callable[..., torch.Tensor] | None = None):
-        if newton is not None and not isinstance(newton, Newton):
-            raise TypeError(f"newton must be a torchnde.solvers.Newton, got {type(newton).__name__}")
-        self.newton = newton or Newton()
+        super().__init__(newton, jacobian)
         if self.newton.linear_solver != "dense":
             raise ValueError(f"{type(self).__name__} supports Newton(linear_solver='dense') only")
-        self.jacobian = check_jacobian_option(type(self).__name__, jacobian)
         # ks holds f0 first (weight 0), then the stages: the Hermite interpolant's layout
         self._dense = hermite_interpolant((0.0, *self.tableau.b), self.order)
-
-    def __repr__(self) -> str:
-        extra = "" if self.jacobian is None else f", jacobian={self.jacobian!r}"
-        return f"{type(self).__name__}(newton={self.newton!r}{extra})"
-
-    @property
-    def dense_order(self) -> int:  # type: ignore[override]
-        return self._dense.order
-
-    def init_state(self, ctrl: Any) -> ImplicitState:
-        """The Newton tolerances (``newton.rtol``/``atol``, else the controller's, else
-        ``1e-6``/``1e-9``) and no Jacobian yet."""
-        rtol = self.newton.rtol if self.newton.rtol is not None else _float(ctrl.rtol, 1e-6)
-        atol = self.newton.atol if self.newton.atol is not None else _float(ctrl.atol, 1e-9)
-        return ImplicitState(rtol, atol)
 
     # -- one step -------------------------------------------------------------------------------
 
@@ -323,15 +303,6 @@ class FullyImplicitRK(AbstractSolver):
             m = self._stage_matrix(torch.stack(stage_jacs, 1), h)
         g = residual(z)
         return z - torch.linalg.solve(m, g.reshape(batch, s * n, 1)).view(batch, s, n)
-
-    def dense_stages(
-        self, func: Func, t0: Any, y0: torch.Tensor, dt: Any, result: StepResult, f1: torch.Tensor
-    ) -> torch.Tensor:
-        return stack_stages([*result.ks, f1])
-
-    @property
-    def dense_polynomial(self) -> DensePolynomial:
-        return self._dense
 
 
 def _unbatched(lu: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -170,22 +170,21 @@ class ImplicitState(NamedTuple):
 _DEFAULT_STATE = ImplicitState()  # a direct step call without a state: the defaults
 
 
-class DiagonallyImplicitRK(AbstractSolver):
-    """Engine for ESDIRK methods; subclasses set ``tableau``, ``order``, ``error_order``,
-    ``name``. Options: ``newton`` (a :class:`Newton`) and ``jacobian`` (``None``: autograd; or
-    the exact ``jacobian(t, y) -> df/dy``, ``[N, N]`` or per sample ``[B, N, N]``, as for
-    :class:`~torchnde.solvers.Rodas5P`; unused by the matrix-free ``gmres`` linear solver)."""
+class NewtonSolver(AbstractSolver):
+    """What the implicit Runge–Kutta engines (ESDIRK here, fully implicit in
+    :mod:`.fully_implicit`) share: the options ``newton`` (a :class:`Newton`) and ``jacobian``
+    (``None``: autograd; or the exact ``jacobian(t, y) -> df/dy``, ``[N, N]`` or per sample
+    ``[B, N, N]``, as for :class:`~torchnde.solvers.Rodas5P`), the Newton tolerances as the
+    state a solve starts from, and a continuous extension ``_dense`` set by the engine."""
 
-    tableau: ClassVar[ESDIRKTableau]
     implicit: ClassVar[bool] = True
-    supports_per_sample: ClassVar[bool] = True  # dense linear solver only (gmres: global layout)
+    _dense: DensePolynomial
 
     def __init__(self, newton: Newton | None = None, jacobian: Callable[..., torch.Tensor] | None = None):
         if newton is not None and not isinstance(newton, Newton):
             raise TypeError(f"newton must be a torchnde.solvers.Newton, got {type(newton).__name__}")
         self.newton = newton or Newton()
         self.jacobian = check_jacobian_option(type(self).__name__, jacobian)
-        self._dense = hermite_interpolant(self.tableau.b, self.order)
 
     def __repr__(self) -> str:
         extra = "" if self.jacobian is None else f", jacobian={self.jacobian!r}"
@@ -194,6 +193,36 @@ class DiagonallyImplicitRK(AbstractSolver):
     @property
     def dense_order(self) -> int:  # type: ignore[override]
         return self._dense.order
+
+    def dense_stages(
+        self, func: Func, t0: Any, y0: torch.Tensor, dt: Any, result: StepResult, f1: torch.Tensor
+    ) -> torch.Tensor:
+        """The stages and ``f1``: the Hermite extension's data."""
+        return stack_stages([*result.ks, f1])
+
+    @property
+    def dense_polynomial(self) -> DensePolynomial:
+        return self._dense
+
+    def init_state(self, ctrl: Any) -> ImplicitState:
+        """The state a solve starts from: the Newton tolerances (``newton.rtol``/``atol``, else
+        the controller's, else ``1e-6``/``1e-9``) and no Jacobian yet."""
+        rtol = self.newton.rtol if self.newton.rtol is not None else _float(ctrl.rtol, 1e-6)
+        atol = self.newton.atol if self.newton.atol is not None else _float(ctrl.atol, 1e-9)
+        return ImplicitState(rtol, atol)
+
+
+class DiagonallyImplicitRK(NewtonSolver):
+    """Engine for ESDIRK methods; subclasses set ``tableau``, ``order``, ``error_order``,
+    ``name``. Options as :class:`NewtonSolver`'s (``jacobian`` is unused by the matrix-free
+    ``gmres`` linear solver)."""
+
+    tableau: ClassVar[ESDIRKTableau]
+    supports_per_sample: ClassVar[bool] = True  # dense linear solver only (gmres: global layout)
+
+    def __init__(self, newton: Newton | None = None, jacobian: Callable[..., torch.Tensor] | None = None):
+        super().__init__(newton, jacobian)
+        self._dense = hermite_interpolant(self.tableau.b, self.order)
 
     @property
     def fsal(self) -> bool:
@@ -206,13 +235,6 @@ class DiagonallyImplicitRK(AbstractSolver):
     @property
     def evaluations_per_step(self) -> int | None:
         return None  # depends on the Newton iterations
-
-    def init_state(self, ctrl: Any) -> ImplicitState:
-        """The state a solve starts from: the Newton tolerances (``newton.rtol``/``atol``, else
-        the controller's, else ``1e-6``/``1e-9``) and no Jacobian yet."""
-        rtol = self.newton.rtol if self.newton.rtol is not None else _float(ctrl.rtol, 1e-6)
-        atol = self.newton.atol if self.newton.atol is not None else _float(ctrl.atol, 1e-9)
-        return ImplicitState(rtol, atol)
 
     # -- one step -------------------------------------------------------------------------------
 
@@ -432,15 +454,6 @@ class DiagonallyImplicitRK(AbstractSolver):
             m = torch.eye(jac.shape[0], dtype=jac.dtype, device=jac.device) - hg * jac
         g = y - base - hg * func(t, y)
         return y - torch.linalg.solve(m, g.reshape(-1, 1)).view(shape)
-
-    def dense_stages(
-        self, func: Func, t0: Any, y0: torch.Tensor, dt: Any, result: StepResult, f1: torch.Tensor
-    ) -> torch.Tensor:
-        return stack_stages([*result.ks, f1])
-
-    @property
-    def dense_polynomial(self) -> DensePolynomial:
-        return self._dense
 
 
 def _predicted_derivative(c: tuple[float, ...], i: int, ks: list[torch.Tensor]) -> torch.Tensor:
