@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -59,3 +60,13 @@ def central_difference(
         down = float(loss())
         param[index] = original
     return (up - down) / (2 * eps)
+
+
+def piecewise_jump_exact(t_jump: float, backwards: bool) -> float:
+    """The end value of y' = +-1 + 0.1 y (+1 before t_jump, -1 after) on [0, 1], y = 1 at the
+    start (at t = 1 when ``backwards``), in closed form: the jump tests' reference."""
+    if backwards:  # from y(1) = 1 down to t = 0
+        y_jump = -9.0 * math.exp(0.1 * (t_jump - 1)) + 10
+        return (y_jump + 10) * math.exp(-0.1 * t_jump) - 10
+    y_jump = 11.0 * math.exp(0.1 * t_jump) - 10
+    return (y_jump - 10) * math.exp(0.1 * (1 - t_jump)) + 10

@@ -13,6 +13,8 @@ import torchnde as nde
 from torchnde.compat.torchdiffeq import odeint, odeint_adjoint
 from torchnde.solvers import Newton, resolve_solver
 
+from .helpers import piecewise_jump_exact
+
 A = torch.tensor([[-0.1, 1.0], [-1.0, -0.1]], dtype=torch.float64)
 
 
@@ -182,18 +184,9 @@ def test_jump_t_saves_evaluations_in_both_dtypes(dtype, backwards, t_jump):
         ends.append(odeint(f, y0, t, method="dopri5", options=options)[-1])
         evaluations.append(calls[0])
     assert evaluations[1] < evaluations[0] / 2, evaluations
-    exact = _piecewise_exact(t_jump, backwards)
+    exact = piecewise_jump_exact(t_jump, backwards)
     assert torch.allclose(ends[1].double(), torch.full_like(ends[1], exact, dtype=torch.float64),
                           rtol=1e-5 if dtype == torch.float32 else 1e-7)  # fmt: skip
-
-
-def _piecewise_exact(t_jump, backwards):
-    """y' = +-1 + 0.1 y (+1 before t_jump), y = 1 at the start, solved exactly to the end."""
-    if backwards:  # from y(1) = 1 down to t = 0
-        y_jump = -9.0 * math.exp(0.1 * (t_jump - 1)) + 10
-        return (y_jump + 10) * math.exp(-0.1 * t_jump) - 10
-    y_jump = 11.0 * math.exp(0.1 * t_jump) - 10
-    return (y_jump - 10) * math.exp(0.1 * (1 - t_jump)) + 10
 
 
 def test_tsit5_is_torchnde_tsit5():

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 import torchnde as nde
+
+from .helpers import piecewise_jump_exact
 
 RATES = torch.tensor([0.1, 1.0, 10.0, 40.0], dtype=torch.float64)
 
@@ -203,15 +203,6 @@ def test_jump_ts_save_evaluations_per_sample_in_both_dtypes(dtype, backwards):
         ends.append(nde.solve(f, y0, ts, "dopri5", controller=ctrl, per_sample=True).ys[-1])
         evaluations.append(calls[0])
     assert evaluations[1] < evaluations[0] / 2, evaluations
-    exact = _piecewise_exact(0.1, backwards)
+    exact = piecewise_jump_exact(0.1, backwards)
     assert torch.allclose(ends[1].double(), torch.full_like(ends[1], exact, dtype=torch.float64),
                           rtol=1e-5 if dtype == torch.float32 else 1e-7)  # fmt: skip
-
-
-def _piecewise_exact(t_jump, backwards):
-    """y' = +-1 + 0.1 y (+1 before t_jump), y = 1 at the start, solved exactly to the end."""
-    if backwards:  # from y(1) = 1 down to t = 0
-        y_jump = -9.0 * math.exp(0.1 * (t_jump - 1)) + 10
-        return (y_jump + 10) * math.exp(-0.1 * t_jump) - 10
-    y_jump = 11.0 * math.exp(0.1 * t_jump) - 10
-    return (y_jump - 10) * math.exp(0.1 * (1 - t_jump)) + 10
