@@ -136,7 +136,44 @@ def test_adjoint_controller_options_are_checked():
         nde.Adjoint(controller_options={"safety": 2.0})
     with pytest.raises(ValueError, match="perturb"):
         odeint_adjoint(Field(), torch.ones(2, dtype=torch.float64), torch.linspace(0, 1, 3, dtype=torch.float64),
-                       method="rk4", adjoint_options={"perturb": True})  # fmt: skip
+                       adjoint_options={"perturb": True})  # fmt: skip
+    with pytest.raises(ValueError, match="grid_constructor"):
+        odeint_adjoint(Field(), torch.ones(2, dtype=torch.float64), torch.linspace(0, 1, 3, dtype=torch.float64),
+                       method="rk4", adjoint_options={"grid_constructor": lambda f, y, t: t})  # fmt: skip
+
+
+class Switched(torch.nn.Module):
+    """A field that jumps at t = 0.5, a grid point: which side a step's end sees is perturb's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.k = torch.nn.Parameter(torch.tensor(0.7, dtype=torch.float64))
+        self.b = torch.nn.Parameter(torch.tensor(0.4, dtype=torch.float64))
+
+    def forward(self, t, y):
+        return -self.k * y * torch.where(t < 0.5, 1.0, 3.0) + self.b * torch.where(t <= 0.5, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("backwards", [False, True], ids=["forwards", "backwards"])
+@pytest.mark.parametrize("method", ["euler", "rk4"])
+def test_perturb_applies_to_the_adjoint_solve_as_in_torchdiffeq(method, backwards):
+    """perturb=True (inherited from options) makes each adjoint step see the field inside the
+    step, as torchdiffeq's adjoint does: the gradients of y0 and of b (whose channel depends on
+    the adjoint state only) agree with 0.2.5's to round-off, and differ without perturb."""
+    t = torch.linspace(0, 1, 3, dtype=torch.float64)
+    t = t.flip(0) if backwards else t
+    grads = {}
+    for key, fn, perturb in [("oracle", torchdiffeq.odeint_adjoint, True), ("on", odeint_adjoint, True),
+                             ("off", odeint_adjoint, False)]:  # fmt: skip
+        func = Switched()
+        y0 = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+        options = {"step_size": 0.25, "perturb": perturb}
+        adjoint_options = None if key != "off" else {"step_size": 0.25}
+        ys = fn(func, y0, t, method=method, options=options, adjoint_options=adjoint_options)
+        grads[key] = torch.autograd.grad(ys.square().sum(), (y0, func.b))
+    for got, want in zip(grads["on"], grads["oracle"]):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert float((grads["off"][0] - grads["on"][0]).abs().max()) > 1e-2
 
 
 def _max_norm(log):
@@ -286,3 +323,45 @@ def test_adjoint_callbacks_cost_nothing_unused():
         compat.solve = original
     assert isinstance(seen[0], nde.Adjoint) and seen[0].controller_hook is None
     assert "step" not in vars(seen[0].solver)  # the solver's own step, not a hook
+
+
+def test_per_part_adjoint_tolerances_agree_with_torchdiffeq():
+    """torchdiffeq's tensor adjoint_rtol/adjoint_atol: one tolerance per part of the augmented
+    tuple (t, y, adj_y, *params); a tight one on adj_y alone is what sets the gradient's accuracy."""
+    func = Field()
+    n_parts = 3 + len(list(func.parameters()))
+    rtol = torch.full((n_parts,), 1e-3, dtype=torch.float64)
+    atol = torch.full((n_parts,), 1e-3, dtype=torch.float64)
+    rtol[2], atol[2] = 1e-9, 1e-11
+    results = []
+    for fn in (torchdiffeq.odeint_adjoint, odeint_adjoint):
+        y0 = torch.tensor([[1.0, 0.5], [0.2, -0.3]], dtype=torch.float64, requires_grad=True)
+        t = torch.linspace(0, 2, 3, dtype=torch.float64)
+        ys = fn(func, y0, t, rtol=1e-9, atol=1e-11, adjoint_rtol=rtol, adjoint_atol=atol)
+        results.append(torch.autograd.grad(ys.square().sum(), (y0, *func.parameters())))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="one tolerance per part"):
+        odeint_adjoint(func, torch.ones(2, dtype=torch.float64), torch.linspace(0, 1, 2, dtype=torch.float64),
+                       adjoint_rtol=torch.full((2,), 1e-6, dtype=torch.float64))  # fmt: skip
+
+
+def test_adjoint_tensor_tolerances_are_per_element_of_the_augmented_state():
+    w = torch.tensor([[-1.0, 0.3], [0.0, -0.5]], dtype=torch.float64, requires_grad=True)
+    y0 = torch.ones(2, dtype=torch.float64, requires_grad=True)
+    t = torch.linspace(0, 1, 3, dtype=torch.float64)
+    tight = nde.Adjoint(rtol=torch.full((8,), 1e-10, dtype=torch.float64), atol=1e-12, params=[w])
+    ys = nde.solve(lambda t, y: w @ y, y0, t, gradient=tight, rtol=1e-10, atol=1e-12).ys
+    got = torch.autograd.grad(ys.sum(), (y0, w))
+    ys = nde.solve(lambda t, y: w @ y, y0, t, rtol=1e-10, atol=1e-12).ys
+    want = torch.autograd.grad(ys.sum(), (y0, w))
+    for g, e in zip(got, want):
+        torch.testing.assert_close(g, e, rtol=1e-7, atol=1e-9)
+    wrong = nde.Adjoint(rtol=torch.full((5,), 1e-8, dtype=torch.float64), params=[w])
+    ys = nde.solve(lambda t, y: w @ y, y0, t, gradient=wrong).ys
+    with pytest.raises(ValueError, match="8 elements"):
+        ys.sum().backward()
+    with pytest.raises(ValueError, match="1-D"):
+        nde.Adjoint(rtol=torch.full((2, 2), 1e-8))
+    with pytest.raises(ValueError, match="positive"):
+        nde.Adjoint(atol=torch.tensor([1e-8, -1.0]))

@@ -189,17 +189,18 @@ def odeint_adjoint(
     if adjoint_options is None:
         adjoint_options = {k: v for k, v in (options or {}).items() if k != "norm"}
     adjoint_options = dict(adjoint_options)
-    for name in ("perturb", "grid_constructor"):
-        if adjoint_options.pop(name, None) not in (None, False):
-            message = f"{name} is not supported for the adjoint solve (the forward solve honours it)"
-            if not inherited:
-                raise ValueError(f"adjoint_options: {message}")
-            warnings.warn(message, stacklevel=2)
+    if adjoint_options.pop("grid_constructor", None) is not None:
+        message = "grid_constructor is not supported for the adjoint solve (the forward solve honours it)"
+        if not inherited:
+            raise ValueError(f"adjoint_options: {message}")
+        warnings.warn(message, stacklevel=2)
+    perturb = bool(adjoint_options.pop("perturb", False))
     norm = adjoint_options.pop("norm", None)
     params = tuple(func.parameters()) if adjoint_params is None else tuple(adjoint_params)
+    differentiated = tuple(p for p in params if p.requires_grad)  # torchdiffeq's adjoint channels
     custom = None
     if norm is not None and not isinstance(norm, str) and callable(norm):
-        custom = _adjoint_user_norm(norm, y0, tuple(p for p in params if p.requires_grad))
+        custom = _adjoint_user_norm(norm, y0, differentiated)
     elif norm not in (None, "seminorm"):
         raise ValueError(
             "adjoint_options['norm'] must be 'seminorm', a callable, or absent for the full norm"
@@ -211,6 +212,12 @@ def odeint_adjoint(
             adjoint_method, _tol(adjoint_rtol, rtol), _tol(adjoint_atol, atol), adjoint_options, restart=True
         )
     fixed = adjoint_method in _FIXED
+    if perturb and not fixed:
+        raise ValueError(
+            f"adjoint_options: perturb is an option of the fixed-grid methods, not of {adjoint_method!r}"
+        )
+    if perturb:  # each step of the adjoint solve sees f inside the step, as the forward one does
+        adjoint_solver = _perturbed(adjoint_solver, _dtype(y0))
     _reject_unknown(
         adjoint_options, _fixed_options(adjoint_method) if fixed else _ADAPTIVE_OPTIONS, adjoint_method
     )
@@ -221,12 +228,12 @@ def odeint_adjoint(
     controller_hook = None
     found = [getattr(func, name + "_adjoint", None) for name in _CALLBACKS]
     if any(callable(c) for c in found):  # torchdiffeq calls them during the adjoint's solves
-        view = _augmented_view(y0, tuple(p for p in params if p.requires_grad))
+        view = _augmented_view(y0, differentiated)
         hook_solver, controller_hook = _hooks(found, t.flip(0), view)  # it runs from t[-1] to t[0]
         adjoint_solver = hook_solver(adjoint_solver)
     strategy = Adjoint(
-        rtol=None if fixed else _float_tol(adjoint_rtol, rtol),
-        atol=None if fixed else _float_tol(adjoint_atol, atol),
+        rtol=None if fixed else _adjoint_tol(adjoint_rtol, rtol, "adjoint_rtol", y0, differentiated),
+        atol=None if fixed else _adjoint_tol(adjoint_atol, atol, "adjoint_atol", y0, differentiated),
         solver=adjoint_solver,
         seminorm=norm == "seminorm",
         params=params,
@@ -313,13 +320,26 @@ def _tightest(value: Any) -> float:
     return float(torch.as_tensor(value, dtype=torch.float64).min())
 
 
-def _float_tol(value: Any, default: Any) -> float:
-    value = default if value is None else value
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError("odeint_adjoint: adjoint tolerances must be scalars")
+def _adjoint_tol(value: Any, default: Any, name: str, y0: Any, params: tuple[torch.Tensor, ...]) -> Any:
+    """An adjoint tolerance as :class:`Adjoint` takes it: a float, or for torchdiffeq's tensor of
+    one tolerance per part of the augmented tuple ``(t, *y, *adj_y, *adj_params)`` a tensor with
+    one per element of torchnde's flat ``[y | a | g_1 | ...]`` (the ``t`` entry has no channel
+    here and is dropped). A tensor forward tolerance is not inherited (its parts are the state's,
+    not the augmented state's)."""
+    inherited = value is None
+    value = default if inherited else value
+    if not isinstance(value, torch.Tensor) or value.numel() == 1:
         return float(value)
-    return float(value)
+    sizes = [math.prod(s) for s in _shapes(y0)]
+    parts = sizes + sizes + [p.numel() for p in params]
+    if inherited or value.ndim != 1 or len(value) != 1 + len(parts):
+        raise ValueError(
+            f"odeint_adjoint: {name} as a tensor needs one tolerance per part of the augmented state "
+            f"(t, y, adj_y, *adj_params): {1 + len(parts)} here, got shape {tuple(value.shape)}"
+            + ("; the forward one is not inherited, pass " + name if inherited else "")
+        )
+    repeats = torch.tensor(parts, device=value.device)
+    return torch.repeat_interleave(value[1:].to(torch.float64), repeats)
 
 
 def _method_name(method: str) -> str:
@@ -715,10 +735,26 @@ def odeint_event(
     odeint_interface: Callable | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, Any]:
-    """Integrate from ``t0`` until ``event_fn(t, y)`` crosses zero (torchdiffeq 0.2.5's
+    r"""Integrate from ``t0`` until ``event_fn(t, y)`` crosses zero (torchdiffeq 0.2.5's
     ``odeint_event``): returns ``(event_t, ys)`` with ``ys`` the states at ``[t0, event_t]``.
-    The event time is differentiable (implicit function theorem). ``kwargs`` are ``odeint``'s
-    (``rtol``, ``atol``, ``method``, ``options``).
+
+    ``odeint_interface`` is :func:`odeint` (default) or :func:`odeint_adjoint`; ``kwargs`` are
+    its arguments (``rtol``, ``atol``, ``method``, ``options``, and the adjoint's), any method
+    included (a fixed-grid one needs ``options["step_size"]``). The solve runs in event mode
+    (:func:`odeint` with ``event_fn``), which gives the states at the *fixed* event time; the
+    event time and the final state are then made differentiable by the implicit function
+    theorem. With :math:`g` the component of ``event_fn`` that crossed, :math:`y^*` the state
+    at the event time :math:`t^*` and :math:`f^* = f(t^*, y^*)`,
+
+    .. math::
+
+        \frac{dt^*}{d\theta} = -\frac{\partial_y g\,\frac{\partial y^*}{\partial \theta}
+        + \partial_\theta g}{\partial_t g + \partial_y g \cdot f^*}, \qquad
+        \frac{dy(t^*)}{d\theta} = \frac{\partial y^*}{\partial \theta} + f^* \frac{dt^*}{d\theta},
+
+    where :math:`\partial y^* / \partial \theta` is the chosen interface's gradient of the solve
+    to the fixed time. Beyond torchdiffeq, tensors ``event_fn`` depends on (its parameters) get
+    their gradient too. Costs one more evaluation of ``func`` and of ``event_fn``.
 
     ```python
     import torch
@@ -727,30 +763,59 @@ def odeint_event(
                              event_fn=lambda t, y: y.sum())
     ```
     """
-    if odeint_interface not in (None, odeint, odeint_adjoint):
-        raise ValueError("odeint_interface must be torchnde's odeint or odeint_adjoint")
-    if odeint_interface is odeint_adjoint:
-        raise NotImplementedError("events with the adjoint are not supported yet: use odeint")
-    unknown = set(kwargs) - {"rtol", "atol", "method", "options"}
-    if unknown:
-        raise ValueError(f"odeint_event got unsupported argument(s) {sorted(unknown)}")
-    method = kwargs.get("method") or "dopri5"
-    if method not in _ADAPTIVE:
-        raise ValueError(f"odeint_event needs an adaptive method, got {method!r}")
-    options = dict(kwargs.get("options") or {})
-    _reject_unknown(options, _ADAPTIVE_OPTIONS, method)
-    t0 = torch.as_tensor(t0, dtype=torch.float64)
-    horizon = t0 + (-1e15 if reverse_time else 1e15)  # until the event
-    controller = PIDController(
-        rtol=kwargs.get("rtol", 1e-7), atol=kwargs.get("atol", 1e-9),
-        dt0=None if options.get("first_step") is None else abs(float(options["first_step"])),
-    )  # fmt: skip
-    max_steps = int(options.get("max_num_steps", 2**31 - 1))
-    sol = solve(func, y0, torch.stack([t0, horizon]), _ADAPTIVE[method], controller=controller,
-                max_steps=max_steps, event=Event(event_fn))  # fmt: skip
-    if sol.event_ts is None or len(sol.event_ts) == 0:
-        raise RuntimeError("odeint_event: the event did not occur")
-    event_t = sol.event_ts[0]
-    if isinstance(y0, (tuple, list)):
-        return event_t, tuple(torch.stack([y, e[0]]) for y, e in zip(y0, sol.event_ys))
-    return event_t, torch.stack([y0, sol.event_ys[0]])
+    interface = odeint if odeint_interface is None else odeint_interface
+    if interface not in (odeint, odeint_adjoint):
+        raise ValueError(
+            "odeint_interface must be torchnde.compat.torchdiffeq's odeint or odeint_adjoint, "
+            f"got {odeint_interface!r}"
+        )
+    t0 = torch.as_tensor(t0)
+    t0 = t0 if t0.is_floating_point() else t0.to(torch.get_default_dtype())
+    start = t0.reshape(-1)
+    t = torch.cat([start, start.detach() + (-1.0 if reverse_time else 1.0)])  # t[1]: the direction
+    event_t, ys = interface(func, y0, t, event_fn=event_fn, **kwargs)
+    if not torch.is_grad_enabled():
+        return event_t, ys
+    is_tuple = isinstance(ys, tuple)
+    at_event = tuple(y[-1] for y in ys) if is_tuple else ys[-1]
+    event_t, at_event = _differentiable_event(func, event_fn, event_t, at_event, is_tuple)
+    if is_tuple:
+        return event_t, tuple(torch.cat([y[:-1], e[None]]) for y, e in zip(ys, at_event))
+    return event_t, torch.cat([ys[:-1], at_event[None]])
+
+
+def _differentiable_event(
+    func: Callable, event_fn: Callable, event_t: torch.Tensor, y_star: Any, is_tuple: bool
+) -> tuple[torch.Tensor, Any]:
+    """The event time and state with the implicit function theorem's gradients (see
+    :func:`odeint_event`). Values are unchanged: the event time is ``t* - (G - G_detached) /
+    dG/dt`` with ``G = g(t*, y*)`` recorded on the graph of ``y*`` (and of ``event_fn``'s own
+    tensors), and the state ``y* + f* (t - t*)``; ``dG/dt`` and ``f*`` are constants."""
+    t_star = event_t.detach()
+    parts = list(y_star) if is_tuple else [y_star]
+    with torch.enable_grad():
+        t_leaf = t_star.clone().requires_grad_(True)
+        y_leaf = [p.detach().clone().requires_grad_(True) for p in parts]
+        values = event_fn(t_leaf, tuple(y_leaf) if is_tuple else y_leaf[0]).reshape(-1)
+        k = int(values.detach().abs().argmin())  # the component that crossed zero
+        grads = torch.autograd.grad(values[k], [t_leaf, *y_leaf], allow_unused=True)
+    with torch.no_grad():
+        f_star = func(t_star, tuple(p.detach() for p in parts) if is_tuple else parts[0].detach())
+        f_parts = list(f_star) if is_tuple else [f_star]
+        rate = torch.zeros((), dtype=t_star.dtype, device=t_star.device)
+        if grads[0] is not None:
+            rate = rate + grads[0].to(rate.dtype)
+        for dg, fp in zip(grads[1:], f_parts):
+            if dg is not None:
+                rate = rate + (dg * fp).sum().to(rate.dtype)
+    if float(rate) == 0.0:
+        raise RuntimeError(
+            "odeint_event: event_fn does not change along the solution at the event "
+            "(d event_fn/dt = 0), so the event time has no gradient; make the event a transversal "
+            "crossing, or detach the inputs"
+        )
+    g = event_fn(t_star, y_star).reshape(-1)[k]
+    shift = -(g - g.detach()).to(t_star.dtype) / rate  # zero, with the gradient of the event time
+    event_time = t_star + shift
+    moved = [p + fp.to(p.dtype) * shift.to(p.dtype) for p, fp in zip(parts, f_parts)]
+    return event_time, tuple(moved) if is_tuple else moved[0]

@@ -156,7 +156,9 @@ class Adjoint(AbstractGradient):
 
     **Arguments:**
 
-    - ``rtol``, ``atol``: tolerances of the adjoint solve (default: the forward solve's).
+    - ``rtol``, ``atol``: tolerances of the adjoint solve (default: the forward solve's): floats,
+      or 1-D tensors with one tolerance per element of the flat augmented state ``[y | a | g_1 |
+      ... | g_k]`` (the parameters in the order they are differentiated; global layout only).
     - ``solver``: solver of the adjoint solve (default: the forward solver).
     - ``seminorm``: leave the parameter-gradient channels :math:`g` out of the error control
       (Kidger, Chen & Lyons, *"Hey, that's not an ODE": Faster ODE Adjoints via Seminorms*,
@@ -202,8 +204,8 @@ class Adjoint(AbstractGradient):
       none.
     """
 
-    rtol: float | None = None
-    atol: float | None = None
+    rtol: float | torch.Tensor | None = None
+    atol: float | torch.Tensor | None = None
     solver: Any = None
     seminorm: bool = True
     params: Any = None
@@ -219,11 +221,7 @@ class Adjoint(AbstractGradient):
 
     def __post_init__(self) -> None:
         for key in ("rtol", "atol"):
-            value = getattr(self, key)
-            if value is not None and (
-                not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0
-            ):
-                raise ValueError(f"Adjoint({key}=...) must be a positive float, got {value!r}")
+            _check_adjoint_tolerance(key, getattr(self, key))
         if self.solver is not None:
             object.__setattr__(self, "solver", resolve_solver(self.solver))
         if not isinstance(self.seminorm, bool):
@@ -264,6 +262,29 @@ class Adjoint(AbstractGradient):
         _check_something_to_differentiate(self, params, problem)
         run = _without_graph(problem, solver, ctrl, opts)
         return run_adjoint(problem, solver, ctrl, self, params, run, opts.max_steps)
+
+
+def _check_adjoint_tolerance(key: str, value: Any) -> None:
+    """A tolerance of :class:`Adjoint`: ``None``, a positive float, or a 1-D floating tensor of
+    positive finite tolerances (one per element of the augmented state)."""
+    if value is None:
+        return
+    if isinstance(value, torch.Tensor):
+        if value.ndim != 1 or not value.is_floating_point():
+            raise ValueError(
+                f"Adjoint({key}=...) as a tensor must be 1-D and floating, one tolerance per element of "
+                f"[y | a | g_1 | ... | g_k]; got shape {tuple(value.shape)} and dtype {value.dtype}"
+            )
+        if not bool((torch.isfinite(value) & (value > 0)).all()):
+            raise ValueError(f"Adjoint({key}=...) must hold positive finite tolerances")
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"Adjoint({key}=...) must be a positive float, got {value!r}")
 
 
 def _check_something_to_differentiate(strategy: Any, params: tuple, problem: Problem) -> None:

@@ -88,6 +88,7 @@ def _backward(context: _Context, ys: torch.Tensor, grad_ys: torch.Tensor) -> tup
     norm = strategy.norm or _adjoint_norm(sizes, seminorm=strategy.seminorm)
     adj_solver = _adjoint_solver(strategy.solver or context.solver)
     rtol, atol, fixed = _adjoint_controls(strategy, ctrl, adj_solver)
+    rtol, atol = (_per_element(name, x, sum(sizes), ys) for name, x in (("rtol", rtol), ("atol", atol)))
     s_eval = problem.s_eval
     n = ys.shape[0]
     a = grad_ys[-1].reshape(-1)
@@ -126,6 +127,11 @@ def _backward_per_sample(context: _Context, ys: torch.Tensor, grad_ys: torch.Ten
     norm = _adjoint_norm(sizes, seminorm=strategy.seminorm)
     adj_solver = _adjoint_solver(strategy.solver or context.solver)
     rtol, atol, fixed = _adjoint_controls(strategy, ctrl, adj_solver)
+    if isinstance(strategy.rtol, torch.Tensor) or isinstance(strategy.atol, torch.Tensor):
+        raise ValueError(
+            "Adjoint: tensor rtol/atol (per element of the augmented state) need the global layout; "
+            "with per_sample=True pass floats"
+        )
     s_eval = problem.s_eval  # [B, n] float64
     n = ys.shape[1]
     column = (batch,) + (1,) * (len(shape) - 1)
@@ -196,6 +202,18 @@ def _adjoint_controls(strategy: Any, ctrl: Any, solver: Any) -> tuple[Any, Any, 
     rtol = strategy.rtol if strategy.rtol is not None else _tightest(1e-6 if ctrl.rtol is None else ctrl.rtol)
     atol = strategy.atol if strategy.atol is not None else _tightest(1e-8 if ctrl.atol is None else ctrl.atol)
     return rtol, atol, None
+
+
+def _per_element(name: str, value: Any, size: int, like: torch.Tensor) -> Any:
+    """A tensor tolerance checked against the augmented state's size and moved to its dtype."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    if value.numel() != size:
+        raise ValueError(
+            f"Adjoint({name}=...) has {value.numel()} tolerances, but the augmented state [y | a | "
+            f"g_1 | ... | g_k] has {size} elements: give one per element, or a float"
+        )
+    return value.to(like.dtype).to(like.device)
 
 
 def _stops(strategy: Any, direction: float) -> dict[str, Any]:
