@@ -101,3 +101,15 @@ def test_a_figure_with_problems_is_warned_about_and_recorded(tmp_path, capsys):
     err = capsys.readouterr().err
     assert run.figure_problems == {"bare.png": ["panel 1 has no x label", "panel 1 has no y label"]}
     assert "warning: figure" in err and "panel 1 has no x label" in err
+
+
+def test_a_panel_placed_over_another_panels_label_is_found_through_run_figure(tmp_path):
+    run = fw.Run(tmp_path, progress=False)
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot([0.0, 1.0], [0.0, 1.0])
+    ax.set(xlabel="time t", ylabel="a quantity")
+    inset = fig.add_axes([0.0, 0.3, 0.25, 0.4])  # placed by hand, over the y label
+    inset.plot([0.0, 1.0], [1.0, 0.0])
+    inset.set(xlabel="u", ylabel="v")
+    run.figure("inset", fig)
+    assert "panel 1 y label overlaps panel 2 plot area" in run.figure_problems["inset.png"]
