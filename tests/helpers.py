@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import scipy.linalg
@@ -70,3 +71,51 @@ def piecewise_jump_exact(t_jump: float, backwards: bool) -> float:
         return (y_jump + 10) * math.exp(-0.1 * t_jump) - 10
     y_jump = 11.0 * math.exp(0.1 * t_jump) - 10
     return (y_jump - 10) * math.exp(0.1 * (1 - t_jump)) + 10
+
+
+@contextmanager
+def registered_toy(name: str = "toy-linear") -> Iterator[dict]:
+    """Register a small experiment (a linear fit, one figure, two checks: one passes, one cannot).
+
+    Yields a dict whose ``"steps"`` counts the training steps run; a test sets
+    ``run.metrics["crash_at"] = i`` to make step ``i`` raise ``KeyboardInterrupt``.
+    """
+    from torchnde.experiments import _framework as fw
+
+    calls = {"steps": 0}
+
+    def run_toy(run: fw.Run) -> None:
+        import matplotlib.pyplot as plt
+
+        x = torch.linspace(-1, 1, 32).unsqueeze(1)
+        y = 3 * x + 1
+        model = torch.nn.Linear(1, 1)
+        opt = torch.optim.Adam(model.parameters(), lr=0.1)
+
+        def step(i: int) -> dict:
+            calls["steps"] += 1
+            if run.metrics.get("crash_at") == i:
+                raise KeyboardInterrupt
+            opt.zero_grad()
+            loss = (model(x) - y).pow(2).mean()
+            loss.backward()
+            opt.step()
+            return {"loss": loss.detach()}
+
+        history = run.train("fit", step, run.pick(60, 120), {"model": model, "opt": opt}, every=10)
+        run.metric("final_loss", history[-1]["loss"])
+        run.metric("steps_run", len(history))
+        run.check("slope", model.weight.item(), ">=", 2.5, claim="3")
+        run.check("impossible", 1.0, "<=", 0.0)
+        fig, ax = plt.subplots()
+        ax.plot([h["loss"] for h in history])
+        ax.set(xlabel="step", ylabel="loss")
+        run.figure("loss", fig, "training loss")
+        run.note("a toy")
+
+    fw._load_all()
+    fw._REGISTRY[name] = fw.Experiment(name, "Toy", "nobody 2026", "a line", run_toy)
+    try:
+        yield calls
+    finally:
+        del fw._REGISTRY[name]

@@ -202,10 +202,22 @@ def test_refine_chooses_the_true_structure_on_data_when_the_learned_term_is_dist
     distorted = torch.stack([-0.9 * xy + 0.05 * states[:, 1] ** 2, 0.8 * xy - 0.04 * states[:, 1]], dim=-1)
     result = discover(distorted, states, library="polynomial", degree=3, feature_names=["x", "y"])
     assert result.support(0) != ["x*y"]  # the regression alone keeps the error term
+    calls: list[tuple[int, int]] = []
     fit = result.refine(
-        known_lv, noisy[0], t, noisy, params={"alpha": 1.3, "delta": 1.8}, max_terms=2, singles=2, passes=1
+        known_lv,
+        noisy[0],
+        t,
+        noisy,
+        params={"alpha": 1.3, "delta": 1.8},
+        max_terms=2,
+        singles=2,
+        passes=1,
+        progress=lambda done, planned: calls.append((done, planned)),
     )
     assert fit.discovery.support(0) == ["x*y"] and fit.discovery.support(1) == ["x*y"]
+    # progress: one call per structure scored (and the polish), counting up to the plan
+    assert [d for d, _ in calls] == list(range(1, len(calls) + 1))
+    assert all(d <= p for d, p in calls) and calls[-1][0] == calls[-1][1] >= len(fit.candidates) + 1
     assert fit.discovery.coefficient(0, "x*y") == pytest.approx(-0.9, rel=0.02)
     assert fit.discovery.coefficient(1, "x*y") == pytest.approx(0.8, rel=0.02)
     assert fit.candidates and all({"terms", "sse", "score"} <= set(c) for c in fit.candidates)

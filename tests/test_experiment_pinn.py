@@ -28,6 +28,7 @@ def test_forward_quick_tier_passes_and_writes_its_report(tmp_path):
     for figure in ("burgers_fields", "burgers_slices", "burgers_training"):
         assert (tmp_path / f"{figure}.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "metrics.json").read_text())["passed"]
+    assert doc["figure_problems"] == {}, doc["figure_problems"]  # labelled, nothing overlaps
 
 
 @pytest.mark.slow
@@ -37,3 +38,4 @@ def test_inverse_quick_tier_identifies_both_coefficients(tmp_path):
     assert len(doc["checks"]) == 2
     assert abs(doc["metrics"]["clean_lambda1"] - 1) <= 0.05
     assert (tmp_path / "burgers_inverse_coefficients.png").stat().st_size > 10_000
+    assert doc["figure_problems"] == {}, doc["figure_problems"]

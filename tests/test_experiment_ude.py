@@ -89,6 +89,7 @@ def test_quick_tier_passes_its_criteria(tmp_path):
     assert doc["passed"], [c for c in doc["checks"] if not c["passed"]]
     for name in ("fit", "extrapolation", "interaction", "sweep"):
         assert (tmp_path / f"{name}.png").exists()
+    assert doc["figure_problems"] == {}, doc["figure_problems"]  # labelled, nothing overlaps
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["metrics"]["discovered_terms"]["U_x"].keys() == {"x*y"}
     text = demo.summary(saved, tmp_path)

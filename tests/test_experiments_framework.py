@@ -1,53 +1,25 @@
-"""The experiment harness: checks, metrics.json, report.md, figures, resumable training, the CLI."""
+"""The experiment harness: checks, metrics.json, report.md, figures, resumable training."""
 
 from __future__ import annotations
 
 import json
+import random
 
+import numpy as np
 import pytest
 import torch
 
+from torchnde.experiments import _checkpoint
 from torchnde.experiments import _framework as fw
-from torchnde.experiments import cli
+
+from .helpers import registered_toy
 
 
 @pytest.fixture
 def toy_experiment():
-    """Register a small experiment (a linear fit) for the duration of a test."""
-    calls = {"steps": 0}
-
-    def run_toy(run: fw.Run) -> None:
-        import matplotlib.pyplot as plt
-
-        x = torch.linspace(-1, 1, 32).unsqueeze(1)
-        y = 3 * x + 1
-        model = torch.nn.Linear(1, 1)
-        opt = torch.optim.Adam(model.parameters(), lr=0.1)
-
-        def step(i: int) -> dict:
-            calls["steps"] += 1
-            if run.metrics.get("crash_at") == i:
-                raise KeyboardInterrupt
-            opt.zero_grad()
-            loss = (model(x) - y).pow(2).mean()
-            loss.backward()
-            opt.step()
-            return {"loss": loss.detach()}
-
-        history = run.train("fit", step, run.pick(60, 120), {"model": model, "opt": opt}, every=10)
-        run.metric("final_loss", history[-1]["loss"])
-        run.metric("steps_run", len(history))
-        run.check("slope", model.weight.item(), ">=", 2.5, claim="3")
-        run.check("impossible", 1.0, "<=", 0.0)
-        fig, ax = plt.subplots()
-        ax.plot([h["loss"] for h in history])
-        run.figure("loss", fig, "training loss")
-        run.note("a toy")
-
-    fw._load_all()
-    fw._REGISTRY["toy-linear"] = fw.Experiment("toy-linear", "Toy", "nobody 2026", "a line", run_toy)
-    yield calls
-    del fw._REGISTRY["toy-linear"]
+    """The toy experiment ``toy-linear`` registered for the duration of a test; counts its steps."""
+    with registered_toy() as calls:
+        yield calls
 
 
 def test_run_writes_metrics_report_and_figures(toy_experiment, tmp_path):
@@ -61,15 +33,17 @@ def test_run_writes_metrics_report_and_figures(toy_experiment, tmp_path):
     assert "![training loss](loss.png)" in report and "| impossible |" in report and "FAILED" in report
     assert (tmp_path / "loss.png").stat().st_size > 1000
     assert saved["metrics"]["steps_run"] == 60
+    assert saved["figures"] == ["loss.png"] and saved["figure_problems"] == {}
+    assert saved["checkpoints"] == ["checkpoints/fit.pt"]
 
 
 def test_training_resumes_from_the_last_checkpoint_after_an_interruption(toy_experiment, tmp_path):
-    run = fw.Run(tmp_path, quick=True, progress=False)
+    run = fw.Run(tmp_path, quick=True, progress=False, experiment="toy-linear")
     run.metrics["crash_at"] = 35
     with pytest.raises(KeyboardInterrupt):
         fw.get("toy-linear").fn(run)
     assert toy_experiment["steps"] == 36
-    saved = torch.load(tmp_path / "checkpoints" / "fit.pt", weights_only=False)
+    saved = torch.load(tmp_path / "checkpoints" / "fit.pt", weights_only=True)
     assert saved["step"] == 30 and len(saved["history"]) == 30
     doc = fw.run_experiment("toy-linear", quick=True, out=tmp_path, progress=False)
     assert toy_experiment["steps"] == 36 + 30  # resumed at step 30, not from scratch
@@ -80,7 +54,7 @@ def test_training_resumes_from_the_last_checkpoint_after_an_interruption(toy_exp
 
 def test_resumed_training_equals_uninterrupted_training(toy_experiment, tmp_path):
     straight = fw.run_experiment("toy-linear", quick=True, out=tmp_path / "a", progress=False)
-    run = fw.Run(tmp_path / "b", quick=True, progress=False)
+    run = fw.Run(tmp_path / "b", quick=True, progress=False, experiment="toy-linear")
     (tmp_path / "b").mkdir()
     fw.seed_everything(0)  # as run_experiment does
     run.metrics["crash_at"] = 41
@@ -105,15 +79,6 @@ def test_a_non_finite_measurement_fails_its_check(tmp_path):
     assert not run.check("nan", float("nan"), "<=", 1.0)
 
 
-def test_cli_list_and_run(toy_experiment, tmp_path, capsys):
-    assert cli.main(["list"]) == 0
-    assert "toy-linear" in capsys.readouterr().out
-    status = cli.main(["run", "toy-linear", "--quick", "--out", str(tmp_path), "--no-progress"])
-    out = capsys.readouterr().out
-    assert status == 1 and "[PASS] slope" in out and "[FAIL] impossible" in out
-    assert cli.main(["run", "nope"]) == 2
-
-
 def test_experiments_run_single_threaded_and_restore_the_setting(tmp_path):
     seen = []
     fw._load_all()
@@ -128,3 +93,105 @@ def test_experiments_run_single_threaded_and_restore_the_setting(tmp_path):
     finally:
         torch.set_num_threads(before)
         del fw._REGISTRY["toy-threads"]
+
+
+def _interrupted(tmp_path, crash_at: int = 35) -> None:
+    """Run toy-linear's quick tier until it is interrupted at step ``crash_at``."""
+    run = fw.Run(tmp_path, quick=True, progress=False, experiment="toy-linear")
+    run.metrics["crash_at"] = crash_at
+    with pytest.raises(KeyboardInterrupt):
+        fw.get("toy-linear").fn(run)
+
+
+def test_resuming_and_reusing_checkpoints_is_announced(toy_experiment, tmp_path, capsys):
+    _interrupted(tmp_path)
+    capsys.readouterr()
+    fw.run_experiment("toy-linear", quick=True, out=tmp_path, progress=False)
+    out = capsys.readouterr().out
+    ckpt = tmp_path / "checkpoints" / "fit.pt"
+    assert f"resuming 'fit' from checkpoint {ckpt} at step 30 of 60; --fresh to start over" in out
+    fw.run_experiment("toy-linear", quick=True, out=tmp_path, progress=False)
+    out = capsys.readouterr().out
+    assert f"reusing checkpoint {ckpt} (trained 60 steps); --fresh to retrain" in out
+    assert "training fit" not in out
+
+
+def test_fresh_deletes_the_checkpoints_and_retrains(toy_experiment, tmp_path, capsys):
+    fw.run_experiment("toy-linear", quick=True, out=tmp_path, progress=False)
+    capsys.readouterr()
+    doc = fw.run_experiment("toy-linear", quick=True, out=tmp_path, progress=False, fresh=True)
+    out = capsys.readouterr().out
+    assert toy_experiment["steps"] == 120 and doc["metrics"]["steps_run"] == 60
+    assert "--fresh: deleted 1 checkpoint(s)" in out and "reusing" not in out
+
+
+def test_a_corrupt_checkpoint_is_reported_and_ignored(toy_experiment, tmp_path, capsys):
+    straight = fw.run_experiment("toy-linear", quick=True, out=tmp_path / "a", progress=False)
+    ckpt = tmp_path / "b" / "checkpoints" / "fit.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"PK\x03\x04 not a checkpoint at all")
+    capsys.readouterr()
+    doc = fw.run_experiment("toy-linear", quick=True, out=tmp_path / "b", progress=False)
+    err = capsys.readouterr().err
+    assert f"ignoring checkpoint {ckpt}: it cannot be read" in err and "from step 0" in err
+    assert doc["metrics"]["final_loss"] == straight["metrics"]["final_loss"]
+    assert torch.load(ckpt, weights_only=True)["step"] == 60  # replaced by a good one
+
+
+def test_a_checkpoint_for_another_seed_is_reported_and_ignored(toy_experiment, tmp_path, capsys):
+    fw.run_experiment("toy-linear", quick=True, seed=1, out=tmp_path, progress=False)
+    capsys.readouterr()
+    doc = fw.run_experiment("toy-linear", quick=True, seed=0, out=tmp_path, progress=False)
+    assert "it was written for seed 1, this run has 0" in capsys.readouterr().err
+    assert toy_experiment["steps"] == 120 and doc["metrics"]["steps_run"] == 60
+
+
+def test_a_checkpoint_of_another_format_version_is_reported_and_ignored(toy_experiment, tmp_path, capsys):
+    fw.run_experiment("toy-linear", quick=True, out=tmp_path, progress=False)
+    ckpt = tmp_path / "checkpoints" / "fit.pt"
+    blob = torch.load(ckpt, weights_only=True)
+    blob["format"] = 1
+    torch.save(blob, ckpt)
+    capsys.readouterr()
+    fw.run_experiment("toy-linear", quick=True, out=tmp_path, progress=False)
+    assert "it has format version 1, this version reads 2" in capsys.readouterr().err
+    assert toy_experiment["steps"] == 120
+
+
+def test_a_checkpoint_of_other_shapes_is_refused_and_changes_nothing(tmp_path):
+    model, other = torch.nn.Linear(2, 3), torch.nn.Linear(2, 4)
+    config = {"experiment": "x", "tier": "quick", "seed": 0, "tag": "t", "steps": 5}
+    _checkpoint.write_checkpoint(tmp_path / "t.pt", config, 5, [], {"model": other})
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises(_checkpoint.CheckpointError, match=r"model.weight is \(\(4, 2\)"):
+        _checkpoint.read_checkpoint(tmp_path / "t.pt", config, {"model": model})
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    with pytest.raises(_checkpoint.CheckpointError, match="holds \\['model'\\], the stage trains"):
+        _checkpoint.read_checkpoint(
+            tmp_path / "t.pt", config, {"model": other, "opt": torch.optim.SGD(other.parameters())}
+        )
+
+
+def test_a_checkpoint_restores_every_generator_so_training_continues_identically(tmp_path):
+    gen = torch.Generator().manual_seed(3)
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.Adam(model.parameters())
+    config = {"experiment": "x", "tier": "full", "seed": 0, "tag": "t", "steps": 1}
+    fw.seed_everything(5)
+    _checkpoint.write_checkpoint(
+        tmp_path / "t.pt", config, 1, [{"loss": 1.0}], {"model": model, "opt": opt, "gen": gen}
+    )
+    expected = (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=gen).item())
+    fw.seed_everything(9)
+    torch.rand(5, generator=gen)
+    blob = _checkpoint.read_checkpoint(tmp_path / "t.pt", config, {"model": model, "opt": opt, "gen": gen})
+    again = (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=gen).item())
+    assert again == expected and blob["history"] == [{"loss": 1.0}]
+    torch.load(tmp_path / "t.pt", weights_only=True)  # tensors and plain containers only
+
+
+def test_a_step_returning_an_object_is_refused_with_the_fix(tmp_path):
+    run = fw.Run(tmp_path, progress=False)
+    model = torch.nn.Linear(1, 1)
+    with pytest.raises(TypeError, match="return numbers, strings or lists of them"):
+        run.train("t", lambda i: {"model": model}, 3, {"model": model})

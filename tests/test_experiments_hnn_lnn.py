@@ -32,4 +32,5 @@ def test_quick_tier_passes(name, tmp_path):
     assert doc["checks"] and all(c["claim"] for c in doc["checks"])
     assert len(list(tmp_path.glob("*.png"))) >= 2, "the experiment wrote too few figures"
     assert (tmp_path / "report.md").exists() and (tmp_path / "metrics.json").exists()
+    assert doc["figure_problems"] == {}, doc["figure_problems"]  # labelled, nothing overlaps
     assert doc["passed"], _failed(doc)

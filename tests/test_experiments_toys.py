@@ -76,6 +76,7 @@ def _run_quick(name: str, tmp_path) -> dict:
     assert doc["quick"] and doc["seed"] == 0
     assert list(tmp_path.glob("*.png")), "the experiment wrote no figure"
     assert (tmp_path / "report.md").exists()
+    assert doc["figure_problems"] == {}, doc["figure_problems"]  # labelled, nothing overlaps
     return doc
 
 

@@ -439,6 +439,7 @@ class Discovery:
         fit_y0: bool = True,
         steps: int = 30,
         polish: int = 100,
+        progress: Callable[[int, int], None] | None = None,
         **solve_options: Any,
     ) -> Refit:
         r"""Choose the structure on the data among the sweep's candidates, then prune (Mangan et al. 2017).
@@ -466,6 +467,9 @@ class Discovery:
            ``inf``).
 
         Returns the final :class:`Refit`; its ``candidates`` lists every structure scored.
+        ``progress(done, planned)``, if given, is called after each structure is scored (and
+        after the polish): ``planned`` counts the candidates, the polish, and the pruning
+        trials once each round of them is known.
 
         Mangan, Kutz, Brunton, Proctor, *Model selection for dynamical systems via sparse
         regression and information criteria*, Proc. R. Soc. A 473, 2017, arXiv 1701.01773.
@@ -498,6 +502,13 @@ class Discovery:
         scoring.update(solve_options)
         cache: dict[tuple[tuple[int, ...], ...], Refit] = {}
         log: list[dict[str, Any]] = []
+        count = {"done": 0, "planned": 1 + int(passes) * sum(len(c) for c in cands) + (1 if polish else 0)}
+
+        def tick() -> None:
+            count["done"] += 1
+            count["planned"] = max(count["planned"], count["done"])
+            if progress is not None:
+                progress(count["done"], count["planned"])
 
         def support_of(xi: np.ndarray) -> tuple[tuple[int, ...], ...]:
             return tuple(tuple(int(j) for j in np.flatnonzero(row)) for row in xi)
@@ -516,6 +527,7 @@ class Discovery:
                         "score": fit.score,
                     }
                 )
+            tick()
             return cache[key]
 
         best_fit = evaluate(current)
@@ -530,6 +542,7 @@ class Discovery:
         while prune:
             xi = best_fit.discovery.coefficients
             trials = []
+            count["planned"] += int(np.count_nonzero(xi))
             for i in range(m):
                 for j in np.flatnonzero(xi[i]):
                     trial = xi.copy()
@@ -563,6 +576,7 @@ class Discovery:
                 criterion,
                 tight,
             )
+            tick()
         best_fit.candidates = log
         return best_fit
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import math
 import operator
-import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,22 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["Check", "Experiment", "Run", "experiment", "get", "names", "run_experiment"]
+from ._checkpoint import CheckpointError, read_checkpoint, write_checkpoint
+from ._figures import finish, problems
+from ._progress import Progress, seconds
+
+__all__ = [
+    "Check",
+    "Experiment",
+    "Run",
+    "default_out",
+    "experiment",
+    "format_checks",
+    "format_outputs",
+    "get",
+    "names",
+    "run_experiment",
+]
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     "<=": operator.le,
@@ -113,46 +128,25 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _plain(value: Any) -> Any:
+    """A step's reported value as a plain number (what a ``weights_only`` checkpoint can hold)."""
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.detach().cpu().tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    raise TypeError(
+        f"a training step returned a {type(value).__name__}; return numbers, strings or lists of them"
+    )
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
-
-
-class _Bar:
-    """A progress bar on stderr (``tqdm`` when installed, a plain line otherwise)."""
-
-    def __init__(self, total: int, initial: int, desc: str, enabled: bool) -> None:
-        self.enabled = enabled
-        self.total, self.n, self.desc = total, initial, desc
-        self._tqdm = None
-        self._last = 0.0
-        if not enabled:
-            return
-        try:
-            from tqdm import tqdm
-
-            self._tqdm = tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True)
-        except ImportError:
-            pass
-
-    def update(self, info: dict[str, Any]) -> None:
-        self.n += 1
-        if not self.enabled:
-            return
-        post = {k: _fmt(float(v)) for k, v in info.items() if isinstance(v, (int, float))}
-        if self._tqdm is not None:
-            self._tqdm.set_postfix(post, refresh=False)
-            self._tqdm.update(1)
-        elif time.monotonic() - self._last > 1.0 or self.n == self.total:
-            self._last = time.monotonic()
-            print(f"\r{self.desc} {self.n}/{self.total} {post}", end="", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self._tqdm is not None:
-            self._tqdm.close()
-        elif self.enabled:
-            print(file=sys.stderr)
 
 
 @dataclass
@@ -162,16 +156,24 @@ class Run:
     - ``out``: the output folder (``metrics.json``, ``report.md``, PNGs, ``checkpoints/``).
     - ``quick``: the small tier (about 90 s on 2 cores, looser criteria).
     - ``seed``: every generator is seeded from it before the experiment starts.
-    - ``progress``: show progress bars.
+    - ``progress``: show progress (a tqdm bar on a terminal, plain periodic lines otherwise).
+    - ``experiment``: the registered name (checkpoints record it; set by :func:`run_experiment`).
+    - ``fresh``: train every stage from the start, ignoring (and overwriting) its checkpoint.
+
+    Messages about what the run is doing and where its files go are printed on stdout (see
+    :meth:`say`), warnings on stderr, progress bars on stderr.
     """
 
     out: Path
     quick: bool = False
     seed: int = 0
     progress: bool = True
+    experiment: str = ""
+    fresh: bool = False
     checks: list[Check] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     figures: list[tuple[str, str]] = field(default_factory=list)
+    figure_problems: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def pick(self, quick: Any, full: Any) -> Any:
@@ -200,14 +202,52 @@ class Run:
         """A line of prose for the report (and the console)."""
         self.notes.append(text)
 
+    def say(self, text: str) -> None:
+        """Tell the user what the run is doing or where a file went (stdout, flushed)."""
+        print(text, flush=True)
+
+    def warn(self, text: str) -> None:
+        """Tell the user about something that went wrong and how it was handled (stderr)."""
+        print(f"warning: {text}", file=sys.stderr, flush=True)
+
+    @contextmanager
+    def stage(self, what: str, total: int | None = None, *, unit: str = "step") -> Iterator[Progress]:
+        """A named stage of the run: announced, timed, with progress over ``total`` units.
+
+        ```python
+        with run.stage("scoring candidate structures", total=len(cands), unit="structure") as bar:
+            for c in cands:
+                score(c)
+                bar.update()
+        ```
+        """
+        self.say(f"{what} ...")
+        bar = Progress(what, total or 0, enabled=self.progress and total is not None, unit=unit)
+        try:
+            yield bar
+        finally:
+            bar.close()
+        self.say(f"{what}: done in {seconds(time.perf_counter() - bar.start)}")
+
     def figure(self, name: str, fig: Any, caption: str = "") -> Path:
-        """Save a matplotlib figure as ``out/name.png`` and embed it in the report."""
-        path = self.out / f"{name}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        """Save a matplotlib figure as ``out/name.png`` and embed it in the report.
+
+        The house style is applied first (constrained layout, integer ticks on integer axes;
+        :func:`torchnde.experiments._figures.finish`); layout problems (an unlabelled axis,
+        overlapping texts) are warned about and recorded in ``metrics.json``.
+        """
         import matplotlib.pyplot as plt
 
+        path = self.out / f"{name}.png"
+        finish(fig)
+        found = problems(fig)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
         self.figures.append((path.name, caption))
+        if found:
+            self.figure_problems[path.name] = found
+            self.warn(f"figure {path}: {'; '.join(found)}")
+        self.say(f"figure: {path}")
         return path
 
     def train(
@@ -221,45 +261,53 @@ class Run:
     ) -> list[dict[str, Any]]:
         """Call ``step(i)`` for ``i`` in ``range(steps)``, resumable.
 
-        ``step`` returns a dict of numbers (``loss``, ``nfe``, ...) shown on the progress bar
-        and returned as the history. ``state`` maps names to objects with ``state_dict`` /
-        ``load_state_dict`` (models, optimizers, schedulers): every ``every`` steps they are
-        saved with the history and the RNG states to ``out/checkpoints/tag.pt``; a rerun loads
-        that file and continues from where it stopped (a finished stage is skipped entirely).
+        ``step`` returns a dict of numbers (``loss``, ``nfe``, ...) shown beside the progress
+        and returned as the history. ``state`` maps names to the stage's models, optimisers and
+        schedulers (``state_dict`` / ``load_state_dict``) and ``torch.Generator`` objects. Every
+        ``every`` steps and at the end they are saved, with the history and the global RNG
+        states, to ``out/checkpoints/tag.pt`` (atomically; see
+        :mod:`torchnde.experiments._checkpoint`). A rerun loads that file and continues from
+        where it stopped, so a run killed midway ends as an uninterrupted one would; a finished
+        stage is not trained again (both are announced; ``fresh=True`` retrains). A checkpoint
+        that cannot be read, or was written for another configuration or other shapes, is
+        reported and ignored.
         """
         path = self.out / "checkpoints" / f"{tag}.pt"
+        config = {
+            "experiment": self.experiment,
+            "tier": "quick" if self.quick else "full",
+            "seed": self.seed,
+            "tag": tag,
+            "steps": int(steps),
+        }
         history: list[dict[str, Any]] = []
         start = 0
-        if path.exists():
-            saved = torch.load(path, weights_only=False)
-            for key, obj in state.items():
-                obj.load_state_dict(saved["state"][key])
-            history, start = saved["history"], saved["step"]
-            torch.set_rng_state(saved["rng"])
-            np.random.set_state(saved["np_rng"])
-            random.setstate(saved["py_rng"])
-
-        def save(i: int) -> None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            blob = {
-                "state": {k: v.state_dict() for k, v in state.items()},
-                "history": history,
-                "step": i,
-                "rng": torch.get_rng_state(),
-                "np_rng": np.random.get_state(),
-                "py_rng": random.getstate(),
-            }
-            torch.save(blob, str(path) + ".tmp")
-            os.replace(str(path) + ".tmp", path)
-
-        bar = _Bar(steps, start, tag, self.progress and start < steps)
-        for i in range(start, steps):
-            info = {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in step(i).items()}
-            history.append(info)
-            bar.update(info)
-            if (i + 1) % every == 0 or i + 1 == steps:
-                save(i + 1)
-        bar.close()
+        if path.exists() and not self.fresh:
+            try:
+                saved = read_checkpoint(path, config, state)
+            except CheckpointError as err:
+                self.warn(f"ignoring checkpoint {path}: {err}; training {tag!r} from step 0 instead")
+            else:
+                history, start = saved["history"], saved["step"]
+                if start >= steps:
+                    self.say(f"reusing checkpoint {path} (trained {start} steps); --fresh to retrain")
+                    return history
+                self.say(
+                    f"resuming {tag!r} from checkpoint {path} at step {start} of {steps}; --fresh to start over"
+                )
+        label = f"training {tag}"
+        self.say(f"{label}: {steps - start} steps" + (f" (from step {start})" if start else ""))
+        bar = Progress(label, steps, initial=start, enabled=self.progress)
+        try:
+            for i in range(start, steps):
+                info = {k: _plain(v) for k, v in step(i).items()}
+                history.append(info)
+                bar.update(info=info)
+                if (i + 1) % every == 0 or i + 1 == steps:
+                    write_checkpoint(path, config, i + 1, history, state)
+        finally:
+            bar.close()
+        self.say(f"{label}: done in {seconds(time.perf_counter() - bar.start)}; checkpoint: {path}")
         return history
 
     # -- output ---------------------------------------------------------------------------
@@ -269,7 +317,11 @@ class Run:
         """True if every check passed (and there was at least one)."""
         return bool(self.checks) and all(c.passed for c in self.checks)
 
-    def write(self, exp: Experiment, seconds: float) -> dict[str, Any]:
+    def checkpoints(self) -> list[Path]:
+        """The checkpoint files in ``out/checkpoints``, sorted."""
+        return sorted((self.out / "checkpoints").glob("*.pt"))
+
+    def write(self, exp: Experiment, elapsed: float) -> dict[str, Any]:
         """Write ``metrics.json`` and ``report.md``; return the metrics document."""
         doc = {
             "experiment": exp.name,
@@ -278,11 +330,14 @@ class Run:
             "published_claim": exp.claim,
             "quick": self.quick,
             "seed": self.seed,
-            "seconds": round(seconds, 2),
+            "seconds": round(elapsed, 2),
             "passed": self.passed,
             "checks": [asdict(c) for c in self.checks],
             "metrics": self.metrics,
             "notes": self.notes,
+            "figures": [name for name, _ in self.figures],
+            "figure_problems": self.figure_problems,
+            "checkpoints": [p.relative_to(self.out).as_posix() for p in self.checkpoints()],
         }
         (self.out / "metrics.json").write_text(json.dumps(_jsonable(doc), indent=2) + "\n")
         lines = [
@@ -290,7 +345,7 @@ class Run:
             "",
             f"*{exp.paper}*. Published claim: {exp.claim}",
             "",
-            f"Tier: {'quick' if self.quick else 'full'}, seed {self.seed}, {seconds:.1f} s. "
+            f"Tier: {'quick' if self.quick else 'full'}, seed {self.seed}, {elapsed:.1f} s. "
             f"**{'PASSED' if self.passed else 'FAILED'}**.",
             "",
             "| criterion | measured | needed | passed | published |",
@@ -320,32 +375,75 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def default_out(name: str, quick: bool = False) -> Path:
+    """Where :func:`run_experiment` writes by default: ``runs/NAME`` (``runs/NAME-quick``)."""
+    return Path("runs") / (name + ("-quick" if quick else ""))
+
+
 def run_experiment(
-    name: str, *, quick: bool = False, seed: int = 0, out: str | Path | None = None, progress: bool = True
+    name: str,
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    out: str | Path | None = None,
+    progress: bool = True,
+    fresh: bool = False,
 ) -> dict[str, Any]:
     """Run the experiment ``name``, write its outputs under ``out`` and return ``metrics.json``'s content.
 
-    ``out`` defaults to ``runs/NAME`` (``runs/NAME-quick`` for the quick tier). Rerunning with
-    the same ``out`` resumes training from the checkpoints there.
+    ``out`` defaults to :func:`default_out`. Rerunning with the same ``out`` resumes training
+    from the checkpoints there (announced on stdout); ``fresh=True`` deletes them first. The
+    header (what runs, where its files go) is printed first, then each stage with its progress,
+    each figure's path as it is saved, and the paths of ``metrics.json`` and ``report.md``.
+
+    ```python
+    doc = run_experiment("anode-g1d", quick=True, out="/tmp/g1d")   # about 10 s
+    doc["passed"], doc["figures"]
+    ```
     """
     exp = get(name)
-    folder = Path(out) if out is not None else Path("runs") / (name + ("-quick" if quick else ""))
+    folder = Path(out) if out is not None else default_out(name, quick)
     folder.mkdir(parents=True, exist_ok=True)
     import matplotlib
 
     matplotlib.use("Agg")
+    run = Run(folder, quick=quick, seed=seed, progress=progress, experiment=name, fresh=fresh)
+    run.say(f"{name}: {exp.title}")
+    run.say(f"  {exp.paper}")
+    run.say(f"  {'quick' if quick else 'full'} tier, seed {seed}; outputs in {folder}")
+    old = run.checkpoints()
+    if fresh and old:
+        for path in old:
+            path.unlink()
+        run.say(f"--fresh: deleted {len(old)} checkpoint(s) in {folder / 'checkpoints'}")
+        run.fresh = False  # nothing left to ignore; the new checkpoints are this run's
     seed_everything(seed)
-    run = Run(folder, quick=quick, seed=seed, progress=progress)
     start = time.perf_counter()
     dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
     if exp.threads is not None:
         torch.set_num_threads(exp.threads)
     try:
-        exp.fn(run)
+        # constrained layout from each figure's creation: colorbars and suptitles take their room
+        with matplotlib.rc_context({"figure.constrained_layout.use": True}):
+            exp.fn(run)
     finally:
         torch.set_default_dtype(dtype)
         torch.set_num_threads(threads)
-    return run.write(exp, time.perf_counter() - start)
+    doc = run.write(exp, time.perf_counter() - start)
+    run.say(f"metrics: {folder / 'metrics.json'}")
+    run.say(f"report: {folder / 'report.md'}")
+    return doc
+
+
+def format_outputs(doc: dict[str, Any], out: str | Path) -> Iterable[str]:
+    """Console lines listing every file a run wrote (report, metrics, figures, checkpoints)."""
+    folder = Path(out)
+    yield f"  report       {folder / 'report.md'}"
+    yield f"  metrics      {folder / 'metrics.json'}"
+    for name in doc.get("figures", []):
+        yield f"  figure       {folder / name}"
+    for name in doc.get("checkpoints", []):
+        yield f"  checkpoint   {folder / name}"
 
 
 def format_checks(doc: dict[str, Any]) -> Iterable[str]:

@@ -424,6 +424,7 @@ def _anode_spheres(run: Run) -> None:
         ax.scatter(x_test[:, 0], x_test[:, 1], c=y_test[:, 0], cmap="RdBu_r", s=3, edgecolors="none")
         acc = results[f"{label}/seed{seeds[0]}"]["test_accuracy"]
         ax.set_title(f"{label}: output (test accuracy {acc:.1%})")
+        ax.set(xlabel="x1", ylabel="x2")
         ax.set_aspect("equal")
         ax = axes[1, col]
         colours = ["tab:blue" if v < 0 else "tab:red" for v in y_test[::8, 0]]
@@ -431,6 +432,7 @@ def _anode_spheres(run: Run) -> None:
             ax.plot(traj[:, j, 0], traj[:, j, 1], color=c, lw=0.4, alpha=0.6)
         ax.scatter(traj[-1, ::8, 0], traj[-1, ::8, 1], c=colours, s=4)
         ax.set_title(f"{label}: flow of test points (coordinates 1-2)")
+        ax.set(xlabel="h1(t)", ylabel="h2(t)")
         ax.set_aspect("equal")
     run.figure(
         "spheres_regions_and_flows",

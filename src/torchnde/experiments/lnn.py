@@ -33,6 +33,7 @@ from torchnde.datasets.physics import double_pendulum, relativistic_particle
 from torchnde.models.hamiltonian import HamiltonianNN
 from torchnde.models.lagrangian import LagrangianNN
 
+from ._figures import data_range
 from ._framework import Run, experiment
 
 __all__: list[str] = []
@@ -207,12 +208,13 @@ def run_lnn_double_pendulum(run: Run) -> None:
     t = torch.linspace(0.0, n_steps * dt, n_steps + 1)
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
     colors = {"true": "k", "lnn": "tab:blue", "baseline": "tab:red"}
+    rels = []
     for key, tr in trajs.items():
         axes[0].plot(t, tr[:, 0, 0], color=colors[key], lw=1, label=f"{key} q1")
         axes[0].plot(t, tr[:, 0, 1], color=colors[key], lw=1, ls="--", label=f"{key} q2")
-        axes[1].semilogy(
-            t, ((energies[key] - e0).abs() / e0).mean(-1).clamp_min(1e-9), color=colors[key], label=key
-        )
+        rels.append(((energies[key] - e0).abs() / e0).mean(-1).clamp_min(1e-9))
+        axes[1].semilogy(t, rels[-1], color=colors[key], label=key)
+    axes[1].set_ylim(*data_range([r[1:] for r in rels], log=True))  # not the exact zero at t = 0
     axes[0].set_xlabel("t")
     axes[0].set_ylabel("angle")
     axes[0].set_title("A test rollout (chaotic: trajectories separate)")
@@ -357,6 +359,11 @@ def run_lnn_relativistic(run: Run) -> None:
         )
         for i in range(min(4, tr.shape[1])):
             axes[1].plot(tr[:, i, 0], tr[:, i, 1], color=colors[key], lw=1, ls="--" if key == "true" else "-")
+    # ranges from the truth and the LNN: a model that leaves them is clipped at the edge
+    good = [trajs[k] for k in ("true", "lnn")]
+    axes[0].set_ylim(*data_range([tr[:, 0, 0] for tr in good], margin=0.15))
+    axes[1].set_xlim(*data_range([tr[:, :4, 0] for tr in good], margin=0.15))
+    axes[1].set_ylim(*data_range([tr[:, :4, 1] for tr in good], margin=0.15))
     axes[0].set_xlabel("t")
     axes[0].set_ylabel("q")
     axes[0].set_title("A test rollout")
@@ -367,13 +374,11 @@ def run_lnn_relativistic(run: Run) -> None:
     run.figure("rollouts", fig, "Relativistic particle: LNN vs HNN rollouts against the truth (dashed).")
 
     fig, ax = plt.subplots(figsize=(6, 3.8))
+    rels = []
     for key in ("lnn", "hnn", "hnn_canonical"):
-        ax.semilogy(
-            tt,
-            ((energies[key] - e0).abs() / e0).mean(-1).clamp_min(1e-12),
-            color=colors[key],
-            label=labels[key],
-        )
+        rels.append(((energies[key] - e0).abs() / e0).mean(-1).clamp_min(1e-12))
+        ax.semilogy(tt, rels[-1], color=colors[key], label=labels[key])
+    ax.set_ylim(*data_range([r[1:] for r in rels], log=True))  # not the exact zero at t = 0
     ax.set_xlabel("t")
     ax.set_ylabel("mean |E(t) - E(0)| / E(0)")
     ax.legend(fontsize=8)

@@ -105,6 +105,17 @@ def _sindy_on_data(t: torch.Tensor, noisy: torch.Tensor) -> Any:
     )
 
 
+def _refine(run: Run, what: str, found: Any, y0: torch.Tensor, t: torch.Tensor, noisy: torch.Tensor) -> Any:
+    """``found.refine(...)`` on the data as a stage of ``run``, with progress per structure scored."""
+    with run.stage(what, total=1, unit="structure") as bar:
+
+        def progress(done: int, planned: int) -> None:
+            bar.total = planned
+            bar.update(done - bar.n)
+
+        return found.refine(known_part, y0, t, noisy, params=KNOWN, max_terms=3, progress=progress)
+
+
 def _trajectory(model: UniversalODE, y0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model._solve(model.vector_field, y0, t, throw=False, max_steps=20_000).ys
@@ -175,23 +186,26 @@ def run_ude(run: Run) -> None:
 
     # -- discovery on the learned term ------------------------------------------------------------
     t1 = time.perf_counter()
-    ts = torch.linspace(0.0, 3.0, 61, dtype=dtype)
-    states = _trajectory(ude, y0, ts)
-    with torch.no_grad():
-        learned = ude.learned_term(states)
-    result = discover(
-        learned,
-        states,
-        library="polynomial+sin",
-        degree=5,
-        criterion="pareto",
-        feature_names=["x", "y"],
-        labels=["U_x", "U_y"],
-    )
+    with run.stage("discovery: sparse regression (STLSQ sweep) on the network's output"):
+        ts = torch.linspace(0.0, 3.0, 61, dtype=dtype)
+        states = _trajectory(ude, y0, ts)
+        with torch.no_grad():
+            learned = ude.learned_term(states)
+        result = discover(
+            learned,
+            states,
+            library="polynomial+sin",
+            degree=5,
+            criterion="pareto",
+            feature_names=["x", "y"],
+            labels=["U_x", "U_y"],
+        )
     run.note(
         "SINDy on the network's output (regression-space Pareto choice):\n\n```\n" + str(result) + "\n```"
     )
-    refined = result.refine(known_part, y0, t, noisy, params=KNOWN, max_terms=3)
+    refined = _refine(
+        run, "discovery: refitting candidate structures to the data (BIC)", result, y0, t, noisy
+    )
     final = refined.discovery
     run.note(
         "After scoring the regression's candidate structures on the data (refit + BIC), pruning, and a final "
@@ -206,12 +220,14 @@ def run_ude(run: Run) -> None:
     if all(final.support(i) == ["x*y"] for i in range(2)):
         oracle = refined  # the discovered structure is the true one: same fit
     else:
-        oracle = replace(result, coefficients=oracle_xi).refit(
-            known_part, y0, t, noisy, params=KNOWN, steps=100, rtol=1e-8, atol=1e-10
-        )
+        with run.stage("refitting the true structure (the oracle)"):
+            oracle = replace(result, coefficients=oracle_xi).refit(
+                known_part, y0, t, noisy, params=KNOWN, steps=100, rtol=1e-8, atol=1e-10
+            )
 
     # SINDy directly on the data (finite-difference derivatives minus the known part), as in the paper.
-    raw = _sindy_on_data(t, noisy)
+    with run.stage("SINDy directly on the noisy data (the paper's comparison)"):
+        raw = _sindy_on_data(t, noisy)
     run.metric("raw_data_sindy_equations", str(raw))
     run.note(
         "SINDy directly on the noisy data (finite differences, same library, Pareto choice):\n\n```\n"
@@ -220,7 +236,9 @@ def run_ude(run: Run) -> None:
     )
     if not run.quick:
         # The same data-based selection, fed with candidates from the raw-data regression instead.
-        raw_refined = raw.refine(known_part, y0, t, noisy, params=KNOWN, max_terms=3).discovery
+        raw_refined = _refine(
+            run, "refitting the raw-data regression's candidate structures to the data", raw, y0, t, noisy
+        ).discovery
         run.metric("raw_data_sindy_refined_equations", str(raw_refined))
         run.metric(
             "raw_data_sindy_refined_exact",
@@ -272,12 +290,13 @@ def run_ude(run: Run) -> None:
     )
 
     # -- extrapolation -------------------------------------------------------------------------------
-    t_long = torch.linspace(0.0, 20.0, 201, dtype=dtype)
-    truth = lotka_volterra(t_end=20.0, noise=0.0, dtype=dtype).clean
-    hybrid = _trajectory(refined.model, refined.y0, t_long)
-    oracle_long = _trajectory(oracle.model, oracle.y0, t_long)
-    node_long = _trajectory(node, y0, t_long)
-    ude_long = _trajectory(ude, y0, t_long)
+    with run.stage("extrapolating the four models to t = 20"):
+        t_long = torch.linspace(0.0, 20.0, 201, dtype=dtype)
+        truth = lotka_volterra(t_end=20.0, noise=0.0, dtype=dtype).clean
+        hybrid = _trajectory(refined.model, refined.y0, t_long)
+        oracle_long = _trajectory(oracle.model, oracle.y0, t_long)
+        node_long = _trajectory(node, y0, t_long)
+        ude_long = _trajectory(ude, y0, t_long)
     beyond = t_long > 3.0
     err = {
         "hybrid_l2_0_20": _rel(hybrid, truth),
