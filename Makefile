@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench reproduce format clean
+.PHONY: demo test lint docs gallery bench reproduce format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,15 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/python -m pytest -n auto
+
+# The documentation site (mkdocs-material, API pages from the docstrings) into site/;
+# `make test` builds it too, with --strict, and runs every example in docs/ (tests/test_docs*.py).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
+
+# Rerun the quick tiers behind docs/gallery/ and refresh its (downsized) figures.
+gallery: $(STAMP)
+	$(BIN)/python docs/_ext/gallery.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -46,4 +55,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) build site *.egg-info src/*.egg-info

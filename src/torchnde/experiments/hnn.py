@@ -350,14 +350,14 @@ def run_hnn_spring(run: Run) -> None:
         drift["hnn_rk4"],
         "<=",
         0.05,
-        claim="HNN conserves a learned energy (papers.md: <= 5%)",
+        claim="HNN conserves a learned energy (target of this reproduction: <= 5%)",
     )
     run.check(
         "baseline drift / HNN drift (both RK4)",
         drift["baseline_rk4"] / max(drift["hnn_rk4"], 1e-300),
         ">=",
         5.0,
-        claim="the baseline spirals (papers.md: >= 5x)",
+        claim="the baseline spirals (target of this reproduction: >= 5x)",
     )
     run.check(
         "separable HNN relative energy drift, 1,000 leapfrog steps",

@@ -193,14 +193,14 @@ def run_lnn_double_pendulum(run: Run) -> None:
         ratio,
         ">=",
         5.0,
-        claim="LNN energy error bounded where the baseline drifts (papers.md: >= 5x)",
+        claim="LNN energy error bounded where the baseline drifts (target of this reproduction: >= 5x)",
     )
     run.check(
         "LNN test acceleration MSE / baseline's",
         test_mse["lnn"] / test_mse["baseline"],
         "<=",
         2.0,
-        claim="papers.md: <= 2x the baseline's",
+        claim="target of this reproduction: <= 2x the baseline's",
     )
 
     import matplotlib.pyplot as plt
@@ -339,7 +339,7 @@ def run_lnn_relativistic(run: Run) -> None:
         ratio,
         "<=",
         0.1,
-        claim="HNN fails without canonical momenta; LNN works (papers.md: <= 0.1x)",
+        claim="HNN fails without canonical momenta; LNN works (target of this reproduction: <= 0.1x)",
     )
 
     import matplotlib.pyplot as plt

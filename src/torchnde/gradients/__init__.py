@@ -3,14 +3,12 @@ r"""Gradient strategies: how ``solve`` is differentiated (``solve(..., gradient=
 Four ways to get :math:`\partial L/\partial(y_0, \theta, t)` through a solve, trading compute
 for memory:
 
-================  ========================================  =====================================
-strategy          gradient                                  memory held after the forward pass
-================  ========================================  =====================================
-``Backprop``      exact gradient of the discretised solve   every operation's saved tensors
-``Checkpoint``    the same, bit for bit                     one state (and its derivative) per step
-``Adjoint``       continuous adjoint, to the tolerances     the outputs only: O(1) in the steps
-``Reversible``    exact, for a reversible solver            the outputs only: O(1) in the steps
-================  ========================================  =====================================
+| strategy | gradient | memory held after the forward pass |
+|---|---|---|
+| ``Backprop`` | exact gradient of the discretised solve | every operation's saved tensors |
+| ``Checkpoint`` | the same, bit for bit | one state (and its derivative) per step |
+| ``Adjoint`` | continuous adjoint, to the tolerances | the outputs only: O(1) in the steps |
+| ``Reversible`` | exact, for a reversible solver | the outputs only: O(1) in the steps |
 
 Gradients with respect to the output times ``t_eval`` use the flow identities
 :math:`\partial y(t_i)/\partial t_i = f(t_i, y(t_i))` and
