@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +39,7 @@ def test_every_flag_of_every_subcommand_has_help():
             assert action.help and action.help.strip(), f"{parser.prog}: {action.dest} has no help"
     assert ("torchnde demo", "fresh") in seen and ("torchnde run", "no_progress") in seen
     assert ("torchnde demo", "seed") in seen and ("torchnde run", "name") in seen
+    assert ("torchnde run", "seeds") in seen
 
 
 def test_demo_help_describes_its_flags(capsys):
@@ -106,3 +109,83 @@ def test_progress_off_a_terminal_prints_plain_lines_with_the_time_left():
     bar.update()
     bar.close()
     assert quiet.getvalue() == ""
+
+
+def test_run_lists_a_known_failure_with_its_reason_and_exits_0(tmp_path, capsys):
+    with registered_toy(known_failure="a toy's claim"):
+        status = cli.main(["run", "toy-linear", "--quick", "--out", str(tmp_path), "--no-progress"])
+    out = capsys.readouterr().out
+    assert status == 0 and "toy-linear: passed in" in out and "[PASS] slope" in out
+    assert "  NOT REPRODUCED (known): impossible: 1 <= 0; a toy's claim" in out and "[FAIL]" not in out
+
+
+# -- seed sweeps -----------------------------------------------------------------------------------
+
+
+def test_a_sweep_prints_the_criteria_table_and_every_output_path(tmp_path, capsys):
+    def seed_below_2(run) -> None:
+        run.check("seed below 2", run.seed, "<=", 1)
+
+    with registered_toy(known_failure="x", extra=seed_below_2):
+        status = cli.main(
+            ["run", "toy-linear", "--quick", "--seeds", "0-2", "--out", str(tmp_path), "--no-progress"]
+        )
+    out = capsys.readouterr().out
+    assert status == 1  # seed 2 failed a criterion
+    assert out.splitlines()[0] == "toy-linear: seed sweep over 3 seeds (0, 1, 2), quick tier"
+    summary = out[out.index("toy-linear (quick tier, 3 seeds): FAILED (failed for seeds 2)") :]
+    row = next(line for line in summary.splitlines() if line.startswith("| seed below 2"))
+    assert [cell.strip() for cell in row.strip("|").split("|")][2:] == [
+        "0 PASS", "1 PASS", "2 FAIL", "0", "1", "2", "2 of 3"
+    ]  # fmt: skip
+    outputs = out[out.index("Outputs:") :]
+    assert f"sweep        {tmp_path / 'sweep.json'}" in outputs and (tmp_path / "sweep.json").exists()
+    assert f"sweep report {tmp_path / 'sweep.md'}" in outputs and (tmp_path / "sweep.md").exists()
+    for seed in (0, 1, 2):
+        assert f"seed {seed:<7d} {tmp_path / f'seed-{seed}'}" in outputs
+        assert (tmp_path / f"seed-{seed}" / "report.md").exists()
+
+
+def test_a_sweep_where_every_seed_passes_exits_0_and_defaults_to_a_seeds_folder(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    with registered_toy(known_failure="x"):
+        status = cli.main(["run", "toy-linear", "--quick", "--seeds", "4,6", "--no-progress"])
+    out = capsys.readouterr().out
+    folder = Path("runs") / "toy-linear-quick-seeds"
+    assert status == 0 and "toy-linear (quick tier, 2 seeds): passed for every seed" in out
+    assert json.loads((folder / "sweep.json").read_text())["seeds"] == [4, 6]
+    assert json.loads((folder / "seed-6" / "metrics.json").read_text())["seed"] == 6
+
+
+def test_all_with_seeds_runs_one_sweep_per_experiment(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "names", lambda: ["toy-a", "toy-b"])
+    with registered_toy("toy-a", known_failure="x"), registered_toy("toy-b"):
+        status = cli.main(
+            ["run", "all", "--quick", "--seeds", "0-1", "--out", str(tmp_path), "--no-progress"]
+        )
+    out = capsys.readouterr().out
+    assert status == 1 and "1 of 2 experiments passed for every seed; failed: toy-b" in out
+    for name in ("toy-a", "toy-b"):
+        assert json.loads((tmp_path / name / "sweep.json").read_text())["experiment"] == name
+        assert (tmp_path / name / "seed-1" / "metrics.json").exists()
+
+
+def test_seed_and_seeds_together_are_rejected_with_the_fix(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["run", "toy-linear", "--seed", "3", "--seeds", "0-4"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert exit_.value.code == 2
+    assert "--seed and --seeds exclude each other: --seed S runs one seed, --seeds LIST a sweep" in err
+    assert "give one of them" in err
+
+
+def test_an_invalid_seed_list_exits_2_saying_how_to_write_it(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["run", "toy-linear", "--seeds", "4-2"])
+    assert exit_.value.code == 2
+    assert (
+        "argument --seeds: invalid seed list '4-2': the range '4-2' goes down; write 2-4"
+        in capsys.readouterr().err
+    )

@@ -195,3 +195,53 @@ def test_a_step_returning_an_object_is_refused_with_the_fix(tmp_path):
     model = torch.nn.Linear(1, 1)
     with pytest.raises(TypeError, match="return numbers, strings or lists of them"):
         run.train("t", lambda i: {"model": model}, 3, {"model": model})
+
+
+# -- claims known not to reproduce ----------------------------------------------------------------
+
+
+def test_a_known_failure_is_reported_with_its_reason_but_not_counted(tmp_path):
+    with registered_toy(known_failure="the toy cannot fit a line below zero"):
+        doc = fw.run_experiment("toy-linear", quick=True, out=tmp_path, progress=False)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    impossible = saved["checks"][1]
+    assert impossible["name"] == "impossible" and impossible["passed"] is False
+    assert impossible["measured"] == 1.0 and impossible["threshold"] == 0.0
+    assert impossible["known_failure"] == "the toy cannot fit a line below zero"
+    assert saved["checks"][0]["known_failure"] is None
+    assert saved["passed"] is True and doc["passed"] is True  # the slope, the only counted check, passed
+    report = (tmp_path / "report.md").read_text()
+    assert "**PASSED**" in report and "| impossible | 1 | <= 0 | no (known) |" in report
+    assert "- NOT REPRODUCED (known): impossible: 1 <= 0; the toy cannot fit a line below zero" in report
+    lines = list(fw.format_checks(saved))
+    assert lines[0].startswith("  [PASS] slope: ")
+    assert lines[1] == "  NOT REPRODUCED (known): impossible: 1 <= 0; the toy cannot fit a line below zero"
+
+
+def test_a_known_failure_that_passes_is_flagged_as_reproduced_unexpectedly(tmp_path, capsys):
+    run = fw.Run(tmp_path)
+    assert run.check("ratio", 0.5, "<=", 1.0, known_failure="Adam's memory") is True
+    err = capsys.readouterr().err
+    assert "'ratio' is recorded as a known failure (Adam's memory) but passed (0.5 <= 1)" in err
+    assert "update the documents" in err
+    doc = {"checks": [vars(c) for c in run.checks]}
+    assert list(fw.format_checks(doc)) == [
+        "  REPRODUCED (unexpectedly): ratio: 0.5 <= 1; recorded as not reproducing (Adam's memory): "
+        "update the documents"
+    ]
+
+
+def test_known_failures_alone_do_not_make_a_run_pass(tmp_path):
+    run = fw.Run(tmp_path)
+    run.check("ratio", 0.5, "<=", 1.0, known_failure="why")
+    assert run.passed is False  # nothing counted was checked
+    run.check("error", 0.2, "<=", 0.1)
+    assert run.passed is False
+    run.checks.pop()
+    run.check("error", 0.05, "<=", 0.1)
+    assert run.passed is True
+
+
+def test_a_known_failure_must_say_why(tmp_path):
+    with pytest.raises(ValueError, match="known_failure must say why the claim does not reproduce"):
+        fw.Run(tmp_path).check("ratio", 2.0, "<=", 1.0, known_failure="  ")

@@ -181,17 +181,16 @@ def test_sonode_quick_tier_shows_adams_memory_of_the_initial_blow_up(sonode_quic
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="not reproduced in the repository's recipe: SONODE's final trajectory MSE stays above "
-    "ANODE(1)'s (seed 0: 2.0e-2 vs 3.6e-3, ratio 5.5, at 250 iterations; 1.09e-2 vs 1.8e-4, ratio 60, at "
-    "1,000), although its learned law is right. Cause: SONODE's random initial field is unstable "
-    "(initial MSE 369 vs 7.6, first gradient norm 6.1e3 vs 50) and Adam's second moment (beta2 = 0.999) "
-    "keeps shrinking the later steps; from the same weights with Adam's moments cleared after 50 "
-    "iterations SONODE ends below ANODE(1) (ratio 0.44 quick, 0.42 full; a diagnostic, not the recipe)",
-)
-def test_sonode_quick_tier_passes(sonode_quick):
+def test_sonode_quick_tier_passes_with_the_mse_claim_recorded_as_not_reproduced(sonode_quick):
     assert sonode_quick["passed"], _failed(sonode_quick)
+    known = [c for c in sonode_quick["checks"] if c["known_failure"] is not None]
+    assert [c["name"] for c in known] == ["SONODE final MSE / ANODE(1) final MSE"]
+    ratio = sonode_quick["metrics"]["final_mse"]["SONODE"] / sonode_quick["metrics"]["final_mse"]["ANODE(1)"]
+    assert known[0]["measured"] == pytest.approx(ratio)
+    # still not reproduced (seed 0: ratio 5.5 at 250 iterations, 60 at 1,000): if this fails, the claim
+    # reproduces, so update the README's models table, the gallery and sonode.py, and drop known_failure
+    assert known[0]["measured"] > 1 and not known[0]["passed"]
+    assert "Adam's second moment" in known[0]["known_failure"]
 
 
 # -- RNODE: the CNF helpers and the quick tier ------------------------------------------------------

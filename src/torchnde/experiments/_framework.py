@@ -3,7 +3,8 @@
 An experiment is a function ``fn(run: Run) -> None`` registered with :func:`experiment`. It
 builds its data and models, trains them with :meth:`Run.train` (progress bar, checkpoints a rerun
 resumes from), records numbers with :meth:`Run.metric`, pass criteria with :meth:`Run.check`
-(measured value, threshold, the paper's claim) and figures with :meth:`Run.figure`. The harness
+(measured value, threshold, the paper's claim; a claim known not to reproduce is recorded with
+its reason and not counted) and figures with :meth:`Run.figure`. The harness
 writes ``metrics.json`` and a ``report.md`` that embeds the figures.
 """
 
@@ -32,11 +33,13 @@ __all__ = [
     "Check",
     "Experiment",
     "Run",
+    "check_status",
     "default_out",
     "experiment",
     "format_checks",
     "format_outputs",
     "get",
+    "known_failure_line",
     "names",
     "run_experiment",
 ]
@@ -51,7 +54,11 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 
 @dataclass
 class Check:
-    """One pass criterion: ``measured <op> threshold``, with the published figure beside it."""
+    """One pass criterion: ``measured <op> threshold``, with the published figure beside it.
+
+    ``known_failure``: why the claim is known not to reproduce, for a check that is evaluated
+    and reported but does not count towards the run's ``passed`` (``None`` for every other).
+    """
 
     name: str
     measured: Any
@@ -59,6 +66,15 @@ class Check:
     threshold: Any
     passed: bool
     claim: str | None = None
+    known_failure: str | None = None
+
+
+def check_status(passed: bool, known_failure: str | None) -> str:
+    """A check's console mark: ``PASS``, ``FAIL``, ``NOT REPRODUCED (known)`` (a known failure
+    that failed) or ``REPRODUCED (unexpectedly)`` (one that passed)."""
+    if known_failure is None:
+        return "PASS" if passed else "FAIL"
+    return "REPRODUCED (unexpectedly)" if passed else "NOT REPRODUCED (known)"
 
 
 @dataclass(frozen=True)
@@ -189,13 +205,44 @@ class Run:
         self.metrics[name] = _jsonable(value)
         return value
 
-    def check(self, name: str, measured: Any, op: str, threshold: Any, claim: str | None = None) -> bool:
-        """Record the criterion ``measured <op> threshold`` and whether it passed."""
+    def check(
+        self,
+        name: str,
+        measured: Any,
+        op: str,
+        threshold: Any,
+        claim: str | None = None,
+        *,
+        known_failure: str | None = None,
+    ) -> bool:
+        """Record the criterion ``measured <op> threshold`` and whether it passed.
+
+        ``known_failure="why (short)"`` records a claim that is checked but known not to
+        reproduce: it is measured and reported as usual (``NOT REPRODUCED (known): ...``), but
+        does not count towards :attr:`passed`. If it passes after all, it is reported as
+        ``REPRODUCED (unexpectedly)`` and warned about, so that somebody updates the documents
+        that say it does not reproduce.
+
+        ```python
+        run = Run(Path("runs/example"))
+        run.check("error", 0.01, "<=", 0.1)                          # True
+        run.check("ratio", 5.5, "<=", 1.0, known_failure="why")      # False, reported
+        run.passed                                                   # True: not counted
+        ```
+        """
         if op not in _OPS:
             raise ValueError(f"unknown comparison {op!r}; valid: {', '.join(_OPS)}")
+        if known_failure is not None and not known_failure.strip():
+            raise ValueError(f"check {name!r}: known_failure must say why the claim does not reproduce")
         value = float(measured) if isinstance(measured, (torch.Tensor, np.generic)) else measured
         passed = bool(math.isfinite(float(value)) and _OPS[op](value, threshold))
-        self.checks.append(Check(name, _jsonable(value), op, threshold, passed, claim))
+        self.checks.append(Check(name, _jsonable(value), op, threshold, passed, claim, known_failure))
+        if known_failure is not None and passed:
+            self.warn(
+                f"check {name!r} is recorded as a known failure ({known_failure}) but passed "
+                f"({_fmt(value)} {op} {_fmt(threshold)}): if it holds, update the documents that say "
+                "it does not reproduce and drop known_failure"
+            )
         return passed
 
     def note(self, text: str) -> None:
@@ -314,8 +361,9 @@ class Run:
 
     @property
     def passed(self) -> bool:
-        """True if every check passed (and there was at least one)."""
-        return bool(self.checks) and all(c.passed for c in self.checks)
+        """True if every check passed (and there was at least one), known failures aside."""
+        counted = [c for c in self.checks if c.known_failure is None]
+        return bool(counted) and all(c.passed for c in counted)
 
     def checkpoints(self) -> list[Path]:
         """The checkpoint files in ``out/checkpoints``, sorted."""
@@ -352,10 +400,21 @@ class Run:
             "|---|---|---|---|---|",
         ]
         for c in self.checks:
+            mark = "yes" if c.passed else "NO"
+            if c.known_failure is not None:
+                mark = "yes (unexpectedly)" if c.passed else "no (known)"
             lines.append(
-                f"| {c.name} | {_fmt(c.measured)} | {c.op} {_fmt(c.threshold)} | "
-                f"{'yes' if c.passed else 'NO'} | {c.claim or ''} |"
+                f"| {c.name} | {_fmt(c.measured)} | {c.op} {_fmt(c.threshold)} | {mark} | {c.claim or ''} |"
             )
+        known = [c for c in self.checks if c.known_failure is not None]
+        if known:
+            lines += [
+                "",
+                "Claims known not to reproduce: checked and reported, not counted towards "
+                f"{'PASSED' if self.passed else 'FAILED'}.",
+                "",
+                *[f"- {known_failure_line(asdict(c))}" for c in known],
+            ]
         if self.notes:
             lines += ["", *[f"- {n}" for n in self.notes]]
         if self.metrics:
@@ -446,9 +505,30 @@ def format_outputs(doc: dict[str, Any], out: str | Path) -> Iterable[str]:
         yield f"  checkpoint   {folder / name}"
 
 
+def known_failure_line(check: dict[str, Any]) -> str:
+    """What a known-failure check came to, as one line (``check`` as in ``metrics.json``).
+
+    ``NOT REPRODUCED (known): NAME: MEASURED OP THRESHOLD; WHY``, or, when it passed after all,
+    ``REPRODUCED (unexpectedly): ...`` with a request to update the documents.
+    """
+    text = (
+        f"{check_status(check['passed'], check['known_failure'])}: {check['name']}: "
+        f"{_fmt(check['measured'])} {check['op']} {_fmt(check['threshold'])}"
+    )
+    if check["passed"]:
+        return f"{text}; recorded as not reproducing ({check['known_failure']}): update the documents"
+    return f"{text}; {check['known_failure']}"
+
+
 def format_checks(doc: dict[str, Any]) -> Iterable[str]:
-    """Console lines for a metrics document's checks."""
+    """Console lines for a metrics document's checks (known failures last, with their reason)."""
+    known = []
     for c in doc["checks"]:
-        mark = "PASS" if c["passed"] else "FAIL"
+        if c.get("known_failure") is not None:
+            known.append(c)
+            continue
         claim = f"   (published: {c['claim']})" if c.get("claim") else ""
+        mark = check_status(c["passed"], None)
         yield f"  [{mark}] {c['name']}: {_fmt(c['measured'])} {c['op']} {_fmt(c['threshold'])}{claim}"
+    for c in known:
+        yield f"  {known_failure_line(c)}"
