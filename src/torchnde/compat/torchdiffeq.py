@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from .._optional import require
 from .._solve import solve
 from ..controllers import ConstantStep, PIDController
 from ..events import Event
@@ -372,13 +373,7 @@ def _scipy(func: Callable, y0: Any, t: torch.Tensor, rtol: Any, atol: Any, optio
     ``options["solver"]`` (default ``"LSODA"``), ``min_step``, ``max_step``, on the flattened
     state in numpy (``f`` evaluated without a graph: the result carries no gradient); decreasing
     ``t`` is solved as the increasing ``-t``, as torchdiffeq does."""
-    try:
-        from scipy.integrate import solve_ivp
-    except ImportError as error:  # an optional dependency
-        raise ImportError(
-            "method='scipy_solver' needs scipy, an optional dependency of torchnde: "
-            'pip install "torchnde[experiments]"'
-        ) from error
+    solve_ivp = require("scipy.integrate", extra="experiments", purpose="method='scipy_solver'").solve_ivp
     shapes, is_tuple = _shapes(y0), isinstance(y0, (tuple, list))
     parts = list(y0) if is_tuple else [y0]
     flat = torch.cat([p.reshape(-1) for p in parts])

@@ -35,12 +35,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._optional import require
 from ..models.universal import UniversalODE
-from .library import Library, _check_names, format_terms
+from .library import Library, _check_names, _sympy, format_terms
 
 __all__ = ["CRITERIA", "Discovery", "Refit", "SparseTerms", "discover"]
 
-_HINT = "pip install torchnde[discovery]"
 CRITERIA = ("pareto", "aic", "aicc", "bic")
 # Residuals below this fraction of the target's norm count as exact (numerical round-off).
 _EXACT = 1e-10
@@ -48,11 +48,7 @@ _BIG = 1e30
 
 
 def _pysindy() -> Any:
-    try:
-        import pysindy
-    except ImportError as err:  # pragma: no cover - exercised only without the extra
-        raise ImportError(f"torchnde.discovery needs pysindy for the sparse regression: {_HINT}") from err
-    return pysindy
+    return require("pysindy", extra="discovery", purpose="torchnde.discovery's sparse regression")
 
 
 def _information(rss: float, k: int, n: int, norm2: float, criterion: str) -> float:
@@ -248,7 +244,7 @@ class SparseTerms(nn.Module):
 
 
 def _sympy_equations(library: Library, xi: np.ndarray) -> list[Any]:
-    import sympy as sp
+    sp = _sympy()
 
     out = []
     for row in xi:
@@ -355,7 +351,7 @@ class Discovery:
 
     def coefficient(self, i: int, term: Any) -> float:
         """The coefficient of ``term`` (a name such as ``"x*y"`` or a sympy expression) in output ``i``."""
-        import sympy as sp
+        sp = _sympy()
 
         local = dict(zip(self.library.state_names, self.library.symbols))
         expr = sp.sympify(term, locals=local) if isinstance(term, str) else sp.sympify(term)

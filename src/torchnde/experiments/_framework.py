@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._optional import MissingDependency, install_hint, missing, require
+
 __all__ = ["Check", "Experiment", "Run", "experiment", "get", "names", "run_experiment"]
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
@@ -313,6 +315,22 @@ class Run:
         return doc
 
 
+# What the experiments import besides torch and numpy: the "experiments" extra (tqdm, also in it,
+# is optional: without it progress is a plain line).
+EXTRA = ("matplotlib", "scipy", "pysindy", "sympy")
+
+
+def check_extra(name: str) -> None:
+    """Raise :class:`MissingDependency` naming ``torchnde[experiments]`` before experiment
+    ``name`` starts, if a package of that extra is not installed (checked without importing)."""
+    absent = missing(EXTRA)
+    if absent:
+        raise MissingDependency(
+            f"experiment {name!r} needs {', '.join(repr(a) for a in absent)}, optional dependencies "
+            f"that are not installed: {install_hint(absent, 'experiments')}"
+        )
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's, numpy's and torch's generators."""
     random.seed(seed)
@@ -329,11 +347,10 @@ def run_experiment(
     the same ``out`` resumes training from the checkpoints there.
     """
     exp = get(name)
+    check_extra(name)
     folder = Path(out) if out is not None else Path("runs") / (name + ("-quick" if quick else ""))
     folder.mkdir(parents=True, exist_ok=True)
-    import matplotlib
-
-    matplotlib.use("Agg")
+    require("matplotlib", extra="experiments").use("Agg")
     seed_everything(seed)
     run = Run(folder, quick=quick, seed=seed, progress=progress)
     start = time.perf_counter()

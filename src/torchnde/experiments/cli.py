@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .._optional import MissingDependency
 from ._framework import format_checks, get, names, run_experiment
 
 
@@ -28,8 +29,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (1 if a run failed a criterion)."""
+    """Entry point; returns the exit status (1 if a run failed a criterion, 2 if it could not
+    start: an unknown name, or an optional dependency missing)."""
     args = _parser().parse_args(argv)
+    try:
+        return _main(args)
+    except MissingDependency as err:
+        print(err, file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.command == "list":
         for name in names():
             exp = get(name)
