@@ -7,6 +7,7 @@ problem stores ``direction`` and every time the loop reads is ``s``.
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import torch
 from .._solution import Solution, Stats, Status
 from .raw import Raw
 
-__all__ = ["NOT_MONOTONIC", "Problem", "check_times", "tuple_like"]
+__all__ = ["NOT_MONOTONIC", "Problem", "check_times", "not_monotonic", "tuple_like"]
 
 
 def tuple_like(y: Any) -> bool:
@@ -54,6 +55,8 @@ class Problem:
             raise TypeError("y0 must be a tensor or a non-empty tuple of tensors")
         dtype, device = parts[0].dtype, parts[0].device
         for p in parts:
+            if p.is_complex():
+                raise TypeError(COMPLEX.format(dtype=p.dtype))
             if not p.is_floating_point():
                 raise TypeError(
                     f"y0 has dtype {p.dtype}: states must be floating point, e.g. y0.to(torch.float32)"
@@ -78,6 +81,8 @@ class Problem:
             batch = 1
             shapes = [p.shape for p in parts]
         sizes = [math.prod(s) for s in shapes]
+        if batch == 0 or 0 in sizes:
+            raise ValueError(_empty(parts, is_tuple, per_sample))
         t, s_eval, direction, s_host = check_times(t_eval, per_sample, batch, device)
         # The loop's state: a single tensor keeps its own shape (so f is called on it directly);
         # a tuple is concatenated into one flat vector per sample.
@@ -89,6 +94,20 @@ class Problem:
             state = torch.cat([p.reshape(-1) for p in parts])
         return Problem(f, is_tuple, shapes, sizes, dtype, device, per_sample, batch, direction,
                         t, s_eval, s_host, state, t.shape[-1], [0])  # fmt: skip
+
+    def check_finite(self) -> None:
+        """Reject a NaN or infinite initial state, saying where (one host read)."""
+        if bool(torch.isfinite(self.y0).all()):
+            return
+        bad = (~torch.isfinite(self.y0)).nonzero()
+        if self.per_sample:
+            where = f"sample(s) {_first(bad[:, 0].unique().tolist())}"
+            fix = "fix how y0 is made, or drop those samples: y0 = y0[torch.isfinite(y0).flatten(1).all(1)]"
+        else:
+            flat = " of the parts concatenated" if self.is_tuple else ""
+            where = f"index {_first([tuple(i) for i in bad.tolist()])}{flat}"
+            fix = "fix how y0 is made (torch.isfinite(y0) shows where)"
+        raise ValueError(f"y0 is NaN or infinite at {where}: the solve needs a finite initial state; {fix}")
 
     @property
     def s_eval(self) -> torch.Tensor:
@@ -260,6 +279,34 @@ class Problem:
         return evaluate
 
 
+COMPLEX = (
+    "y0 has dtype {dtype}: solve integrates real states. Solve for its real and imaginary parts "
+    "instead: y0 = torch.view_as_real(z0) (a trailing axis of 2), with f(t, y) computing on "
+    "torch.view_as_complex(y) and returning torch.view_as_real(dz/dt); then z = "
+    "torch.view_as_complex(sol.ys)"
+)
+
+
+def _first(items: list, n: int = 5) -> str:
+    """``items`` as text, the first ``n`` and how many more."""
+    text = ", ".join(str(i[0] if isinstance(i, tuple) and len(i) == 1 else i) for i in items[:n])
+    return text + (f" (and {len(items) - n} more)" if len(items) > n else "")
+
+
+def _empty(parts: list[torch.Tensor], is_tuple: bool, per_sample: bool) -> str:
+    shapes = ", ".join(str(tuple(p.shape)) for p in parts)
+    what = f"y0 {'parts have' if is_tuple else 'has'} shape {shapes}"
+    if per_sample and parts[0].ndim and parts[0].shape[0] == 0:
+        return (
+            f"{what}: an empty batch (no samples), so there is nothing to solve. Skip the call when "
+            "y0.shape[0] == 0 (or pass at least one sample)"
+        )
+    return (
+        f"{what}, with no elements: there is nothing to solve. Pass a state with at least one "
+        "element, or skip the call when y0.numel() == 0"
+    )
+
+
 def check_times(
     t_eval: Any, per_sample: bool, batch: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor | None, float, list[float] | None]:
@@ -288,7 +335,7 @@ def check_times(
         later = host[1:]
         rising = all(map(operator.lt, host, later))
         if not rising and not all(map(operator.gt, host, later)):
-            raise ValueError(NOT_MONOTONIC)
+            raise ValueError(not_monotonic(host))
         direction = 1.0 if rising else -1.0
         host = [v * direction for v in host]
         if not per_sample:  # the loop reads ``host``; the tensor is built on first use
@@ -306,7 +353,10 @@ def check_times(
         elif bool((diffs < 0).all()):
             direction = -1.0
         else:
-            raise ValueError(NOT_MONOTONIC)
+            rows = sorted({i for i, d in enumerate(diffs) if not bool((d > 0).all() or (d < 0).all())})
+            raise ValueError(
+                f"per-sample t_eval row(s) {_first(rows)}: " + not_monotonic(s[rows[0]].tolist())
+            )
     return t_eval, (s * direction).contiguous(), direction, None
 
 
@@ -314,3 +364,24 @@ NOT_MONOTONIC = (
     "t_eval must be strictly monotonic (all increasing or all decreasing, no repeats): "
     "sort it, e.g. torch.sort(t_eval).values"
 )
+
+
+def not_monotonic(times: list[float]) -> str:
+    """Why ``times`` is not strictly monotonic, and the fix: repeats (``torch.unique``) or order."""
+    counts: dict[float, list[int]] = {}
+    for i, v in enumerate(times):
+        counts.setdefault(v, []).append(i)
+    repeats = {v: idx for v, idx in counts.items() if len(idx) > 1}
+    if not repeats:
+        return NOT_MONOTONIC
+    listed = _first([f"{v:g} (at indices {', '.join(map(str, idx))})" for v, idx in repeats.items()], 3)
+    pairs = list(itertools.pairwise(times))
+    if all(a <= b for a, b in pairs) or all(a >= b for a, b in pairs):  # sorted, with repeats
+        return (
+            f"t_eval repeats {listed}: output times must be distinct. Remove the repeats with "
+            "torch.unique_consecutive(t_eval) (it keeps the order)"
+        )
+    return (
+        f"t_eval is not monotonic and repeats {listed}: torch.unique(t_eval) sorts it and removes "
+        "the repeats (add .flip(0) to integrate backwards)"
+    )

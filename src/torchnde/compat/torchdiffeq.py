@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from .._names import did_you_mean
 from .._optional import require
 from .._solve import solve
 from ..controllers import ConstantStep, PIDController
@@ -332,9 +333,7 @@ def _method_name(method: str) -> str:
         return _ADAPTIVE[method]
     if method in _FIXED:
         return _FIXED[method]
-    raise ValueError(
-        f"unknown method {method!r}; valid methods: {', '.join(sorted({**_ADAPTIVE, **_FIXED}))}"
-    )
+    raise ValueError(_unknown_method(method))
 
 
 def _odeint(
@@ -363,9 +362,7 @@ def _odeint(
     if method in _FIXED:
         _reject_unknown(options, _fixed_options(method), method)
         return _fixed(func, y0, t, _fixed_solver(method, rtol, atol, options), options, gradient)
-    raise ValueError(
-        f"unknown method {method!r}; valid methods: {', '.join(sorted({**_ADAPTIVE, **_FIXED}))}"
-    )
+    raise ValueError(_unknown_method(method))
 
 
 def _scipy(func: Callable, y0: Any, t: torch.Tensor, rtol: Any, atol: Any, options: dict) -> Any:
@@ -419,12 +416,17 @@ def _scipy(func: Callable, y0: Any, t: torch.Tensor, rtol: Any, atol: Any, optio
     return unflatten(torch.tensor(sol.y).T.to(device, dtype))
 
 
+def _unknown_method(method: Any) -> str:
+    valid = sorted({**_ADAPTIVE, **_FIXED, "scipy_solver": None})
+    return f"unknown method {method!r}; valid methods: {', '.join(valid)}.{did_you_mean(method, valid)}"
+
+
 def _reject_unknown(options: dict[str, Any], allowed: set[str], method: str) -> None:
     unknown = set(options) - allowed
     if unknown:
         raise ValueError(
             f"option(s) {sorted(unknown)} are not supported for method {method!r}; "
-            f"supported: {', '.join(sorted(allowed))}"
+            f"supported: {', '.join(sorted(allowed))}.{did_you_mean(sorted(unknown), sorted(allowed))}"
         )
     dtype = options.get("dtype")
     if dtype is not None and dtype not in (torch.float32, torch.float64):
@@ -728,10 +730,17 @@ def odeint_event(
         raise NotImplementedError("events with the adjoint are not supported yet: use odeint")
     unknown = set(kwargs) - {"rtol", "atol", "method", "options"}
     if unknown:
-        raise ValueError(f"odeint_event got unsupported argument(s) {sorted(unknown)}")
+        valid = ("rtol", "atol", "method", "options")
+        raise ValueError(
+            f"odeint_event got unsupported argument(s) {sorted(unknown)}; supported: {', '.join(valid)}."
+            f"{did_you_mean(sorted(unknown), valid)}"
+        )
     method = kwargs.get("method") or "dopri5"
     if method not in _ADAPTIVE:
-        raise ValueError(f"odeint_event needs an adaptive method, got {method!r}")
+        raise ValueError(
+            f"odeint_event needs an adaptive method ({', '.join(sorted(_ADAPTIVE))}), got {method!r}."
+            f"{did_you_mean(method, sorted(_ADAPTIVE))}"
+        )
     options = dict(kwargs.get("options") or {})
     _reject_unknown(options, _ADAPTIVE_OPTIONS, method)
     t0 = torch.as_tensor(t0, dtype=torch.float64)

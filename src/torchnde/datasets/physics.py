@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._names import did_you_mean
 from .._optional import require
 from ._checks import check_count, check_dtype
 
@@ -569,7 +570,10 @@ def relativistic_particle(
     check_count(n_points, "n_points")
     amplitude = _check_range(amplitude, "amplitude")
     if coordinates not in ("velocity", "canonical"):
-        raise ValueError(f"coordinates must be 'velocity' or 'canonical', got {coordinates!r}")
+        raise ValueError(
+            f"coordinates must be 'velocity' or 'canonical', got {coordinates!r}."
+            f"{did_you_mean(coordinates, ('velocity', 'canonical'))}"
+        )
     if not k > 0:
         raise ValueError(f"k must be a positive spring constant, got {k!r}")
     rng = _check_common(noise, seed, dtype)

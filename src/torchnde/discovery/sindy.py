@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._names import did_you_mean
 from .._optional import require
 from ..models.universal import UniversalODE
 from .library import Library, _check_names, _sympy, format_terms
@@ -110,7 +111,8 @@ def _library_from(library: Library | str, degree: int, n_states: int, names: Seq
         else:
             raise ValueError(
                 f"unknown library part {part!r} in {library!r}; valid parts: polynomial, sin, cos, trig "
-                "(joined with '+'), or pass a Library"
+                "(joined with '+'), or pass a Library."
+                f"{did_you_mean(part, ('polynomial', 'sin', 'cos', 'trig', 'trigonometric', 'fourier'))}"
             )
         lib = piece if lib is None else lib + piece
     assert lib is not None
@@ -480,7 +482,10 @@ class Discovery:
         ```
         """
         if criterion not in ("aic", "aicc", "bic"):
-            raise ValueError(f"refine's criterion must be 'aic', 'aicc' or 'bic', got {criterion!r}")
+            raise ValueError(
+                f"refine's criterion must be 'aic', 'aicc' or 'bic', got {criterion!r}."
+                f"{did_you_mean(criterion, ('aic', 'aicc', 'bic'))}"
+            )
         if int(max_terms) != max_terms or max_terms < 1:
             raise ValueError(f"max_terms must be a positive integer, got {max_terms!r}")
         for name, value in (("singles", singles), ("passes", passes), ("polish", polish)):
@@ -732,7 +737,9 @@ def discover(
     """
     ps = _pysindy()
     if criterion not in CRITERIA:
-        raise ValueError(f"unknown criterion {criterion!r}; valid: {', '.join(CRITERIA)}")
+        raise ValueError(
+            f"unknown criterion {criterion!r}; valid: {', '.join(CRITERIA)}.{did_you_mean(criterion, CRITERIA)}"
+        )
     alphas = np.atleast_1d(np.asarray(alpha, dtype=np.float64))
     if alphas.ndim != 1 or len(alphas) == 0 or np.any(alphas < 0) or not np.all(np.isfinite(alphas)):
         raise ValueError(f"alpha (ridge strength) must be one or more finite numbers >= 0, got {alpha!r}")

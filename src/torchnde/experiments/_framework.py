@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._names import did_you_mean
 from .._optional import MissingDependency, install_hint, missing, require
 
 __all__ = ["Check", "Experiment", "Run", "experiment", "get", "names", "run_experiment"]
@@ -95,7 +96,9 @@ def get(name: str) -> Experiment:
     """The experiment ``name``; an unknown name lists the valid ones."""
     _load_all()
     if name not in _REGISTRY:
-        raise KeyError(f"unknown experiment {name!r}; valid: {', '.join(sorted(_REGISTRY))}")
+        raise KeyError(
+            f"unknown experiment {name!r}; valid: {', '.join(sorted(_REGISTRY))}.{did_you_mean(name, _REGISTRY)}"
+        )
     return _REGISTRY[name]
 
 
@@ -192,7 +195,7 @@ class Run:
     def check(self, name: str, measured: Any, op: str, threshold: Any, claim: str | None = None) -> bool:
         """Record the criterion ``measured <op> threshold`` and whether it passed."""
         if op not in _OPS:
-            raise ValueError(f"unknown comparison {op!r}; valid: {', '.join(_OPS)}")
+            raise ValueError(f"unknown comparison {op!r}; valid: {', '.join(_OPS)}.{did_you_mean(op, _OPS)}")
         value = float(measured) if isinstance(measured, (torch.Tensor, np.generic)) else measured
         passed = bool(math.isfinite(float(value)) and _OPS[op](value, threshold))
         self.checks.append(Check(name, _jsonable(value), op, threshold, passed, claim))
