@@ -201,3 +201,62 @@ def test_an_experiment_checks_its_extra_before_it_starts(tmp_path, monkeypatch):
     ):
         run_experiment("ude-lotka-volterra", quick=True, out=tmp_path / "run")
     assert not (tmp_path / "run").exists()  # nothing started
+
+
+def _third_party_imports() -> tuple[list[tuple[str, str, bool]], list[tuple[str, str, str]]]:
+    """Plain imports of packages other than the standard library, torch, numpy and torchnde
+    (file, package, inside a function?), and every ``require(module, extra=...)`` (file,
+    package, extra)."""
+    import ast
+
+    allowed = set(sys.stdlib_module_names) | {"torch", "numpy", "torchnde", "__future__"}
+    plain: list[tuple[str, str, bool]] = []
+    required: list[tuple[str, str, str]] = []
+    for path in sorted((REPO / "src" / "torchnde").rglob("*.py")):
+        rel = str(path.relative_to(REPO / "src"))
+        tree = ast.parse(path.read_text())
+        inner = {
+            id(n)
+            for f in ast.walk(tree)
+            if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+            for n in ast.walk(f)
+        }
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "require":
+                extra = next(k.value.value for k in node.keywords if k.arg == "extra")
+                required.append((rel, node.args[0].value.split(".")[0], extra))
+            plain += [
+                (rel, n.split(".")[0], id(node) in inner) for n in names if n.split(".")[0] not in allowed
+            ]
+    return plain, required
+
+
+def test_optional_packages_are_imported_where_needed_and_their_extra_lists_them():
+    """No module imports an optional package at import time; inside functions, the core and the
+    datasets use ``require`` (an error naming the extra), and the experiments import only what
+    ``run_experiment`` checks before it starts (its ``EXTRA``, all in the experiments extra)."""
+    import tomllib
+
+    from torchnde.experiments._framework import EXTRA
+
+    plain, required = _third_party_imports()
+    at_import = [(rel, pkg) for rel, pkg, inside in plain if not inside]
+    assert not at_import, f"imported at module level: {at_import}"
+    # tqdm is optional even there: the progress bar falls back to a plain line without it
+    unchecked = [(rel, pkg) for rel, pkg, _ in plain if not rel.startswith("torchnde/experiments/")
+                 or pkg not in {*EXTRA, "tqdm"}]  # fmt: skip
+    assert not unchecked, f"import these through torchnde._optional.require: {unchecked}"
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+    def listed(extra: str) -> set[str]:
+        return {re.split(r"[<>=!~\[; ]", spec)[0].lower() for spec in extras[extra]}
+
+    assert required, "no require() calls found"
+    for rel, package, extra in required:
+        assert package.lower() in listed(extra), f"{rel}: {package} is not in the {extra!r} extra"
+    assert {*EXTRA, "tqdm"} <= listed("experiments")

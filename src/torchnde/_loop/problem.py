@@ -7,7 +7,6 @@ problem stores ``direction`` and every time the loop reads is ``s``.
 
 from __future__ import annotations
 
-import itertools
 import math
 import operator
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 
 from .._solution import Solution, Stats, Status
+from .inputs import COMPLEX, NOT_MONOTONIC, all_finite, empty_state, first_few, not_monotonic
 from .raw import Raw
 
 __all__ = ["NOT_MONOTONIC", "Problem", "check_times", "not_monotonic", "tuple_like"]
@@ -82,7 +82,7 @@ class Problem:
             shapes = [p.shape for p in parts]
         sizes = [math.prod(s) for s in shapes]
         if batch == 0 or 0 in sizes:
-            raise ValueError(_empty(parts, is_tuple, per_sample))
+            raise ValueError(empty_state(parts, is_tuple, per_sample))
         t, s_eval, direction, s_host = check_times(t_eval, per_sample, batch, device)
         # The loop's state: a single tensor keeps its own shape (so f is called on it directly);
         # a tuple is concatenated into one flat vector per sample.
@@ -97,15 +97,15 @@ class Problem:
 
     def check_finite(self) -> None:
         """Reject a NaN or infinite initial state, saying where (one host read)."""
-        if bool(torch.isfinite(self.y0).all()):
+        if all_finite(self.y0):
             return
         bad = (~torch.isfinite(self.y0)).nonzero()
         if self.per_sample:
-            where = f"sample(s) {_first(bad[:, 0].unique().tolist())}"
+            where = f"sample(s) {first_few(bad[:, 0].unique().tolist())}"
             fix = "fix how y0 is made, or drop those samples: y0 = y0[torch.isfinite(y0).flatten(1).all(1)]"
         else:
             flat = " of the parts concatenated" if self.is_tuple else ""
-            where = f"index {_first([tuple(i) for i in bad.tolist()])}{flat}"
+            where = f"index {first_few([tuple(i) for i in bad.tolist()])}{flat}"
             fix = "fix how y0 is made (torch.isfinite(y0) shows where)"
         raise ValueError(f"y0 is NaN or infinite at {where}: the solve needs a finite initial state; {fix}")
 
@@ -279,34 +279,6 @@ class Problem:
         return evaluate
 
 
-COMPLEX = (
-    "y0 has dtype {dtype}: solve integrates real states. Solve for its real and imaginary parts "
-    "instead: y0 = torch.view_as_real(z0) (a trailing axis of 2), with f(t, y) computing on "
-    "torch.view_as_complex(y) and returning torch.view_as_real(dz/dt); then z = "
-    "torch.view_as_complex(sol.ys)"
-)
-
-
-def _first(items: list, n: int = 5) -> str:
-    """``items`` as text, the first ``n`` and how many more."""
-    text = ", ".join(str(i[0] if isinstance(i, tuple) and len(i) == 1 else i) for i in items[:n])
-    return text + (f" (and {len(items) - n} more)" if len(items) > n else "")
-
-
-def _empty(parts: list[torch.Tensor], is_tuple: bool, per_sample: bool) -> str:
-    shapes = ", ".join(str(tuple(p.shape)) for p in parts)
-    what = f"y0 {'parts have' if is_tuple else 'has'} shape {shapes}"
-    if per_sample and parts[0].ndim and parts[0].shape[0] == 0:
-        return (
-            f"{what}: an empty batch (no samples), so there is nothing to solve. Skip the call when "
-            "y0.shape[0] == 0 (or pass at least one sample)"
-        )
-    return (
-        f"{what}, with no elements: there is nothing to solve. Pass a state with at least one "
-        "element, or skip the call when y0.numel() == 0"
-    )
-
-
 def check_times(
     t_eval: Any, per_sample: bool, batch: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor | None, float, list[float] | None]:
@@ -355,33 +327,6 @@ def check_times(
         else:
             rows = sorted({i for i, d in enumerate(diffs) if not bool((d > 0).all() or (d < 0).all())})
             raise ValueError(
-                f"per-sample t_eval row(s) {_first(rows)}: " + not_monotonic(s[rows[0]].tolist())
+                f"per-sample t_eval row(s) {first_few(rows)}: " + not_monotonic(s[rows[0]].tolist())
             )
     return t_eval, (s * direction).contiguous(), direction, None
-
-
-NOT_MONOTONIC = (
-    "t_eval must be strictly monotonic (all increasing or all decreasing, no repeats): "
-    "sort it, e.g. torch.sort(t_eval).values"
-)
-
-
-def not_monotonic(times: list[float]) -> str:
-    """Why ``times`` is not strictly monotonic, and the fix: repeats (``torch.unique``) or order."""
-    counts: dict[float, list[int]] = {}
-    for i, v in enumerate(times):
-        counts.setdefault(v, []).append(i)
-    repeats = {v: idx for v, idx in counts.items() if len(idx) > 1}
-    if not repeats:
-        return NOT_MONOTONIC
-    listed = _first([f"{v:g} (at indices {', '.join(map(str, idx))})" for v, idx in repeats.items()], 3)
-    pairs = list(itertools.pairwise(times))
-    if all(a <= b for a, b in pairs) or all(a >= b for a, b in pairs):  # sorted, with repeats
-        return (
-            f"t_eval repeats {listed}: output times must be distinct. Remove the repeats with "
-            "torch.unique_consecutive(t_eval) (it keeps the order)"
-        )
-    return (
-        f"t_eval is not monotonic and repeats {listed}: torch.unique(t_eval) sorts it and removes "
-        "the repeats (add .flip(0) to integrate backwards)"
-    )
