@@ -267,5 +267,5 @@ def test_bad_inputs_are_rejected():
 
 def test_a_missing_pysindy_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "pysindy", None)
-    with pytest.raises(ImportError, match=r"pip install torchnde\[discovery\]"):
+    with pytest.raises(ImportError, match=r'pip install "torchnde\[discovery\]"'):
         discover(lv_interaction, box_states())

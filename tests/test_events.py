@@ -88,7 +88,7 @@ def test_a_terminal_event_ends_the_outputs():
     assert abs(float(sol.event_ts[0]) - t_hit) < 1e-8
     after = ts > t_hit
     assert torch.isnan(sol.ys[0][after]).all() and not torch.isnan(sol.ys[0][~after]).any()
-    assert sol.status == nde.Status.SUCCESS
+    assert sol.status == nde.Status.EVENT and sol.success  # stopped at the event: a normal outcome
 
 
 def test_direction_filters_crossings():
@@ -137,6 +137,7 @@ def test_per_sample_terminal_events_stop_each_sample():
         assert (
             torch.isnan(sol.ys[0][ts > t_hit, i]).all() and not torch.isnan(sol.ys[0][ts <= t_hit, i]).any()
         )
+    assert sol.status_names == ["EVENT", "EVENT"] and sol.success
 
 
 def test_event_options_are_validated():
@@ -157,3 +158,72 @@ def test_odeint_event_returns_the_event_time_and_states():
     event_t, states = odeint_event(_ball, y0, t0, event_fn=lambda t, y: y[0].sum(), rtol=1e-10, atol=1e-12)
     assert abs(float(event_t) - math.sqrt(4 / G)) < 1e-8
     assert states[0].shape == (2, 1) and abs(float(states[0][-1])) < 1e-9
+
+
+def test_max_events_stops_after_exactly_that_many_as_a_normal_outcome():
+    y0 = (torch.tensor([1.0], dtype=torch.float64), torch.zeros(1, dtype=torch.float64))
+    ts = torch.linspace(0, 10, 21, dtype=torch.float64)
+    event = nde.Event(lambda t, y: y[0].sum(), terminal=False, direction=-1, jump=lambda t, y: (y[0], -0.9 * y[1]),
+                      max_events=5)  # fmt: skip
+    sol = nde.solve(_ball, y0, ts, rtol=1e-10, atol=1e-12, event=event)  # no exception
+    assert sol.status == nde.Status.EVENT and sol.success
+    want = _bounces(1.0, 0.9, 5)
+    assert len(sol.event_ts) == 5 and max(abs(float(a) - b) for a, b in zip(sol.event_ts, want)) < 1e-8
+    after = ts > want[-1]
+    assert torch.isnan(sol.ys[0][after]).all() and not torch.isnan(sol.ys[0][~after]).any()
+
+
+def test_max_events_per_sample_stops_each_sample_after_its_own_events():
+    heights = [1.0, 0.5]
+    h = torch.tensor([[x] for x in heights], dtype=torch.float64)
+    v = torch.zeros(2, 1, dtype=torch.float64)
+    ts = torch.linspace(0, 10, 21, dtype=torch.float64)
+    event = nde.Event(lambda t, y: y[0].sum(-1), terminal=False, direction=-1,
+                      jump=lambda t, y: (y[0], -0.9 * y[1]), max_events=3)  # fmt: skip
+    sol = nde.solve(_ball, (h, v), ts, "tsit5", rtol=1e-10, atol=1e-12, per_sample=True, event=event)
+    assert sol.status_names == ["EVENT", "EVENT"]
+    assert sol.event_ts.shape == (2, 3) and not torch.isnan(sol.event_ts).any()
+    for i, h0 in enumerate(heights):
+        want = torch.tensor(_bounces(h0, 0.9, 3), dtype=torch.float64)
+        assert torch.allclose(sol.event_ts[i], want, atol=1e-8)
+
+
+def test_max_steps_reached_while_events_fire_every_step_suggests_max_events():
+    """A condition crossing zero in every step (as events do where they accumulate) runs into
+    max_steps; the error says how to stop after a number of events instead."""
+
+    def f(t, y):
+        return torch.cos(3 * t).expand_as(y)
+
+    dense = nde.Event(lambda t, y: torch.sin(t * (math.pi / 0.05) + 0.3) + 0 * y.sum(), terminal=False)
+    y0, ts = torch.full((1,), 1e-3, dtype=torch.float64), torch.tensor([0.0, 100.0], dtype=torch.float64)
+    with pytest.raises(nde.MaxStepsReached, match=r"fired 1\d\d times.*Event\(\.\.\., max_events=N\)"):
+        nde.solve(f, y0, ts, "rk4", dt=0.05, event=dense, max_steps=200)
+    sparse = nde.Event(lambda t, y: y.sum(), terminal=False)  # a crossing every pi/3: no such hint
+    with pytest.raises(nde.MaxStepsReached) as info:
+        nde.solve(f, y0, ts, "rk4", dt=0.05, event=sparse, max_steps=200)
+    assert "max_events" not in str(info.value)
+
+
+def test_a_vector_condition_without_per_sample_is_pointed_at_per_sample():
+    calls = []
+
+    def f(t, y):
+        calls.append(t)
+        return _ball(t, y)
+
+    y0 = (torch.ones(3, 1, dtype=torch.float64), torch.zeros(3, 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"returned shape \(3,\).*solve with per_sample=True"):
+        nde.solve(
+            f, y0, torch.tensor([0.0, 1.0], dtype=torch.float64), event=nde.Event(lambda t, y: y[0].sum(-1))
+        )
+    with pytest.raises(ValueError, match=r"one value per sample, shape \[3\], got shape \(\)"):
+        nde.solve(f, y0, torch.tensor([0.0, 1.0], dtype=torch.float64), per_sample=True,
+                  event=nde.Event(lambda t, y: y[0].sum()))  # fmt: skip
+    assert calls == []  # the condition is checked before f is first called
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_max_events_must_be_a_positive_int(bad):
+    with pytest.raises(ValueError, match="positive int or None"):
+        nde.Event(lambda t, y: y.sum(), terminal=False, max_events=bad)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -31,7 +32,7 @@ def test_max_steps_error_names_time_step_count_and_fix():
     with pytest.raises(nde.MaxStepsReached) as info:
         nde.solve(lambda t, y: -y, _y0(), torch.tensor([0.0, 10.0]), dt=0.01, max_steps=250)
     msg = str(info.value)
-    assert "t=2.5" in msg and "dt=" in msg and "250 steps" in msg and "max_steps" in msg
+    assert "t=2.5" in msg and "dt=0.01," in msg and "250 steps" in msg and "max_steps" in msg
     assert info.value.solution is not None and info.value.solution.status == nde.Status.MAX_STEPS
 
 
@@ -99,3 +100,40 @@ def test_tolerance_below_float32_resolution_says_so():
     ):
         nde.solve(lambda t, y: -y + torch.sin(t), torch.ones(2), torch.tensor([0.0, 5.0]), "dopri8",
                   rtol=1e-10, atol=1e-12, max_steps=500)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("solver", "options", "error"),
+    [
+        ("dopri5", {"max_steps": 20}, nde.MaxStepsReached),  # adaptive: the step it would take next
+        ("rk4", {"dt": 0.1}, nde.NonFiniteState),  # fixed steps: found non-finite at the end
+        ("reversible_heun", {"dt": 0.1}, nde.NonFiniteState),
+    ],
+)
+def test_failure_messages_print_the_step_size_as_a_number(solver, options, error):
+    with pytest.raises(error) as info:
+        nde.solve(_blowup, _y0(), torch.tensor([0.0, 2.0], dtype=torch.float64), solver, **options)
+    found = re.search(r"dt=([0-9.e+-]+),", str(info.value))
+    assert found is not None and math.isfinite(float(found.group(1))) and float(found.group(1)) > 0, str(
+        info.value
+    )
+    assert "n/a" not in str(info.value) and "nan" not in str(info.value)
+
+
+def test_per_sample_failure_of_a_reversible_solve_names_the_sample_and_step_size():
+    y0 = torch.tensor([[0.1], [1.0]], dtype=torch.float64)
+    with pytest.raises(nde.NonFiniteState, match=r"sample 1 at t=2, dt=0.1,"):
+        nde.solve(_blowup, y0, torch.tensor([0.0, 2.0], dtype=torch.float64), "reversible_heun", dt=0.1,
+                  per_sample=True)  # fmt: skip
+
+
+def test_per_sample_statuses_read_by_name():
+    y0 = torch.tensor([[0.1], [1.0]], dtype=torch.float64)
+    ctrl = nde.PIDController(dtmin=1e-4)
+    sol = nde.solve(_blowup, y0, torch.tensor([0.0, 2.0]), controller=ctrl, per_sample=True, throw=False)
+    assert sol.status.dtype == torch.int64 and sol.status.tolist() == [0, 2]
+    assert sol.statuses == [nde.Status.SUCCESS, nde.Status.DT_MIN]
+    assert sol.status_names == ["SUCCESS", "DT_MIN"]
+    assert nde.Status(int(sol.status[1])).message == "the step size fell below the minimum"
+    single = nde.solve(lambda t, y: -y, _y0(), torch.tensor([0.0, 1.0]))
+    assert single.statuses == [nde.Status.SUCCESS] and single.status_names == ["SUCCESS"]

@@ -100,3 +100,32 @@ def test_a_solve_leaves_no_reference_cycle_holding_its_tensors(gradient):
         gc.garbage.clear()
         gc.enable()
     assert found == 0, leaked[:20]
+
+
+def test_graph_memory_prints_nothing(capfd):
+    net = _net()
+    y0 = torch.randn(4, 2)
+    forward = lambda: nde.solve(lambda t, y: net(y), y0, torch.tensor([0.0, 1.0]), "rk4", dt=0.25).ys  # noqa: E731
+    mem = nde.graph_memory(forward, lambda ys: ys.square().sum().backward())
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
+    assert mem.retained_bytes > 0 and mem.backward_peak_bytes > 0
+
+
+def test_retained_bytes_count_each_storage_still_alive_once():
+    def forward():
+        scratch = torch.ones(1000, dtype=torch.float64)  # freed before forward returns
+        kept = scratch * 2.0  # 8000 bytes
+        return kept.view(10, 100).t(), kept[:10], torch.tensor([1.0, 2.0], dtype=torch.float64)
+
+    mem = nde.graph_memory(forward)
+    assert mem.retained_bytes == 8000 + 16  # views share their base's storage; torch.tensor counts
+
+
+def test_backward_peak_counts_what_backward_allocates_above_its_start():
+    w = torch.zeros(1000, dtype=torch.float64, requires_grad=True)
+    # forward keeps 8 bytes (the sum); backward makes the 8000-byte gradient of w (kept as w.grad)
+    mem = nde.graph_memory(lambda: (w * 3.0).sum(), lambda loss: loss.backward())
+    assert mem.retained_bytes == 8
+    assert 8000 <= mem.backward_peak_bytes <= 8000 + 64
+    assert torch.equal(w.grad, torch.full_like(w, 3.0))

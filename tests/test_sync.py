@@ -36,9 +36,9 @@ def _y0(*shape, dtype=torch.float64):
     return torch.randn(*shape, dtype=dtype, generator=torch.Generator().manual_seed(0))
 
 
-# The few reads outside the loop: t_eval's check, Hairer's initial step (three norms), and
-# (fixed steps) one finiteness check at the end.
-_SETUP = 5
+# The few reads outside the loop: t_eval's check, y0's finiteness check, Hairer's initial step
+# (three norms), and (fixed steps) one finiteness check at the end.
+_SETUP = 6
 
 
 @pytest.mark.parametrize("name", ["dopri5", "tsit5", "dopri8", "bosh3"])

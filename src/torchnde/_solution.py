@@ -22,17 +22,44 @@ __all__ = [
 
 
 class Status(enum.IntEnum):
-    """Why a solve (or one sample of a per-sample solve) stopped."""
+    """Why a solve (or one sample of a per-sample solve) stopped.
+
+    A global solve's ``sol.status`` is a member; a per-sample solve's is an int64 tensor
+    ``[batch]`` of these values, read by name with ``sol.statuses`` (``Status(int(v))`` for one
+    value). ``SUCCESS`` and ``EVENT`` are normal outcomes (``sol.success``); the others are
+    failures, raised as a :class:`SolveError` with ``throw=True``.
+
+    - ``SUCCESS``: reached the final time.
+    - ``EVENT``: stopped at an event: a terminal :class:`~torchnde.Event`, or the
+      ``max_events``-th firing of a non-terminal one (outputs after it are NaN).
+    - ``MAX_STEPS``, ``DT_MIN``, ``NONFINITE``, ``NO_CONVERGENCE``: see :attr:`message`.
+
+    ```python
+    import torch, torchnde as nde
+    sol = nde.solve(lambda t, y: y**2, torch.tensor([[0.1], [1.0]]), torch.tensor([0.0, 2.0]),
+                    per_sample=True, throw=False)
+    sol.status          # tensor([0, 2])
+    sol.statuses        # [<Status.SUCCESS: 0>, <Status.DT_MIN: 2>]
+    sol.status_names    # ['SUCCESS', 'DT_MIN']
+    ```
+    """
 
     SUCCESS = 0
     MAX_STEPS = 1
     DT_MIN = 2
     NONFINITE = 3
     NO_CONVERGENCE = 4
+    EVENT = 5
 
     @property
     def message(self) -> str:
+        """What the status means, in words."""
         return _MESSAGES[self]
+
+    @property
+    def ok(self) -> bool:
+        """A normal outcome: ``SUCCESS`` or ``EVENT``."""
+        return self in (Status.SUCCESS, Status.EVENT)
 
     def __str__(self) -> str:
         return f"Status.{self.name}"
@@ -44,6 +71,7 @@ _MESSAGES = {
     Status.DT_MIN: "the step size fell below the minimum",
     Status.NONFINITE: "the state or its error estimate became non-finite (NaN or inf)",
     Status.NO_CONVERGENCE: "the implicit stage equations did not converge (Newton iterations)",
+    Status.EVENT: "stopped at an event (a terminal event, or Event(max_events=N) reached)",
 }
 
 
@@ -73,7 +101,7 @@ class Solution:
       failure with ``throw=False``, entries after the failure time are NaN.
     - ``stats``: :class:`Stats`.
     - ``status``: :class:`Status` for a global solve, an int tensor ``[batch]`` per sample (values
-      of :class:`Status`).
+      of :class:`Status`); ``statuses``/``status_names`` read it by name.
     - ``step_ts``/``step_ys``: every accepted step when ``save_steps=True`` (per sample: padded
       with NaN where a sample did not advance in that iteration).
     - ``evaluate(t)``: the continuous extension over the whole interval when ``dense=True``.
@@ -101,10 +129,22 @@ class Solution:
 
     @property
     def success(self) -> bool:
-        """True if every sample finished successfully."""
+        """True if every sample finished normally: at the final time, or at an event (``EVENT``)."""
         if isinstance(self.status, torch.Tensor):
-            return bool((self.status == Status.SUCCESS).all())
-        return self.status == Status.SUCCESS
+            return bool(((self.status == Status.SUCCESS) | (self.status == Status.EVENT)).all())
+        return Status(self.status).ok
+
+    @property
+    def statuses(self) -> list[Status]:
+        """The status of each sample as a :class:`Status` (a global solve: a list of one)."""
+        if isinstance(self.status, torch.Tensor):
+            return [Status(v) for v in self.status.reshape(-1).tolist()]
+        return [Status(self.status)]
+
+    @property
+    def status_names(self) -> list[str]:
+        """The names of :attr:`statuses`, e.g. ``['SUCCESS', 'DT_MIN']``."""
+        return [s.name for s in self.statuses]
 
     def evaluate(self, t: Any) -> Any:
         """The dense solution at time(s) ``t`` (needs ``dense=True``).

@@ -14,6 +14,7 @@ import torch
 
 from ._loop import LoopOptions, Problem
 from ._loop.diagnostics import error, precision_hint, stiffness_advice
+from ._names import did_you_mean
 from ._solution import Solution, Status
 from .controllers import AbstractController, ConstantStep, PIDController
 from .events import Event
@@ -108,7 +109,8 @@ def solve(
     """
     if unknown:
         raise TypeError(
-            f"solve() got unknown option(s) {sorted(unknown)}; valid options: {', '.join(_OPTIONS)}"
+            f"solve() got unknown option(s) {sorted(unknown)}; valid options: {', '.join(_OPTIONS)}."
+            f"{did_you_mean(sorted(unknown), _OPTIONS)}"
         )
     return _solve(f, y0, t_eval, solver, rtol, atol, dt, controller, per_sample, dense, save_steps,
                   max_steps, throw, progress, compile, gradient, event)  # fmt: skip
@@ -128,6 +130,7 @@ def _solve(
     strategy = resolve_gradient(gradient)
     _check_strategy(strategy, method, per_sample, compile)
     problem = Problem.build(term.lower(), y0, t_eval, per_sample)
+    problem.check_finite()  # one host read, before any work
     problem.jacobian = method.jacobian  # a user Jacobian of an implicit solver, else None
     _check_pair(method, problem)
     if problem.n_out == 1:

@@ -32,6 +32,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from ._names import checked_keywords
+
 __all__ = ["AbstractController", "ConstantStep", "PIDController", "clip", "rms_norm", "where"]
 
 TimesLike = "torch.Tensor | Sequence[float] | None"
@@ -111,6 +113,7 @@ class AbstractController(abc.ABC):
         return s + dt == s
 
 
+@checked_keywords
 @dataclass(frozen=True)
 class ConstantStep(AbstractController):
     """Fixed steps of size ``dt`` (the last step before ``t1``, or before a point of
@@ -184,6 +187,7 @@ class _Memory:
         self.inv1, self.inv2, self.after_reject = self.inv1[keep], self.inv2[keep], self.after_reject[keep]
 
 
+@checked_keywords
 @dataclass(frozen=True)
 class PIDController(AbstractController):
     r"""Adaptive step size from the embedded error estimate, with a PID rule on the error history.

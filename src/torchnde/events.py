@@ -21,9 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ._names import checked_keywords
+
 __all__ = ["Event"]
 
 
+@checked_keywords
 @dataclass(frozen=True)
 class Event:
     """A zero crossing of ``cond_fn(t, y)`` to stop at or to act on.
@@ -36,8 +39,13 @@ class Event:
       to negative, ``None`` both.
     - ``jump``: for a non-terminal event, the state update ``y <- jump(t, y)`` (e.g. a bounce);
       gradients flow through it.
-    - ``max_events``: a non-terminal event may fire at most this many times (then the solve fails
-      with ``MAX_STEPS``: a Zeno-like accumulation of events).
+    - ``max_events``: stop the solve after a non-terminal event has fired this many times (a
+      normal outcome: ``sol.status`` is ``Status.EVENT`` and ``sol.event_ts`` holds exactly
+      ``max_events`` times; outputs after the last one are NaN). ``None`` (default): no limit;
+      a Zeno-like accumulation of events then ends at ``max_steps``.
+    - ``cond_fn`` returns a scalar (one value per solve). For a batch of independent problems
+      whose events fire each at its own time, solve with ``per_sample=True``: ``cond_fn`` then
+      returns one value per sample, shape ``[B]``.
 
     ```python
     import torch, torchnde as nde
@@ -54,7 +62,7 @@ class Event:
     terminal: bool = True
     direction: int | None = None
     jump: Callable[..., Any] | None = None
-    max_events: int = 1000
+    max_events: int | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.cond_fn):
@@ -65,8 +73,10 @@ class Event:
             raise TypeError("Event(jump=...) must be callable as jump(t, y) -> new y")
         if self.jump is not None and self.terminal:
             raise ValueError("Event(jump=...) needs terminal=False: a terminal event ends the solve")
-        if not isinstance(self.max_events, int) or self.max_events < 1:
-            raise ValueError(f"Event(max_events=...) must be a positive int, got {self.max_events!r}")
+        if self.max_events is not None and (
+            not isinstance(self.max_events, int) or isinstance(self.max_events, bool) or self.max_events < 1
+        ):
+            raise ValueError(f"Event(max_events=...) must be a positive int or None, got {self.max_events!r}")
 
     def crossed(self, g0: Any, g1: Any) -> Any:
         """Whether a step from ``g0`` to ``g1`` crosses zero in the watched direction: floats in

@@ -110,18 +110,26 @@ def looks_stiff(raw: Raw, solver: AbstractSolver, sample: int | None) -> bool:
 
 def error(sol: Solution, raw: Raw, solver: AbstractSolver) -> Exception:
     if isinstance(sol.status, torch.Tensor):
-        bad = (sol.status != Status.SUCCESS).nonzero().flatten().tolist()
+        ok = (sol.status == Status.SUCCESS) | (sol.status == Status.EVENT)
+        bad = (~ok).nonzero().flatten().tolist()
         i = bad[0]
         status = Status(int(sol.status[i]))
         where = (
             f"sample {i} (and {len(bad) - 1} more)" if len(bad) > 1 else f"sample {i}"
-        ) + f" at t={float(raw.fail_time[i]):.6g}, dt={float(raw.fail_dt[i]):.3g}, "
+        ) + f" at t={float(raw.fail_time[i]):.6g}{_dt(raw.fail_dt, i)}, "
         where += f"after {int(raw.stats.steps[i])} steps"
     else:
         status = Status(sol.status)
-        dt_txt = "n/a" if raw.fail_dt is None else f"{raw.fail_dt:.3g}"
-        where = f"at t={raw.fail_time:.6g}, dt={dt_txt}, after {raw.stats.steps} steps"
+        where = f"at t={float(raw.fail_time):.6g}{_dt(raw.fail_dt, None)}, after {raw.stats.steps} steps"
     hint = HINTS[status]
+    if status == Status.MAX_STEPS and raw.events is not None:
+        fired = raw.events[0].shape[-1] if isinstance(raw.events[0], torch.Tensor) else len(raw.events[0])
+        steps = raw.stats.steps if isinstance(raw.stats.steps, int) else int(raw.stats.steps.max())
+        if fired >= 10 and 4 * fired >= steps:  # about one event every few steps
+            hint += (
+                f" The event fired {fired} times: if events accumulate (Zeno behaviour), stop after "
+                "a number of them with Event(..., max_events=N)."
+            )
     if raw.precision_hint is not None and status in (Status.MAX_STEPS, Status.DT_MIN):
         hint = raw.precision_hint
     elif looks_stiff(raw, solver, i if isinstance(sol.status, torch.Tensor) else None):
@@ -130,6 +138,14 @@ def error(sol: Solution, raw: Raw, solver: AbstractSolver) -> Exception:
             "an implicit solver: solver='kvaerno5' (with an explicit one, raise max_steps)"
         )
     return ERRORS[status](f"solve stopped {where}: {status.message}. {hint}", sol)
+
+
+def _dt(fail_dt: Any, i: int | None) -> str:
+    """``", dt=0.01"``: the step size at the failure (``""`` when the loop did not record one)."""
+    if fail_dt is None:
+        return ""
+    value = float(fail_dt[i]) if i is not None else float(fail_dt)
+    return f", dt={value:.3g}" if math.isfinite(value) else ""
 
 
 HINTS = {

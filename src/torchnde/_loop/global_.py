@@ -37,6 +37,8 @@ def loop_global(problem: Problem, solver: AbstractSolver, ctrl: AbstractControll
     grid, jumps = stops(ctrl, problem.direction, s0, s1, problem.dtype)
     grid.append(s1)
     y = problem.y0
+    # the event's condition first: a condition of the wrong shape fails before f is called
+    watch = EventWatch(problem, func, opts.event, s0, y) if opts.event is not None else None
     f0: torch.Tensor | None = problem.checked_f0()
     adaptive = ctrl.adaptive
     error_norm = ErrorNorm(problem, solver, ctrl) if adaptive else None
@@ -51,10 +53,9 @@ def loop_global(problem: Problem, solver: AbstractSolver, ctrl: AbstractControll
     next_out, steps, accepted, stop_idx = 1, 0, 0, 0
     status, s, fail_dt, unclipped, dt_next = Status.SUCCESS, s0, None, dt, dt
     bar = Progress(s0, s1, progress)
-    watch = EventWatch(problem, func, opts.event, s0, y) if opts.event is not None else None
     while s < s1:
         if steps >= max_steps:
-            status = Status.MAX_STEPS
+            status, fail_dt = Status.MAX_STEPS, dt  # the step it would take next
             break
         while grid[stop_idx] <= s:
             stop_idx += 1
@@ -109,10 +110,8 @@ def loop_global(problem: Problem, solver: AbstractSolver, ctrl: AbstractControll
                 kept[1].append(y_end)
             if crossed:
                 s, y = s_end, watch.fire(s_end, y_end)  # type: ignore[union-attr]
-                if watch.event.terminal:  # type: ignore[union-attr]
-                    break
-                if len(watch.times) > watch.event.max_events:  # type: ignore[union-attr]
-                    status, fail_dt = Status.MAX_STEPS, h
+                if watch.done:  # type: ignore[union-attr]  # terminal, or max_events reached
+                    status = Status.EVENT
                     break
                 f0 = None  # the state jumped: no first-same-as-last
                 bar.update(s, steps)
@@ -169,7 +168,7 @@ def _finish(problem: Problem, solver: AbstractSolver, ctrl: AbstractController, 
     s_out = problem.s_host
     s0, s1 = s_out[0], s_out[-1]
     if status == Status.SUCCESS and not ctrl.adaptive and not bool(torch.isfinite(y).all()):
-        status = Status.NONFINITE
+        status, fail_dt = Status.NONFINITE, dt
     if next_out < len(s_out):  # after a failure: NaN from there on
         outputs.append(problem.y0.new_full((len(s_out) - next_out, *problem.y0.shape), math.nan))
     ys = torch.cat(outputs)

@@ -90,6 +90,8 @@ class _Run:
         batch, n = s_eval.shape
         self.n, self.N = n, problem.numel
         s, y = s_eval[:, 0].clone(), problem.y0
+        # the event's condition first: a condition of the wrong shape fails before f is called
+        self.watch = SampleEventWatch(problem, func, opts.event, s, y) if opts.event is not None else None
         f0 = problem.checked_f0()
         self.stops = _Stops(ctrl, problem.direction, dev, problem.dtype)
         self.fsal = solver.fsal and self.stops.jump_t is None
@@ -110,7 +112,6 @@ class _Run:
         self.dense_pieces: list[tuple[torch.Tensor, ...]] = []
         self.arange_cache: dict[int, torch.Tensor] = {}
         self.bar = Progress(0.0, 1.0, opts.progress)
-        self.watch = SampleEventWatch(problem, func, opts.event, s, y) if opts.event is not None else None
         enabled = not opts.dense and not opts.save_steps and opts.event is None
         self.compaction = Compaction(enabled, batch, dev)
         for helper in (self.error_norm, self.memory):
@@ -271,10 +272,13 @@ class _Run:
         w.y = watch.fire(s_new, w.y, crossed)
         if self.fsal and not watch.event.terminal:
             w.f0 = torch.where(self.col(crossed), self.derivative(s_new, w.y), w.f0)
-        over = watch.count > watch.event.max_events
-        if bool(over.any()):
-            w.status = torch.where(over, Status.MAX_STEPS, w.status)
-            still = still & ~over
+        limit = watch.event.max_events
+        if watch.event.terminal:  # those samples end at their event (``_progress`` stopped them)
+            w.status = torch.where(crossed, Status.EVENT, w.status)
+        elif limit is not None:  # those that reached max_events end there
+            stop = crossed & (watch.count >= limit)
+            w.status = torch.where(stop, Status.EVENT, w.status)
+            still = still & ~stop
             n_still = int(still.sum())
         return still, n_still
 

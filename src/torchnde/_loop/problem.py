@@ -16,9 +16,10 @@ from typing import Any
 import torch
 
 from .._solution import Solution, Stats, Status
+from .inputs import COMPLEX, NOT_MONOTONIC, all_finite, empty_state, first_few, not_monotonic
 from .raw import Raw
 
-__all__ = ["NOT_MONOTONIC", "Problem", "check_times", "tuple_like"]
+__all__ = ["NOT_MONOTONIC", "Problem", "check_times", "not_monotonic", "tuple_like"]
 
 
 def tuple_like(y: Any) -> bool:
@@ -54,6 +55,8 @@ class Problem:
             raise TypeError("y0 must be a tensor or a non-empty tuple of tensors")
         dtype, device = parts[0].dtype, parts[0].device
         for p in parts:
+            if p.is_complex():
+                raise TypeError(COMPLEX.format(dtype=p.dtype))
             if not p.is_floating_point():
                 raise TypeError(
                     f"y0 has dtype {p.dtype}: states must be floating point, e.g. y0.to(torch.float32)"
@@ -78,6 +81,8 @@ class Problem:
             batch = 1
             shapes = [p.shape for p in parts]
         sizes = [math.prod(s) for s in shapes]
+        if batch == 0 or 0 in sizes:
+            raise ValueError(empty_state(parts, is_tuple, per_sample))
         t, s_eval, direction, s_host = check_times(t_eval, per_sample, batch, device)
         # The loop's state: a single tensor keeps its own shape (so f is called on it directly);
         # a tuple is concatenated into one flat vector per sample.
@@ -89,6 +94,20 @@ class Problem:
             state = torch.cat([p.reshape(-1) for p in parts])
         return Problem(f, is_tuple, shapes, sizes, dtype, device, per_sample, batch, direction,
                         t, s_eval, s_host, state, t.shape[-1], [0])  # fmt: skip
+
+    def check_finite(self) -> None:
+        """Reject a NaN or infinite initial state, saying where (one host read)."""
+        if all_finite(self.y0):
+            return
+        bad = (~torch.isfinite(self.y0)).nonzero()
+        if self.per_sample:
+            where = f"sample(s) {first_few(bad[:, 0].unique().tolist())}"
+            fix = "fix how y0 is made, or drop those samples: y0 = y0[torch.isfinite(y0).flatten(1).all(1)]"
+        else:
+            flat = " of the parts concatenated" if self.is_tuple else ""
+            where = f"index {first_few([tuple(i) for i in bad.tolist()])}{flat}"
+            fix = "fix how y0 is made (torch.isfinite(y0) shows where)"
+        raise ValueError(f"y0 is NaN or infinite at {where}: the solve needs a finite initial state; {fix}")
 
     @property
     def s_eval(self) -> torch.Tensor:
@@ -288,7 +307,7 @@ def check_times(
         later = host[1:]
         rising = all(map(operator.lt, host, later))
         if not rising and not all(map(operator.gt, host, later)):
-            raise ValueError(NOT_MONOTONIC)
+            raise ValueError(not_monotonic(host))
         direction = 1.0 if rising else -1.0
         host = [v * direction for v in host]
         if not per_sample:  # the loop reads ``host``; the tensor is built on first use
@@ -306,11 +325,8 @@ def check_times(
         elif bool((diffs < 0).all()):
             direction = -1.0
         else:
-            raise ValueError(NOT_MONOTONIC)
+            rows = sorted({i for i, d in enumerate(diffs) if not bool((d > 0).all() or (d < 0).all())})
+            raise ValueError(
+                f"per-sample t_eval row(s) {first_few(rows)}: " + not_monotonic(s[rows[0]].tolist())
+            )
     return t_eval, (s * direction).contiguous(), direction, None
-
-
-NOT_MONOTONIC = (
-    "t_eval must be strictly monotonic (all increasing or all decreasing, no repeats): "
-    "sort it, e.g. torch.sort(t_eval).values"
-)

@@ -81,7 +81,9 @@ def loop_reversible(problem: Any, solver: Any, ctrl: Any, opts: Any) -> Any:
         ys = torch.stack(outputs)
         status = Status.SUCCESS if bool(torch.isfinite(y).all()) else Status.NONFINITE
         stats, end = Stats(problem.nfe_counter[0], steps, steps, 0), grid[-1] * problem.direction
-    raw = Raw(ys, stats, status, end)
+    last_dt = abs(grid[-1] - grid[-2]) if steps else 0.0  # the step size (at the end, where it is judged)
+    fail_dt = torch.full((problem.batch,), last_dt, dtype=torch.float64) if problem.per_sample else last_dt
+    raw = Raw(ys, stats, status, end, fail_dt)
     raw.reversible = (grid, y, state)
     return raw
 

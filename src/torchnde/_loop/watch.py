@@ -73,10 +73,15 @@ class _Watch:
         out = self.event.cond_fn(self.problem.user_time(s), self.problem.unflatten(y, self.lead_of(y)))
         rows = y.shape[0] if self.problem.per_sample else 1
         if not isinstance(out, torch.Tensor) or out.numel() != rows:
+            got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+            if self.problem.per_sample:
+                raise ValueError(
+                    f"with per_sample=True, Event cond_fn must return one value per sample, shape [{rows}], got {got}"
+                )
             raise ValueError(
-                "with per_sample=True, Event cond_fn must return one value per sample, shape [B]"
-                if self.problem.per_sample
-                else "Event cond_fn must return a scalar tensor (one value per solve)"
+                f"Event cond_fn returned {got}, but a global solve watches one scalar condition. For one "
+                "event per sample of a batch, solve with per_sample=True (cond_fn then returns shape "
+                "[B]); for one event of the whole solve, reduce it to a scalar (e.g. .min() or .sum())"
             )
         return out.reshape(rows)
 
@@ -193,11 +198,17 @@ class EventWatch(_Watch):
             t_e, y_e = self.differentiable(s_e, y_e, mask, strict=True)
         self.times.append(t_e)
         self.states.append(y_e)
-        if self.event.terminal:
+        if self.done:
             return y_e
         y_new = y_e if self.event.jump is None else self.jumped(s_e, t_e, y_e)
         self.g_prev = float(self.leaving(s_e, y_new)[0])
         return y_new
+
+    @property
+    def done(self) -> bool:
+        """Whether the solve ends here: a terminal event fired, or ``max_events`` did."""
+        limit = self.event.max_events
+        return bool(self.times) and (self.event.terminal or (limit is not None and len(self.times) >= limit))
 
     def _depends_on_parameters(self, s_e: float, y_e: torch.Tensor) -> bool:
         with torch.enable_grad():

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from .._names import did_you_mean
+from .._optional import require
 from .._solve import solve
 from ..controllers import ConstantStep, PIDController
 from ..events import Event
@@ -351,9 +353,7 @@ def _method_name(method: str) -> str:
         return _ADAPTIVE[method]
     if method in _FIXED:
         return _FIXED[method]
-    raise ValueError(
-        f"unknown method {method!r}; valid methods: {', '.join(sorted({**_ADAPTIVE, **_FIXED}))}"
-    )
+    raise ValueError(_unknown_method(method))
 
 
 def _odeint(
@@ -382,9 +382,7 @@ def _odeint(
     if method in _FIXED:
         _reject_unknown(options, _fixed_options(method), method)
         return _fixed(func, y0, t, _fixed_solver(method, rtol, atol, options), options, gradient)
-    raise ValueError(
-        f"unknown method {method!r}; valid methods: {', '.join(sorted({**_ADAPTIVE, **_FIXED}))}"
-    )
+    raise ValueError(_unknown_method(method))
 
 
 def _scipy(func: Callable, y0: Any, t: torch.Tensor, rtol: Any, atol: Any, options: dict) -> Any:
@@ -392,13 +390,7 @@ def _scipy(func: Callable, y0: Any, t: torch.Tensor, rtol: Any, atol: Any, optio
     ``options["solver"]`` (default ``"LSODA"``), ``min_step``, ``max_step``, on the flattened
     state in numpy (``f`` evaluated without a graph: the result carries no gradient); decreasing
     ``t`` is solved as the increasing ``-t``, as torchdiffeq does."""
-    try:
-        from scipy.integrate import solve_ivp
-    except ImportError as error:  # an optional dependency
-        raise ImportError(
-            "method='scipy_solver' needs scipy, an optional dependency of torchnde: "
-            'pip install "torchnde[experiments]"'
-        ) from error
+    solve_ivp = require("scipy.integrate", extra="experiments", purpose="method='scipy_solver'").solve_ivp
     shapes, is_tuple = _shapes(y0), isinstance(y0, (tuple, list))
     parts = list(y0) if is_tuple else [y0]
     flat = torch.cat([p.reshape(-1) for p in parts])
@@ -444,12 +436,17 @@ def _scipy(func: Callable, y0: Any, t: torch.Tensor, rtol: Any, atol: Any, optio
     return unflatten(torch.tensor(sol.y).T.to(device, dtype))
 
 
+def _unknown_method(method: Any) -> str:
+    valid = sorted({**_ADAPTIVE, **_FIXED, "scipy_solver": None})
+    return f"unknown method {method!r}; valid methods: {', '.join(valid)}.{did_you_mean(method, valid)}"
+
+
 def _reject_unknown(options: dict[str, Any], allowed: set[str], method: str) -> None:
     unknown = set(options) - allowed
     if unknown:
         raise ValueError(
             f"option(s) {sorted(unknown)} are not supported for method {method!r}; "
-            f"supported: {', '.join(sorted(allowed))}"
+            f"supported: {', '.join(sorted(allowed))}.{did_you_mean(sorted(unknown), sorted(allowed))}"
         )
     dtype = options.get("dtype")
     if dtype is not None and dtype not in (torch.float32, torch.float64):

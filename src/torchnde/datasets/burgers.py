@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from numpy.polynomial.hermite import hermgauss
 
+from .._names import did_you_mean
 from ._checks import check_count
 
 __all__ = [
@@ -256,7 +257,9 @@ def initial_boundary_points(
             start += size
         pick = np.array(picks, dtype=int)
     else:
-        raise ValueError(f"unknown method {method!r}; valid: 'stratified', 'random'")
+        raise ValueError(
+            f"unknown method {method!r}; valid: 'stratified', 'random'.{did_you_mean(method, ('stratified', 'random'))}"
+        )
     return (
         torch.as_tensor(coords[pick], dtype=dtype),
         torch.as_tensor(values[pick, None], dtype=dtype),
@@ -301,7 +304,9 @@ def collocation_points(
     elif method == "uniform":
         unit = rng.random((n_f, 2))
     else:
-        raise ValueError(f"unknown method {method!r}; valid: 'lhs', 'uniform'")
+        raise ValueError(
+            f"unknown method {method!r}; valid: 'lhs', 'uniform'.{did_you_mean(method, ('lhs', 'uniform'))}"
+        )
     return torch.as_tensor(lo + (hi - lo) * unit, dtype=dtype)
 
 

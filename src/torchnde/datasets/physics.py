@@ -37,8 +37,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.integrate import solve_ivp
 
+from .._names import did_you_mean
+from .._optional import require
 from ._checks import check_count, check_dtype
 
 __all__ = [
@@ -179,7 +180,12 @@ def _integrate(field_np: Callable[[np.ndarray], np.ndarray], y0: np.ndarray, t: 
 
     if len(t) == 1:
         return y0[None].copy()
-    sol = solve_ivp(fun, (t[0], t[-1]), y0.reshape(-1), method="DOP853", t_eval=t, rtol=_RTOL, atol=_ATOL)
+    integrate = require(
+        "scipy.integrate", extra="experiments", purpose="the physics datasets' reference solver"
+    )
+    sol = integrate.solve_ivp(
+        fun, (t[0], t[-1]), y0.reshape(-1), method="DOP853", t_eval=t, rtol=_RTOL, atol=_ATOL
+    )
     if not sol.success:  # pragma: no cover - the systems here are smooth
         raise RuntimeError(f"reference solve failed: {sol.message}")
     return sol.y.T.reshape(len(t), *shape)
@@ -564,7 +570,10 @@ def relativistic_particle(
     check_count(n_points, "n_points")
     amplitude = _check_range(amplitude, "amplitude")
     if coordinates not in ("velocity", "canonical"):
-        raise ValueError(f"coordinates must be 'velocity' or 'canonical', got {coordinates!r}")
+        raise ValueError(
+            f"coordinates must be 'velocity' or 'canonical', got {coordinates!r}."
+            f"{did_you_mean(coordinates, ('velocity', 'canonical'))}"
+        )
     if not k > 0:
         raise ValueError(f"k must be a positive spring constant, got {k!r}")
     rng = _check_common(noise, seed, dtype)

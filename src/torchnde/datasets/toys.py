@@ -29,6 +29,7 @@ import math
 
 import torch
 
+from .._names import did_you_mean
 from ._checks import check_count, check_dtype
 
 __all__ = ["concentric_spheres", "g1d", "reflection", "twist"]
@@ -198,7 +199,10 @@ def reflection(
     elif domain == "grid":
         x = torch.linspace(-bound, bound, n, dtype=torch.float64).reshape(n, 1)
     else:
-        raise ValueError(f"unknown domain {domain!r}; valid: 'points', 'interval', 'grid'")
+        raise ValueError(
+            f"unknown domain {domain!r}; valid: 'points', 'interval', 'grid'."
+            f"{did_you_mean(domain, ('points', 'interval', 'grid'))}"
+        )
     return x.to(dtype), (-x).to(dtype)
 
 

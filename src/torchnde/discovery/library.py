@@ -20,17 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["Library", "torch_function"]
+from .._optional import require
 
-_HINT = "pip install torchnde[discovery]"
+__all__ = ["Library", "torch_function"]
 
 
 def _sympy() -> Any:
-    try:
-        import sympy
-    except ImportError as err:  # pragma: no cover - exercised only without the extra
-        raise ImportError(f"torchnde.discovery needs sympy: {_HINT}") from err
-    return sympy
+    return require("sympy", extra="discovery", purpose="torchnde.discovery")
 
 
 def _default_names(n: int) -> list[str]:

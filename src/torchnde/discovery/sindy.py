@@ -35,12 +35,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._names import did_you_mean
+from .._optional import require
 from ..models.universal import UniversalODE
-from .library import Library, _check_names, format_terms
+from .library import Library, _check_names, _sympy, format_terms
 
 __all__ = ["CRITERIA", "Discovery", "Refit", "SparseTerms", "discover"]
 
-_HINT = "pip install torchnde[discovery]"
 CRITERIA = ("pareto", "aic", "aicc", "bic")
 # Residuals below this fraction of the target's norm count as exact (numerical round-off).
 _EXACT = 1e-10
@@ -48,11 +49,7 @@ _BIG = 1e30
 
 
 def _pysindy() -> Any:
-    try:
-        import pysindy
-    except ImportError as err:  # pragma: no cover - exercised only without the extra
-        raise ImportError(f"torchnde.discovery needs pysindy for the sparse regression: {_HINT}") from err
-    return pysindy
+    return require("pysindy", extra="discovery", purpose="torchnde.discovery's sparse regression")
 
 
 def _information(rss: float, k: int, n: int, norm2: float, criterion: str) -> float:
@@ -114,7 +111,8 @@ def _library_from(library: Library | str, degree: int, n_states: int, names: Seq
         else:
             raise ValueError(
                 f"unknown library part {part!r} in {library!r}; valid parts: polynomial, sin, cos, trig "
-                "(joined with '+'), or pass a Library"
+                "(joined with '+'), or pass a Library."
+                f"{did_you_mean(part, ('polynomial', 'sin', 'cos', 'trig', 'trigonometric', 'fourier'))}"
             )
         lib = piece if lib is None else lib + piece
     assert lib is not None
@@ -248,7 +246,7 @@ class SparseTerms(nn.Module):
 
 
 def _sympy_equations(library: Library, xi: np.ndarray) -> list[Any]:
-    import sympy as sp
+    sp = _sympy()
 
     out = []
     for row in xi:
@@ -355,7 +353,7 @@ class Discovery:
 
     def coefficient(self, i: int, term: Any) -> float:
         """The coefficient of ``term`` (a name such as ``"x*y"`` or a sympy expression) in output ``i``."""
-        import sympy as sp
+        sp = _sympy()
 
         local = dict(zip(self.library.state_names, self.library.symbols))
         expr = sp.sympify(term, locals=local) if isinstance(term, str) else sp.sympify(term)
@@ -488,7 +486,10 @@ class Discovery:
         ```
         """
         if criterion not in ("aic", "aicc", "bic"):
-            raise ValueError(f"refine's criterion must be 'aic', 'aicc' or 'bic', got {criterion!r}")
+            raise ValueError(
+                f"refine's criterion must be 'aic', 'aicc' or 'bic', got {criterion!r}."
+                f"{did_you_mean(criterion, ('aic', 'aicc', 'bic'))}"
+            )
         if int(max_terms) != max_terms or max_terms < 1:
             raise ValueError(f"max_terms must be a positive integer, got {max_terms!r}")
         for name, value in (("singles", singles), ("passes", passes), ("polish", polish)):
@@ -750,7 +751,9 @@ def discover(
     """
     ps = _pysindy()
     if criterion not in CRITERIA:
-        raise ValueError(f"unknown criterion {criterion!r}; valid: {', '.join(CRITERIA)}")
+        raise ValueError(
+            f"unknown criterion {criterion!r}; valid: {', '.join(CRITERIA)}.{did_you_mean(criterion, CRITERIA)}"
+        )
     alphas = np.atleast_1d(np.asarray(alpha, dtype=np.float64))
     if alphas.ndim != 1 or len(alphas) == 0 or np.any(alphas < 0) or not np.all(np.isfinite(alphas)):
         raise ValueError(f"alpha (ridge strength) must be one or more finite numbers >= 0, got {alpha!r}")

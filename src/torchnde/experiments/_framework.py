@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._names import did_you_mean
+from .._optional import MissingDependency, install_hint, missing, require
 from ._checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 from ._figures import finish, problems
 from ._progress import Progress, seconds
@@ -124,7 +126,9 @@ def get(name: str) -> Experiment:
     """The experiment ``name``; an unknown name lists the valid ones."""
     _load_all()
     if name not in _REGISTRY:
-        raise KeyError(f"unknown experiment {name!r}; valid: {', '.join(sorted(_REGISTRY))}")
+        raise KeyError(
+            f"unknown experiment {name!r}; valid: {', '.join(sorted(_REGISTRY))}.{did_you_mean(name, _REGISTRY)}"
+        )
     return _REGISTRY[name]
 
 
@@ -231,7 +235,7 @@ class Run:
         ```
         """
         if op not in _OPS:
-            raise ValueError(f"unknown comparison {op!r}; valid: {', '.join(_OPS)}")
+            raise ValueError(f"unknown comparison {op!r}; valid: {', '.join(_OPS)}.{did_you_mean(op, _OPS)}")
         if known_failure is not None and not known_failure.strip():
             raise ValueError(f"check {name!r}: known_failure must say why the claim does not reproduce")
         value = float(measured) if isinstance(measured, (torch.Tensor, np.generic)) else measured
@@ -427,6 +431,22 @@ class Run:
         return doc
 
 
+# What the experiments import besides torch and numpy: the "experiments" extra (tqdm, also in it,
+# is optional: without it progress is a plain line).
+EXTRA = ("matplotlib", "scipy", "pysindy", "sympy")
+
+
+def check_extra(name: str) -> None:
+    """Raise :class:`MissingDependency` naming ``torchnde[experiments]`` before experiment
+    ``name`` starts, if a package of that extra is not installed (checked without importing)."""
+    absent = missing(EXTRA)
+    if absent:
+        raise MissingDependency(
+            f"experiment {name!r} needs {', '.join(repr(a) for a in absent)}, optional dependencies "
+            f"that are not installed: {install_hint(absent, 'experiments')}"
+        )
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's, numpy's and torch's generators."""
     random.seed(seed)
@@ -461,10 +481,10 @@ def run_experiment(
     ```
     """
     exp = get(name)
+    check_extra(name)
     folder = Path(out) if out is not None else default_out(name, quick)
     folder.mkdir(parents=True, exist_ok=True)
-    import matplotlib
-
+    matplotlib = require("matplotlib", extra="experiments")
     matplotlib.use("Agg")
     run = Run(folder, quick=quick, seed=seed, progress=progress, experiment=name, fresh=fresh)
     run.say(f"{name}: {exp.title}")

@@ -19,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .._optional import MissingDependency
 from ._framework import default_out, format_checks, format_outputs, get, names, run_experiment
 from ._sweep import format_sweep, parse_seeds, run_sweep
 
@@ -90,9 +91,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (1 if a run failed a criterion, for any seed)."""
+    """Entry point; returns the exit status (1 if a run failed a criterion, for any seed; 2 if
+    it could not start: an unknown name, or an optional dependency missing)."""
     parser = _parser()
     args = parser.parse_args(argv)
+    try:
+        return _main(args, parser)
+    except MissingDependency as err:
+        print(err, file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "list":
         for name in names():
             exp = get(name)

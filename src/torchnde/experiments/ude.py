@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._optional import require
 from ..datasets.systems import lotka_volterra
 from ..discovery import discover
 from ..models.universal import UniversalODE, fit_staged
@@ -90,7 +91,7 @@ def _rel(pred: torch.Tensor, truth: torch.Tensor) -> float:
 
 def _sindy_on_data(t: torch.Tensor, noisy: torch.Tensor) -> Any:
     """The paper's comparison: SINDy on the raw data, derivatives by finite differences."""
-    import pysindy as ps
+    ps = require("pysindy", extra="experiments", purpose="SINDy on the raw data")
 
     x = noisy.numpy()
     dx = np.asarray(ps.FiniteDifference()(x, t.numpy()))

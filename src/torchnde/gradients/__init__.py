@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from .._loop import LoopOptions, Problem, Raw, integrate
+from .._names import checked_keywords, did_you_mean
 from .._solution import Stats
 from ..controllers import AbstractController, ConstantStep, PIDController
 from ..solvers import AbstractSolver, resolve_solver
@@ -73,6 +74,7 @@ class AbstractGradient:
         return integrate(problem, solver, ctrl, opts), None
 
 
+@checked_keywords
 @dataclass(frozen=True)
 class Backprop(AbstractGradient):
     """Differentiate through every operation of the solve (discretise-then-optimise).
@@ -86,6 +88,7 @@ class Backprop(AbstractGradient):
     name = "backprop"
 
 
+@checked_keywords
 @dataclass(frozen=True)
 class Checkpoint(AbstractGradient):
     """Backprop with recomputation: the exact ``Backprop`` gradient at a fraction of its memory.
@@ -136,6 +139,7 @@ class Checkpoint(AbstractGradient):
         return run_budgeted(problem, solver, ctrl, opts, params, self.checkpoints)
 
 
+@checked_keywords
 @dataclass(frozen=True)
 class Adjoint(AbstractGradient):
     r"""The continuous adjoint method (optimise-then-discretise; Pontryagin 1962, Chen et al.,
@@ -334,6 +338,7 @@ def _parameters(params: Any, f: Any, t0: torch.Tensor, y0: Any, owner: str) -> t
     return tuple(p for p in tensors if p.requires_grad)
 
 
+@checked_keywords
 @dataclass(frozen=True)
 class Reversible(AbstractGradient):
     """Exact gradients at O(1) memory with an algebraically reversible solver.
@@ -389,6 +394,9 @@ def resolve_gradient(gradient: str | AbstractGradient) -> AbstractGradient:
     if isinstance(gradient, str):
         cls = _REGISTRY.get(gradient.lower())
         if cls is None:
-            raise ValueError(f"unknown gradient {gradient!r}; valid strategies: {', '.join(names())}")
+            raise ValueError(
+                f"unknown gradient {gradient!r}; valid strategies: {', '.join(names())}."
+                f"{did_you_mean(gradient, names())}"
+            )
         return cls()
     raise TypeError(f"gradient must be a name or a strategy object, got {type(gradient).__name__}")

@@ -64,7 +64,7 @@ class _Context:
         log = StepLog(tape, problem, self.solver, self.ctrl.adaptive, self.func)
         raw = integrate(problem, self.solver, self.ctrl, dataclasses.replace(self.opts, tape=log))
         tape.finish(len(log.steps))
-        if raw.status != Status.SUCCESS:  # the schedule needs every output produced by a step
+        if not Status(raw.status).ok:  # the schedule needs every output produced by a step
             raise error(problem.solution(raw), raw, self.solver)
         self.raw, self.log = raw, log
         self.stats.nfe = 0  # the forward pass's initial evaluation is not backward work

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._names import did_you_mean
 from .._solution import Solution, Stats
 from .._solve import _OPTIONS, solve
 from ..gradients import Adjoint
@@ -75,7 +76,8 @@ class SolveOptions(nn.Module):
         if unknown:
             raise TypeError(
                 f"{type(self).__name__} got unknown option(s) {unknown}; valid solve options: "
-                f"solver, rtol, atol, dt, gradient, {', '.join(_SOLVE_KEYS)}"
+                f"solver, rtol, atol, dt, gradient, {', '.join(_SOLVE_KEYS)}."
+                f"{did_you_mean(unknown, ('solver', 'rtol', 'atol', 'dt', 'gradient', *_SOLVE_KEYS))}"
             )
         self.solver = solver
         self.rtol = rtol

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._names import did_you_mean
 from .neural_ode import NeuralODE
 
 __all__ = ["Basis", "FourierBasis", "GalerkinLinear", "PolynomialBasis", "DepthVariantNeuralODE"]
@@ -150,7 +151,10 @@ class DepthVariantNeuralODE(NeuralODE):
             elif basis == "polynomial":
                 basis = PolynomialBasis(modes, span=(min(t_span), max(t_span)))
             else:
-                raise ValueError(f"unknown basis {basis!r}; valid: 'fourier', 'polynomial', or a Basis")
+                raise ValueError(
+                    f"unknown basis {basis!r}; valid: 'fourier', 'polynomial', or a Basis."
+                    f"{did_you_mean(basis, ('fourier', 'polynomial'))}"
+                )
         elif not isinstance(basis, Basis):
             raise TypeError(f"basis must be 'fourier', 'polynomial' or a Basis, got {basis!r}")
         inputs = features * (2 if data_controlled else 1)

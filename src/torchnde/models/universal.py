@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._names import did_you_mean
 from ._base import SolveOptions, as_field, time_grid
 
 __all__ = ["FitResult", "UniversalODE", "fit_staged", "make_step", "trajectory_loss"]
@@ -41,7 +42,10 @@ def _names(value: bool | Iterable[str], all_names: list[str], what: str) -> set[
     chosen = set(value)
     unknown = sorted(chosen - set(all_names))
     if unknown:
-        raise ValueError(f"{what} names {unknown} are not parameters; valid: {sorted(all_names)}")
+        raise ValueError(
+            f"{what} names {unknown} are not parameters; valid: {sorted(all_names)}."
+            f"{did_you_mean(unknown, all_names)}"
+        )
     return chosen
 
 
@@ -250,7 +254,9 @@ def trajectory_loss(
     ```
     """
     if reduction not in ("sum", "mean"):
-        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+        raise ValueError(
+            f"reduction must be 'sum' or 'mean', got {reduction!r}.{did_you_mean(reduction, ('sum', 'mean'))}"
+        )
     pred = model(y0, t_eval)
     if pred.shape != data.shape:
         raise ValueError(

@@ -7,6 +7,7 @@ lists the solvers that integrate a given term.
 
 from __future__ import annotations
 
+from .._names import did_you_mean
 from .adams import AdamsBashforth, AdamsBashforthMoulton, AdamsState
 from .base import AbstractSolver, StepResult
 from .classic import RK4, RK38, Bosh3, Euler, Fehlberg2, Heun, Heun3, Midpoint, Ralston
@@ -146,6 +147,8 @@ def resolve_solver(solver: str | AbstractSolver) -> AbstractSolver:
     if isinstance(solver, str):
         cls = _REGISTRY.get(solver.lower())
         if cls is None:
-            raise ValueError(f"unknown solver {solver!r}; valid solvers: {', '.join(names())}")
+            raise ValueError(
+                f"unknown solver {solver!r}; valid solvers: {', '.join(names())}.{did_you_mean(solver, names())}"
+            )
         return cls()
     raise TypeError(f"solver must be a name or a solver object, got {type(solver).__name__}")

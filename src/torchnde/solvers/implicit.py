@@ -46,6 +46,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 import torch
 
+from .._names import checked_keywords, did_you_mean
 from .base import AbstractSolver, Func, StepResult, stack_stages
 from .explicit_rk import hermite_interpolant
 from .jacobian import check_jacobian_option, dense_solver, jacobians
@@ -67,6 +68,7 @@ __all__ = [
 _TOL = 1e-10
 
 
+@checked_keywords
 @dataclass(frozen=True)
 class Newton:
     """Options of the Newton iterations of the implicit stages.
@@ -99,7 +101,8 @@ class Newton:
     def __post_init__(self) -> None:
         if self.linear_solver not in ("dense", "gmres"):
             raise ValueError(
-                f"Newton(linear_solver=...) must be 'dense' or 'gmres', got {self.linear_solver!r}"
+                f"Newton(linear_solver=...) must be 'dense' or 'gmres', got {self.linear_solver!r}."
+                f"{did_you_mean(self.linear_solver, ('dense', 'gmres'))}"
             )
         if not isinstance(self.krylov_iters, int) or self.krylov_iters < 1:
             raise ValueError(f"Newton(krylov_iters=...) must be a positive int, got {self.krylov_iters!r}")
