@@ -14,6 +14,7 @@ is always handled in float64.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import dataclasses
 import math
@@ -315,10 +316,11 @@ def _tightest(value: Any) -> float:
 
 def _float_tol(value: Any, default: Any) -> float:
     value = default if value is None else value
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError("odeint_adjoint: adjoint tolerances must be scalars")
-        return float(value)
+    if isinstance(value, (tuple, list)) or (isinstance(value, torch.Tensor) and value.numel() != 1):
+        raise ValueError(
+            "odeint_adjoint: adjoint tolerances must be scalars (per-component tolerances are not supported "
+            "in the adjoint solve): pass scalar adjoint_rtol/adjoint_atol"
+        )
     return float(value)
 
 
@@ -460,9 +462,37 @@ def _adaptive(
     gradient: AbstractGradient,
 ) -> Any:  # fmt: skip
     controller = _pid(y0, rtol, atol, options)
-    max_steps = int(options.get("max_num_steps", 2**31 - 1))
+    if options.get("max_num_steps") is not None:
+        solver = _limited(solver, t, int(options["max_num_steps"]))
     solver, controller = _hooked(func, y0, t, solver, controller)
-    return solve(func, y0, t, solver, controller=controller, max_steps=max_steps, gradient=gradient).ys
+    return solve(func, y0, t, solver, controller=controller, max_steps=2**31 - 1, gradient=gradient).ys
+
+
+def _limited(solver: Any, t: torch.Tensor, max_num_steps: int) -> Any:
+    """torchdiffeq 0.2.5's ``max_num_steps``: a bound on the steps attempted between two
+    consecutive output times (it restarts its count at each one), not on the whole solve. A
+    solver object of this solve's own whose ``step`` counts the attempts of each output interval
+    and raises when one exceeds the bound."""
+    method = resolve_solver(solver)
+    step = method.step
+    sign = -1.0 if len(t) > 1 and bool(t[0] > t[1]) else 1.0
+    ends = (sign * t.detach().to(torch.float64)).tolist()  # the loop's own (increasing) time
+    counts: dict[int, int] = {}
+
+    def limited_step(f: Callable, s: float, y: torch.Tensor, f0: Any, h: float, need_error: bool,
+                     state: Any = None) -> Any:  # fmt: skip
+        interval = min(bisect.bisect_right(ends, float(s)), len(ends) - 1)  # the output it heads for
+        counts[interval] = counts.get(interval, 0) + 1
+        if counts[interval] > max_num_steps:
+            raise RuntimeError(
+                f"odeint: the maximum number of steps (max_num_steps={max_num_steps}) was reached between "
+                f"t[{interval - 1}] and t[{interval}] (counted per output interval, as torchdiffeq does): "
+                "raise options['max_num_steps'] or loosen rtol/atol"
+            )
+        return step(f, s, y, f0, h, need_error, state)
+
+    method.step = limited_step  # this solve's own solver object
+    return method
 
 
 def _pid(y0: Any, rtol: Any, atol: Any, options: dict) -> PIDController:
@@ -741,13 +771,12 @@ def odeint_event(
     _reject_unknown(options, _ADAPTIVE_OPTIONS, method)
     t0 = torch.as_tensor(t0, dtype=torch.float64)
     horizon = t0 + (-1e15 if reverse_time else 1e15)  # until the event
-    controller = PIDController(
-        rtol=kwargs.get("rtol", 1e-7), atol=kwargs.get("atol", 1e-9),
-        dt0=None if options.get("first_step") is None else abs(float(options["first_step"])),
-    )  # fmt: skip
+    span = torch.stack([t0, horizon])
+    # every adaptive option and the solver callbacks, as torchdiffeq's odeint in event mode has them
+    controller = _pid(y0, kwargs.get("rtol", 1e-7), kwargs.get("atol", 1e-9), options)
+    solver, controller = _hooked(func, y0, span, _ADAPTIVE[method], controller)
     max_steps = int(options.get("max_num_steps", 2**31 - 1))
-    sol = solve(func, y0, torch.stack([t0, horizon]), _ADAPTIVE[method], controller=controller,
-                max_steps=max_steps, event=Event(event_fn))  # fmt: skip
+    sol = solve(func, y0, span, solver, controller=controller, max_steps=max_steps, event=Event(event_fn))
     if sol.event_ts is None or len(sol.event_ts) == 0:
         raise RuntimeError("odeint_event: the event did not occur")
     event_t = sol.event_ts[0]
