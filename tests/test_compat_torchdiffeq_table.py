@@ -274,7 +274,7 @@ OPTIONS = [
     ),
     Option("tuple_tolerances", "dopri5", rtol=(1e-6, 1e-9), atol=(1e-8, 1e-11), states=(True,)),
     Option("first_step", "dopri5", {"first_step": 0.05}),
-    Option("max_num_steps", "dopri5", {"max_num_steps": 40}),
+    Option("max_num_steps", "dopri5", {"max_num_steps": 8}),  # per output interval, as in 0.2.5
     Option("step_t", "dopri5", {"step_t": torch.tensor([0.5, 0.9])}),
     Option("jump_t", "dopri5", {"jump_t": torch.tensor([0.5])}),
     Option("safety_ifactor_dfactor", "bosh3", {"safety": 0.8, "ifactor": 5.0, "dfactor": 0.3}, 1e-6, 1e-6),
@@ -638,3 +638,36 @@ def test_callbacks_are_called_as_often_as_in_torchdiffeq(method, reverse, tup, a
         # rounding, now and then a near-empty one): as many steps or more
         assert 0 < got["callback_step_adjoint"] <= want["callback_step_adjoint"]
         assert got["callback_step_adjoint"] == got["callback_step"]
+
+
+def test_max_num_steps_bounds_each_output_interval_as_in_torchdiffeq():
+    """0.2.5 counts the steps of each output interval afresh: at 1e-10, 8 are enough per
+    interval of 0.15 here (the whole solve takes many more), and 4 are not, in both."""
+    kwargs = {"rtol": 1e-10, "atol": 1e-10}
+    for fn in (torchdiffeq.odeint, compat.odeint):
+        assert fn(Linear(), Y0, T_OUT, options={"max_num_steps": 8}, **kwargs).shape == (9, 3)
+    with pytest.raises(AssertionError, match="max_num_steps exceeded"):
+        torchdiffeq.odeint(Linear(), Y0, T_OUT, options={"max_num_steps": 4}, **kwargs)
+    with pytest.raises(
+        RuntimeError, match=r"maximum number of steps \(max_num_steps=4\) was reached between t\["
+    ):
+        compat.odeint(Linear(), Y0, T_OUT, options={"max_num_steps": 4}, **kwargs)
+
+
+def test_odeint_event_honours_its_options_and_callbacks_as_torchdiffeq():
+    """odeint_event's options and func's callbacks reach the solve, as in 0.2.5 (it is odeint in
+    event mode there): a norm is called on the state's structure, callbacks once per step."""
+    results = []
+    for fn in (torchdiffeq.odeint_event, compat.odeint_event):
+        func, log = Counted(), []
+        options = {"norm": _max_norm(log), "jump_t": torch.tensor([0.5]), "safety": 0.8}
+        event_t, _ = fn(func, _split(Y0, True), torch.tensor(0.0, dtype=F64), event_fn=_event, rtol=1e-9,
+                        atol=1e-11, options=options)  # fmt: skip
+        results.append((event_t, set(log), func.calls))
+    (want_t, want_shapes, want_calls), (got_t, got_shapes, got_calls) = results
+    assert abs(float(got_t - want_t)) < 1e-8
+    assert got_shapes == want_shapes == {((2,), (1, 1))}
+    assert got_calls["callback_step"] == got_calls["callback_accept_step"] + got_calls.get(
+        "callback_reject_step", 0
+    )
+    assert abs(got_calls["callback_step"] - want_calls["callback_step"]) <= 0.15 * want_calls["callback_step"]
