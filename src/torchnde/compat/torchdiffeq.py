@@ -14,6 +14,7 @@ is always handled in float64.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import dataclasses
 import math
@@ -330,6 +331,8 @@ def _adjoint_tol(value: Any, default: Any, name: str, y0: Any, params: tuple[tor
     not the augmented state's)."""
     inherited = value is None
     value = default if inherited else value
+    if isinstance(value, (tuple, list)):
+        value = torch.as_tensor(value, dtype=torch.float64)
     if not isinstance(value, torch.Tensor) or value.numel() == 1:
         return float(value)
     sizes = [math.prod(s) for s in _shapes(y0)]
@@ -338,7 +341,11 @@ def _adjoint_tol(value: Any, default: Any, name: str, y0: Any, params: tuple[tor
         raise ValueError(
             f"odeint_adjoint: {name} as a tensor needs one tolerance per part of the augmented state "
             f"(t, y, adj_y, *adj_params): {1 + len(parts)} here, got shape {tuple(value.shape)}"
-            + ("; the forward one is not inherited, pass " + name if inherited else "")
+            + (
+                f"; a per-component forward tolerance is not inherited by the adjoint solve: pass a scalar {name}"
+                if inherited
+                else ""
+            )
         )
     repeats = torch.tensor(parts, device=value.device)
     return torch.repeat_interleave(value[1:].to(torch.float64), repeats)
@@ -477,9 +484,37 @@ def _adaptive(
     gradient: AbstractGradient,
 ) -> Any:  # fmt: skip
     controller = _pid(y0, rtol, atol, options)
-    max_steps = int(options.get("max_num_steps", 2**31 - 1))
+    if options.get("max_num_steps") is not None:
+        solver = _limited(solver, t, int(options["max_num_steps"]))
     solver, controller = _hooked(func, y0, t, solver, controller)
-    return solve(func, y0, t, solver, controller=controller, max_steps=max_steps, gradient=gradient).ys
+    return solve(func, y0, t, solver, controller=controller, max_steps=2**31 - 1, gradient=gradient).ys
+
+
+def _limited(solver: Any, t: torch.Tensor, max_num_steps: int) -> Any:
+    """torchdiffeq 0.2.5's ``max_num_steps``: a bound on the steps attempted between two
+    consecutive output times (it restarts its count at each one), not on the whole solve. A
+    solver object of this solve's own whose ``step`` counts the attempts of each output interval
+    and raises when one exceeds the bound."""
+    method = resolve_solver(solver)
+    step = method.step
+    sign = -1.0 if len(t) > 1 and bool(t[0] > t[1]) else 1.0
+    ends = (sign * t.detach().to(torch.float64)).tolist()  # the loop's own (increasing) time
+    counts: dict[int, int] = {}
+
+    def limited_step(f: Callable, s: float, y: torch.Tensor, f0: Any, h: float, need_error: bool,
+                     state: Any = None) -> Any:  # fmt: skip
+        interval = min(bisect.bisect_right(ends, float(s)), len(ends) - 1)  # the output it heads for
+        counts[interval] = counts.get(interval, 0) + 1
+        if counts[interval] > max_num_steps:
+            raise RuntimeError(
+                f"odeint: the maximum number of steps (max_num_steps={max_num_steps}) was reached between "
+                f"t[{interval - 1}] and t[{interval}] (counted per output interval, as torchdiffeq does): "
+                "raise options['max_num_steps'] or loosen rtol/atol"
+            )
+        return step(f, s, y, f0, h, need_error, state)
+
+    method.step = limited_step  # this solve's own solver object
+    return method
 
 
 def _pid(y0: Any, rtol: Any, atol: Any, options: dict) -> PIDController:
@@ -722,6 +757,11 @@ def _linear(grid: torch.Tensor, ys: Any, t: torch.Tensor) -> Any:
     return interp(ys)
 
 
+# the keyword arguments odeint_event passes on to its interface
+_ODEINT_ARGUMENTS = ("rtol", "atol", "method", "options")
+_ADJOINT_ARGUMENTS = ("adjoint_rtol", "adjoint_atol", "adjoint_method", "adjoint_options", "adjoint_params")
+
+
 def odeint_event(
     func: Callable[[torch.Tensor, Any], Any],
     y0: torch.Tensor | tuple[torch.Tensor, ...],
@@ -765,6 +805,13 @@ def odeint_event(
         raise ValueError(
             "odeint_interface must be torchnde.compat.torchdiffeq's odeint or odeint_adjoint, "
             f"got {odeint_interface!r}"
+        )
+    valid = _ODEINT_ARGUMENTS if interface is odeint else _ODEINT_ARGUMENTS + _ADJOINT_ARGUMENTS
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"odeint_event got unsupported argument(s) {unknown}; supported: {', '.join(valid)}."
+            f"{did_you_mean(unknown, valid)}"
         )
     t0 = torch.as_tensor(t0)
     t0 = t0 if t0.is_floating_point() else t0.to(torch.get_default_dtype())
