@@ -43,7 +43,8 @@ def require(module: str, *, extra: str, purpose: str | None = None) -> ModuleTyp
     :class:`MissingDependency` naming ``pip install "torchnde[extra]"``. An installed package
     that fails to import for another reason re-raises that error unchanged."""
     try:
-        return importlib.import_module(module)
+        importlib.import_module(_top(module))  # the package first: a cached submodule of a package
+        return importlib.import_module(module)  # that is gone (or blocked) must not be returned
     except ModuleNotFoundError as err:
         if err.name is None or _top(err.name) != _top(module):
             raise  # the package is there but something it imports is not: not ours to explain

@@ -530,6 +530,7 @@ def _figures(
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
+        ax.set(xlabel=f"x1 in [-{lim:g}, {lim:g}]", ylabel=f"x2 in [-{lim:g}, {lim:g}]")
     run.figure(
         f"rnode_{task}_densities",
         fig,
@@ -555,6 +556,7 @@ def _figures(
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")
+        ax.set(xlabel="x1", ylabel="x2")
         ax.legend(fontsize=7, loc="upper right")
     run.figure(
         f"rnode_{task}_trajectories",

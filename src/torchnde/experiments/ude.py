@@ -455,7 +455,11 @@ def _figures(
         )
         ax.plot(ts, learned[:, i], color="tab:purple", label="network U")
         ax.plot(ts, found[:, i], color="tab:green", ls="--", label="discovered term")
-        ax.set(xlabel="t (along the fitted trajectory)", title=f"U_{'xy'[i]}")
+        ax.set(
+            xlabel="t (along the fitted trajectory)",
+            ylabel=f"missing term of d{'xy'[i]}/dt",
+            title=f"U_{'xy'[i]}",
+        )
         ax.legend(fontsize=8)
     run.figure(
         "interaction",
