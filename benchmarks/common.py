@@ -155,9 +155,15 @@ def short_error(err: BaseException, limit: int = 160) -> str:
 
 
 def measure_group(
-    candidates: list[Candidate], settings: Settings, log: Callable[[str], None]
-) -> dict[str, Timing]:
-    """Warm up every candidate, then time them interleaved. Failing candidates get ``error`` set."""
+    candidates: list[Candidate], settings: Settings, log: Callable[[str], None],
+    shared_inner: tuple[tuple[str, ...], ...] = (),
+) -> dict[str, Timing]:  # fmt: skip
+    """Warm up every candidate, then time them interleaved. Failing candidates get ``error`` set.
+
+    ``shared_inner``: groups of candidate keys that repeat their call the same number of times
+    per sample (the largest any of them needs), so that candidates whose cost changes from call
+    to call in the same way (training iterations: the dynamics get harder as the model learns)
+    are timed over the same calls, not the faster one over later, costlier ones."""
     timings = {c.key: Timing() for c in candidates}
     live: list[Candidate] = []
     for cand in candidates:
@@ -173,6 +179,10 @@ def measure_group(
             log(f"    {cand.label}: FAILED ({cand.error})")
             continue
         live.append(cand)
+    for group in shared_inner:
+        inner = max((timings[k].inner for k in group if any(c.key == k for c in live)), default=1)
+        for k in group:
+            timings[k].inner = inner
 
     # Freeze the (hundreds of thousands of) objects torch, jax and inductor have created, so the
     # gc.collect() before each timed call only walks what the solves themselves leave behind.
