@@ -5,8 +5,8 @@ and the messages for an empty or complex state and for times that are not strict
 from __future__ import annotations
 
 import itertools
+import math
 
-import numpy as np
 import torch
 
 __all__ = ["COMPLEX", "NOT_MONOTONIC", "all_finite", "empty_state", "first_few", "not_monotonic"]
@@ -20,18 +20,12 @@ COMPLEX = (
 )
 
 
-_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
-
-
 def all_finite(y: torch.Tensor) -> bool:
-    """Whether every entry is finite: numpy on a CPU tensor (several times cheaper than torch's
-    two dispatched operations for the small states of most solves), torch elsewhere."""
-    if y.device.type == "cpu" and y.dtype in _NUMPY_FLOATS:
-        try:
-            return bool(np.isfinite(y.detach().numpy()).all())
-        except (RuntimeError, TypeError):  # no numpy view (a functorch-wrapped tensor, say)
-            pass
-    return bool(torch.isfinite(y).all())
+    """Whether every entry is finite, with one reduction and one host read: the sum is NaN or
+    infinite exactly when an entry is, or when it overflows (then the entries are checked one by
+    one). A third of the cost of ``torch.isfinite(y).all()`` (two operations) on a small state."""
+    y = y.detach()
+    return math.isfinite(float(y.sum())) or bool(torch.isfinite(y).all())
 
 
 def first_few(items: list, n: int = 5) -> str:
