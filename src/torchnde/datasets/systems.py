@@ -61,6 +61,7 @@ class Observations(NamedTuple):
     :func:`damped_oscillators` (Norcliffe et al., NeurIPS 2020, arXiv 2006.07220).
 
     ```python
+    from torchnde.datasets import lotka_volterra
     t, clean, noisy, params = lotka_volterra(seed=0)   # unpacks like a tuple
     data = lotka_volterra(seed=0); data.noisy.shape     # or by name: torch.Size([31, 2])
     ```

@@ -71,6 +71,7 @@ def g1d(
     **Returns:** ``(x, y)``, both ``[n, 1]``.
 
     ```python
+    from torchnde.datasets.toys import g1d
     x, y = g1d()            # x = [[-1], [1]], y = [[1], [-1]]
     ```
     """
@@ -132,6 +133,7 @@ def concentric_spheres(
     is ``[inner + outer, 1]`` with values in ``{-1, +1}``.
 
     ```python
+    from torchnde.datasets.toys import concentric_spheres
     x, y = concentric_spheres(dim=2, inner=500, outer=1500, seed=0)
     (x.norm(dim=1)[y[:, 0] < 0] <= 0.5).all()   # tensor(True)
     ```
@@ -177,6 +179,8 @@ def reflection(
     **Returns:** ``(x, -x)``, both ``[n, 1]``.
 
     ```python
+    import torch
+    from torchnde.datasets.toys import reflection
     x, y = reflection(64, domain="interval", seed=0)
     torch.equal(y, -x)   # True
     ```
@@ -232,6 +236,8 @@ def twist(
     **Returns:** ``(x, T(x))``, both ``[n, 2]``.
 
     ```python
+    import torch
+    from torchnde.datasets.toys import twist
     x, y = twist(512, amplitude=3.0, seed=0)
     torch.allclose(x.norm(dim=1), y.norm(dim=1))   # True: radii are kept
     ```

@@ -101,6 +101,7 @@ class Library:
         Ordered by total degree, then as pysindy's ``PolynomialLibrary`` (``1, x, y, x², xy, y², …``).
 
         ```python
+        from torchnde.discovery import Library
         Library.polynomial(2, degree=2).names   # ['1', 'x', 'y', 'x**2', 'x*y', 'y**2']
         ```
         """
@@ -129,6 +130,7 @@ class Library:
         r""":math:`\sin(k y_i)` and/or :math:`\cos(k y_i)` for :math:`k = 1, \dots,` ``frequencies``.
 
         ```python
+        from torchnde.discovery import Library
         Library.trigonometric(2, cos=False).names   # ['sin(x)', 'sin(y)']
         ```
         """
@@ -153,6 +155,7 @@ class Library:
         """Any expressions in the states: sympy objects or strings such as ``"exp(-x)"``, ``"x/(1 + y)"``.
 
         ```python
+        from torchnde.discovery import Library
         Library.custom(["exp(-x)", "x/(1 + y)"], names=["x", "y"]).names   # ['exp(-x)', 'x/(y + 1)']
         ```
         """
@@ -226,6 +229,7 @@ def torch_function(expr: Any, symbols: Sequence[Any]) -> Callable[[torch.Tensor]
     Kutz, PNAS 2016, arXiv 1509.03580) back into differentiable torch code.
 
     ```python
+    from torchnde.discovery.library import torch_function
     import sympy, torch
     x, y = sympy.symbols("x y")
     f = torch_function(-0.9 * x * y + sympy.sin(x), (x, y))

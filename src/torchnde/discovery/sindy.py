@@ -277,6 +277,14 @@ class Refit:
     Proc. R. Soc. A 2017, arXiv 1701.01773).
 
     ```python
+    import torch
+    from torchnde.datasets.systems import lotka_volterra
+    from torchnde.discovery import discover
+    t, clean, noisy, _ = lotka_volterra(seed=0)
+    def known(t, u, alpha, delta):
+        return torch.stack([alpha * u[..., 0], -delta * u[..., 1]], -1)
+    xy = clean[:, 0] * clean[:, 1]
+    result = discover(torch.stack([-0.9 * xy, 0.8 * xy], -1), clean, feature_names=["x", "y"])
     fit = result.refit(known, noisy[0], t, noisy, params={"alpha": 1.3, "delta": 1.8})  # see Discovery.refit
     fit.discovery, fit.sse, fit.model(fit.y0, t)
     ```
