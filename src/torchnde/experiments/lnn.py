@@ -188,13 +188,39 @@ def run_lnn_double_pendulum(run: Run) -> None:
     )
     ratio = error["baseline"] / max(error["lnn"], 1e-300)
     run.metric("energy_error_ratio_baseline_over_lnn", ratio)
-    run.check(
-        "baseline energy error / LNN energy error (1,000 steps)",
-        ratio,
-        ">=",
-        5.0,
-        claim="LNN energy error bounded where the baseline drifts (target of this reproduction: >= 5x)",
-    )
+    if len(windows["lnn"]) == 1:  # quick tier: one window of 1,000 steps
+        run.check(
+            "baseline energy error / LNN energy error (1,000 steps)",
+            ratio,
+            ">=",
+            5.0,
+            claim="LNN energy error bounded where the baseline drifts (target of this reproduction: >= 5x)",
+        )
+    else:  # full tier: the claim over the long rollout, where drift shows
+        # LNN / baseline, so that a baseline that blows up (error inf) gives 0, a finite measurement
+        last = windows["lnn"][-1] / windows["baseline"][-1] if windows["baseline"][-1] > 0 else math.inf
+        growth = max(windows["lnn"]) / max(windows["lnn"][0], 1e-300)
+        run.metric("energy_error_ratio_lnn_over_baseline_last_window", last)
+        run.metric("lnn_energy_error_growth_max_window_over_first", growth)
+        run.note(
+            f"Over the first 1,000 steps alone the baseline's energy error is {ratio:.2f}x the LNN's; the claim "
+            "is about the long run (bounded against drifting), so the full tier checks the last of the "
+            f"{len(windows['lnn'])} windows of 1,000 steps and the LNN's growth across them."
+        )
+        run.check(
+            f"LNN energy error / baseline's, last 1,000-step window (of {len(windows['lnn'])})",
+            last,
+            "<=",
+            0.2,
+            claim="LNN energy error bounded where the baseline drifts (target of this reproduction: >= 5x smaller)",
+        )
+        run.check(
+            "LNN energy error, largest window / first window",
+            growth,
+            "<=",
+            2.0,
+            claim="LNN energy error bounded over the rollout",
+        )
     fit_ratio = test_mse["lnn"] / test_mse["baseline"]
     run.metric("test_acceleration_mse_ratio_lnn_over_baseline", fit_ratio)
     run.note(
