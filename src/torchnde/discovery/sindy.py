@@ -442,6 +442,7 @@ class Discovery:
         passes: int = 1,
         prune: bool = True,
         window: float = 2.0,
+        tiebreak: str = "score",
         fit_y0: bool = True,
         steps: int = 30,
         polish: int = 100,
@@ -464,7 +465,12 @@ class Discovery:
         4. Occam's window: among all structures scored, take the one with the fewest terms whose
            criterion is within ``window`` of the best (2 is the usual "substantial support"
            margin of Burnham and Anderson, *Model Selection and Multimodel Inference*, 2002, used
-           by Mangan et al.); ``window=0`` keeps the minimum.
+           by Mangan et al.); ``window=0`` keeps the minimum. Among those with the fewest
+           terms, ``tiebreak="score"`` takes the lowest criterion; ``tiebreak="targets"`` takes
+           the structure that best explains the regression targets (the smallest relative
+           least-squares residual :math:`\sum_i \|g_i - \Theta_{S_i} c_i\|^2 / \|g_i\|^2` over
+           the outputs, :math:`S_i` its support): where the data cannot tell structures apart,
+           the densely sampled targets (a UDE network's output along the whole trajectory) decide.
         5. ``polish``: refit the winner with up to ``polish`` L-BFGS iterations at tight
            tolerances (``rtol=1e-8, atol=1e-10``); candidates are scored with ``steps``
            iterations at ``rtol=1e-5, atol=1e-7, max_steps=200`` unless ``solve_options`` say
@@ -505,6 +511,11 @@ class Discovery:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
         if not (window >= 0 and math.isfinite(window)):
             raise ValueError(f"window must be a finite number >= 0, got {window!r}")
+        if tiebreak not in ("score", "targets"):
+            raise ValueError(
+                f"refine's tiebreak must be 'score' or 'targets', got {tiebreak!r}."
+                f"{did_you_mean(tiebreak, ('score', 'targets'))}"
+            )
         cands, current = self._candidates(int(max_terms), int(singles))
         m = current.shape[0]
         scoring = {"rtol": 1e-5, "atol": 1e-7, "max_steps": 200}
@@ -567,7 +578,18 @@ class Discovery:
         if window > 0:
             best_score = best_fit.score
             near = [f for f in cache.values() if f.score <= best_score + window]
-            best_fit = min(near, key=lambda f: (int(np.count_nonzero(f.discovery.coefficients)), f.score))
+            if tiebreak == "targets":
+                residual = self._target_residual
+                best_fit = min(
+                    near,
+                    key=lambda f: (
+                        int(np.count_nonzero(f.discovery.coefficients)),
+                        residual(f.discovery.coefficients),
+                        f.score,
+                    ),
+                )
+            else:
+                best_fit = min(near, key=lambda f: (int(np.count_nonzero(f.discovery.coefficients)), f.score))
         if polish:
             tight = {"rtol": 1e-8, "atol": 1e-10}
             tight.update({k: v for k, v in solve_options.items() if k not in ("rtol", "atol")})
@@ -588,6 +610,24 @@ class Discovery:
             tick()
         best_fit.candidates = log
         return best_fit
+
+    def _target_residual(self, xi: np.ndarray) -> float:
+        """Summed relative least-squares residual of the regression targets on the support of
+        ``xi`` (each output refitted on its own columns of the library)."""
+        theta = np.asarray(self.library.evaluate(self.states), dtype=np.float64)
+        total = 0.0
+        for i in range(xi.shape[0]):
+            g = np.asarray(self.targets[:, i], dtype=np.float64)
+            norm = float(g @ g)
+            if norm == 0.0:
+                continue
+            cols = np.flatnonzero(xi[i])
+            resid = g
+            if len(cols):
+                c, *_ = np.linalg.lstsq(theta[:, cols], g, rcond=None)
+                resid = g - theta[:, cols] @ c
+            total += float(resid @ resid) / norm
+        return total
 
     def _candidates(
         self, max_terms: int, singles: int
