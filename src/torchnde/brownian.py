@@ -39,10 +39,10 @@ independent Gaussians :math:`(W_1, H_1, W_2, H_2)` on the two linear constraints
 
 ```python
 import torch, torchnde as nde
-bm = nde.BrownianInterval(0.0, 1.0, (3,), dtype=torch.float64, seed=0)
+bm = nde.BrownianInterval(0.0, 1.0, (3,), dtype=torch.float64, seed=0, levy_area=True)
 w = bm(0.25, 0.75)                                  # W(0.75) - W(0.25), shape (3,)
 assert torch.allclose(bm(0.25, 0.5) + bm(0.5, 0.75), w)
-w, h = bm.levy(0.0, 0.5)                       # needs levy_area=True
+w, h = bm.levy(0.0, 0.5)                            # needs levy_area=True
 ```
 """
 

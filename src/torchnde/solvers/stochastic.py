@@ -183,9 +183,12 @@ class Milstein(AbstractSDESolver):
 
     for diagonal, scalar and additive noise (commutative noise: no Lévy area needed). The
     derivative :math:`(\partial_y g)\,g` comes from autograd (one vector-Jacobian product;
-    scalar noise two). ``derivative_free=True`` replaces it by the difference quotient
-    :math:`(g(\bar y) - g(y_0))/\sqrt h` with :math:`\bar y = y_0 + f h + g\sqrt h` (Kloeden &
-    Platen's Runge–Kutta form, eq. 11.1.5): one more diffusion evaluation, no autograd. For
+    scalar noise two). ``derivative_free=True`` replaces it by a difference (Kloeden & Platen's
+    Runge–Kutta forms, section 11.1): Itô, :math:`\tfrac12(g(\bar y) - g(y_0))(\Delta W^2 -
+    h)/\sqrt h` with :math:`\bar y = y_0 + f h + g\sqrt h`; Stratonovich,
+    :math:`\tfrac12(g(\bar y) - g(y_0))\,\Delta W` with :math:`\bar y = y_0 + f h + g\,\Delta
+    W` (a support value of :math:`\sqrt h` would leave a bias against the mean of
+    :math:`\Delta W^2`): one more diffusion evaluation, no autograd. For
     additive noise the correction vanishes and the method is Euler–Maruyama.
 
     ??? cite "Reference"
@@ -218,17 +221,21 @@ class Milstein(AbstractSDESolver):
         drift = torch.add(y0, f0, alpha=dt)
         if sde.noise == "additive":
             return StepResult(drift + sde.prod(sde.diffusion(t0, y0), dw), (), (), None)
-        sq = dw * dw if sde.calculus == "stratonovich" else dw * dw - dt
-        if self.derivative_free:
-            g = sde.diffusion(t0, y0)
-            col = g.squeeze(-1) if sde.noise == "scalar" else g
-            root = dt**0.5
-            g_bar = sde.diffusion(t0, torch.add(drift, col, alpha=root))
-            lg = (g_bar - g) / root
-            lg = lg.squeeze(-1) if sde.noise == "scalar" else lg
-        else:
+        if not self.derivative_free:
             g, lg = _derivative_along(sde, t0, y0)
-        y1 = drift + sde.prod(g, dw) + 0.5 * lg * sq
+            sq = dw * dw if sde.calculus == "stratonovich" else dw * dw - dt
+            return StepResult(drift + sde.prod(g, dw) + 0.5 * lg * sq, (), (), None)
+        g = sde.diffusion(t0, y0)
+        scalar = sde.noise == "scalar"
+        col = g.squeeze(-1) if scalar else g
+        if sde.calculus == "ito":  # (g(y + f h + g sqrt h) - g) / sqrt(h) ~ g' g, times (dW^2 - h) / 2
+            root = dt**0.5
+            diff = sde.diffusion(t0, torch.add(drift, col, alpha=root)) - g
+            weight = (dw * dw - dt) / (2 * root)
+        else:  # (g(y + f h + g dW) - g) dW / 2 ~ g' g dW^2 / 2, with no bias from the mean of dW^2
+            diff = sde.diffusion(t0, drift + col * dw) - g
+            weight = 0.5 * dw
+        y1 = drift + col * dw + (diff.squeeze(-1) if scalar else diff) * weight
         return StepResult(y1, (), (), None)
 
     def __repr__(self) -> str:
@@ -307,7 +314,7 @@ class EulerHeun(_Stratonovich):
     r"""The Euler–Heun method for Stratonovich SDEs: Euler in the drift, Heun in the diffusion,
 
     .. math:: \bar y = y_0 + g_0\,\Delta W,\qquad
-              y_1 = y_0 + f_0 h + \tfrac12\,(g_0 + g(t_0, \bar y))\,\Delta W.
+              y_1 = y_0 + f_0 h + \tfrac12\,(g_0 + g(t_1, \bar y))\,\Delta W.
 
     Strong order 1 for commutative noise, 0.5 for general noise; one drift and two diffusion
     evaluations per step.
@@ -327,7 +334,7 @@ class EulerHeun(_Stratonovich):
         dw = sde.increment(t0, dt)
         g0 = sde.diffusion(t0, y0)
         y_bar = y0 + sde.prod(g0, dw)
-        y1 = torch.add(y0, f0, alpha=dt) + 0.5 * sde.prod(g0 + sde.diffusion(t0, y_bar), dw)
+        y1 = torch.add(y0, f0, alpha=dt) + 0.5 * sde.prod(g0 + sde.diffusion(t0 + dt, y_bar), dw)
         return StepResult(y1, (), (), None)
 
 
