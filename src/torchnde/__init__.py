@@ -8,6 +8,7 @@ sol = nde.solve(lambda t, y: -y, torch.ones(3), torch.linspace(0, 1, 11), solver
 
 from __future__ import annotations
 
+from . import brownian as brownian
 from . import controllers as controllers
 from . import datasets as datasets
 from . import gradients as gradients
@@ -23,6 +24,9 @@ from ._solution import Stats as Stats
 from ._solution import Status as Status
 from ._solution import StepSizeTooSmall as StepSizeTooSmall
 from ._solve import solve as solve
+from .brownian import AbstractBrownian as AbstractBrownian
+from .brownian import BrownianInterval as BrownianInterval
+from .brownian import BrownianPath as BrownianPath
 from .controllers import AbstractController as AbstractController
 from .controllers import ConstantStep as ConstantStep
 from .controllers import PIDController as PIDController
@@ -37,11 +41,14 @@ from .gradients import graph_memory as graph_memory
 from .solvers import RK4 as RK4
 from .solvers import RK38 as RK38
 from .solvers import SDIRK2 as SDIRK2
+from .solvers import SRK as SRK
 from .solvers import TRBDF2 as TRBDF2
 from .solvers import Bosh3 as Bosh3
 from .solvers import Dopri5 as Dopri5
 from .solvers import Dopri8 as Dopri8
 from .solvers import Euler as Euler
+from .solvers import EulerHeun as EulerHeun
+from .solvers import EulerMaruyama as EulerMaruyama
 from .solvers import Fehlberg2 as Fehlberg2
 from .solvers import GaussLegendre4 as GaussLegendre4
 from .solvers import GaussLegendre6 as GaussLegendre6
@@ -54,16 +61,21 @@ from .solvers import Kvaerno4 as Kvaerno4
 from .solvers import Kvaerno5 as Kvaerno5
 from .solvers import Leapfrog as Leapfrog
 from .solvers import Midpoint as Midpoint
+from .solvers import Milstein as Milstein
 from .solvers import Newton as Newton
 from .solvers import RadauIIA3 as RadauIIA3
 from .solvers import RadauIIA5 as RadauIIA5
 from .solvers import Ralston as Ralston
 from .solvers import ReversibleHeun as ReversibleHeun
 from .solvers import Rodas5P as Rodas5P
+from .solvers import StochasticHeun as StochasticHeun
+from .solvers import StochasticMidpoint as StochasticMidpoint
+from .solvers import StochasticReversibleHeun as StochasticReversibleHeun
 from .solvers import Trapezoid as Trapezoid
 from .solvers import Tsit5 as Tsit5
 from .solvers import Yoshida4 as Yoshida4
 from .terms import AbstractTerm as AbstractTerm
 from .terms import ODETerm as ODETerm
+from .terms import SDETerm as SDETerm
 
 __version__ = "0.1.0"

@@ -14,14 +14,15 @@ import torch
 
 from ._loop import LoopOptions, Problem
 from ._loop.diagnostics import error, precision_hint, stiffness_advice
+from ._loop.sde import bind_sde
 from ._names import did_you_mean
 from ._solution import Solution, Status
 from .controllers import AbstractController, ConstantStep, PIDController
 from .events import Event
 from .gradients import AbstractGradient, Adjoint, Checkpoint, Reversible, resolve_gradient
 from .gradients.times import attach_output_times, attach_start_time
-from .solvers import AbstractSolver, accepting, resolve_solver
-from .terms import AbstractTerm, as_term
+from .solvers import AbstractSolver, accepting, default_solver, resolve_solver
+from .terms import AbstractTerm, SDETerm, as_term
 
 __all__ = ["solve"]
 
@@ -47,7 +48,7 @@ def solve(
     f: Callable[[torch.Tensor, Any], Any] | AbstractTerm,
     y0: torch.Tensor | tuple[torch.Tensor, ...],
     t_eval: Any,
-    solver: str | AbstractSolver = "tsit5",
+    solver: str | AbstractSolver | None = None,
     *,
     rtol: Any = None,
     atol: Any = None,
@@ -68,14 +69,15 @@ def solve(
 
     **Arguments:**
 
-    - ``f``: a term (:class:`ODETerm`) or the vector field ``f(t, y)`` itself, which is the ODE
-      term ``ODETerm(f)`` (torchdiffeq's convention). ``t`` is a 0-d tensor of
+    - ``f``: a term (:class:`ODETerm`, :class:`SDETerm`) or the vector field ``f(t, y)``
+      itself, which is the ODE term ``ODETerm(f)`` (torchdiffeq's convention). ``t`` is a 0-d tensor of
       the state's dtype (per sample: shape ``[B, 1, ..., 1]``, broadcasting against ``y``); ``y``
       has the structure of ``y0``. It must return the same structure, shapes and dtype.
     - ``y0``: a floating tensor of any shape, or a tuple of them (same dtype and device).
     - ``t_eval``: strictly monotonic 1-D times (increasing or decreasing); the first is the
       initial time. Per sample it may be ``[B, n]``: one time span per sample.
-    - ``solver``: a name (``nde.solvers.names()``) or a solver object.
+    - ``solver``: a name (``nde.solvers.names()``; for an SDE term ``nde.solvers.sde_names()``)
+      or a solver object; default ``"tsit5"`` (SDE terms: ``nde.solvers.default_solver(term)``).
     - ``rtol``, ``atol``: shortcut for ``controller=PIDController(rtol, atol)`` (defaults
       ``1e-6``, ``1e-8``); ``dt``: shortcut for ``controller=ConstantStep(dt)``.
     - ``controller``: a :class:`ConstantStep` or :class:`PIDController` with every option.
@@ -122,15 +124,20 @@ def _solve(
     compile: bool, gradient: Any, event: Event | None = None,
 ) -> Solution:  # fmt: skip
     term = as_term(f)
-    method = resolve_solver(solver)
+    method = resolve_solver(default_solver(term) if solver is None else solver, term)
     _check_term(term, method)
     ctrl = _controller(method, controller, rtol, atol, dt)
     if not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
     strategy = resolve_gradient(gradient)
+    sde = isinstance(term, SDETerm)
+    if sde:
+        _check_sde(strategy, compile, event)
     _check_strategy(strategy, method, per_sample, compile)
     problem = Problem.build(term.lower(), y0, t_eval, per_sample)
     problem.check_finite()  # one host read, before any work
+    if sde:
+        problem.sde = bind_sde(term, problem, method, ctrl)  # type: ignore[arg-type]
     problem.jacobian = method.jacobian  # a user Jacobian of an implicit solver, else None
     _check_pair(method, problem)
     if problem.n_out == 1:
@@ -154,12 +161,31 @@ def _solve(
 
 
 def _check_term(term: AbstractTerm, method: AbstractSolver) -> None:
+    names_ = ", ".join(repr(n) for n in accepting(term)) or "none yet"
     if not isinstance(term, method.terms):
-        names_ = ", ".join(repr(n) for n in accepting(term)) or "none yet"
         raise ValueError(
             f"solver {method.name!r} does not accept an {term.kind} term ({type(term).__name__}); "
             f"solvers that do: {names_}"
         )
+    reason = method.unsupported(term)
+    if reason is not None:
+        raise ValueError(f"solver {method.name!r} does not support {reason}; solvers that do: {names_}")
+
+
+def _check_sde(strategy: AbstractGradient, compile: bool, event: Any) -> None:
+    """What SDE solves do not support yet, rejected before any work."""
+    if isinstance(strategy, Adjoint):
+        raise ValueError(
+            "the stochastic adjoint is not available yet: use gradient='backprop' or 'checkpoint'"
+        )
+    if isinstance(strategy, Reversible):
+        raise ValueError(
+            "gradient='reversible' is not available for SDEs yet: use gradient='backprop' or 'checkpoint'"
+        )
+    if compile:
+        raise ValueError("compile=True is not supported for SDE terms yet")
+    if event is not None:
+        raise ValueError("events are not supported for SDE terms yet")
 
 
 def _check_pair(method: AbstractSolver, problem: Problem) -> None:

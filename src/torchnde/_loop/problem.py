@@ -44,6 +44,7 @@ class Problem:
     n_out: int
     nfe_counter: list[int]
     jacobian: Callable | None = None  # the user's df/dy(t, y) (an implicit solver's option)
+    sde: Any = None  # an SDE term's diffusion and noise, bound by _loop.sde.bind_sde
 
     @staticmethod
     def build(f: Callable, y0: Any, t_eval: Any, per_sample: bool) -> Problem:
@@ -211,6 +212,8 @@ class Problem:
         instead of autograd. Only this problem's own field carries it: a field that wraps ``func``
         (a reversible grid) falls back to autograd, and the adjoint solves its augmented system
         with a copy of the solver without the option (``gradients.adjoint._adjoint_solver``)."""
+        if self.sde is not None:  # the stochastic solvers read the diffusion and noise here
+            func.sde = self.sde  # type: ignore[attr-defined]
         user = self.jacobian
         if user is None:
             return func

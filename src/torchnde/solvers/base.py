@@ -116,6 +116,13 @@ class AbstractSolver(abc.ABC):
     # An implicit method's exact Jacobian option, ``jacobian(t, y) -> df/dy`` (None: autograd).
     jacobian: Any = None
 
+    @classmethod
+    def unsupported(cls, term: Any) -> str | None:
+        """What about ``term`` (an instance of one of :attr:`terms`) this solver cannot integrate,
+        e.g. ``"general noise"``, or ``None`` when it can. ``solve`` rejects the term with the
+        reason and the solvers that support it."""
+        return None
+
     @property
     def fsal(self) -> bool:
         """Whether ``StepResult.f1`` may serve as the next step's ``f0``."""
