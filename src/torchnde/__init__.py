@@ -12,6 +12,8 @@ from . import brownian as brownian
 from . import controllers as controllers
 from . import datasets as datasets
 from . import gradients as gradients
+from . import interpolation as interpolation
+from . import log_ode as log_ode
 from . import models as models
 from . import solvers as solvers
 from . import terms as terms
@@ -38,6 +40,21 @@ from .gradients import Checkpoint as Checkpoint
 from .gradients import GraphMemory as GraphMemory
 from .gradients import Reversible as Reversible
 from .gradients import graph_memory as graph_memory
+from .interpolation import AbstractPath as AbstractPath
+from .interpolation import CubicSplinePath as CubicSplinePath
+from .interpolation import HermitePath as HermitePath
+from .interpolation import LinearPath as LinearPath
+from .interpolation import RectilinearPath as RectilinearPath
+from .interpolation import forward_fill as forward_fill
+from .interpolation import with_observation_counts as with_observation_counts
+from .interpolation import with_time_channel as with_time_channel
+from .log_ode import LogODETerm as LogODETerm
+from .log_ode import LogSignaturePath as LogSignaturePath
+from .log_ode import lie_brackets as lie_brackets
+from .log_ode import logsignature as logsignature
+from .log_ode import logsignature_channels as logsignature_channels
+from .log_ode import logsignature_windows as logsignature_windows
+from .log_ode import lyndon_words as lyndon_words
 from .solvers import RK4 as RK4
 from .solvers import RK38 as RK38
 from .solvers import SDIRK2 as SDIRK2
@@ -75,6 +92,7 @@ from .solvers import Trapezoid as Trapezoid
 from .solvers import Tsit5 as Tsit5
 from .solvers import Yoshida4 as Yoshida4
 from .terms import AbstractTerm as AbstractTerm
+from .terms import CDETerm as CDETerm
 from .terms import ODETerm as ODETerm
 from .terms import SDETerm as SDETerm
 

@@ -6,6 +6,7 @@ builds the :class:`Solution`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +18,7 @@ from ._loop.diagnostics import error, precision_hint, stiffness_advice
 from ._loop.sde import bind_sde
 from ._names import did_you_mean
 from ._solution import Solution, Status
-from .controllers import AbstractController, ConstantStep, PIDController
+from .controllers import AbstractController, ConstantStep, PIDController, union_times, with_times
 from .events import Event
 from .gradients import AbstractGradient, Adjoint, Checkpoint, Reversible, resolve_gradient
 from .gradients.times import attach_output_times, attach_start_time
@@ -134,6 +135,7 @@ def _solve(
     if sde:
         _check_sde(strategy, compile, event)
     _check_strategy(strategy, method, per_sample, compile)
+    ctrl, strategy = _term_times(term, ctrl, strategy, per_sample)
     problem = Problem.build(term.lower(), y0, t_eval, per_sample)
     problem.check_finite()  # one host read, before any work
     if sde:
@@ -186,6 +188,24 @@ def _check_sde(strategy: AbstractGradient, compile: bool, event: Any) -> None:
         raise ValueError("compile=True is not supported for SDE terms yet")
     if event is not None:
         raise ValueError("events are not supported for SDE terms yet")
+
+
+def _term_times(
+    term: AbstractTerm, ctrl: AbstractController, strategy: AbstractGradient, per_sample: bool
+) -> tuple[AbstractController, AbstractGradient]:
+    """The term's ``step_ts``/``jump_ts`` (a CDE's knots) added to the controller's, and to a
+    global adjoint's (whose backward solve crosses the same knots)."""
+    step_ts, jump_ts = term.step_ts, term.jump_ts
+    if step_ts is None and jump_ts is None:
+        return ctrl, strategy
+    ctrl = with_times(ctrl, step_ts, jump_ts)
+    if isinstance(strategy, Adjoint) and not per_sample:
+        strategy = dataclasses.replace(
+            strategy,
+            step_ts=union_times(strategy.step_ts, step_ts),
+            jump_ts=union_times(strategy.jump_ts, jump_ts),
+        )
+    return ctrl, strategy
 
 
 def _check_pair(method: AbstractSolver, problem: Problem) -> None:

@@ -24,6 +24,8 @@ with the root-mean-square norm by default; the step is accepted when it is at mo
 from __future__ import annotations
 
 import abc
+import copy
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -34,7 +36,7 @@ import torch
 
 from ._names import checked_keywords
 
-__all__ = ["AbstractController", "ConstantStep", "PIDController", "clip", "rms_norm", "where"]
+__all__ = ["AbstractController", "ConstantStep", "PIDController", "clip", "rms_norm", "where", "with_times"]
 
 TimesLike = "torch.Tensor | Sequence[float] | None"
 
@@ -54,6 +56,28 @@ def _times(name: str, value: Any) -> torch.Tensor | None:
     if not torch.isfinite(out).all():
         raise ValueError(f"{name} must be finite")
     return torch.unique(out)  # sorted, deduplicated
+
+
+def union_times(a: Any, b: Any) -> torch.Tensor | None:
+    """The sorted union of two ``step_ts``/``jump_ts`` values (``None`` for none)."""
+    if a is None or b is None:
+        return a if b is None else _times("times", b)
+    return torch.unique(torch.cat([_times("times", a), _times("times", b)]))  # type: ignore[list-item]
+
+
+def with_times(ctrl: AbstractController, step_ts: Any = None, jump_ts: Any = None) -> AbstractController:
+    """``ctrl`` with more times to land on (``step_ts``) and jumps (``jump_ts``) added to its
+    own: a copy, ``ctrl`` itself when there is nothing to add (how ``solve`` adds a term's
+    times, e.g. the knots of a CDE's control path)."""
+    if step_ts is None and jump_ts is None:
+        return ctrl
+    merged = {"step_ts": union_times(ctrl.step_ts, step_ts), "jump_ts": union_times(ctrl.jump_ts, jump_ts)}
+    if dataclasses.is_dataclass(ctrl):
+        return dataclasses.replace(ctrl, **merged)
+    out = copy.copy(ctrl)
+    for name, value in merged.items():
+        object.__setattr__(out, name, value)
+    return out
 
 
 def clip(x: Any, lo: float, hi: float) -> Any:

@@ -40,6 +40,8 @@ def loop_global(problem: Problem, solver: AbstractSolver, ctrl: AbstractControll
     # the event's condition first: a condition of the wrong shape fails before f is called
     watch = EventWatch(problem, func, opts.event, s0, y) if opts.event is not None else None
     f0: torch.Tensor | None = problem.checked_f0()
+    if s0 in jumps:  # starting on a jump: f from its far side
+        f0 = derivative(jumps[s0][1], y)
     adaptive = ctrl.adaptive
     error_norm = ErrorNorm(problem, solver, ctrl) if adaptive else None
     dt, memory = ctrl.start(solver, func, s0, y, f0, error_norm)

@@ -42,7 +42,8 @@ def stops(
     ctrl: Any, direction: float, s0: float, s1: float, dtype: torch.dtype
 ) -> tuple[list[float], dict[float, tuple[float, float]]]:
     """The global layout's grid and jump times strictly inside ``(s0, s1)``, in forward time; each
-    jump maps to its ``jump_sides`` in the state's dtype."""
+    jump maps to its ``jump_sides`` in the state's dtype. A jump at ``s0`` is in the jumps too
+    (not the grid): the solve starts from its far side (a backward solve from a kink)."""
     stops: set[float] = set()
     jumps: dict[float, tuple[float, float]] = {}
     for name in ("step_ts", "jump_ts"):
@@ -52,8 +53,8 @@ def stops(
         for t in (times * direction).tolist():
             if s0 < t < s1:
                 stops.add(t)
-                if name == "jump_ts":
-                    jumps[t] = jump_sides(t, dtype)
+            if name == "jump_ts" and s0 <= t < s1:
+                jumps[t] = jump_sides(t, dtype)
     return sorted(stops), jumps
 
 

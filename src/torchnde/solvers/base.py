@@ -26,7 +26,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 
-from ..terms import ODETerm
+from ..terms import CDETerm, ODETerm
 from .tableau import DensePolynomial
 
 __all__ = ["AbstractSolver", "StepResult", "stack_stages"]
@@ -101,7 +101,7 @@ class AbstractSolver(abc.ABC):
       ``False``.
     - ``terms``: the term types (:class:`~torchnde.terms.AbstractTerm` subclasses) the solver
       integrates; a term is accepted when ``isinstance(term, solver.terms)``. Default
-      ``(ODETerm,)``.
+      ``(ODETerm, CDETerm)``: a CDE lowers to an ODE, so every ODE solver integrates it.
     """
 
     name: ClassVar[str]
@@ -112,7 +112,7 @@ class AbstractSolver(abc.ABC):
     reversible: ClassVar[bool] = False
     supports_per_sample: ClassVar[bool] = True
     separable_pair: ClassVar[bool] = False
-    terms: ClassVar[tuple[type, ...]] = (ODETerm,)
+    terms: ClassVar[tuple[type, ...]] = (ODETerm, CDETerm)
     # An implicit method's exact Jacobian option, ``jacobian(t, y) -> df/dy`` (None: autograd).
     jacobian: Any = None
 

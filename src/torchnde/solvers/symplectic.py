@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ..terms import ODETerm
 from .base import AbstractSolver, Func, StepResult, stack_stages
 from .tableau import DensePolynomial
 
@@ -49,6 +50,7 @@ class _Symplectic(AbstractSolver):
     weights: ClassVar[tuple[float, ...]]
     dense_order: ClassVar[int] = 3
     separable_pair: ClassVar[bool] = True
+    terms: ClassVar[tuple[type, ...]] = (ODETerm,)  # a CDE's state is one tensor, not a pair
 
     @property
     def fsal(self) -> bool:
