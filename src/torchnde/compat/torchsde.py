@@ -685,11 +685,15 @@ def _brownian(
     bm: Any, method: str, ts: torch.Tensor, y0: torch.Tensor, m: int, noise: str
 ) -> AbstractBrownian:
     """The Brownian motion to solve with: the given one (wrapped when it is not torchnde's), or
-    torchsde's default, a fresh path over ``[ts[0], ts[-1]]`` with Lévy area for ``srk``."""
+    a fresh path over ``[ts[0], ts[-1]]`` with Lévy area for ``srk``, seeded from numpy's global
+    generator as torchsde's default is. torchsde makes a ``BrownianInterval``; this makes the
+    cheaper stored path (:class:`~torchnde.BrownianPath`: one Gaussian draw per step, where the
+    interval's tree descends one level per draw to a time off its dyadic grid), which the caller
+    never sees."""
     if bm is None:
-        levy = "space-time" if method == "srk" else "none"
-        bm = BrownianInterval(t0=ts[0], t1=ts[-1], size=(y0.size(0), m), dtype=y0.dtype, device=y0.device,
-                              levy_area_approximation=levy)  # fmt: skip
+        levy = method == "srk"
+        return _Path(float(ts[0]), (y0.size(0), m), dtype=y0.dtype, device=y0.device, seed=_entropy(),
+                     levy_area=levy, t1=float(ts[-1]))  # fmt: skip
     if method == "srk" and _levy_name(bm) not in ("space-time", "davie", "foster"):
         raise ValueError(
             "SDE solver requires one of ('space-time', 'davie', 'foster') set as the "
