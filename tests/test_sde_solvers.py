@@ -10,6 +10,8 @@ import torchsde
 
 import torchnde as nde
 
+from .helpers import TorchsdeStyleSDE
+
 DTYPE = torch.float64
 TS = torch.linspace(0, 1, 5, dtype=DTYPE)
 BATCH = 8
@@ -36,30 +38,7 @@ class _Shared(torchsde.BrownianInterval):
     levy_area_approximation = property(lambda self: "space-time")
 
 
-class _SDE(torch.nn.Module):
-    """A small nonlinear SDE in torchsde's form (state [batch, 2])."""
-
-    def __init__(self, noise: str, calculus: str):
-        super().__init__()
-        self.noise_type, self.sde_type = noise, calculus
-        gen = torch.Generator().manual_seed(0)
-        self.a = torch.nn.Parameter(torch.randn(2, 2, generator=gen, dtype=DTYPE) * 0.5)
-        self.b = torch.nn.Parameter(torch.rand(2, 3, generator=gen, dtype=DTYPE) * 0.5)
-
-    def f(self, t, y):
-        return torch.tanh(y @ self.a.T) - 0.1 * y * (1 + t)
-
-    def g(self, t, y):
-        if self.noise_type == "diagonal":
-            return self.b[:, 0] * torch.sin(y) + 0.2
-        if self.noise_type == "scalar":
-            return (self.b[:, 0] * torch.cos(y) + 0.1).unsqueeze(-1)
-        if self.noise_type == "additive":
-            return (self.b * (1 + t)).expand(y.shape[0], 2, 3)
-        return self.b * torch.cos(y).unsqueeze(-1)  # general
-
-    def term(self, bm) -> nde.SDETerm:
-        return nde.SDETerm(self.f, self.g, self.noise_type, self.sde_type, bm)
+_SDE = TorchsdeStyleSDE
 
 
 def _bm_shape(noise: str) -> tuple[int, int]:

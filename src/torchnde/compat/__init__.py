@@ -1,5 +1,7 @@
-"""Drop-in shims for code written against other libraries (``compat.torchdiffeq``)."""
+"""Drop-in shims for code written against other libraries (``compat.torchdiffeq``,
+``compat.torchsde``)."""
 
 from . import torchdiffeq as torchdiffeq
+from . import torchsde as torchsde
 
-__all__ = ["torchdiffeq"]
+__all__ = ["torchdiffeq", "torchsde"]
