@@ -43,6 +43,7 @@ from .checkpoint import check_budgeted, run_budgeted
 from .discover import discover
 from .memory import GraphMemory, graph_memory
 from .reversible import run_reversible
+from .sde_adjoint import check_sde_adjoint, sde_backward
 
 __all__ = [
     "AbstractGradient",
@@ -51,6 +52,7 @@ __all__ = [
     "Checkpoint",
     "GraphMemory",
     "Reversible",
+    "check_sde_adjoint",
     "graph_memory",
     "names",
     "resolve_gradient",
@@ -263,7 +265,8 @@ class Adjoint(AbstractGradient):
         params = self.parameters(owner, *initial_point(problem))
         _check_something_to_differentiate(self, params, problem)
         run = _without_graph(problem, solver, ctrl, opts)
-        return run_adjoint(problem, solver, ctrl, self, params, run, opts.max_steps)
+        backward = sde_backward if problem.sde is not None else None  # the stochastic adjoint
+        return run_adjoint(problem, solver, ctrl, self, params, run, opts.max_steps, backward)
 
 
 def _check_adjoint_tolerance(key: str, value: Any) -> None:
