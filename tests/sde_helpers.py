@@ -81,3 +81,8 @@ def small_y0() -> torch.Tensor:
 def brownian(noise: str, seed: int) -> nde.BrownianInterval:
     """A Brownian interval on [0, 1] for ``SmallSDE`` with ``noise``, with Lévy area."""
     return nde.BrownianInterval(0.0, 1.0, bm_shape(noise), dtype=DTYPE, seed=seed, levy_area=True)
+
+
+def relative_error(got, want) -> float:
+    """The largest relative 2-norm error over pairs of tensors."""
+    return max(float((g - w).norm() / w.norm()) for g, w in zip(got, want))

@@ -10,7 +10,7 @@ import torch
 
 import torchnde as nde
 
-from .sde_helpers import DTYPE, SmallSDE, brownian, small_y0
+from .sde_helpers import DTYPE, SmallSDE, brownian, relative_error, small_y0
 
 TS = torch.tensor([0.0, 0.25, 1.0], dtype=DTYPE)  # an intermediate output: its gradient joins on the way
 
@@ -21,10 +21,6 @@ def _gradients(sde: SmallSDE, bm, solver: str, gradient, dt: float):
     loss = (sol.ys[1:] ** 2).sum() + sol.ys[-1].sin().sum()
     params = [y0, sde.a, sde.b]
     return torch.autograd.grad(loss, params), sol
-
-
-def _relative(got, want) -> float:
-    return max(float((g - w).norm() / w.norm()) for g, w in zip(got, want))
 
 
 @pytest.mark.parametrize(
@@ -44,7 +40,7 @@ def test_adjoint_gradients_agree_with_backprop_on_the_same_path(noise, calculus,
     dt = 2.0**-9
     want, _ = _gradients(sde, bm, solver, "backprop", dt)
     got, sol = _gradients(sde, bm, solver, nde.Adjoint(), dt)
-    assert _relative(got, want) < 1e-3
+    assert relative_error(got, want) < 1e-3
     assert sol.backward_stats.steps == 2**9  # the forward steps, backwards
 
 
@@ -55,7 +51,7 @@ def test_the_adjoint_error_shrinks_with_the_step():
     for dt in (2.0**-4, 2.0**-7):
         want, _ = _gradients(sde, bm, "midpoint", "backprop", dt)
         got, _ = _gradients(sde, bm, "midpoint", "adjoint", dt)
-        errors.append(_relative(got, want))
+        errors.append(relative_error(got, want))
     assert errors[1] < errors[0] / 4
 
 
@@ -65,7 +61,7 @@ def test_the_backward_solver_and_step_can_be_chosen():
     want, _ = _gradients(sde, bm, "midpoint", "backprop", 2.0**-9)
     for strategy in (nde.Adjoint(solver="heun"), nde.Adjoint(solver=nde.StochasticMidpoint(), dt=2.0**-10)):
         got, sol = _gradients(sde, bm, "midpoint", strategy, 2.0**-9)
-        assert _relative(got, want) < 2e-3
+        assert relative_error(got, want) < 2e-3
     assert sol.backward_stats.steps == 2**10  # Adjoint(dt=...): its own steps
     assert sol.backward_stats.nfe == 4 * sol.backward_stats.steps  # two stages of drift + diffusion
 
@@ -80,7 +76,7 @@ def test_parameters_are_discovered_from_the_drift_and_the_diffusion():
     for gradient in ("backprop", "adjoint"):
         sol = nde.solve(term, small_y0(), TS, solver="midpoint", dt=2.0**-9, gradient=gradient)
         grads[gradient] = torch.autograd.grad(sol.ys[-1].square().sum(), [w, s])
-    assert _relative(grads["adjoint"], grads["backprop"]) < 1e-3
+    assert relative_error(grads["adjoint"], grads["backprop"]) < 1e-3
 
 
 def test_unsupported_adjoint_options_are_refused_before_solving():
