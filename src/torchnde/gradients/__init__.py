@@ -206,6 +206,14 @@ class Adjoint(AbstractGradient):
       to use instead, e.g. one whose ``adapt`` observes the accept/reject verdicts (as
       ``torchnde.compat.torchdiffeq`` does for torchdiffeq's ``callback_*_adjoint``). Default:
       none.
+
+    **SDE terms** get the stochastic adjoint (Li, Wong, Chen & Duvenaud, *Scalable Gradients
+    for Stochastic Differential Equations*, AISTATS 2020; :mod:`torchnde.gradients.sde_adjoint`):
+    the adjoint SDE is solved backwards in Stratonovich form on the same Brownian path, with
+    fixed steps (the forward ones, or ``dt``) and a Stratonovich ``solver`` (``"midpoint"`` or
+    ``"heun"``; default Heun after ``heun``, ``euler_heun`` and ``reversible_heun``, midpoint
+    otherwise); an Itô SDE is converted with its correction term. Only ``dt``, ``solver``,
+    ``params`` and ``max_steps`` apply; the tolerance and controller options are errors.
     """
 
     rtol: float | torch.Tensor | None = None
@@ -350,8 +358,11 @@ class Reversible(AbstractGradient):
     backwards step by step, reconstructing each earlier state in closed form, and
     differentiates the step it just undid (Kidger, Foster, Li & Lyons, *Efficient and Accurate
     Gradients for Neural SDEs*, NeurIPS 2021). The gradient equals ``Backprop``'s on the same
-    steps up to round-off. Needs a reversible solver (``solver="reversible_heun"``); outputs are
-    stepped onto, not interpolated.
+    steps up to round-off. Needs a reversible solver (``solver="reversible_heun"``: the ODE
+    method, or for an SDE term the stochastic one, which undoes each step on the same Brownian
+    increment); outputs are stepped onto, not interpolated. For an SDE the memory stays O(1)
+    with a :class:`~torchnde.BrownianInterval` (a :class:`~torchnde.BrownianPath` stores one
+    increment per step).
 
     **Arguments:**
 
