@@ -155,11 +155,11 @@ def test_outputs_between_steps_are_interpolated_linearly_and_the_path_is_fresh_p
 SOLVERS = ["euler", "milstein", "srk", "heun", "midpoint", "euler_heun", "reversible_heun"]
 
 
-@pytest.mark.parametrize("solver", SOLVERS)
-def test_backprop_and_checkpoint_gradients_agree_and_match_finite_differences(solver):
+@pytest.mark.parametrize(("solver", "noise"), [(s, "diagonal") for s in SOLVERS] + [("milstein", "scalar")])
+def test_backprop_and_checkpoint_gradients_agree_and_match_finite_differences(solver, noise):
     calculus = "ito" if solver in ("euler", "milstein", "srk") else "stratonovich"
-    sde = SmallSDE("diagonal", calculus)
-    bm = nde.BrownianInterval(0.0, 1.0, bm_shape("diagonal"), dtype=DTYPE, seed=5, levy_area=True)
+    sde = SmallSDE(noise, calculus)
+    bm = nde.BrownianInterval(0.0, 1.0, bm_shape(noise), dtype=DTYPE, seed=5, levy_area=True)
     y0 = small_y0().requires_grad_(True)
 
     def loss(gradient="backprop"):

@@ -169,7 +169,9 @@ def along_itself(
             (lg,) = torch.autograd.grad(g, y, g, create_graph=keep, allow_unused=True)
         else:  # scalar: J g by the double-backward trick (J^T u is linear in u)
             col = g.squeeze(-1)
-            u = torch.zeros_like(col, requires_grad=True)
+            # u = 0 made from col rather than a fresh leaf: autograd prunes its graph walk at the
+            # inputs' depth, so the second grad does not visit the whole solve behind y
+            u = col * 0.0
             (vjp,) = torch.autograd.grad(col, y, u, create_graph=True, allow_unused=True)
             if vjp is not None:
                 (lg,) = torch.autograd.grad(vjp, u, col, create_graph=keep, allow_unused=True)
