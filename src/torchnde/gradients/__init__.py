@@ -212,8 +212,8 @@ class Adjoint(AbstractGradient):
     the adjoint SDE is solved backwards in Stratonovich form on the same Brownian path, with
     fixed steps (the forward ones, or ``dt``) and a Stratonovich ``solver`` (``"midpoint"`` or
     ``"heun"``; default Heun after ``heun``, ``euler_heun`` and ``reversible_heun``, midpoint
-    otherwise); an Itô SDE is converted with its correction term. Only ``dt``, ``solver``,
-    ``params`` and ``max_steps`` apply; the tolerance and controller options are errors.
+    otherwise); an Itô SDE is converted with its correction term. ``dt``, ``solver`` and
+    ``params`` apply; the tolerance and controller options are errors.
     """
 
     rtol: float | torch.Tensor | None = None
