@@ -6,7 +6,9 @@ field). It checks what the SDE solvers need (one tensor state, the global layout
 evaluates the diffusion once at the initial point to check its shape and learn the number of
 Brownian motions, and makes the Brownian motion when the term has none. The result hangs on the
 problem (``Problem.sde``) and on the loop's vector field (``func.sde``), where the stochastic
-solvers read it: the ODE hot path is untouched.
+solvers read it: the ODE hot path is untouched. For the KL channel of a latent SDE
+(:mod:`.kl`) under diagonal noise, the Brownian motion has the user's shape and is padded with
+a zero entry for the channel.
 """
 
 from __future__ import annotations
