@@ -125,35 +125,3 @@ def registered_toy(
         yield calls
     finally:
         del fw._REGISTRY[name]
-
-
-class TorchsdeStyleSDE(torch.nn.Module):
-    """A small nonlinear SDE in torchsde's form (``f``, ``g``, ``h``, ``noise_type``, ``sde_type``;
-    state ``[batch, 2]``, float64) for any noise type and calculus: ``g`` is ``[batch, 2]``
-    (diagonal), ``[batch, 2, 1]`` (scalar) or ``[batch, 2, 3]`` (additive, general)."""
-
-    def __init__(self, noise: str, calculus: str):
-        super().__init__()
-        self.noise_type, self.sde_type = noise, calculus
-        gen = torch.Generator().manual_seed(0)
-        self.a = torch.nn.Parameter(torch.randn(2, 2, generator=gen, dtype=torch.float64) * 0.5)
-        self.b = torch.nn.Parameter(torch.rand(2, 3, generator=gen, dtype=torch.float64) * 0.5)
-
-    def f(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(y @ self.a.T) - 0.1 * y * (1 + t)
-
-    def g(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.noise_type == "diagonal":
-            return self.b[:, 0] * torch.sin(y) + 0.2
-        if self.noise_type == "scalar":
-            return (self.b[:, 0] * torch.cos(y) + 0.1).unsqueeze(-1)
-        if self.noise_type == "additive":
-            return (self.b * (1 + t)).expand(y.shape[0], 2, 3)
-        return self.b * torch.cos(y).unsqueeze(-1)  # general
-
-    def h(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """A prior drift (for ``names={"drift": "h"}`` and ``logqp``)."""
-        return -y
-
-    def term(self, bm: nde.AbstractBrownian | None) -> nde.SDETerm:
-        return nde.SDETerm(self.f, self.g, self.noise_type, self.sde_type, bm)

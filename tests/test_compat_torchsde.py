@@ -16,7 +16,7 @@ import torchsde as oracle
 
 import torchnde.compat.torchsde as torchsde
 
-from .helpers import TorchsdeStyleSDE
+from .sde_helpers import SmallSDE as TorchsdeStyleSDE
 
 DTYPE = torch.float64
 BATCH, D = 6, 2

@@ -10,43 +10,9 @@ import torchsde
 
 import torchnde as nde
 
-from .helpers import TorchsdeStyleSDE
+from .sde_helpers import BATCH, DTYPE, SharedBrownian, SmallSDE, bm_shape, small_y0
 
-DTYPE = torch.float64
 TS = torch.linspace(0, 1, 5, dtype=DTYPE)
-BATCH = 8
-
-
-class _Shared(torchsde.BrownianInterval):
-    """torchsde's Brownian interface over a torchnde Brownian motion: both libraries step on the
-    same increments (and the same I_(1,0) for ``srk``)."""
-
-    def __init__(self, bm: nde.BrownianInterval):  # no super().__init__: only the interface is used
-        self.bm = bm
-
-    def __call__(self, ta, tb=None, return_U=False, return_A=False):
-        w, h = self.bm.levy(float(ta), float(tb))
-        dt = float(tb) - float(ta)
-        return (w, dt * (0.5 * w + h)) if return_U else w
-
-    def __repr__(self):
-        return "Shared()"
-
-    dtype = property(lambda self: self.bm.dtype)
-    device = property(lambda self: self.bm.device)
-    shape = property(lambda self: tuple(self.bm.shape))
-    levy_area_approximation = property(lambda self: "space-time")
-
-
-_SDE = TorchsdeStyleSDE
-
-
-def _bm_shape(noise: str) -> tuple[int, int]:
-    return (BATCH, {"diagonal": 2, "scalar": 1, "additive": 3, "general": 3}[noise])
-
-
-def _y0() -> torch.Tensor:
-    return torch.linspace(-0.5, 0.8, 2 * BATCH, dtype=DTYPE).reshape(BATCH, 2)
 
 
 # (torchnde solver, torchsde method, options) for every noise type and calculus both support
@@ -71,69 +37,76 @@ CASES = [
 
 @pytest.mark.parametrize(("ours", "theirs", "noise", "calculus"), CASES)
 def test_each_solver_agrees_with_torchsde_on_the_same_increments(ours, theirs, noise, calculus):
-    sde = _SDE(noise, calculus)
-    bm = nde.BrownianInterval(0.0, 1.0, _bm_shape(noise), dtype=DTYPE, seed=3, levy_area=True)
+    sde = SmallSDE(noise, calculus)
+    bm = nde.BrownianInterval(0.0, 1.0, bm_shape(noise), dtype=DTYPE, seed=3, levy_area=True)
     with torch.no_grad():
-        sol = nde.solve(sde.term(bm), _y0(), TS, solver=ours, dt=2.0**-6)
-        ref = torchsde.sdeint(sde, _y0(), TS, bm=_Shared(bm), method=theirs, dt=2.0**-6)
+        sol = nde.solve(sde.term(bm), small_y0(), TS, solver=ours, dt=2.0**-6)
+        ref = torchsde.sdeint(sde, small_y0(), TS, bm=SharedBrownian(bm), method=theirs, dt=2.0**-6)
     assert torch.allclose(sol.ys, ref, rtol=0, atol=1e-10)
 
 
 def test_derivative_free_milstein_agrees_with_torchsdes_grad_free_milstein_for_ito():
-    sde = _SDE("diagonal", "ito")
-    bm = nde.BrownianInterval(0.0, 1.0, _bm_shape("diagonal"), dtype=DTYPE, seed=4, levy_area=True)
+    sde = SmallSDE("diagonal", "ito")
+    bm = nde.BrownianInterval(0.0, 1.0, bm_shape("diagonal"), dtype=DTYPE, seed=4, levy_area=True)
     with torch.no_grad():
-        sol = nde.solve(sde.term(bm), _y0(), TS, solver=nde.Milstein(derivative_free=True), dt=2.0**-6)
-        ref = torchsde.sdeint(sde, _y0(), TS, bm=_Shared(bm), method="milstein", dt=2.0**-6,
+        sol = nde.solve(sde.term(bm), small_y0(), TS, solver=nde.Milstein(derivative_free=True), dt=2.0**-6)
+        ref = torchsde.sdeint(sde, small_y0(), TS, bm=SharedBrownian(bm), method="milstein", dt=2.0**-6,
                               options={"grad_free": True})  # fmt: skip
     assert torch.allclose(sol.ys, ref, rtol=0, atol=1e-10)
 
 
 def test_a_solver_refuses_a_noise_type_or_calculus_and_names_those_that_support_it():
-    sde = _SDE("general", "ito")
+    sde = SmallSDE("general", "ito")
     with pytest.raises(
         ValueError, match=r"'milstein' does not support general noise; solvers that do: 'euler'$"
     ):
-        nde.solve(sde.term(None), _y0(), TS, solver="milstein", dt=0.1)
-    strat = _SDE("diagonal", "stratonovich")
+        nde.solve(sde.term(None), small_y0(), TS, solver="milstein", dt=0.1)
+    strat = SmallSDE("diagonal", "stratonovich")
     with pytest.raises(
         ValueError, match=r"'srk' does not support the stratonovich calculus.*'euler_heun', 'heun'"
     ):
-        nde.solve(strat.term(None), _y0(), TS, solver="srk", dt=0.1)
+        nde.solve(strat.term(None), small_y0(), TS, solver="srk", dt=0.1)
     with pytest.raises(
         ValueError, match=r"'tsit5' does not accept an SDE term .*solvers that do: 'euler_heun'"
     ):
-        nde.solve(strat.term(None), _y0(), TS, solver=nde.Tsit5(), dt=0.1)
+        nde.solve(strat.term(None), small_y0(), TS, solver=nde.Tsit5(), dt=0.1)
     with pytest.raises(ValueError, match=r"'srk' does not accept an ODE term"):
-        nde.solve(lambda t, y: -y, _y0(), TS, solver=nde.SRK(), dt=0.1)
+        nde.solve(lambda t, y: -y, small_y0(), TS, solver=nde.SRK(), dt=0.1)
     with pytest.raises(
         ValueError, match=r"unknown solver 'milstien'; valid SDE solvers: .*Did you mean 'milstein'"
     ):
-        nde.solve(strat.term(None), _y0(), TS, solver="milstien", dt=0.1)
+        nde.solve(strat.term(None), small_y0(), TS, solver="milstien", dt=0.1)
     assert nde.solvers.accepting(sde.term(None)) == ["euler"]
 
 
 def test_unsupported_options_are_rejected_before_solving_with_the_fix():
-    term = _SDE("diagonal", "ito").term(None)
+    term = SmallSDE("diagonal", "ito").term(None)
     cases = [
-        (dict(gradient="adjoint"), "stochastic adjoint is not available yet"),
-        (dict(gradient="reversible"), "'reversible' is not available for SDEs yet"),
+        (dict(gradient="reversible"), "needs an algebraically reversible solver.*'reversible_heun'"),
+        (dict(gradient=nde.Adjoint(rtol=1e-3)), r"stochastic adjoint takes fixed steps: Adjoint\(rtol=...\)"),
         (dict(per_sample=True), "per_sample=True"),
         (dict(rtol=1e-3, atol=1e-3), "has no error estimate"),
     ]
     for options, message in cases:
         with pytest.raises(ValueError, match=message):
             nde.solve(
-                term, _y0(), TS, solver="euler", **({"dt": 0.1} if "rtol" not in options else {}), **options
+                term,
+                small_y0(),
+                TS,
+                solver="euler",
+                **({"dt": 0.1} if "rtol" not in options else {}),
+                **options,
             )
     with pytest.raises(ValueError, match="pass increasing t_eval"):
-        nde.solve(term, _y0(), TS.flip(0), solver="euler", dt=0.1)
+        nde.solve(term, small_y0(), TS.flip(0), solver="euler", dt=0.1)
     with pytest.raises(ValueError, match="tensor state"):
-        nde.solve(nde.SDETerm(lambda t, y: y, lambda t, y: y), (_y0(), _y0()), TS, solver="euler", dt=0.1)
+        nde.solve(
+            nde.SDETerm(lambda t, y: y, lambda t, y: y), (small_y0(), small_y0()), TS, solver="euler", dt=0.1
+        )
 
 
 def test_the_diffusion_and_brownian_motion_are_checked_against_the_noise_type():
-    y0 = _y0()
+    y0 = small_y0()
     bad_shape = nde.SDETerm(lambda t, y: y, lambda t, y: y.unsqueeze(-1), "diagonal")
     with pytest.raises(ValueError, match=r"diagonal noise: g\(t, y\) must be shaped like y"):
         nde.solve(bad_shape, y0, TS, solver="euler", dt=0.1)
@@ -161,7 +134,7 @@ def test_the_default_solver_follows_the_noise_and_calculus():
     assert pick(nde.SDETerm(abs, abs, calculus="stratonovich")) == "midpoint"
     assert pick(nde.ODETerm(abs)) == "tsit5"
     torch.manual_seed(0)
-    sol = nde.solve(_SDE("diagonal", "ito").term(None), _y0(), TS, dt=0.1)  # srk on a fresh path
+    sol = nde.solve(SmallSDE("diagonal", "ito").term(None), small_y0(), TS, dt=0.1)  # srk on a fresh path
     assert sol.success and sol.ys.shape == (5, BATCH, 2)
 
 
@@ -182,12 +155,12 @@ def test_outputs_between_steps_are_interpolated_linearly_and_the_path_is_fresh_p
 SOLVERS = ["euler", "milstein", "srk", "heun", "midpoint", "euler_heun", "reversible_heun"]
 
 
-@pytest.mark.parametrize("solver", SOLVERS)
-def test_backprop_and_checkpoint_gradients_agree_and_match_finite_differences(solver):
+@pytest.mark.parametrize(("solver", "noise"), [(s, "diagonal") for s in SOLVERS] + [("milstein", "scalar")])
+def test_backprop_and_checkpoint_gradients_agree_and_match_finite_differences(solver, noise):
     calculus = "ito" if solver in ("euler", "milstein", "srk") else "stratonovich"
-    sde = _SDE("diagonal", calculus)
-    bm = nde.BrownianInterval(0.0, 1.0, _bm_shape("diagonal"), dtype=DTYPE, seed=5, levy_area=True)
-    y0 = _y0().requires_grad_(True)
+    sde = SmallSDE(noise, calculus)
+    bm = nde.BrownianInterval(0.0, 1.0, bm_shape(noise), dtype=DTYPE, seed=5, levy_area=True)
+    y0 = small_y0().requires_grad_(True)
 
     def loss(gradient="backprop"):
         sol = nde.solve(sde.term(bm), y0, TS, solver=solver, dt=2.0**-5, gradient=gradient)
@@ -211,16 +184,18 @@ def test_backprop_and_checkpoint_gradients_agree_and_match_finite_differences(so
 
 
 def test_reversible_heun_undoes_its_steps_on_the_same_increments():
-    sde = _SDE("general", "stratonovich")
-    bm = nde.BrownianInterval(0.0, 1.0, _bm_shape("general"), dtype=DTYPE, seed=6)
-    problem = nde._loop.Problem.build(sde.f, _y0(), TS, per_sample=False)
+    sde = SmallSDE("general", "stratonovich")
+    bm = nde.BrownianInterval(0.0, 1.0, bm_shape("general"), dtype=DTYPE, seed=6)
+    problem = nde._loop.Problem.build(sde.f, small_y0(), TS, per_sample=False)
     problem.sde = nde._loop.sde.bind_sde(sde.term(bm), problem, nde.StochasticReversibleHeun(), None)
     func, solver = problem.func(), nde.StochasticReversibleHeun()
-    y, state, h = _y0(), None, 2.0**-6
+    y, state, h = small_y0(), None, 2.0**-6
     with torch.no_grad():
         for k in range(64):
             res = solver.step(func, k * h, y, func(k * h, y), h, False, state)
             y, state = res.y1, res.state
         for k in reversed(range(64)):
             y, state = solver.reverse_step(func, (k + 1) * h, y, state, h)
-    assert torch.allclose(y, _y0(), rtol=0, atol=1e-12) and torch.allclose(state.z, _y0(), rtol=0, atol=1e-12)
+    assert torch.allclose(y, small_y0(), rtol=0, atol=1e-12) and torch.allclose(
+        state.z, small_y0(), rtol=0, atol=1e-12
+    )

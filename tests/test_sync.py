@@ -68,3 +68,24 @@ def test_per_sample_solve_reads_the_host_once_per_step(adaptive, host_reads):
     iterations = int(sol.stats.steps.max())
     assert iterations > 10
     assert host_reads[0] <= iterations + _SETUP + 3  # log2(8) compactions
+
+
+@pytest.mark.parametrize("gradient", ["adjoint", "reversible"])
+def test_sde_gradient_passes_do_not_read_the_host_per_step(gradient, host_reads):
+    """The stochastic adjoint's and reversible Heun's backward loops stay on the device: the host
+    reads of a solve and its backward pass do not grow with the number of steps."""
+    w = torch.tensor([[-0.5, 0.2], [0.1, -0.3]], dtype=torch.float64, requires_grad=True)
+    bm = nde.BrownianInterval(0.0, 1.0, (4, 2), dtype=torch.float64, seed=0)
+    term = nde.SDETerm(
+        lambda t, y: y @ w.T, lambda t, y: 0.2 * torch.cos(y), calculus="stratonovich", brownian=bm
+    )
+    reads = []
+    for steps in (16, 64):
+        before = host_reads[0]
+        sol = nde.solve(
+            term, _y0(4, 2), torch.tensor([0.0, 1.0]), "reversible_heun", dt=1 / steps, gradient=gradient
+        )
+        sol.ys[-1].sum().backward()
+        assert sol.backward_stats.steps == steps
+        reads.append(host_reads[0] - before)
+    assert reads[0] == reads[1] <= _SETUP

@@ -94,7 +94,7 @@ class Stats:
 
 @dataclass
 class Solution:
-    """The result of :func:`torchnde.solve`.
+    r"""The result of :func:`torchnde.solve`.
 
     - ``ts``: output times, ``[n]`` (or ``[batch, n]`` for per-sample time spans).
     - ``ys``: states at ``ts``, time first: ``[n, *y0.shape]``; a tuple for tuple states. After a
@@ -113,6 +113,9 @@ class Solution:
     - ``advice``: a note on a successful solve that was costlier than it needed to be (a long
       explicit solve whose steps were limited by stability: "looks stiff, try 'kvaerno5'"), or
       ``None``.
+    - ``kl``: with ``SDETerm(..., prior_drift=h)``, the KL path term
+      :math:`\int_{t_0}^{t} \tfrac12 \lVert (f - h)/g \rVert^2\,ds` at ``ts``, one value per
+      row of the state: ``[n, *y0.shape[:-1]]`` (differentiable); ``None`` otherwise.
     """
 
     ts: torch.Tensor
@@ -126,6 +129,7 @@ class Solution:
     event_ts: torch.Tensor | None = None
     event_ys: Any = None
     advice: str | None = None
+    kl: torch.Tensor | None = None
 
     @property
     def success(self) -> bool:

@@ -15,12 +15,13 @@ import torch
 
 from ._loop import LoopOptions, Problem
 from ._loop.diagnostics import error, precision_hint, stiffness_advice
+from ._loop.kl import split_kl, with_kl
 from ._loop.sde import bind_sde
 from ._names import did_you_mean
 from ._solution import Solution, Status
 from .controllers import AbstractController, ConstantStep, PIDController, union_times, with_times
 from .events import Event
-from .gradients import AbstractGradient, Adjoint, Checkpoint, Reversible, resolve_gradient
+from .gradients import AbstractGradient, Adjoint, Checkpoint, Reversible, check_sde_adjoint, resolve_gradient
 from .gradients.times import attach_output_times, attach_start_time
 from .solvers import AbstractSolver, accepting, default_solver, resolve_solver
 from .terms import AbstractTerm, SDETerm, as_term
@@ -133,9 +134,12 @@ def _solve(
     strategy = resolve_gradient(gradient)
     sde = isinstance(term, SDETerm)
     if sde:
-        _check_sde(strategy, compile, event)
-    _check_strategy(strategy, method, per_sample, compile)
+        _check_sde(term, method, strategy, compile, event)
+    _check_strategy(strategy, method, per_sample, compile, sde)
     ctrl, strategy = _term_times(term, ctrl, strategy, per_sample)
+    kl = sde and term.prior_drift is not None  # type: ignore[attr-defined]
+    if kl:  # the KL path term rides along as one more state channel
+        term, y0 = with_kl(term, y0)  # type: ignore[arg-type]
     problem = Problem.build(term.lower(), y0, t_eval, per_sample)
     problem.check_finite()  # one host read, before any work
     if sde:
@@ -143,7 +147,7 @@ def _solve(
     problem.jacobian = method.jacobian  # a user Jacobian of an implicit solver, else None
     _check_pair(method, problem)
     if problem.n_out == 1:
-        return problem.trivial_solution(dense)
+        return _split_kl(problem.trivial_solution(dense)) if kl else problem.trivial_solution(dense)
     _check_event(event, method, strategy, per_sample, dense, compile)
     opts = LoopOptions(max_steps, dense, save_steps, progress, compile, False, event)
     time_grad = torch.is_grad_enabled() and problem.t_eval.requires_grad
@@ -153,6 +157,8 @@ def _solve(
     if time_grad:
         raw.ys = attach_output_times(problem, raw.ys)
     sol = problem.solution(raw)
+    if kl:
+        sol = _split_kl(sol)
     sol.backward_stats = backward_stats
     if not per_sample and sol.status == Status.SUCCESS:
         sol.advice = stiffness_advice(problem, method, ctrl, raw)
@@ -174,16 +180,22 @@ def _check_term(term: AbstractTerm, method: AbstractSolver) -> None:
         raise ValueError(f"solver {method.name!r} does not support {reason}; solvers that do: {names_}")
 
 
-def _check_sde(strategy: AbstractGradient, compile: bool, event: Any) -> None:
+def _split_kl(sol: Solution) -> Solution:
+    """The solution over ``[y, l]`` split into ``ys`` and the KL path term ``kl``."""
+    sol.ys, sol.kl = split_kl(sol.ys)
+    if sol.step_ys is not None:
+        sol.step_ys = sol.step_ys[..., :-1]
+    if sol._evaluate is not None:
+        whole = sol._evaluate
+        sol._evaluate = lambda t: whole(t)[..., :-1]
+    return sol
+
+
+def _check_sde(term: SDETerm, method: AbstractSolver, strategy: AbstractGradient, compile: bool,
+               event: Any) -> None:  # fmt: skip
     """What SDE solves do not support yet, rejected before any work."""
     if isinstance(strategy, Adjoint):
-        raise ValueError(
-            "the stochastic adjoint is not available yet: use gradient='backprop' or 'checkpoint'"
-        )
-    if isinstance(strategy, Reversible):
-        raise ValueError(
-            "gradient='reversible' is not available for SDEs yet: use gradient='backprop' or 'checkpoint'"
-        )
+        check_sde_adjoint(strategy, term, method)
     if compile:
         raise ValueError("compile=True is not supported for SDE terms yet")
     if event is not None:
@@ -219,7 +231,7 @@ def _check_pair(method: AbstractSolver, problem: Problem) -> None:
 
 
 def _check_strategy(
-    strategy: AbstractGradient, method: AbstractSolver, per_sample: bool, compile: bool
+    strategy: AbstractGradient, method: AbstractSolver, per_sample: bool, compile: bool, sde: bool = False
 ) -> None:
     """Reject combinations a strategy does not support, before any work is done."""
     reversible = method.reversible
@@ -228,9 +240,13 @@ def _check_strategy(
             f"gradient='reversible' needs an algebraically reversible solver, got {method.name!r}: "
             "use solver='reversible_heun'"
         )
-    if reversible and isinstance(strategy, (Adjoint, Checkpoint)):
+    if reversible and (
+        (isinstance(strategy, Adjoint) and not sde)
+        or (isinstance(strategy, Checkpoint) and strategy.checkpoints is not None)
+    ):
+        what = "Checkpoint(checkpoints=...)" if isinstance(strategy, Checkpoint) else repr(strategy.name)
         raise ValueError(
-            f"solver {method.name!r} supports gradient='reversible' and 'backprop', not {strategy.name!r}"
+            f"solver {method.name!r} supports gradient='reversible', 'backprop' and 'checkpoint', not {what}"
         )
     if (
         per_sample

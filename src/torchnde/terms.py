@@ -128,6 +128,17 @@ class SDETerm(AbstractTerm):
       :class:`~torchnde.BrownianPath`), to fix the path (a seed) or share it between solves;
       ``None`` draws a fresh :class:`~torchnde.BrownianPath` per solve from torch's global
       generator (``torch.manual_seed`` reproduces it).
+    - ``prior_drift``: a prior drift ``h(t, y)`` shaped like ``y`` (latent SDEs, Li et al.
+      2020). The solve then also accumulates the KL path term
+
+      .. math:: \ell(t) = \int_{t_0}^{t} \tfrac12\,\lVert u(s, y(s))\rVert^2\,ds,\qquad
+                u = \frac{f - h}{g}\ \text{(diagonal)},\quad u = g^{+}(f - h)\ \text{(other noise)},
+
+      summed over the last axis of ``y`` (one value per row; :math:`g^+` the pseudo-inverse), and
+      returns it as ``sol.kl`` of shape ``[len(t_eval), *y.shape[:-1]]``; its mean over paths
+      estimates :math:`\mathrm{KL}` between the posterior and prior path measures on
+      :math:`[t_0, t]`. The posterior (``drift``) and the prior share the diffusion. This is
+      torchsde's ``logqp=True`` (whose per-interval increments are ``sol.kl.diff(dim=0)``).
 
     Solved with fixed steps (``dt=``) by the stochastic solvers (``nde.solvers.sde_names()``); a
     solver refuses a noise type or calculus it does not support, naming those that do. The state
@@ -144,7 +155,7 @@ class SDETerm(AbstractTerm):
     """
 
     kind = "SDE"
-    __slots__ = ("brownian", "calculus", "diffusion", "drift", "noise")
+    __slots__ = ("brownian", "calculus", "diffusion", "drift", "noise", "prior_drift")
 
     def __init__(
         self,
@@ -153,8 +164,11 @@ class SDETerm(AbstractTerm):
         noise: str = "diagonal",
         calculus: str = "ito",
         brownian: AbstractBrownian | None = None,
+        prior_drift: Callable[[Any, Any], Any] | None = None,
     ):
-        for name, fn in (("drift", drift), ("diffusion", diffusion)):
+        for name, fn in (("drift", drift), ("diffusion", diffusion), ("prior_drift", prior_drift)):
+            if fn is None and name == "prior_drift":
+                continue
             if isinstance(fn, AbstractTerm) or not callable(fn):
                 raise TypeError(f"SDETerm needs a callable {name}(t, y), got {type(fn).__name__}")
         if noise not in NOISE_TYPES:
@@ -172,16 +186,52 @@ class SDETerm(AbstractTerm):
             )
         self.drift, self.diffusion = drift, diffusion
         self.noise, self.calculus, self.brownian = noise, calculus, brownian
+        self.prior_drift = prior_drift
 
     def lower(self) -> Callable[[Any, Any], Any]:
         """The drift, which the loop steps with as its vector field; the diffusion and the noise
         are bound to the problem once per solve (``torchnde._loop.sde``)."""
         return self.drift
 
+    @property
+    def owner(self) -> Any:
+        """What ``Adjoint``/``Reversible`` differentiate by default: the modules of the drift,
+        diffusion and prior drift when each is an ``nn.Module`` or a method of one (torchsde's
+        ``sde.f``, ``sde.g``), else one callable returning all their values, from which the
+        tensors they use are discovered."""
+        parts = tuple(p for p in (self.drift, self.diffusion, self.prior_drift) if p is not None)
+        modules = [_module_of(p) for p in parts]
+        if all(m is not None for m in modules):
+            return torch.nn.ModuleList(list({id(m): m for m in modules}.values()))
+        return _Joint(parts)
+
     def __repr__(self) -> str:
+        prior = "" if self.prior_drift is None else f", prior_drift={self.prior_drift!r}"
         return (
-            f"SDETerm({self.drift!r}, {self.diffusion!r}, noise={self.noise!r}, calculus={self.calculus!r})"
+            f"SDETerm({self.drift!r}, {self.diffusion!r}, noise={self.noise!r}, "
+            f"calculus={self.calculus!r}{prior})"
         )
+
+
+def _module_of(fn: Any) -> Any:
+    """``fn`` if it is an ``nn.Module``, the module a bound method belongs to, else ``None``."""
+    if isinstance(fn, torch.nn.Module):
+        return fn
+    owner = getattr(fn, "__self__", None)
+    return owner if isinstance(owner, torch.nn.Module) else None
+
+
+class _Joint:
+    """The callables of an SDE evaluated together, ``(t, y) -> (f, g, ...)``: one evaluation for
+    parameter discovery to walk."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: tuple):
+        self.parts = parts
+
+    def __call__(self, t: Any, y: Any) -> tuple:
+        return tuple(p(t, y) for p in self.parts)
 
 
 def as_term(f: Any) -> AbstractTerm:

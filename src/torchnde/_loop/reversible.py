@@ -11,7 +11,7 @@ import torch
 
 from .._solution import Stats, Status
 from .raw import Raw
-from .stepping import STRETCH
+from .stepping import STRETCH, checkpointed
 
 __all__ = ["grid_func", "loop_reversible", "step_grid"]
 
@@ -56,13 +56,14 @@ def loop_reversible(problem: Any, solver: Any, ctrl: Any, opts: Any) -> Any:
             "raise max_steps or dt"
         )
     func = grid_func(problem, problem.func())
+    step = checkpointed(solver.step, opts.checkpoint)  # gradient="checkpoint": recompute each step
     y = problem.y0
     f0 = func(grid[0], y)
     state = solver.init_state(ctrl)
     outputs = [y]
     wanted = set(s_out[1:])
     for s, s_next in itertools.pairwise(grid):
-        res = solver.step(func, s, y, f0, s_next - s, False, state)
+        res = step(func, s, y, f0, s_next - s, False, state)
         y, f0, state = res.y1, res.f1, res.state  # f1: the next step's f0 where the method reads one
         if s_next in wanted:
             outputs.append(y)
@@ -89,7 +90,8 @@ def loop_reversible(problem: Any, solver: Any, ctrl: Any, opts: Any) -> Any:
 
 
 def grid_func(problem: Any, func: Callable) -> Callable:
-    """``func`` called with a host time: per sample, every sample at that time."""
+    """``func`` called with a host time: per sample, every sample at that time (SDE problems are
+    global, and ``func`` carries their ``sde``)."""
     if not problem.per_sample:
         return func
     batch, device = problem.batch, problem.device

@@ -6,7 +6,9 @@ field). It checks what the SDE solvers need (one tensor state, the global layout
 evaluates the diffusion once at the initial point to check its shape and learn the number of
 Brownian motions, and makes the Brownian motion when the term has none. The result hangs on the
 problem (``Problem.sde``) and on the loop's vector field (``func.sde``), where the stochastic
-solvers read it: the ODE hot path is untouched.
+solvers read it: the ODE hot path is untouched. For the KL channel of a latent SDE
+(:mod:`.kl`) under diagonal noise, the Brownian motion has the user's shape and is padded with
+a zero entry for the channel.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 
 from ..brownian import AbstractBrownian, BrownianPath
 from ..terms import SDETerm
+from .kl import KLTerm, PaddedBrownian
 
 __all__ = ["BoundSDE", "bind_sde"]
 
@@ -30,20 +33,22 @@ class BoundSDE:
     - ``increment(s, h)``: ``W(s + h) - W(s)``; ``levy(s, h)``: ``(W, H)`` over the same step;
     - ``prod(g, dw)``: :math:`g\\,dW` for the noise type;
     - ``noise``, ``calculus``, ``brownian``, ``m`` (Brownian motions per row; the state size for
-      diagonal noise).
+      diagonal noise);
+    - ``g``: the term's own diffusion ``g(t, y)`` (``t`` a tensor), uncounted, for the gradient
+      strategies' backward passes; :meth:`counted` rebinds the counted one to another counter.
     """
 
-    __slots__ = ("brownian", "calculus", "diffusion", "m", "noise", "prod")
+    __slots__ = ("brownian", "calculus", "diffusion", "g", "m", "noise", "prod")
 
-    def __init__(self, diffusion: Callable, noise: str, calculus: str, brownian: AbstractBrownian, m: int):
-        self.diffusion, self.noise, self.calculus, self.brownian, self.m = (
-            diffusion,
-            noise,
-            calculus,
-            brownian,
-            m,
-        )
+    def __init__(self, g: Callable, counter: list[int], dtype: torch.dtype, device: torch.device,
+                 noise: str, calculus: str, brownian: AbstractBrownian, m: int):  # fmt: skip
+        self.g, self.noise, self.calculus, self.brownian, self.m = g, noise, calculus, brownian, m
+        self.diffusion = _counting(g, counter, dtype, device)
         self.prod = _PRODUCTS[noise]
+
+    def counted(self, counter: list[int], dtype: torch.dtype, device: torch.device) -> BoundSDE:
+        """The same SDE with its diffusion's evaluations counted in ``counter``."""
+        return BoundSDE(self.g, counter, dtype, device, self.noise, self.calculus, self.brownian, self.m)
 
     def increment(self, s: float, h: float) -> torch.Tensor:
         return self.brownian.increment(s, s + h)
@@ -79,25 +84,35 @@ def bind_sde(term: SDETerm, problem: Any, solver: Any, ctrl: Any) -> BoundSDE:
         raise ValueError("SDE terms are solved forwards in time: pass increasing t_eval")
     y0 = problem.y0
     dtype, device, counter = problem.dtype, problem.device, problem.nfe_counter
-    g_user = term.diffusion
-    scalar = torch.scalar_tensor
-
-    def diffusion(s: Any, y: torch.Tensor) -> torch.Tensor:
-        counter[0] += 1
-        t = s.to(dtype) if isinstance(s, torch.Tensor) else scalar(s, dtype=dtype, device=device)
-        return g_user(t, y)
-
+    diffusion = _counting(term.diffusion, counter, dtype, device)
     s0, s1 = problem.s_host[0], problem.s_host[-1]
     g0 = diffusion(s0, y0)
     shape = _noise_shape(term.noise, y0, g0, dtype)
+    pad = isinstance(term, KLTerm) and term.noise == "diagonal"  # the KL channel has no noise
+    if pad:
+        shape = (*shape[:-1], shape[-1] - 1)
     brownian = term.brownian
     levy = bool(getattr(solver, "levy_area", False))
     if brownian is None:
         brownian = BrownianPath(s0, shape, dtype=dtype, device=device, levy_area=levy)
     else:
         _check_brownian(brownian, shape, dtype, device, s0, s1, levy, solver)
+    if pad:
+        brownian = PaddedBrownian(brownian)
     m = shape[-1] if term.noise != "diagonal" else math.prod(shape)
-    return BoundSDE(diffusion, term.noise, term.calculus, brownian, m)
+    return BoundSDE(term.diffusion, counter, dtype, device, term.noise, term.calculus, brownian, m)
+
+
+def _counting(g: Callable, counter: list[int], dtype: torch.dtype, device: torch.device) -> Callable:
+    """``g`` at a host (or tensor) time, its evaluations counted in ``counter``."""
+    scalar = torch.scalar_tensor
+
+    def diffusion(s: Any, y: torch.Tensor) -> torch.Tensor:
+        counter[0] += 1
+        t = s.to(dtype) if isinstance(s, torch.Tensor) else scalar(s, dtype=dtype, device=device)
+        return g(t, y)
+
+    return diffusion
 
 
 def _noise_shape(noise: str, y0: torch.Tensor, g0: Any, dtype: torch.dtype) -> tuple[int, ...]:

@@ -43,6 +43,7 @@ from .checkpoint import check_budgeted, run_budgeted
 from .discover import discover
 from .memory import GraphMemory, graph_memory
 from .reversible import run_reversible
+from .sde_adjoint import check_sde_adjoint, sde_backward
 
 __all__ = [
     "AbstractGradient",
@@ -51,6 +52,7 @@ __all__ = [
     "Checkpoint",
     "GraphMemory",
     "Reversible",
+    "check_sde_adjoint",
     "graph_memory",
     "names",
     "resolve_gradient",
@@ -204,6 +206,14 @@ class Adjoint(AbstractGradient):
       to use instead, e.g. one whose ``adapt`` observes the accept/reject verdicts (as
       ``torchnde.compat.torchdiffeq`` does for torchdiffeq's ``callback_*_adjoint``). Default:
       none.
+
+    **SDE terms** get the stochastic adjoint (Li, Wong, Chen & Duvenaud, *Scalable Gradients
+    for Stochastic Differential Equations*, AISTATS 2020; :mod:`torchnde.gradients.sde_adjoint`):
+    the adjoint SDE is solved backwards in Stratonovich form on the same Brownian path, with
+    fixed steps (the forward ones, or ``dt``) and a Stratonovich ``solver`` (``"midpoint"`` or
+    ``"heun"``; default Heun after ``heun``, ``euler_heun`` and ``reversible_heun``, midpoint
+    otherwise); an Itô SDE is converted with its correction term. ``dt``, ``solver`` and
+    ``params`` apply; the tolerance and controller options are errors.
     """
 
     rtol: float | torch.Tensor | None = None
@@ -263,7 +273,8 @@ class Adjoint(AbstractGradient):
         params = self.parameters(owner, *initial_point(problem))
         _check_something_to_differentiate(self, params, problem)
         run = _without_graph(problem, solver, ctrl, opts)
-        return run_adjoint(problem, solver, ctrl, self, params, run, opts.max_steps)
+        backward = sde_backward if problem.sde is not None else None  # the stochastic adjoint
+        return run_adjoint(problem, solver, ctrl, self, params, run, opts.max_steps, backward)
 
 
 def _check_adjoint_tolerance(key: str, value: Any) -> None:
@@ -347,8 +358,11 @@ class Reversible(AbstractGradient):
     backwards step by step, reconstructing each earlier state in closed form, and
     differentiates the step it just undid (Kidger, Foster, Li & Lyons, *Efficient and Accurate
     Gradients for Neural SDEs*, NeurIPS 2021). The gradient equals ``Backprop``'s on the same
-    steps up to round-off. Needs a reversible solver (``solver="reversible_heun"``); outputs are
-    stepped onto, not interpolated.
+    steps up to round-off. Needs a reversible solver (``solver="reversible_heun"``: the ODE
+    method, or for an SDE term the stochastic one, which undoes each step on the same Brownian
+    increment); outputs are stepped onto, not interpolated. For an SDE the memory stays O(1)
+    with a :class:`~torchnde.BrownianInterval` (a :class:`~torchnde.BrownianPath` stores one
+    increment per step).
 
     **Arguments:**
 

@@ -21,9 +21,12 @@ class _Context:
     """Everything the backward pass needs, shared between forward and backward."""
 
     def __init__(self, problem: Any, solver: Any, ctrl: Any, strategy: Any, params: tuple,
-                 run: Callable[[torch.Tensor], Any], max_steps: int):  # fmt: skip
+                 run: Callable[[torch.Tensor], Any], max_steps: int, backward: Callable | None):  # fmt: skip
         self.problem, self.solver, self.ctrl, self.strategy = problem, solver, ctrl, strategy
         self.params, self.run, self.max_steps = params, run, max_steps
+        if backward is None:
+            backward = _backward_per_sample if problem.per_sample else _backward
+        self.backward = backward
         self.raw: Any = None
         self.backward_stats = Stats()
 
@@ -41,20 +44,22 @@ class _AdjointFunction(torch.autograd.Function):
     def backward(ctx: Any, grad_ys: torch.Tensor) -> Any:
         context: _Context = ctx.context
         (ys,) = ctx.saved_tensors
-        backward = _backward_per_sample if context.problem.per_sample else _backward
-        grad_y0, grad_params = backward(context, ys, grad_ys)
+        grad_y0, grad_params = context.backward(context, ys, grad_ys)
         return (None, grad_y0, *grad_params)
 
 
 def run_adjoint(problem: Any, solver: Any, ctrl: Any, strategy: Any, params: tuple,
-                run: Callable[[torch.Tensor], Any], max_steps: int) -> tuple[Any, Stats]:  # fmt: skip
+                run: Callable[[torch.Tensor], Any], max_steps: int,
+                backward: Callable | None = None) -> tuple[Any, Stats]:  # fmt: skip
     """Run the forward loop without a graph and attach the adjoint backward pass to its outputs.
 
     ``run(y0)`` runs the forward loop from ``y0`` (in the loop's layout) and returns its raw
     result; the returned raw result's ``ys`` is differentiable with respect to ``problem.y0``
-    and ``params``. The :class:`Stats` is filled in by the backward pass.
+    and ``params``. The :class:`Stats` is filled in by the backward pass, which is
+    ``backward(context, ys, grad_ys) -> (grad_y0, grad_params)`` (default: the continuous
+    adjoint of an ODE, in the problem's layout; the stochastic adjoint passes its own).
     """
-    context = _Context(problem, solver, ctrl, strategy, params, run, max_steps)
+    context = _Context(problem, solver, ctrl, strategy, params, run, max_steps, backward)
     ys = _AdjointFunction.apply(context, problem.y0, *params)
     raw, context.raw = context.raw, None  # the backward pass holds the context: no cycle via ys
     raw.ys = ys

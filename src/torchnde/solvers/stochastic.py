@@ -41,6 +41,7 @@ __all__ = [
     "StochasticHeun",
     "StochasticMidpoint",
     "StochasticReversibleHeun",
+    "along_itself",
 ]
 
 _LINEAR = DensePolynomial(np.array([[1.0]]), order=1)
@@ -143,30 +144,34 @@ def _derivative_along(sde: Any, t0: Any, y0: torch.Tensor) -> tuple[torch.Tensor
     records and something the diffusion reads requires a gradient, so gradients flow through the
     correction term; otherwise both come back without a graph."""
     if torch.is_grad_enabled() and y0.requires_grad:
-        return _along(sde, t0, y0, sde.diffusion(t0, y0), keep=True)
+        return along_itself(sde.noise, y0, sde.diffusion(t0, y0), keep=True)
     if torch.is_grad_enabled():
         g = sde.diffusion(t0, y0)
         if g.requires_grad:  # parameters of g are differentiated: keep their graph
             with torch.enable_grad():
                 y = y0.detach().requires_grad_(True)
-                return g, _along(sde, t0, y, sde.diffusion(t0, y), keep=True)[1]
+                return g, along_itself(sde.noise, y, sde.diffusion(t0, y), keep=True)[1]
     with torch.enable_grad():
         y = y0.detach().requires_grad_(True)
-        g, lg = _along(sde, t0, y, sde.diffusion(t0, y), keep=False)
+        g, lg = along_itself(sde.noise, y, sde.diffusion(t0, y), keep=False)
     return g.detach(), lg
 
 
-def _along(
-    sde: Any, t0: Any, y: torch.Tensor, g: torch.Tensor, keep: bool
+def along_itself(
+    noise: str, y: torch.Tensor, g: torch.Tensor, keep: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(g, (dg/dy) g)`` with ``g = g(t0, y)`` on a graph from ``y``."""
+    """``(g, (dg/dy) g)`` with ``g = g(t, y)`` on a graph from ``y``, for diagonal noise (where
+    ``g_i`` is taken to depend on ``y_i`` only, as Milstein's method assumes) and scalar noise;
+    ``keep`` keeps the graph of the result (``create_graph``)."""
     lg = None
     if g.requires_grad:
-        if sde.noise == "diagonal":  # the Jacobian is diagonal: J^T g = J g
+        if noise == "diagonal":  # the Jacobian is diagonal: J^T g = J g
             (lg,) = torch.autograd.grad(g, y, g, create_graph=keep, allow_unused=True)
         else:  # scalar: J g by the double-backward trick (J^T u is linear in u)
             col = g.squeeze(-1)
-            u = torch.zeros_like(col, requires_grad=True)
+            # u = 0 made from col rather than a fresh leaf: autograd prunes its graph walk at the
+            # inputs' depth, so the second grad does not visit the whole solve behind y
+            u = col * 0.0
             (vjp,) = torch.autograd.grad(col, y, u, create_graph=True, allow_unused=True)
             if vjp is not None:
                 (lg,) = torch.autograd.grad(vjp, u, col, create_graph=keep, allow_unused=True)
@@ -356,9 +361,12 @@ class StochasticReversibleHeun(_Stratonovich):
 
     one drift and one diffusion evaluation per step (those at :math:`z_1` are reused). Strong order
     0.5 for general noise; the paper proves order 1 for additive noise, and order 1 is also what
-    the convergence tests measure for diagonal and scalar (commutative) noise. The step is algebraically reversible (:meth:`reverse_step`: the
-    same map with :math:`-h`, :math:`-\Delta W`), the basis of exact gradients at O(1) memory.
-    Here it runs as a forward solver with ``gradient="backprop"`` or ``"checkpoint"``.
+    the convergence tests measure for diagonal and scalar (commutative) noise. The step is
+    algebraically reversible (:meth:`reverse_step`: the same map with :math:`-h`,
+    :math:`-\Delta W`), so ``gradient="reversible"`` gives the exact gradient of the
+    discretisation at O(1) memory: the backward pass rebuilds each step's start from its end on
+    the same Brownian increment and differentiates that step alone. Like the ODE method it steps
+    onto the output times (they join the step grid) rather than interpolating between steps.
 
     ??? cite "Reference"
         P. Kidger, J. Foster, X. Li, T. Lyons, Efficient and accurate gradients for neural SDEs,
@@ -367,6 +375,7 @@ class StochasticReversibleHeun(_Stratonovich):
 
     name: ClassVar[str] = "reversible_heun"
     order: ClassVar[int] = 2
+    reversible: ClassVar[bool] = True
 
     @property
     def fsal(self) -> bool:
