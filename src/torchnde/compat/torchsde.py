@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -631,7 +631,11 @@ class _MilsteinGradFree(Milstein):
 
 class _ReversibleHeun(StochasticReversibleHeun):
     """Reversible Heun that starts from torchsde's ``extra_solver_state`` ``(f, g, z)`` when given
-    and keeps its last state, for ``extra=True``."""
+    and keeps its last state, for ``extra=True``. It steps like torchsde's: on the ``dt`` grid from
+    ``ts[0]`` with outputs interpolated between steps (not the reversible loop's landing on
+    output times)."""
+
+    reversible: ClassVar[bool] = False
 
     def __init__(self, initial: tuple | None):
         self.initial = None if initial is None else ReversibleHeunState(initial[2], initial[0], initial[1])
