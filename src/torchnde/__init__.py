@@ -55,6 +55,7 @@ from .solvers import Kvaerno5 as Kvaerno5
 from .solvers import Leapfrog as Leapfrog
 from .solvers import Midpoint as Midpoint
 from .solvers import Newton as Newton
+from .solvers import PrinceDormand87 as PrinceDormand87
 from .solvers import RadauIIA3 as RadauIIA3
 from .solvers import RadauIIA5 as RadauIIA5
 from .solvers import Ralston as Ralston

@@ -35,6 +35,7 @@ from .implicit import (
     Newton,
     Trapezoid,
 )
+from .prince_dormand import PrinceDormand87
 from .reversible import ReversibleHeun, ReversibleState
 from .rosenbrock import Rodas5P, RosenbrockState
 from .symplectic import Leapfrog, Yoshida4
@@ -72,6 +73,7 @@ __all__ = [
     "Leapfrog",
     "Midpoint",
     "Newton",
+    "PrinceDormand87",
     "RadauIIA3",
     "RadauIIA5",
     "Ralston",
@@ -105,6 +107,7 @@ _REGISTRY: dict[str, type[AbstractSolver]] = {
         Dopri5,
         Tsit5,
         Dopri8,
+        PrinceDormand87,
         ReversibleHeun,
         Leapfrog,
         Yoshida4,
