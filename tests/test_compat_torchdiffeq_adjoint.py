@@ -267,10 +267,12 @@ def test_adjoint_callbacks_are_called_as_in_torchdiffeq(method, options, backwar
     """The ``callback_*_adjoint`` twins are called during the backward solve, with the
     augmented state ``(t, y, adj_y, *adj_params)`` and in the user's time, once per step
     (``callback_step_adjoint``) and once per verdict (adaptive methods). Fixed grids: the same
-    calls as torchdiffeq 0.2.5. Adaptive methods: the same first steps; after them the step
-    sizes follow torchnde's controller (as in the forward solve, docs/solve.md), so the number
-    of steps is torchnde's own: within 10% of torchdiffeq's here. torchdiffeq passes the
-    negated time when ``t`` decreases; torchnde the user's time, as for the forward callbacks."""
+    calls as torchdiffeq 0.2.5. Adaptive methods: 0.2.5's steps (each output interval started
+    afresh, each interval's last step past its end); the step sizes agree to 1e-4 and the times
+    to 1e-6 (bosh3's error estimate, a small difference of stages, carries round-off of 1e-7; a
+    restart's first step, from Hairer's difference quotient, feels the forward outputs').
+    torchdiffeq passes the negated time when ``t`` decreases; torchnde the user's time, as for
+    the forward callbacks."""
     t = torch.tensor([1.0, 0.0] if backwards else [0.0, 1.0], dtype=torch.float64)
     y0 = torch.tensor([[1.0, 0.5], [0.2, -0.3]], dtype=torch.float64, requires_grad=True)
     logs = []
@@ -295,16 +297,17 @@ def test_adjoint_callbacks_are_called_as_in_torchdiffeq(method, options, backwar
     assert kinds[::2] == ["step"] * (len(got) // 2) and set(kinds[1::2]) <= {"accept", "reject"}
     for step, verdict in zip(got[::2], got[1::2]):
         assert verdict[1:] == step[1:]  # the verdict names its step
-    assert abs(count(got, "step") - count(want, "step")) <= 0.1 * count(want, "step")
     assert got[0][1] == float(t[-1]) and abs(want[0][1]) == float(t[-1])  # it starts at the last time
-    for g, w in zip(got[:4], want[:4]):  # the first two steps alike
-        assert g[0] == w[0] and abs(g[1] - abs(w[1])) < 1e-8 and abs(g[2] - w[2]) < 1e-6 * w[2]
-    assert abs(sum(e[2] for e in got if e[0] == "accept") - 1.0) < 1e-12  # the accepted steps cover [0, 1]
+    assert [e[0] for e in got] == [e[0] for e in want]  # the same steps and verdicts
+    for g, w in zip(got, want):
+        assert abs(g[1] - abs(w[1])) < 1e-6 and abs(g[2] - w[2]) < 1e-4 * w[2]
+    accepted = sum(e[2] for e in got if e[0] == "accept")  # the last step passes t[0], as in 0.2.5
+    assert accepted > 1.0 and accepted - got[-1][2] < 1.0
 
 
 def test_adjoint_callbacks_cost_nothing_unused():
-    """Without adjoint callbacks the strategy has no controller hook and the solver is the
-    plain one (the backward loop is untouched)."""
+    """Without adjoint callbacks the strategy's controller hook is only torchdiffeq's restart of
+    each output interval and the solver is the plain one (no callback in the backward loop)."""
     from torchnde.compat import torchdiffeq as compat
 
     seen = []
@@ -321,7 +324,7 @@ def test_adjoint_callbacks_cost_nothing_unused():
         )
     finally:
         compat.solve = original
-    assert isinstance(seen[0], nde.Adjoint) and seen[0].controller_hook is None
+    assert isinstance(seen[0], nde.Adjoint) and seen[0].controller_hook.__name__ == "restart"
     assert "step" not in vars(seen[0].solver)  # the solver's own step, not a hook
 
 

@@ -11,10 +11,13 @@ Agreement rules (``bound`` below is ``10 * (atol + rtol * max|exact|)``):
 - fixed-grid methods: outputs to 1e-10 relative in float64, 2e-5 in float32 (about 170 ulps:
   0.2.5's 11-step Adams–Bashforth amplifies float32 round-off to a few 1e-6); gradients with
   respect to ``y0`` and ``M`` likewise where both differentiate the same discrete solution.
-- adaptive methods: within ``bound`` of the oracle. Where 0.2.5 itself misses the exact answer
-  by more than ``bound`` (its ``dopri8`` and ``bosh3`` interpolate outputs to a lower order;
-  ``fehlberg2`` and ``adaptive_heun`` let the global error outgrow the local tolerance), the
-  drop-in must instead be no further from the exact answer than ``max(bound, 2 x 0.2.5's error)``.
+- adaptive methods: within ``bound`` of the oracle, or closer to the exact answer than the
+  oracle (the drop-in takes 0.2.5's steps, but its time gradients are more accurate: dopri5's
+  ``t`` gradient in reverse time is 3e-8 from exact where 0.2.5's is 2.8e-7). Where 0.2.5
+  itself misses the exact answer by more than ``bound`` (its ``dopri8`` and ``bosh3``
+  interpolate outputs to a lower order; ``fehlberg2`` and ``adaptive_heun`` let the global error
+  outgrow the local tolerance), the drop-in must instead be no further from the exact answer
+  than ``max(bound, 2 x 0.2.5's error)``.
 - methods 0.2.5 lacks (``tsit5``, the implicit fixed-grid ones): against the exact solution,
   within ``bound`` (adaptive) or ``2 h^p`` (fixed grid of step ``h``, order ``p``).
 - fixed-grid time gradients: 0.2.5 differentiates its linear interpolation, whose slope is zero
@@ -135,13 +138,13 @@ def assert_relative(got: torch.Tensor, want: torch.Tensor, rtol: float, what: st
 def assert_adaptive(
     got: torch.Tensor, want: torch.Tensor | None, ref: torch.Tensor, tol: float, what: str
 ) -> None:
-    """Within ``bound`` of the oracle ``want``; where the oracle itself misses the exact ``ref``
-    by more, no further from ``ref`` than ``max(bound, 2 x`` the oracle's error``)``; without an
-    oracle, within ``bound`` of ``ref``."""
+    """Within ``bound`` of the oracle ``want``, or closer to the exact ``ref`` than the oracle;
+    where the oracle itself misses ``ref`` by more than ``bound``, no further from ``ref`` than
+    ``max(bound, 2 x`` the oracle's error``)``; without an oracle, within ``bound`` of ``ref``."""
     bound = 10 * tol * (1 + float(ref.abs().max()))
     if want is None:
         assert _err(got, ref) <= bound, f"{what}: {_err(got, ref):.2e} from exact > {bound:.1e}"
-    elif _err(want, ref) <= bound:
+    elif _err(want, ref) <= bound and _err(got, ref) > _err(want, ref):
         assert _err(got, want) <= bound, f"{what}: {_err(got, want):.2e} from 0.2.5 > {bound:.1e}"
     else:
         limit = max(bound, 2 * _err(want, ref))
@@ -546,7 +549,12 @@ def test_odeint_event_agrees_with_torchdiffeq(method, reverse, tup, adjoint):
                                        odeint_interface=interface)  # fmt: skip
         results.append((event_t, _flat(ys), torch.autograd.grad(event_t, (y0, t0, func.m))))
     (want_t, want, want_g), (got_t, got, got_g) = results
-    assert abs(float(got_t) - _exact_event_time(reverse)) < 10 * tol
+    exact_t = _exact_event_time(reverse)
+    # dopri8's event is found on its interpolants: the drop-in's (order 5) is within 4e-9 here,
+    # 0.2.5's (a quartic through a mid-step value) within 8e-8
+    assert abs(float(got_t) - exact_t) < max(
+        10 * tol, abs(float(want_t) - exact_t) if method == "dopri8" else 0
+    )
     assert abs(float(got_t - want_t)) < 1000 * tol  # 0.2.5's bosh3 and dopri8 interpolate to a lower order
     assert_relative(got, want, 1e-4 if method == "bosh3" else 1e-6, "ys")
     for g, w in zip(got_g, want_g):  # 0.2.5's bosh3 and dopri8 states at its event are 1e-7 off
@@ -599,20 +607,25 @@ class Counted(Linear):
         return count
 
 
-CALLBACK_METHODS = {"rk4": {"step_size": 0.05}, "euler": None, "midpoint": {"step_size": 0.1},
-                    "explicit_adams": {"step_size": 0.05}, "dopri5": {"first_step": 0.5}, "bosh3": None}  # fmt: skip
+# method: (options, rtol = atol); 0.2.5's second-order pairs are slow below 1e-5
+CALLBACK_METHODS = {"rk4": ({"step_size": 0.05}, 1e-8), "euler": (None, 1e-8), "midpoint": ({"step_size": 0.1}, 1e-8),
+                    "explicit_adams": ({"step_size": 0.05}, 1e-8), "dopri5": ({"first_step": 0.5}, 1e-8),
+                    "dopri5-hairer": (None, 1e-8), "bosh3": (None, 1e-8), "fehlberg2": (None, 1e-5),
+                    "adaptive_heun": (None, 1e-5), "dopri8": (None, 1e-10)}  # fmt: skip
 
 
 @pytest.mark.parametrize("adjoint", [False, True], ids=["odeint", "adjoint"])
 @pytest.mark.parametrize("tup", [False, True], ids=["tensor", "tuple"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-@pytest.mark.parametrize("method", list(CALLBACK_METHODS))
-def test_callbacks_are_called_as_often_as_in_torchdiffeq(method, reverse, tup, adjoint):
-    """Fixed grids: the same number of calls in the forward solve. Adaptive methods: the step
-    sizes after the first follow torchnde's controller (documented), so the counts are compared
-    to within 15% (or 2), and every step has exactly one verdict; in the adjoint's solves 0.2.5
-    restarts the step size at each output time and the drop-in does not, so there only the
-    verdicts are checked."""
+@pytest.mark.parametrize("case", list(CALLBACK_METHODS))
+def test_callbacks_are_called_as_often_as_in_torchdiffeq(case, reverse, tup, adjoint):
+    """Adaptive methods: the drop-in takes 0.2.5's steps (its step-size rule, its error scale,
+    its reuse of the last stage, its step past the final time, and in the adjoint's backward
+    pass a fresh start at each output interval under its norm), so every callback, forward and
+    ``_adjoint``, is called exactly as often as in 0.2.5, rejections included. Fixed grids: the
+    same number of calls in the forward solve."""
+    method = case.split("-")[0]
+    options, tol = CALLBACK_METHODS[case]
     counts = []
     for fn in (
         (torchdiffeq.odeint_adjoint, compat.odeint_adjoint)
@@ -624,24 +637,14 @@ def test_callbacks_are_called_as_often_as_in_torchdiffeq(method, reverse, tup, a
         t = _times(reverse, F64)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # fixed grids warn of the accept/reject callbacks
-            ys = _flat(fn(func, _split(y0, tup), t, method=method, options=CALLBACK_METHODS[method], rtol=1e-8,
-                          atol=1e-8))  # fmt: skip
+            ys = _flat(fn(func, _split(y0, tup), t, method=method, options=options, rtol=tol, atol=tol))
             ys.square().sum().backward()
         counts.append(func.calls)
     want, got = counts
     forward = ("callback_step", "callback_accept_step", "callback_reject_step")
     if method in ADAPTIVE:
-        for name in forward:  # the adjoint's: 0.2.5 restarts its step size per output interval
-            assert abs(got.get(name, 0) - want.get(name, 0)) <= max(2, 0.15 * want.get(name, 0)), (
-                name,
-                got,
-                want,
-            )
-        for suffix in ("", "_adjoint") if adjoint else ("",):
-            verdicts = got.get("callback_accept_step" + suffix, 0) + got.get(
-                "callback_reject_step" + suffix, 0
-            )
-            assert got["callback_step" + suffix] == verdicts
+        assert got == want
+        assert got["callback_step"] == got["callback_accept_step"] + got.get("callback_reject_step", 0)
         return
     assert {k: got[k] for k in got if k in forward} == {k: want[k] for k in want if k in forward}
     assert got["callback_step"] > 0
@@ -651,6 +654,52 @@ def test_callbacks_are_called_as_often_as_in_torchdiffeq(method, reverse, tup, a
         # rounding, now and then a near-empty one): as many steps or more
         assert 0 < got["callback_step_adjoint"] <= want["callback_step_adjoint"]
         assert got["callback_step_adjoint"] == got["callback_step"]
+
+
+class Forced(Counted):
+    """``y' = cos(3 t) M y``: explicitly time-dependent, so 0.2.5's time channel ``tau`` (``tau' =
+    -adj_y . df/dt``) moves and its error steers the adjoint's step size. Logs the ``t`` entry of
+    the augmented state the adjoint callbacks get."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taus: list[float] = []
+        self.callback_step_adjoint = self._logging(self.callback_step_adjoint)
+
+    def _logging(self, count: Callable) -> Callable:
+        def log(t0: torch.Tensor, y0: Any, dt: torch.Tensor) -> None:
+            self.taus.append(float(y0[0]))
+            count(t0, y0, dt)
+
+        return log
+
+    def forward(self, t: torch.Tensor, y: Any) -> Any:
+        out = super().forward(t, y)
+        return tuple(o * torch.cos(3 * t) for o in out) if isinstance(out, tuple) else out * torch.cos(3 * t)
+
+
+@pytest.mark.parametrize("t_grad", [False, True], ids=["t", "t-grad"])
+@pytest.mark.parametrize("tup", [False, True], ids=["tensor", "tuple"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("method", ["dopri5", "bosh3"])
+def test_adjoint_of_a_time_dependent_field_steps_as_torchdiffeq(method, reverse, tup, t_grad):
+    """With ``f`` depending on ``t``, 0.2.5's adjoint norm includes its time channel, which starts
+    at zero and, when ``t`` requires grad, takes ``-dL/dt_i`` at each output time: the drop-in
+    integrates it too (``Adjoint(time_channel=True)``), so the adjoint callbacks are called as
+    often (without it: 36 steps against 0.2.5's 40 for dopri5 forwards) and see the same ``t``
+    entry (to 1e-6; bosh3 1e-4, where 0.2.5's forward outputs, the adjoint's restarts, are
+    interpolated to a lower order)."""
+    results = []
+    for lib in (torchdiffeq, compat):
+        func = Forced()
+        y0, t = Y0.clone().requires_grad_(True), _times(reverse, F64).requires_grad_(t_grad)
+        ys = _flat(lib.odeint_adjoint(func, _split(y0, tup), t, method=method, rtol=1e-8, atol=1e-8))
+        (ys * _weights(len(t), F64)).sum().backward()
+        results.append((func.calls, func.taus))
+    (want, want_taus), (got, got_taus) = results
+    assert got == want
+    assert max(abs(g - w) for g, w in zip(got_taus, want_taus)) < (1e-6 if method == "dopri5" else 1e-4)
+    assert any(abs(w) > 0.05 for w in want_taus)  # the channel moves
 
 
 def test_max_num_steps_bounds_each_output_interval_as_in_torchdiffeq():

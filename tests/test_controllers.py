@@ -121,3 +121,35 @@ def test_step_ts_are_landed_on_in_both_layouts(per_sample):
     stepped = sol.step_ts[:, 0] if per_sample else sol.step_ts
     for s in stops:
         assert s in stepped.tolist()
+
+
+@dataclass(frozen=True)
+class PastTheEnd(nde.PIDController):
+    """The PID rule, its last step taken whole past the final time (torchdiffeq's way)."""
+
+    land_on_end: bool = False
+
+
+@pytest.mark.parametrize("backwards", [False, True])
+def test_land_on_end_false_steps_past_the_final_time_and_interpolates_back(backwards):
+    """The last step is the controller's, not one shortened onto t1; the outputs, t1's included,
+    come from the dense output, to tolerance, and every other step is the same as landing's."""
+    ts = torch.tensor([1.0, 0.3, 0.0] if backwards else [0.0, 0.7, 1.0], dtype=DTYPE)
+    y0 = torch.tensor([1.0, -2.0], dtype=DTYPE)
+    past = nde.solve(_decay, y0, ts, controller=PastTheEnd(1e-8, 1e-10), save_steps=True)
+    landed = nde.solve(_decay, y0, ts, controller=nde.PIDController(1e-8, 1e-10), save_steps=True)
+    sign = -1.0 if backwards else 1.0
+    assert float(sign * (past.step_ts[-1] - ts[-1])) > 0 and float(landed.step_ts[-1]) == float(ts[-1])
+    assert torch.equal(past.step_ts[:-1], landed.step_ts[:-1]) and past.stats.steps == landed.stats.steps
+    exact = y0 * torch.exp(ts[0] - ts)[:, None]
+    assert torch.allclose(past.ys, exact, rtol=1e-7, atol=0)
+    assert not torch.equal(past.ys[-1], landed.ys[-1])  # interpolated, not stepped onto
+
+
+def test_land_on_end_false_is_refused_where_the_loop_cannot_step_past_the_end():
+    ts = torch.tensor([0.0, 1.0], dtype=DTYPE)
+    with pytest.raises(ValueError, match="land_on_end=False"):
+        nde.solve(_decay, torch.ones(2, 1, dtype=DTYPE), ts, controller=PastTheEnd(), per_sample=True)
+    with pytest.raises(ValueError, match="land_on_end=False"):
+        nde.solve(_decay, torch.ones(1, dtype=DTYPE), ts, controller=PastTheEnd(),
+                  event=nde.Event(lambda t, y: y[0] - 0.5))  # fmt: skip

@@ -349,3 +349,36 @@ def test_global_only_adjoint_options_are_rejected_per_sample_before_solving():
         with pytest.raises(ValueError, match="global layout"):
             nde.solve(f, y0, ts, per_sample=True, gradient=strategy)
     assert calls[0] == 0
+
+
+def test_adjoint_time_channel_steers_the_steps_and_leaves_the_gradients():
+    """``Adjoint(time_channel=True)`` integrates ``tau' = -a . df/dt`` with the augmented system:
+    for a field depending on ``t`` its error costs steps (under the full norm), while the
+    gradients, the times' included, stay those of the plain adjoint to its tolerance."""
+    w = torch.tensor([[-0.3, 1.0], [-1.0, -0.2]], dtype=torch.float64, requires_grad=True)
+    y0 = torch.tensor([1.0, 0.5], dtype=torch.float64, requires_grad=True)
+
+    def f(t, y):
+        return (w @ y) * torch.cos(3 * t)
+
+    results = []
+    for timed in (False, True):
+        ts = torch.linspace(0, 1.2, 5, dtype=torch.float64, requires_grad=True)
+        sol = nde.solve(f, y0, ts, "dopri5", rtol=1e-8, atol=1e-8,
+                        gradient=nde.Adjoint(params=[w], seminorm=False, time_channel=timed))  # fmt: skip
+        grads = torch.autograd.grad(sol.ys.square().sum(), (y0, w, ts))
+        results.append((sol.backward_stats.steps, grads))
+    (plain_steps, plain), (timed_steps, timed_grads) = results
+    assert timed_steps > plain_steps
+    for a, b in zip(plain, timed_grads):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-8)
+
+
+def test_adjoint_time_channel_needs_the_global_layout():
+    y0 = torch.ones(2, 1, dtype=torch.float64, requires_grad=True)
+    sol = nde.solve(lambda t, y: -y * t, y0, torch.tensor([0.0, 1.0], dtype=torch.float64), per_sample=True,
+                    gradient=nde.Adjoint(time_channel=True))  # fmt: skip
+    with pytest.raises(ValueError, match=r"time_channel=True.*global layout"):
+        sol.ys.sum().backward()
+    with pytest.raises(TypeError, match="time_channel"):
+        nde.Adjoint(time_channel=1)

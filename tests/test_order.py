@@ -45,8 +45,11 @@ def test_global_error_converges_at_declared_order(name):
 
 # On a linear constant-coefficient problem a Rosenbrock method is its stability function, which
 # Rodas5P's coefficients make a sixth-order approximation of exp; its fifth (nonlinear) order
-# is asserted on a nonlinear problem in tests/test_stiff.py.
-_LINEAR_ORDER = {"rodas5p": 6}
+# is asserted on a nonlinear problem in tests/test_stiff.py. Prince–Dormand 8(7)'s stability
+# polynomial misses exp's z^9 coefficient by only 0.13%, so on this problem its ninth-order term
+# dominates down to round-off; its eighth order is asserted on a nonlinear problem in
+# tests/test_prince_dormand.py.
+_LINEAR_ORDER = {"rodas5p": 6, "rk87pd": 9}
 
 
 @pytest.mark.parametrize("name", GENERAL_SOLVERS)
@@ -62,9 +65,14 @@ def test_dense_output_converges_at_its_own_order(name):
         sol = nde.solve(lambda t, y: a @ y, y0, ts, solver, dt=h)
         return float((sol.ys[1] - expm_solution(a, y0, theta * h)).abs().max())
 
-    slope = _slope_near_roundoff(run, [2.0**-k for k in range(-1, 14)], floor=1e-14)
+    slope = _slope_near_roundoff(run, [2.0**-k for k in range(-1, 14)], floor=_DENSE_FLOOR.get(name, 1e-14))
     want = solver.dense_order + 1
     assert abs(slope - want) <= 0.2, f"{name}: local dense slope {slope:.3f}, expected {want}"
+
+
+# Prince–Dormand 8(7)'s sixth-degree extension reaches its asymptotic ratio (64 per halving) only
+# below 1e-12 here (45, 56, 60, 66 from dt = 1/2 on): its slope is read down to 1e-15.
+_DENSE_FLOOR = {"rk87pd": 1e-15}
 
 
 def test_dense_orders_are_the_published_ones():

@@ -80,6 +80,7 @@ from .solvers import Leapfrog as Leapfrog
 from .solvers import Midpoint as Midpoint
 from .solvers import Milstein as Milstein
 from .solvers import Newton as Newton
+from .solvers import PrinceDormand87 as PrinceDormand87
 from .solvers import RadauIIA3 as RadauIIA3
 from .solvers import RadauIIA5 as RadauIIA5
 from .solvers import Ralston as Ralston

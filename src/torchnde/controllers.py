@@ -36,7 +36,16 @@ import torch
 
 from ._names import checked_keywords
 
-__all__ = ["AbstractController", "ConstantStep", "PIDController", "clip", "rms_norm", "where", "with_times"]
+__all__ = [
+    "AbstractController",
+    "ConstantStep",
+    "PIDController",
+    "channel_rms_norm",
+    "clip",
+    "rms_norm",
+    "where",
+    "with_times",
+]
 
 TimesLike = "torch.Tensor | Sequence[float] | None"
 
@@ -45,6 +54,42 @@ def rms_norm(x: torch.Tensor) -> torch.Tensor:
     """Root-mean-square over the last axis (the default error norm). The loop hands a norm the
     scaled error flattened to ``[N]`` (global) or ``[B, N]`` (per sample)."""
     return torch.linalg.vector_norm(x, dim=-1) / math.sqrt(x.shape[-1])
+
+
+def channel_rms_norm(
+    sizes: list[int], keep: list[bool] | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    r"""A norm for a 1-D ``x`` made of consecutive channels of ``sizes`` elements: the largest
+    RMS norm over the channels (those where ``keep`` holds), :math:`\max_c \sqrt{\sum_{i \in c}
+    x_i^2 / n_c}`, in six kernels whatever the number of channels (a squared sum per channel by
+    ``index_add_``). Empty channels are skipped.
+
+    ```python
+    import torch
+    from torchnde.controllers import channel_rms_norm
+    norm = channel_rms_norm([2, 1])
+    assert abs(float(norm(torch.tensor([3.0, 4.0, 1.0]))) - 12.5**0.5) < 1e-6  # max(sqrt(25 / 2), 1)
+    ```
+    """
+    keep = [True] * len(sizes) if keep is None else list(keep)
+    if len(keep) != len(sizes):
+        raise ValueError(f"keep has {len(keep)} entries for {len(sizes)} channels")
+    weights = [1.0 / n if k and n > 0 else 0.0 for n, k in zip(sizes, keep)]
+    cache: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def norm(x: torch.Tensor) -> torch.Tensor:
+        key = (x.dtype, x.device)
+        found = cache.get(key)
+        if found is None:
+            with torch.inference_mode(False):
+                channels = torch.repeat_interleave(torch.arange(len(sizes), device=x.device),
+                                                   torch.tensor(sizes, device=x.device))  # fmt: skip
+                found = cache[key] = (channels, torch.tensor(weights, dtype=x.dtype, device=x.device))
+        channels, w = found
+        sums = torch.zeros(len(sizes), dtype=x.dtype, device=x.device).index_add_(0, channels, x * x)
+        return (sums * w).max().sqrt()
+
+    return norm
 
 
 def _times(name: str, value: Any) -> torch.Tensor | None:
@@ -107,9 +152,14 @@ class AbstractController(abc.ABC):
       float64 tensors.
     - ``rtol``, ``atol``, ``norm``: what the loop's scaled error norm uses; an adaptive
       controller must set ``rtol`` and ``atol``.
+    - ``land_on_end``: whether the last step is shortened to end exactly on the final time
+      (default). ``False`` takes it whole, past the final time, and interpolates the outputs
+      back, as torchdiffeq does (global layout only, without events; ``f`` is then evaluated
+      beyond the final time).
     """
 
     adaptive: ClassVar[bool] = True
+    land_on_end: bool = True
     step_ts: Any = None
     jump_ts: Any = None
     # What the loop's error norm reads from an adaptive controller (dataclass fields override;

@@ -33,6 +33,12 @@ __all__ = ["LoopOptions", "Problem", "Raw", "integrate", "solve_plain"]
 
 def integrate(problem: Problem, solver: AbstractSolver, ctrl: AbstractController, opts: LoopOptions) -> Raw:
     """Run the loop layout ``problem`` needs and return its raw result."""
+    if not ctrl.land_on_end and (solver.reversible or problem.per_sample or opts.event is not None):
+        raise ValueError(
+            f"{type(ctrl).__name__}(land_on_end=False) steps past the final time, which only the global "
+            "layout without events does: use per_sample=False, no event, a non-reversible solver, "
+            "or land_on_end=True"
+        )
     if solver.reversible:
         return loop_reversible(problem, solver, ctrl, opts)
     if problem.per_sample:

@@ -35,7 +35,7 @@ def loop_global(problem: Problem, solver: AbstractSolver, ctrl: AbstractControll
     n_out = len(s_out)
     s0, s1 = s_out[0], s_out[-1]
     grid, jumps = stops(ctrl, problem.direction, s0, s1, problem.dtype)
-    grid.append(s1)
+    grid.append(s1 if ctrl.land_on_end else math.inf)  # or step past t1 and interpolate back
     y = problem.y0
     # the event's condition first: a condition of the wrong shape fails before f is called
     watch = EventWatch(problem, func, opts.event, s0, y) if opts.event is not None else None

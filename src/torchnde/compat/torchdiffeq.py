@@ -7,9 +7,11 @@ states, and the same fixed-grid semantics (``step_size`` builds torchdiffeq's gr
 between grid points are interpolated linearly unless ``interp="cubic"``). Unsupported methods
 and options raise instead of being ignored.
 
-What differs, on purpose: the adaptive solvers land exactly on the final time instead of
-stepping past it and interpolating back (so they are more accurate at the end point), and time
-is always handled in float64.
+The adaptive methods take 0.2.5's step sequence (its step-size rule, its error scale, its step
+past the final time, its restart of the adjoint's solve at each output interval: ``_steps025``),
+so the solver callbacks are called as often as in 0.2.5; ``dopri8`` is 0.2.5's Prince–Dormand
+8(7) (torchnde's ``rk87pd``). What differs, on purpose: outputs come from each method's own dense
+output, and time is always handled in float64.
 """
 
 from __future__ import annotations
@@ -27,15 +29,18 @@ import torch
 from .._names import did_you_mean
 from .._optional import require
 from .._solve import solve
-from ..controllers import ConstantStep, PIDController
+from ..controllers import ConstantStep, PIDController, channel_rms_norm
 from ..events import Event
 from ..gradients import AbstractGradient, Adjoint, Backprop
 from ..solvers import AdamsBashforthMoulton, Newton, resolve_solver
+from ._steps025 import Stepper, stepper
+from ._steps025 import solver as solver025
 
 __all__ = ["odeint", "odeint_adjoint", "odeint_event"]
 
+# torchdiffeq's adaptive methods on torchnde's solvers (stepped as 0.2.5 steps them: _steps025)
 _ADAPTIVE = {
-    "dopri8": "dopri8",
+    "dopri8": "rk87pd",  # Prince & Dormand's RK8(7)13M, not torchnde's dopri8 (DOP853)
     "dopri5": "dopri5",
     "bosh3": "bosh3",
     "fehlberg2": "fehlberg2",
@@ -101,10 +106,11 @@ def odeint(
 ) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """Integrate ``dy/dt = func(t, y)`` and return ``y`` at the times ``t`` (time first).
 
-    Arguments and defaults are torchdiffeq 0.2.5's: ``method`` is one of ``dopri8``, ``dopri5``
-    (default), ``bosh3``, ``fehlberg2``, ``adaptive_heun``, ``tsit5`` (adaptive; options ``first_step``,
-    ``max_num_steps``, ``step_t``, ``jump_t``, ``norm``, ``dtype``, ``safety``, ``ifactor``,
-    ``dfactor``) or ``euler``, ``midpoint``, ``heun2``, ``heun3``, ``rk4`` and the implicit
+    Arguments and defaults are torchdiffeq 0.2.5's: ``method`` is one of ``dopri8`` (0.2.5's
+    Prince–Dormand 8(7), :class:`~torchnde.PrinceDormand87`), ``dopri5`` (default), ``bosh3``,
+    ``fehlberg2``, ``adaptive_heun``, ``tsit5`` (adaptive, stepped as 0.2.5 steps them; options
+    ``first_step``, ``max_num_steps``, ``step_t``, ``jump_t``, ``norm``, ``dtype``, ``safety``,
+    ``ifactor``, ``dfactor``) or ``euler``, ``midpoint``, ``heun2``, ``heun3``, ``rk4`` and the implicit
     ``implicit_euler``, ``implicit_midpoint``, ``trapezoid``, ``radauIIA3``, ``radauIIA5``,
     ``gl4``, ``gl6``, ``sdirk2``, ``trbdf2`` of torchdiffeq's later releases (fixed grid; options
     ``step_size`` or ``grid_constructor``, ``interp``, ``perturb``, ``dtype``; the implicit methods' Newton iterations
@@ -156,15 +162,16 @@ def odeint_adjoint(
     the forward ones; ``adjoint_options`` defaults to ``options`` (without ``norm``) and must be
     given when ``adjoint_method`` differs and ``options`` were passed. ``adjoint_options`` takes
     what ``options`` takes for ``adjoint_method``, applied to the adjoint solve (``jump_t`` and
-    ``step_t`` in the forward problem's times; ``first_step`` is the first step of the last
-    interval, where the adjoint starts: later intervals continue with the step size reached),
-    and ``norm="seminorm"`` (Kidger et al. 2021: parameter channels out of the error control;
-    the default norm includes them) or a callable ``norm`` taking torchdiffeq's tuple ``(t, y,
-    adj_y, *adj_params)`` of scaled errors (``t`` a zero: torchnde integrates no time channel).
+    ``step_t`` in the forward problem's times; ``first_step`` is the first step of every output
+    interval, as 0.2.5 solves each afresh), and ``norm="seminorm"`` (Kidger et al. 2021: parameter channels out of the error control;
+    the default norm, 0.2.5's, is the largest RMS norm over the parts of ``y``, of ``adj_y`` and
+    each parameter's gradient) or a callable ``norm`` taking torchdiffeq's tuple ``(t, y,
+    adj_y, *adj_params)`` of scaled errors (``t``: 0.2.5's time channel, ``-adj_y . df/dt``,
+    integrated along as :class:`~torchnde.Adjoint`'s ``time_channel``; a zero for a fixed grid).
     Methods of ``func`` named ``callback_step_adjoint``, ``callback_accept_step_adjoint`` and
     ``callback_reject_step_adjoint`` are called during the adjoint's backward solves, as in
     torchdiffeq, with ``(t0, y0, dt)`` of each step: ``t0`` in the user's time, ``y0`` the
-    augmented state ``(t, y, adj_y, *adj_params)`` (``t`` a zero), ``dt`` the step's size.
+    augmented state ``(t, y, adj_y, *adj_params)``, ``dt`` the step's size.
 
     ```python
     import torch
@@ -201,9 +208,10 @@ def odeint_adjoint(
     norm = adjoint_options.pop("norm", None)
     params = tuple(func.parameters()) if adjoint_params is None else tuple(adjoint_params)
     differentiated = tuple(p for p in params if p.requires_grad)  # torchdiffeq's adjoint channels
+    timed = adjoint_method in _ADAPTIVE  # 0.2.5's time channel steers the adaptive adjoint's steps
     custom = None
     if norm is not None and not isinstance(norm, str) and callable(norm):
-        custom = _adjoint_user_norm(norm, y0, differentiated)
+        custom = _adjoint_user_norm(norm, y0, differentiated, timed)
     elif norm not in (None, "seminorm"):
         raise ValueError(
             "adjoint_options['norm'] must be 'seminorm', a callable, or absent for the full norm"
@@ -228,15 +236,18 @@ def odeint_adjoint(
         _check_fixed_options(adjoint_options)  # interp: the intervals end on grid points anyway
     step_size = adjoint_options.get("step_size")
     max_steps = adjoint_options.get("max_num_steps")
-    controller_hook = None
+    controller_hook = None if fixed else _restarted(adjoint_method, adjoint_options)
     found = [getattr(func, name + "_adjoint", None) for name in _CALLBACKS]
     if any(callable(c) for c in found):  # torchdiffeq calls them during the adjoint's solves
-        view = _augmented_view(y0, differentiated)
-        hook_solver, controller_hook = _hooks(found, t.flip(0), view)  # it runs from t[-1] to t[0]
+        view = _augmented_view(y0, differentiated, timed)
+        hook_solver, hook_controller = _hooks(found, t.flip(0), view)  # it runs from t[-1] to t[0]
         adjoint_solver = hook_solver(adjoint_solver)
+        controller_hook = hook_controller if fixed else _then(controller_hook, hook_controller)
+    if custom is None and isinstance(y0, (tuple, list)):  # 0.2.5: each part of y and adj_y alone
+        custom = _adjoint_mixed_norm(y0, differentiated, timed, seminorm=norm == "seminorm")
     strategy = Adjoint(
-        rtol=None if fixed else _adjoint_tol(adjoint_rtol, rtol, "adjoint_rtol", y0, differentiated),
-        atol=None if fixed else _adjoint_tol(adjoint_atol, atol, "adjoint_atol", y0, differentiated),
+        rtol=None if fixed else _adjoint_tol(adjoint_rtol, rtol, "adjoint_rtol", y0, differentiated, timed),
+        atol=None if fixed else _adjoint_tol(adjoint_atol, atol, "adjoint_atol", y0, differentiated, timed),
         solver=adjoint_solver,
         seminorm=norm == "seminorm",
         params=params,
@@ -247,31 +258,68 @@ def odeint_adjoint(
         jump_ts=None if fixed else _times(adjoint_options.get("jump_t")),
         controller_options=None if fixed else _pid_options(adjoint_options),
         controller_hook=controller_hook,
+        time_channel=timed,
     )
     return _odeint(func, y0, t, rtol, atol, method, options, event_fn, strategy)
 
 
-def _adjoint_user_norm(norm: Callable, y0: Any, params: tuple[torch.Tensor, ...]) -> Callable:
+def _restarted(method: str, options: dict[str, Any]) -> Callable[[Any], Any]:
+    """The adjoint's controller hook: 0.2.5 solves each output interval backwards as an ``odeint``
+    of its own, so every interval starts afresh (Hairer's first step, or ``first_step``) under
+    0.2.5's rule, instead of continuing with the step size reached."""
+    name, pid = _ADAPTIVE.get(method, ""), _pid_options(options)
+
+    def restart(ctrl: PIDController) -> Stepper:
+        return stepper(name, rtol=ctrl.rtol, atol=ctrl.atol, norm=ctrl.norm, step_ts=ctrl.step_ts,
+                       jump_ts=ctrl.jump_ts, **pid)  # fmt: skip
+
+    return restart
+
+
+def _then(first: Callable[[Any], Any], second: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda ctrl: second(first(ctrl))
+
+
+def _adjoint_mixed_norm(
+    y0: Any, params: tuple[torch.Tensor, ...], timed: bool, seminorm: bool
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """0.2.5's adjoint norm for a tuple state: the largest RMS norm over each part of ``y``, each
+    part of ``adj_y``, each parameter's gradient (not with ``seminorm``) and the time channel
+    (when ``timed``, last), of the flat ``[y | a | g_1 | ... (| tau)]``."""
+    sizes = [math.prod(s) for s in _shapes(y0)]
+    grads = [p.numel() for p in params]
+    parts = sizes + sizes + grads + ([1] if timed else [])
+    grouped = 2 * len(sizes)  # the parameters' channels come after y's and adj_y's parts
+    return channel_rms_norm(
+        parts, [not (seminorm and grouped <= i < grouped + len(grads)) for i in range(len(parts))]
+    )
+
+
+def _adjoint_user_norm(norm: Callable, y0: Any, params: tuple[torch.Tensor, ...], timed: bool) -> Callable:
     """torchdiffeq's callable adjoint norm: it gets the scaled error of the augmented state as
     the tuple ``(t, y, adj_y, *adj_params)`` (``(t, *y, *adj_y, *adj_params)`` for tuple
-    states). torchnde integrates no time channel (the times' gradients are formed otherwise):
-    ``t`` is a zero of the state's dtype."""
-    augmented = _augmented_view(y0, params)
+    states); ``t`` is the time channel's (a zero for a fixed-grid adjoint, which has none)."""
+    augmented = _augmented_view(y0, params, timed)
     return lambda x: norm(augmented(x))
 
 
-def _augmented_view(y0: Any, params: tuple[torch.Tensor, ...]) -> Callable[[torch.Tensor], tuple]:
-    """The flat adjoint state ``[y | a | g_1 | ... ]`` as torchdiffeq's augmented tuple ``(t, y,
-    adj_y, *adj_params)`` (``(t, *y, *adj_y, *adj_params)`` for tuple states), ``t`` a zero."""
+def _augmented_view(
+    y0: Any, params: tuple[torch.Tensor, ...], timed: bool
+) -> Callable[[torch.Tensor], tuple]:
+    """The flat adjoint state ``[y | a | g_1 | ... (| tau)]`` as torchdiffeq's augmented tuple
+    ``(t, y, adj_y, *adj_params)`` (``(t, *y, *adj_y, *adj_params)`` for tuple states): ``t``
+    the time channel's when ``timed``, else a zero."""
     shapes = _shapes(y0)
     sizes = [math.prod(s) for s in shapes]
-    parts = sizes + sizes + [p.numel() for p in params]
-    views = shapes + shapes + [p.shape for p in params]
+    parts = sizes + sizes + [p.numel() for p in params] + ([1] if timed else [])
+    views = shapes + shapes + [p.shape for p in params] + ([torch.Size()] if timed else [])
 
     def augmented(x: torch.Tensor) -> tuple:
         if x.numel() != sum(parts):
             raise ValueError(f"the adjoint state has {x.numel()} elements, expected {sum(parts)}")
         pieces = [p.view(v) for p, v in zip(torch.split(x, parts), views)]
+        if timed:
+            return (pieces[-1], *pieces[:-1])
         return (torch.zeros((), dtype=x.dtype, device=x.device), *pieces)
 
     return augmented
@@ -323,12 +371,14 @@ def _tightest(value: Any) -> float:
     return float(torch.as_tensor(value, dtype=torch.float64).min())
 
 
-def _adjoint_tol(value: Any, default: Any, name: str, y0: Any, params: tuple[torch.Tensor, ...]) -> Any:
+def _adjoint_tol(
+    value: Any, default: Any, name: str, y0: Any, params: tuple[torch.Tensor, ...], timed: bool
+) -> Any:
     """An adjoint tolerance as :class:`Adjoint` takes it: a float, or for torchdiffeq's tensor of
     one tolerance per part of the augmented tuple ``(t, *y, *adj_y, *adj_params)`` a tensor with
-    one per element of torchnde's flat ``[y | a | g_1 | ...]`` (the ``t`` entry has no channel
-    here and is dropped). A tensor forward tolerance is not inherited (its parts are the state's,
-    not the augmented state's)."""
+    one per element of torchnde's flat ``[y | a | g_1 | ... (| tau)]`` (the ``t`` entry last,
+    or dropped without a time channel). A tensor forward tolerance is not inherited (its parts
+    are the state's, not the augmented state's)."""
     inherited = value is None
     value = default if inherited else value
     if isinstance(value, (tuple, list)):
@@ -348,16 +398,17 @@ def _adjoint_tol(value: Any, default: Any, name: str, y0: Any, params: tuple[tor
             )
         )
     repeats = torch.tensor(parts, device=value.device)
-    return torch.repeat_interleave(value[1:].to(torch.float64), repeats)
+    per_element = torch.repeat_interleave(value[1:].to(torch.float64), repeats)
+    return torch.cat([per_element, value[:1].to(torch.float64)]) if timed else per_element
 
 
-def _method_name(method: str) -> str:
+def _method_name(method: str) -> Any:
     if method == "scipy_solver":
         raise ValueError(_SCIPY_ADJOINT)
     if method in _UNSUPPORTED:
         raise ValueError(f"method {method!r} is not supported by torchnde: it is {_UNSUPPORTED[method]}")
     if method in _ADAPTIVE:
-        return _ADAPTIVE[method]
+        return solver025(_ADAPTIVE[method])
     if method in _FIXED:
         return _FIXED[method]
     raise ValueError(_unknown_method(method))
@@ -475,15 +526,14 @@ def _user_norm(norm: Callable, y0: Any) -> Callable[[torch.Tensor], torch.Tensor
 
 def _mixed_norm(y0: Any) -> Callable[[torch.Tensor], torch.Tensor]:
     """torchdiffeq's default for tuple states: the largest RMS norm over the parts."""
-    sizes = [math.prod(s) for s in _shapes(y0)]
-    return lambda x: torch.stack([p.pow(2).mean().sqrt() for p in torch.split(x, sizes)]).max()
+    return channel_rms_norm([math.prod(s) for s in _shapes(y0)])
 
 
 def _adaptive(
     func: Callable, y0: Any, t: torch.Tensor, rtol: Any, atol: Any, solver: str, options: dict,
     gradient: AbstractGradient,
 ) -> Any:  # fmt: skip
-    controller = _pid(y0, rtol, atol, options)
+    controller, solver = _pid(y0, rtol, atol, options, solver), solver025(solver)
     if options.get("max_num_steps") is not None:
         solver = _limited(solver, t, int(options["max_num_steps"]))
     solver, controller = _hooked(func, y0, t, solver, controller)
@@ -517,15 +567,16 @@ def _limited(solver: Any, t: torch.Tensor, max_num_steps: int) -> Any:
     return method
 
 
-def _pid(y0: Any, rtol: Any, atol: Any, options: dict) -> PIDController:
+def _pid(y0: Any, rtol: Any, atol: Any, options: dict, solver: str, land_on_end: bool = False) -> Stepper:
+    """torchdiffeq 0.2.5's step-size control of torchnde solver ``solver`` (see ``_steps025``)."""
     norm = options.get("norm")
     if norm is not None:
         norm = _user_norm(norm, y0)
     elif isinstance(y0, (tuple, list)):
         norm = _mixed_norm(y0)
-    return PIDController(
-        rtol=rtol, atol=atol, norm=norm, step_ts=options.get("step_t"), jump_ts=options.get("jump_t"),
-        **_pid_options(options),
+    return stepper(
+        solver, rtol=rtol, atol=atol, norm=norm, step_ts=options.get("step_t"), jump_ts=options.get("jump_t"),
+        land_on_end=land_on_end, **_pid_options(options),
     )  # fmt: skip
 
 
@@ -541,7 +592,9 @@ def _until_event(
     if len(t) != 2:
         raise ValueError(f"We require len(t) == 2 when in event handling mode, but got len(t)={len(t)}.")
     if method in _ADAPTIVE:
-        solver, controller = _ADAPTIVE[method], _pid(y0, rtol, atol, options)
+        name = _ADAPTIVE[method]
+        controller = _pid(y0, rtol, atol, options, name, land_on_end=True)  # no final time here
+        solver, search = solver025(name), solver025(name)  # each solve hooks its own object
     else:
         _check_fixed_options(options)
         if options.get("step_size") is None:
@@ -552,6 +605,7 @@ def _until_event(
         if options.get("perturb"):
             solver = _perturbed(solver, _dtype(y0))
         controller = ConstantStep(abs(float(options["step_size"])))
+        search = solver
     max_steps = int(options.get("max_num_steps", 2**31 - 1))
     t0 = t[0].detach().to(torch.float64)
     with torch.no_grad():
@@ -563,7 +617,7 @@ def _until_event(
         if bool(first(t[0], y0) == 0):  # torchdiffeq: an event at the start ends the solve there
             return t[0].detach().clone(), _pair(y0, y0)
         horizon = t0 + (-1e15 if bool(t[0] > t[1]) else 1e15)
-        hooked, hooked_ctrl = _hooked(func, y0, t, solver, controller)  # the callbacks see this solve
+        hooked, hooked_ctrl = _hooked(func, y0, t, search, controller)  # the callbacks see this solve
         sol = solve(func, y0, torch.stack([t0, horizon]), hooked, controller=hooked_ctrl, max_steps=max_steps,
                     event=Event(first))  # fmt: skip
     if sol.event_ts is None or len(sol.event_ts) == 0:

@@ -206,6 +206,14 @@ class Adjoint(AbstractGradient):
       to use instead, e.g. one whose ``adapt`` observes the accept/reject verdicts (as
       ``torchnde.compat.torchdiffeq`` does for torchdiffeq's ``callback_*_adjoint``). Default:
       none.
+    - ``time_channel``: integrate torchdiffeq's time channel :math:`\tau` with the augmented
+      system, :math:`\dot\tau = -a^\top \partial_t f`, as its last element (the flat state
+      becomes ``[y | a | g_1 | ... | g_k | tau]``, also for ``norm`` and tensor tolerances), so
+      that its error enters the error control as in torchdiffeq's adjoint: :math:`\tau` starts
+      at zero and, when the output times require grad, takes :math:`-\partial L/\partial t_i`
+      at each output time. It only steers the step size (and costs one more vector-Jacobian
+      input per evaluation); the times' gradients are formed as without it. Global layout only.
+      Default ``False``.
 
     **SDE terms** get the stochastic adjoint (Li, Wong, Chen & Duvenaud, *Scalable Gradients
     for Stochastic Differential Equations*, AISTATS 2020; :mod:`torchnde.gradients.sde_adjoint`):
@@ -228,6 +236,7 @@ class Adjoint(AbstractGradient):
     controller_options: dict[str, Any] | None = None
     norm: Any = None
     controller_hook: Any = None
+    time_channel: bool = False
 
     name = "adjoint"
 
@@ -236,8 +245,9 @@ class Adjoint(AbstractGradient):
             _check_adjoint_tolerance(key, getattr(self, key))
         if self.solver is not None:
             object.__setattr__(self, "solver", resolve_solver(self.solver))
-        if not isinstance(self.seminorm, bool):
-            raise TypeError(f"Adjoint(seminorm=...) must be True or False, got {self.seminorm!r}")
+        for key in ("seminorm", "time_channel"):
+            if not isinstance(getattr(self, key), bool):
+                raise TypeError(f"Adjoint({key}=...) must be True or False, got {getattr(self, key)!r}")
         if self.norm is not None and not callable(self.norm):
             raise TypeError(f"Adjoint(norm=...) must be callable, got {type(self.norm).__name__}")
         if self.controller_hook is not None and not callable(self.controller_hook):

@@ -4,7 +4,6 @@ pass solves the augmented system interval by interval (see :class:`torchnde.Adjo
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +11,7 @@ import torch
 
 from .._loop import solve_plain
 from .._solution import Stats
-from ..controllers import ConstantStep, PIDController
+from ..controllers import ConstantStep, PIDController, channel_rms_norm
 
 __all__ = ["run_adjoint"]
 
@@ -68,29 +67,38 @@ def run_adjoint(problem: Any, solver: Any, ctrl: Any, strategy: Any, params: tup
 
 def _backward(context: _Context, ys: torch.Tensor, grad_ys: torch.Tensor) -> tuple[Any, list[Any]]:
     """Solve the augmented system backwards over each output interval in turn. The state is one
-    flat vector ``[y | a | g_1 | ... | g_k]``; the step size carries over from one interval to
-    the next (only the state's jump at an output time restarts the method), so an interval
-    shorter than the steps the adjoint needs costs one step, not a fresh start."""
+    flat vector ``[y | a | g_1 | ... | g_k]`` (``| tau`` with ``time_channel``); the step size
+    carries over from one interval to the next (only the state's jump at an output time restarts
+    the method), so an interval shorter than the steps the adjoint needs costs one step, not a
+    fresh start."""
     problem, params = context.problem, context.params
     strategy, ctrl = context.strategy, context.ctrl
     f, direction, shape = problem.f, problem.direction, problem.y0.shape
     dtype = problem.dtype
     n_state = problem.numel
-    sizes = [n_state, n_state] + [p.numel() for p in params]
+    timed = strategy.time_channel
+    sizes = [n_state, n_state] + [p.numel() for p in params] + ([1] if timed else [])
+    n_params = len(params)
+    no_rate = torch.zeros(1, dtype=dtype, device=problem.device)  # tau' for an f blind to t
 
     def field(s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``d[y | a | g]/ds`` at forward time ``s`` (``s = direction * t``)."""
+        """``d[y | a | g (| tau)]/ds`` at forward time ``s`` (``s = direction * t``)."""
         y, a = v[:n_state].view(shape), v[n_state : 2 * n_state].view(shape)
         nested = torch.is_grad_enabled() and v.requires_grad  # an implicit solver's Jacobian
         with torch.enable_grad():
             y_ = y if nested else y.detach().requires_grad_(True)
-            fy = problem.flatten_out(f(s * direction, problem.unflatten(y_, ())), ())  # dy/ds
-            vjps = _vjp(fy, (y_, *params), -a, nested)
+            s_ = s.detach().requires_grad_(True) if timed else s
+            fy = problem.flatten_out(f(s_ if direction > 0 else -s_, problem.unflatten(y_, ())), ())  # dy/ds
+            vjps = _vjp(fy, (y_, *params, s_) if timed else (y_, *params), -a, nested)
         parts = [(fy if nested else fy.detach()).reshape(-1), _or_zeros(vjps[0], y).reshape(-1)]
-        parts += [_or_zeros(g, p).reshape(-1).to(dtype) for g, p in zip(vjps[1:], params)]
+        for g, p in zip(vjps[1 : 1 + n_params], params):
+            g = _or_zeros(g, p).reshape(-1)
+            parts.append(g if g.dtype == dtype else g.to(dtype))
+        if timed:
+            parts.append(no_rate if vjps[-1] is None else vjps[-1].reshape(1))
         return torch.cat(parts)
 
-    norm = strategy.norm or _adjoint_norm(sizes, seminorm=strategy.seminorm)
+    norm = strategy.norm or _adjoint_norm(sizes, seminorm=strategy.seminorm, timed=timed)
     adj_solver = _adjoint_solver(strategy.solver or context.solver)
     rtol, atol, fixed = _adjoint_controls(strategy, ctrl, adj_solver)
     rtol, atol = (_per_element(name, x, sum(sizes), ys) for name, x in (("rtol", rtol), ("atol", atol)))
@@ -102,9 +110,16 @@ def _backward(context: _Context, ys: torch.Tensor, grad_ys: torch.Tensor) -> tup
     max_steps = strategy.max_steps or context.max_steps
     carry = None
     stops = _stops(strategy, direction)
+    jumps = timed and problem.t_eval.requires_grad  # tau takes -dL/ds_i at each output time
     for i in range(n - 1, 0, -1):
         times = torch.stack([s_eval[i], s_eval[i - 1]])
         controller = _controller(strategy, fixed, (rtol, atol, norm), carry, stops)
+        if jumps:
+            with torch.no_grad():
+                rate = problem.flatten_out(
+                    f(s_eval[i].to(dtype) * direction, problem.unflatten(ys[i], ())), ()
+                )
+                g[-1:] -= (grad_ys[i].reshape(-1) * rate.reshape(-1)).sum()  # rate: dy/ds
         v = torch.cat([ys[i].reshape(-1), a, g])  # y restarts from the forward pass's value
         sol, raw = solve_plain(field, v, times, solver=adj_solver, controller=controller, max_steps=max_steps)
         _accumulate(stats, sol.stats)
@@ -113,7 +128,7 @@ def _backward(context: _Context, ys: torch.Tensor, grad_ys: torch.Tensor) -> tup
         a = end[n_state : 2 * n_state] + grad_ys[i - 1].reshape(-1)
         g = end[2 * n_state :]
     grad_params = [x.view(p.shape).to(p.dtype) for x, p in zip(torch.split(g, sizes[2:]), params)]
-    return a.view(shape), grad_params
+    return a.view(shape), grad_params  # (zip drops tau)
 
 
 def _backward_per_sample(context: _Context, ys: torch.Tensor, grad_ys: torch.Tensor) -> tuple[Any, list[Any]]:
@@ -124,6 +139,8 @@ def _backward_per_sample(context: _Context, ys: torch.Tensor, grad_ys: torch.Ten
     the backward pass shares its step sizes across the batch."""
     problem, params = context.problem, context.params
     strategy, ctrl = context.strategy, context.ctrl
+    if strategy.time_channel:
+        raise ValueError("Adjoint(time_channel=True) needs the global layout: pass per_sample=False")
     func = problem.func(count=False)  # dy/ds per sample: func(s [B], y [B, ...])
     shape, dtype = problem.y0.shape, problem.dtype
     batch = shape[0]
@@ -272,20 +289,11 @@ def _tightest(tol: Any) -> float:
     return float(torch.as_tensor(tol).min())
 
 
-def _adjoint_norm(sizes: list[int], seminorm: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+def _adjoint_norm(
+    sizes: list[int], seminorm: bool, timed: bool = False
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """The largest RMS norm over the channels ``y``, ``a`` (and each parameter's gradient unless
-    ``seminorm``), of the flattened scaled error ``[y | a | g_1 | ... ]``."""
-    bounds = list(_offsets(sizes if not seminorm else sizes[:2]))
-
-    def norm(x: torch.Tensor) -> torch.Tensor:
-        parts = [torch.linalg.vector_norm(x[lo:hi]) / math.sqrt(hi - lo) for lo, hi in bounds if hi > lo]
-        return torch.stack(parts).max()
-
-    return norm
-
-
-def _offsets(sizes: list[int]) -> Any:
-    lo = 0
-    for size in sizes:
-        yield lo, lo + size
-        lo += size
+    ``seminorm``; and the time channel, last, when ``timed``), of the flattened scaled error
+    ``[y | a | g_1 | ... (| tau)]``."""
+    keep = [i < 2 or not seminorm or (timed and i == len(sizes) - 1) for i in range(len(sizes))]
+    return channel_rms_norm(sizes, keep)

@@ -38,6 +38,7 @@ from .implicit import (
     Newton,
     Trapezoid,
 )
+from .prince_dormand import PrinceDormand87
 from .reversible import ReversibleHeun, ReversibleState
 from .rosenbrock import Rodas5P, RosenbrockState
 from .srk import SRK
@@ -91,6 +92,7 @@ __all__ = [
     "Midpoint",
     "Milstein",
     "Newton",
+    "PrinceDormand87",
     "RadauIIA3",
     "RadauIIA5",
     "Ralston",
@@ -130,6 +132,7 @@ _REGISTRY: dict[str, type[AbstractSolver]] = {
         Dopri5,
         Tsit5,
         Dopri8,
+        PrinceDormand87,
         ReversibleHeun,
         Leapfrog,
         Yoshida4,
