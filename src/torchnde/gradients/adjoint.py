@@ -70,49 +70,67 @@ def _backward(context: _Context, ys: torch.Tensor, grad_ys: torch.Tensor) -> tup
     flat vector ``[y | a | g_1 | ... | g_k]`` (``| tau`` with ``time_channel``); the step size
     carries over from one interval to the next (only the state's jump at an output time restarts
     the method), so an interval shorter than the steps the adjoint needs costs one step, not a
-    fresh start."""
+    fresh start.
+
+    Each interval is solved forwards in ``r = -s`` (``s = direction * t``, the forward loop's
+    time): the loop steps in ``r`` either way, and a field written in ``r`` spares the
+    negations of solving in decreasing ``s`` (the cotangent ``-a`` and the whole derivative).
+    Negation is exact, so the steps and values are those of the field in ``s``."""
     problem, params = context.problem, context.params
     strategy, ctrl = context.strategy, context.ctrl
     f, direction, shape = problem.f, problem.direction, problem.y0.shape
-    dtype = problem.dtype
+    dtype, is_tuple = problem.dtype, problem.is_tuple
     n_state = problem.numel
     timed = strategy.time_channel
     sizes = [n_state, n_state] + [p.numel() for p in params] + ([1] if timed else [])
     n_params = len(params)
     no_rate = torch.zeros(1, dtype=dtype, device=problem.device)  # tau' for an f blind to t
+    forward = direction > 0
 
-    def field(s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``d[y | a | g (| tau)]/ds`` at forward time ``s`` (``s = direction * t``)."""
+    def field(r: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``d[y | a | g (| tau)]/dr`` at ``r = -s``: ``[-dy/ds | a.d(dy/ds)/dy | ...]``. With
+        ``f`` the user's field at ``t = -direction * r``, ``dy/ds = direction * f``, so the
+        cotangent of ``f`` is ``c = direction * a`` and ``a.d(dy/ds)/dt`` is ``direction`` times
+        ``c.df/dt``."""
         y, a = v[:n_state].view(shape), v[n_state : 2 * n_state].view(shape)
-        nested = torch.is_grad_enabled() and v.requires_grad  # an implicit solver's Jacobian
+        graph = torch.is_grad_enabled()
+        nested = graph and v.requires_grad  # an implicit solver's Jacobian
         with torch.enable_grad():
             y_ = y if nested else y.detach().requires_grad_(True)
-            s_ = s.detach().requires_grad_(True) if timed else s
-            fy = problem.flatten_out(f(s_ if direction > 0 else -s_, problem.unflatten(y_, ())), ())  # dy/ds
-            vjps = _vjp(fy, (y_, *params, s_) if timed else (y_, *params), -a, nested)
-        parts = [(fy if nested else fy.detach()).reshape(-1), _or_zeros(vjps[0], y).reshape(-1)]
+            t = -r if forward else r
+            t_ = t.detach().requires_grad_(True) if timed else t
+            if is_tuple:
+                out = torch.cat([o.reshape(-1) for o in f(t_, problem.unflatten(y_, ()))])
+            else:
+                out = f(t_, y_)
+            vjps = _vjp(out, (y_, *params, t_) if timed else (y_, *params), a if forward else -a, nested)
+        if graph and not nested:  # outside a graph-free backward pass: keep out's graph away
+            out = out.detach()
+        parts = [-out if forward else out, _or_zeros(vjps[0], y)]
         for g, p in zip(vjps[1 : 1 + n_params], params):
-            g = _or_zeros(g, p).reshape(-1)
+            g = _or_zeros(g, p)
             parts.append(g if g.dtype == dtype else g.to(dtype))
         if timed:
-            parts.append(no_rate if vjps[-1] is None else vjps[-1].reshape(1))
-        return torch.cat(parts)
+            rate = vjps[-1]
+            parts.append(no_rate if rate is None else (rate if forward else -rate))
+        return _flat_cat(parts)
 
     norm = strategy.norm or _adjoint_norm(sizes, seminorm=strategy.seminorm, timed=timed)
     adj_solver = _adjoint_solver(strategy.solver or context.solver)
     rtol, atol, fixed = _adjoint_controls(strategy, ctrl, adj_solver)
     rtol, atol = (_per_element(name, x, sum(sizes), ys) for name, x in (("rtol", rtol), ("atol", atol)))
     s_eval = problem.s_eval
+    s_host = problem.s_host
     n = ys.shape[0]
     a = grad_ys[-1].reshape(-1)
     g = torch.zeros(sum(sizes[2:]), dtype=dtype, device=ys.device)
     stats = context.backward_stats
     max_steps = strategy.max_steps or context.max_steps
     carry = None
-    stops = _stops(strategy, direction)
+    stops = _stops(strategy, -direction)  # in r = -s
     jumps = timed and problem.t_eval.requires_grad  # tau takes -dL/ds_i at each output time
     for i in range(n - 1, 0, -1):
-        times = torch.stack([s_eval[i], s_eval[i - 1]])
+        times = [-s_host[i], -s_host[i - 1]]  # r rises from -s_i to -s_{i-1}
         controller = _controller(strategy, fixed, (rtol, atol, norm), carry, stops)
         if jumps:
             with torch.no_grad():
@@ -238,11 +256,12 @@ def _per_element(name: str, value: Any, size: int, like: torch.Tensor) -> Any:
     return value.to(like.dtype).to(like.device)
 
 
-def _stops(strategy: Any, direction: float) -> dict[str, Any]:
-    """The adjoint's ``step_ts``/``jump_ts`` in forward time ``s``, the time it is solved in."""
+def _stops(strategy: Any, sign: float) -> dict[str, Any]:
+    """The adjoint's ``step_ts``/``jump_ts`` (forward times ``t``) times ``sign``: in the time the
+    backward intervals are solved in."""
     times = {"step_ts": strategy.step_ts, "jump_ts": strategy.jump_ts}
     return {
-        k: torch.as_tensor(v, dtype=torch.float64).reshape(-1) * direction
+        k: torch.as_tensor(v, dtype=torch.float64).reshape(-1) * sign
         for k, v in times.items()
         if v is not None
     }
@@ -275,6 +294,12 @@ def _accumulate(total: Stats, part: Stats) -> None:
     """Add one backward interval's counters to the backward pass's."""
     for key in ("nfe", "steps", "accepted", "rejected"):
         setattr(total, key, getattr(total, key) + getattr(part, key))
+
+
+def _flat_cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The tensors flattened and concatenated into one vector, in one call (not a ``reshape``
+    each and a ``cat``); differentiable, as ``torch.cat`` is."""
+    return torch._C._nn.flatten_dense_tensors(parts)
 
 
 def _or_zeros(v: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
