@@ -189,13 +189,15 @@ def train_candidates(method: str, sde_type: str, gradient: str) -> list[Candidat
     for key, (label, fn) in libs.items():
         trainer = Trainer(lambda sde, y0, ts, fn=fn: fn(sde, y0, ts, **kwargs), sde_type)
         cands.append(Candidate(key, label, run=trainer.step))
-    if gradient == "backprop":
 
-        def native(sde: DriftDiffusion, y0: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
-            term = nde.SDETerm(sde.f, sde.g, "diagonal", sde_type)
-            return nde.solve(term, y0, ts, solver=method, dt=TRAIN_DT).ys
+    def native(sde: DriftDiffusion, y0: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+        term = nde.SDETerm(sde.f, sde.g, "diagonal", sde_type)
+        params = tuple(sde.parameters())
+        strategy = {"backprop": "backprop", "adjoint": nde.Adjoint(params=params, dt=TRAIN_DT),
+                    "adjoint_reversible_heun": nde.Reversible(params=params)}[gradient]  # fmt: skip
+        return nde.solve(term, y0, ts, solver=method, dt=TRAIN_DT, gradient=strategy).ys
 
-        cands.append(Candidate("native", "torchnde.solve(SDETerm)", run=Trainer(native, sde_type).step))
+    cands.append(Candidate("native", "torchnde.solve(SDETerm)", run=Trainer(native, sde_type).step))
     return cands
 
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torchsde as oracle
 
+import torchnde as nde
 import torchnde.compat.torchsde as torchsde
 
 from .sde_helpers import SmallSDE as TorchsdeStyleSDE
@@ -444,3 +445,21 @@ def test_sde_base_classes_check_their_types_as_torchsde_does():
     for args in (("diag", "ito"), ("diagonal", "itô")):
         ours, want = _error(torchsde.BaseSDE, *args), _error(oracle.BaseSDE, *args)
         assert ours == want and re.search("Expected", ours[1])
+
+
+def test_adjoint_reversible_heun_takes_float32_output_times_off_the_float64_grid():
+    """``linspace(0, 1, 11)`` in float32 is a hair off the grid of ``dt = 0.01``: the reversible
+    loop lands on each output time with one more short step, and still reverses exactly."""
+    sde = SDE("diagonal", "stratonovich").float()
+    ts = torch.linspace(0, 1, 11)
+    start = y0().float().requires_grad_(True)
+    grads = []
+    for adjoint in (True, False):
+        bm = torchsde.BrownianInterval(0.0, 1.0, size=(BATCH, D), entropy=2)
+        if adjoint:
+            ys = torchsde.sdeint_adjoint(sde, start, ts, bm=bm, method="reversible_heun", dt=0.01)
+        else:  # backprop through the same reversible loop
+            ys = nde.solve(sde.term(bm), start, ts, solver="reversible_heun", dt=0.01).ys
+        grads.append(torch.autograd.grad(ys.pow(2).sum(), (start, sde.a, sde.b)))
+    for ours, want in zip(*grads):
+        assert torch.allclose(ours, want, rtol=1e-4, atol=1e-5)

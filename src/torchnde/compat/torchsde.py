@@ -786,7 +786,7 @@ def _integrate(term: SDETerm, y0: torch.Tensor, ts: torch.Tensor, solver: Any, d
     the solver's final state last."""
     dt = float(dt)
     span = float(ts[-1]) - float(ts[0])
-    steps = math.ceil(span / dt * (1 + 1e-12)) + 2
+    steps = math.ceil(span / dt * (1 + 1e-12)) + 2 * len(ts)  # the reversible loop: + one per output
     sol = solve(term, y0, ts, solver=solver, dt=dt, max_steps=max(steps, 10), gradient=gradient)
     out: tuple = (sol.ys, sol.kl.diff(dim=0)) if logqp else (sol.ys,)
     if extra:
