@@ -242,7 +242,7 @@ class BrownianInterval(_TorchsdeCalls, _Interval):
     - ``entropy``: the seed (``None``: drawn from numpy's global generator, as torchsde does).
     - ``levy_area_approximation``: ``"none"``, or ``"space-time"`` for ``srk``; ``"davie"`` and
       ``"foster"`` are accepted and keep the space-time Lévy area (``return_A`` raises).
-    - ``tol``: the time resolution (``0``: float64 resolution of the span).
+    - ``tol``: the leaf length of the tree (``0``: the default, ``(t1 - t0) * 2**-20``).
     - ``cache_size``: how many tree nodes to keep (``None``: unbounded; at least 4).
     - ``W``, ``H``: the increment and space-time Lévy area over ``[t0, t1]`` to condition on.
     - ``dt``, ``pool_size``, ``halfway_tree``: accepted and checked as torchsde checks them; the
@@ -721,7 +721,7 @@ def _brownian(
     a fresh path over ``[ts[0], ts[-1]]`` with Lévy area for ``srk``, seeded from numpy's global
     generator as torchsde's default is. torchsde makes a ``BrownianInterval``; this makes the
     cheaper stored path (:class:`~torchnde.BrownianPath`: one Gaussian draw per step, where the
-    interval's tree descends one level per draw to a time off its dyadic grid), which the caller
+    interval's tree descends one level per draw to the leaf of a time off its dyadic grid), which the caller
     never sees."""
     if bm is None:
         levy = method == "srk"
