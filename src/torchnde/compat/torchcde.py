@@ -55,7 +55,7 @@ from ..interpolation import (
 )
 from ..log_ode import logsignature_windows as _logsignature_windows
 from ..terms import CDETerm
-from . import torchdiffeq as _torchdiffeq
+from .torchdiffeq import _ADAPTIVE, odeint, odeint_adjoint
 
 __all__ = [
     "CubicSpline",
@@ -397,8 +397,9 @@ def cdeint(
     import torch
     import torchnde.compat.torchcde as torchcde
     X = torchcde.CubicSpline(torchcde.natural_cubic_coeffs(torch.randn(8, 20, 3)))
-    func = torch.nn.Sequential(torch.nn.Linear(4, 12), torch.nn.Tanh(), torch.nn.Unflatten(-1, (4, 3)))
-    z = torchcde.cdeint(X, func, torch.zeros(8, 4), X.interval, method="rk4", options=dict(step_size=0.5))
+    net = torch.nn.Sequential(torch.nn.Linear(4, 12), torch.nn.Tanh(), torch.nn.Unflatten(-1, (4, 3)))
+    func = lambda t, z: net(z)
+    z = torchcde.cdeint(X, func, torch.zeros(8, 4), X.interval, adjoint=False, method="rk4", options=dict(step_size=0.5))
     z.shape  # torch.Size([8, 2, 4])
     ```
     """
@@ -424,8 +425,7 @@ def cdeint(
             kwargs["adjoint_params"] = _through_path(X, tuple(kwargs["adjoint_params"]))
     _knots(X, kwargs)
     vector_field = _VectorField(X, func, _product(X, func, z0))
-    odeint = _torchdiffeq.odeint_adjoint if adjoint else _torchdiffeq.odeint
-    out = odeint(vector_field, z0, t, **kwargs)
+    out = (odeint_adjoint if adjoint else odeint)(vector_field, z0, t, **kwargs)
     return out.movedim(0, -2)
 
 
@@ -470,7 +470,7 @@ def _knots(X: Any, kwargs: dict[str, Any]) -> None:
     options name their own ``jump_t``/``step_t``."""
     path = getattr(X, "path", None)
     method = kwargs.get("method") or "dopri5"
-    if not isinstance(path, _PiecewisePolynomial) or method not in _torchdiffeq._ADAPTIVE:
+    if not isinstance(path, _PiecewisePolynomial) or method not in _ADAPTIVE:
         return
     options = dict(kwargs.get("options") or {})
     if "jump_t" in options or "step_t" in options:
