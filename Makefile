@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.gradient_tables
 	$(BIN)/python -m benchmarks.stiff
 	$(BIN)/python -m benchmarks.sde
+	$(BIN)/python -m benchmarks.cde
 	$(BIN)/python -m benchmarks.ode_demo
 
 # Every experiment's full tier (the papers' claims; reports under runs/), then the benchmarks.

@@ -212,3 +212,40 @@ def fmt_time(seconds: float | None) -> str:
     if seconds >= 1e-3:
         return f"{seconds * 1e3:.2f} ms"
     return f"{seconds * 1e6:.1f} µs"
+
+
+def bench_cli(
+    argv: list[str] | None, prog: str, doc: str | None, stem: str, settings: tuple[Settings, Settings],
+    run: Callable[[Settings, Callable[[str], None], list[str] | None], dict[str, Any]],
+    markdown: Callable[[dict[str, Any]], str],
+) -> int:  # fmt: skip
+    """The command line of a side-by-side benchmark module: ``[--out DIR] [--quick] [--only TEXT
+    ...]``; runs ``run(settings, log, only)`` on one thread (``settings``: quick, full) and writes
+    ``<stem>.json`` and ``<stem>.md`` under ``--out``."""
+    import argparse
+    import json
+    import sys
+    from pathlib import Path
+
+    p = argparse.ArgumentParser(prog=prog, description=doc)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--only", nargs="*", default=None, help="only groups whose key contains TEXT")
+    args = p.parse_args(argv)
+    configure_threads()
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        result = run(settings[0] if args.quick else settings[1], log, args.only)
+    except Exception as err:  # report what failed, briefly
+        log(short_error(err))
+        raise
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=_finite) + "\n")
+    text = markdown(result)
+    (args.out / f"{stem}.md").write_text(text)
+    print(text)
+    return 0
+
+
+def _finite(x: Any) -> Any:
+    return None if isinstance(x, float) and not math.isfinite(x) else str(x)

@@ -29,18 +29,13 @@ at most 0.5x torchsde's (ratio at least 2).
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
 import statistics
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from .common import Candidate, Settings, configure_threads, fmt_time, measure_group, short_error
+from .common import Candidate, Settings, bench_cli, fmt_time, measure_group
 
 MU, SIGMA = 0.5, 0.3
 GBM_BATCH, GBM_DT = 4096, 2**-8
@@ -189,13 +184,15 @@ def train_candidates(method: str, sde_type: str, gradient: str) -> list[Candidat
     for key, (label, fn) in libs.items():
         trainer = Trainer(lambda sde, y0, ts, fn=fn: fn(sde, y0, ts, **kwargs), sde_type)
         cands.append(Candidate(key, label, run=trainer.step))
-    if gradient == "backprop":
 
-        def native(sde: DriftDiffusion, y0: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
-            term = nde.SDETerm(sde.f, sde.g, "diagonal", sde_type)
-            return nde.solve(term, y0, ts, solver=method, dt=TRAIN_DT).ys
+    def native(sde: DriftDiffusion, y0: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+        term = nde.SDETerm(sde.f, sde.g, "diagonal", sde_type)
+        params = tuple(sde.parameters())
+        strategy = {"backprop": "backprop", "adjoint": nde.Adjoint(params=params, dt=TRAIN_DT),
+                    "adjoint_reversible_heun": nde.Reversible(params=params)}[gradient]  # fmt: skip
+        return nde.solve(term, y0, ts, solver=method, dt=TRAIN_DT, gradient=strategy).ys
 
-        cands.append(Candidate("native", "torchnde.solve(SDETerm)", run=Trainer(native, sde_type).step))
+    cands.append(Candidate("native", "torchnde.solve(SDETerm)", run=Trainer(native, sde_type).step))
     return cands
 
 
@@ -294,28 +291,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.sde", description=__doc__)
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--only", nargs="*", default=None, help="only groups whose key contains TEXT")
-    args = p.parse_args(argv)
-    configure_threads()
-    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
-    try:
-        result = run(QUICK if args.quick else FULL, log, args.only)
-    except Exception as err:  # report what failed, briefly
-        log(short_error(err))
-        raise
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sde.json").write_text(json.dumps(result, indent=2, default=_finite) + "\n")
-    text = markdown(result)
-    (args.out / "sde.md").write_text(text)
-    print(text)
-    return 0
-
-
-def _finite(x: Any) -> Any:
-    return None if isinstance(x, float) and not math.isfinite(x) else str(x)
+    return bench_cli(argv, "python -m benchmarks.sde", __doc__, "sde", (QUICK, FULL), run, markdown)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,12 @@ F64 = torch.float64
 T = torch.tensor([0.0, 0.3, 0.5, 1.2, 1.5, 2.0], dtype=F64)
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    """The same random draws whatever ran before (xdist orders tests differently)."""
+    torch.manual_seed(0)
+
+
 def _field(w: torch.Tensor, channels: int):
     def f(t, z):
         return torch.tanh(z @ w).view(*z.shape, channels)
@@ -160,10 +166,13 @@ def test_the_controllers_own_stops_are_kept_beside_the_knots():
 
 
 def test_an_adjoint_solved_backwards_from_an_output_on_a_kink_starts_from_the_right_piece():
-    # outputs at knots: each backward interval starts on a kink of the control
-    x = torch.randn(1, 6, 2, dtype=F64, requires_grad=True)
-    w = torch.randn(2, 4, dtype=F64, requires_grad=True)
-    z0 = torch.randn(1, 2, dtype=F64)
+    # outputs at knots: each backward interval starts on a kink of the control. Starting on the
+    # wrong piece costs an O(dt) error (about 1e-2 relative); the continuous adjoint's own error
+    # at dt = 0.01 is about 1e-6 relative.
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 6, 2, dtype=F64, generator=g).requires_grad_(True)
+    w = torch.randn(2, 4, dtype=F64, generator=g).requires_grad_(True)
+    z0 = torch.randn(1, 2, dtype=F64, generator=g)
     grads = []
     for gradient in ("backprop", "adjoint"):
         ys = nde.solve(
@@ -171,4 +180,4 @@ def test_an_adjoint_solved_backwards_from_an_output_on_a_kink_starts_from_the_ri
         ).ys
         grads.append(torch.autograd.grad(ys.sum(), (x, w)))
     for a, b in zip(*grads):
-        assert torch.allclose(a, b, atol=1e-5)
+        assert torch.allclose(a, b, rtol=0, atol=1e-5 * float(b.abs().max()))

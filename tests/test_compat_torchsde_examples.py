@@ -2,9 +2,7 @@
 written again from what they do (their code is not installed with the wheel), at a few
 iterations and small sizes: each script takes the ``torchsde`` module as its one argument, which
 is the change of import. They run on torchsde 0.2.6 itself (so they are valid torchsde scripts)
-and on ``torchnde.compat.torchsde``. The parts that need ``logqp=True`` or ``sdeint_adjoint``
-are expected to fail on the drop-in until the stochastic adjoint and the KL term land (strict
-xfail: they flip when wired)."""
+and on ``torchnde.compat.torchsde``, ``logqp=True`` and ``sdeint_adjoint`` included."""
 
 from __future__ import annotations
 
@@ -19,11 +17,6 @@ import torchnde.compat.torchsde as compat
 torchcde = pytest.importorskip("torchcde")
 
 MODULES = {"torchsde": oracle, "compat": compat}
-PENDING = pytest.mark.xfail(
-    raises=NotImplementedError,
-    strict=True,
-    reason="logqp / sdeint_adjoint wait for the stochastic adjoint (issue 15)",
-)
 
 
 # --- latent SDE on stochastic Lorenz ---------------------------------------------------------
@@ -149,7 +142,7 @@ def test_latent_sde_lorenz_data_and_prior_samples_run(name):
     assert samples.shape == (12, 5, 3) and torch.isfinite(samples).all()
 
 
-@pytest.mark.parametrize("name", [pytest.param("torchsde"), pytest.param("compat", marks=PENDING)])
+@pytest.mark.parametrize("name", MODULES)
 @pytest.mark.parametrize("adjoint", [False, True], ids=["sdeint", "sdeint_adjoint"])
 def test_latent_sde_lorenz_trains(name, adjoint):
     losses = latent_sde_lorenz(MODULES[name], adjoint=adjoint)
@@ -288,7 +281,7 @@ def test_sde_gan_trains_through_sdeint(name):
     assert all(math.isfinite(v) for v in losses) and torch.isfinite(samples).all()
 
 
-@pytest.mark.parametrize("name", [pytest.param("torchsde"), pytest.param("compat", marks=PENDING)])
+@pytest.mark.parametrize("name", MODULES)
 def test_sde_gan_trains_through_sdeint_adjoint(name):
     losses, _ = sde_gan(MODULES[name], adjoint=True)
     assert all(math.isfinite(v) for v in losses)

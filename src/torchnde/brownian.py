@@ -17,11 +17,15 @@ solve on the same path needs.
 
 - :class:`BrownianInterval` (Kidger, Foster, Li & Lyons 2021, "Efficient and accurate gradients
   for neural SDEs", section 4) is a binary tree of intervals refined by Brownian bridges. Here the
-  tree is dyadic: every query time is resolved to the grid :math:`t_0 + k\,(t_1 - t_0)2^{-L}`
-  (``tol``), and the value at a grid point is a fixed function of the seed and the point, drawn
-  by descending the tree with a seed per node. So the path is the same whatever the order of the
-  queries, reproducible from ``seed``, and the tensor memory is bounded by an LRU cache of nodes
-  (evicted nodes are recomputed from their ancestors). Use it for adaptive steps, rejected steps
+  tree is dyadic down to the leaves of the grid :math:`t_0 + k\,(t_1 - t_0)2^{-L}` (``tol``):
+  the value at a grid point is a fixed function of the seed and the point, drawn by descending
+  the tree with a seed per node, and the value at a time inside a leaf is a Brownian bridge across
+  the leaf (with its Lévy area) drawn from a seed of the leaf and the time's bits. So the path is
+  the same whatever the order of the queries, reproducible from ``seed``, exact in law at the grid
+  and for any two times in different leaves (two times inside one leaf are each bridged from the
+  leaf's ends, so their difference is not; a leaf is ``(t_1 - t_0) 2^{-20}`` long by default),
+  and the tensor memory is bounded by an LRU cache of nodes and points (evicted ones are
+  recomputed from their ancestors). Use it for adaptive steps, rejected steps
   (they revisit the same path) and backward solves.
 - :class:`BrownianPath` stores every point it is asked for and draws a new point by extending the
   path (one Gaussian draw) or by a Brownian bridge between stored points. It is the cheap path
@@ -51,6 +55,7 @@ from __future__ import annotations
 import abc
 import bisect
 import math
+import struct
 from collections import OrderedDict
 from typing import Any
 
@@ -81,6 +86,11 @@ def _shape(shape: Any) -> torch.Size:
     if any(n < 0 for n in out):
         raise ValueError(f"shape must not have negative sizes, got {tuple(out)}")
     return out
+
+
+def _bits(t: float) -> int:
+    """The 64 bits of a float64, as an int (a seed word for a time)."""
+    return struct.unpack("<q", struct.pack("<d", t))[0]
 
 
 def _seed(seed: int | None) -> int:
@@ -208,10 +218,13 @@ class BrownianInterval(AbstractBrownian):
       reproduces it).
     - ``levy_area``: also provide the space-time Lévy area (``levy(s, t)``), which the strong
       order 1.5 solver needs.
-    - ``tol``: the time resolution; query times are rounded to the dyadic grid of spacing at most
-      ``tol`` (default ``(t1 - t0) * 2**-50``, below float64 resolution of most spans). A query
-      costs one Gaussian draw per tree level below the deepest cached node, so coarser ``tol`` is
-      faster; step sizes ``(t1 - t0) / 2**k`` are cheap at any ``tol``.
+    - ``tol``: the leaf length: the tree is dyadic down to leaves of length at most ``tol``
+      (default ``(t1 - t0) * 2**-20``) and a time inside a leaf is bridged from the leaf's ends
+      (module docstring). A query costs one Gaussian draw per tree level below the deepest cached
+      node, plus one for the bridge, so coarser ``tol`` is faster; step sizes
+      ``(t1 - t0) / 2**k`` are cheap at any ``tol``. Two query times closer than ``tol`` in one
+      leaf have an increment of the right mean and not the right variance: pass a smaller
+      ``tol`` for steps that small.
     - ``cache_size``: how many nodes and points are kept (least recently used evicted); the
       tensor memory is at most ``cache_size`` values of ``shape`` (two with Lévy area).
 
@@ -243,7 +256,7 @@ class BrownianInterval(AbstractBrownian):
         self._init(shape, dtype, device, levy_area)
         span = self.t1 - self.t0
         if tol is None:
-            self.levels = 50
+            self.levels = 20
         else:
             if not (isinstance(tol, (int, float)) and tol > 0):
                 raise ValueError(f"tol must be a positive float, got {tol!r}")
@@ -301,8 +314,8 @@ class BrownianInterval(AbstractBrownian):
                 w1 = 0.5 * w + 1.5 * hh + a
                 base = 0.25 * hh - 0.5 * a
                 left, right = (w1, base + b), (w - w1, base - b)
-            else:
-                w1 = 0.5 * w + 0.5 * math.sqrt(h) * z[0]
+            else:  # w/2 + sqrt(h)/2 z, in place on the fresh draw
+                w1 = z[0].mul_(0.5 * math.sqrt(h)).add_(w, alpha=0.5)
                 left, right = (w1, None), (w - w1, None)
             self._store(nodes, (lv, parent * 2), left)
             self._store(nodes, (lv, parent * 2 + 1), right)
@@ -310,10 +323,29 @@ class BrownianInterval(AbstractBrownian):
         return value
 
     def _point(self, t: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(W(t), A(t))``: exact at the grid points; between them, a Brownian bridge across the
+        leaf that holds ``t``, with Gaussians seeded from the leaf and the bits of ``t``."""
         levels = self.levels
-        k = round((t - self.t0) / self._span * 2.0**levels)
-        k = min(max(k, 0), 1 << levels)
-        return self._grid_point(k)
+        x = (t - self.t0) / self._span * 2.0**levels
+        k = min(max(math.floor(x), 0), 1 << levels)
+        h = self._span * 2.0**-levels  # the leaf's length
+        h1 = (x - k) * h
+        if k == 1 << levels or h1 <= 0.0 or h - h1 <= 0.0:
+            return self._grid_point(k if h1 < 0.5 * h else min(k + 1, 1 << levels))
+        key = (-1, _bits(t))
+        points = self._points
+        hit = points.get(key)
+        if hit is not None:
+            points.move_to_end(key)
+            return hit
+        w_k, a_k = self._grid_point(k)
+        w, hh = self._node(levels, k)
+        gen = self._generator
+        gen.manual_seed(_mix(self.seed, 0x1EAF, levels, k, key[1]))
+        w1, hh1 = _split(w, hh, self._normal(gen, 4 if self.levy_area else 1), h1, h - h1)
+        value = (w_k + w1, None if hh1 is None else a_k + h1 * w_k + h1 * (hh1 + 0.5 * w1))  # type: ignore[operator]
+        self._store(points, key, value)
+        return value
 
     def _grid_point(self, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(W, A)`` at the grid point ``t0 + k * span / 2**levels``."""

@@ -109,6 +109,14 @@ class PaddedBrownian(AbstractBrownian):
         w, a = self.base._point(t)
         return _pad(w), None if a is None else _pad(a)
 
+    def increment(self, s: Any, t: Any) -> torch.Tensor:
+        """The base's increment padded (a base queried by interval only works too)."""
+        return _pad(self.base.increment(s, t))
+
+    def levy(self, s: Any, t: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        w, hh = self.base.levy(s, t)
+        return _pad(w), _pad(hh)
+
 
 def _pad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, x.new_zeros((*x.shape[:-1], 1))], -1)

@@ -18,10 +18,11 @@ interface.
 
 What differs, on purpose: an unknown keyword argument, option or ``names`` key is an error
 (torchsde warns or ignores it); time is handled in float64; ``BrownianPath`` is not limited to
-``[t0, t0 + 1]``. Not supported yet (each raises ``NotImplementedError`` saying so):
-``adaptive=True`` (torchnde's stochastic solvers have no error estimate yet), ``method="log_ode"``
-(it needs Davie's or Foster's approximation of the full Lévy area), ``logqp=True`` and
-``sdeint_adjoint``'s backward pass (they come with the stochastic adjoint).
+``[t0, t0 + 1]``; ``sdeint_adjoint``'s Itô adjoint methods solve the backward SDE in Stratonovich
+form (see :func:`sdeint_adjoint`); ``adjoint_reversible_heun`` lands on the output times. Not
+supported yet (each raises ``NotImplementedError`` saying so): ``adaptive=True`` and
+``adjoint_adaptive=True`` (torchnde's stochastic solvers have no error estimate yet),
+``method="log_ode"`` (it needs Davie's or Foster's approximation of the full Lévy area).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from .._solve import solve
 from ..brownian import AbstractBrownian
 from ..brownian import BrownianInterval as _Interval
 from ..brownian import BrownianPath as _Path
+from ..gradients import Adjoint, Reversible
 from ..solvers import Milstein, StepResult, StochasticReversibleHeun
 from ..solvers.stochastic import ReversibleHeunState
 from ..terms import SDETerm
@@ -240,7 +242,7 @@ class BrownianInterval(_TorchsdeCalls, _Interval):
     - ``entropy``: the seed (``None``: drawn from numpy's global generator, as torchsde does).
     - ``levy_area_approximation``: ``"none"``, or ``"space-time"`` for ``srk``; ``"davie"`` and
       ``"foster"`` are accepted and keep the space-time Lévy area (``return_A`` raises).
-    - ``tol``: the time resolution (``0``: float64 resolution of the span).
+    - ``tol``: the leaf length of the tree (``0``: the default, ``(t1 - t0) * 2**-20``).
     - ``cache_size``: how many tree nodes to keep (``None``: unbounded; at least 4).
     - ``W``, ``H``: the increment and space-time Lévy area over ``[t0, t1]`` to condition on.
     - ``dt``, ``pool_size``, ``halfway_tree``: accepted and checked as torchsde checks them; the
@@ -394,6 +396,28 @@ class _Foreign(AbstractBrownian):
         return (w if s <= t else -w), hh
 
 
+class _WithoutLast(AbstractBrownian):
+    """A Brownian motion without its last channel: under ``logqp=True`` and diagonal noise
+    torchsde's Brownian motion carries one channel for the KL term (whose diffusion is zero);
+    torchnde's KL term adds its own zero channel."""
+
+    def __init__(self, bm: AbstractBrownian):
+        self.bm = bm
+        self.t0, self.t1 = bm.t0, bm.t1
+        self._init((*bm.shape[:-1], bm.shape[-1] - 1), bm.dtype, bm.device, bm.levy_area)
+
+    def _point(self, t: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+        w, a = self.bm._point(t)
+        return w[..., :-1], None if a is None else a[..., :-1]
+
+    def increment(self, s: Any, t: Any) -> torch.Tensor:
+        return self.bm.increment(s, t)[..., :-1]
+
+    def levy(self, s: Any, t: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        w, hh = self.bm.levy(s, t)
+        return w[..., :-1], hh[..., :-1]
+
+
 # ---------------------------------------------------------------------------------------------
 # the SDE object as drift and diffusion
 
@@ -448,12 +472,15 @@ def _check_contract(sde: Any, y0: Any, ts: Any, bm: Any, method: Any, names: Any
         ts = torch.tensor(ts, dtype=y0.dtype, device=y0.device)
     if not all(a < b for a, b in zip(ts[:-1].tolist(), ts[1:].tolist())):
         raise ValueError("Evaluation times `ts` must be strictly increasing.")
-    return sde, ts, method, _sizes(sde, y0, ts, bm)
+    return sde, ts, method, _sizes(sde, y0, ts, bm, logqp)
 
 
-def _sizes(sde: _Renamed, y0: torch.Tensor, ts: torch.Tensor, bm: Any) -> int:
+def _sizes(sde: _Renamed, y0: torch.Tensor, ts: torch.Tensor, bm: Any, logqp: bool) -> int:
     """torchsde's shape checks on one evaluation of each function at ``(ts[0], y0)``; returns
-    the number of Brownian motions."""
+    the number of Brownian motions. With ``logqp`` and diagonal noise, torchsde's diffusion has
+    one more (zero) entry for the KL channel, so its Brownian motion has one more channel too; the
+    count returned is the SDE's own."""
+    kl = 1 if logqp and sde.noise_type == "diagonal" else 0
     batch, state, noise = [y0.size(0)], [y0.size(1)], []
     if bm is not None:
         if len(bm.shape) != 2:
@@ -470,7 +497,7 @@ def _sizes(sde: _Renamed, y0: torch.Tensor, ts: torch.Tensor, bm: Any) -> int:
     def check_2d_or_3d(name: str, shape: tuple) -> None:
         if sde.noise_type == "diagonal":
             check_2d(name, shape)
-            noise.append(shape[1])
+            noise.append(shape[1] + kl)
             return
         if len(shape) != 3:
             raise ValueError(
@@ -499,9 +526,11 @@ def _sizes(sde: _Renamed, y0: torch.Tensor, ts: torch.Tensor, bm: Any) -> int:
             check_2d("Drift", tuple(f.size()))
             check_2d_or_3d("Diffusion", tuple(g.size()))
         if sde.g_prod is not None:
-            check_2d("Diffusion-vector product", tuple(sde.g_prod(t0, y0, probe()).size()))
+            check_2d(
+                "Diffusion-vector product", tuple(sde.g_prod(t0, y0, probe()[:, : noise[0] - kl]).size())
+            )
         if sde.f_and_g_prod is not None:
-            f, gv = sde.f_and_g_prod(t0, y0, probe())
+            f, gv = sde.f_and_g_prod(t0, y0, probe()[:, : noise[0] - kl])
             check_2d("Drift", tuple(f.size()))
             check_2d("Diffusion-vector product", tuple(gv.size()))
     if sde.f is None and sde.f_and_g is None and sde.f_and_g_prod is None:
@@ -521,7 +550,7 @@ def _sizes(sde: _Renamed, y0: torch.Tensor, ts: torch.Tensor, bm: Any) -> int:
         raise ValueError(
             f"Scalar noise must have only one channel; the diffusion has {noise[0]} noise channels."
         )
-    return noise[0]
+    return noise[0] - kl
 
 
 class _Paired:
@@ -686,13 +715,13 @@ def _levy_name(bm: Any) -> str:
 
 
 def _brownian(
-    bm: Any, method: str, ts: torch.Tensor, y0: torch.Tensor, m: int, noise: str
+    bm: Any, method: str, ts: torch.Tensor, y0: torch.Tensor, m: int, noise: str, logqp: bool
 ) -> AbstractBrownian:
     """The Brownian motion to solve with: the given one (wrapped when it is not torchnde's), or
     a fresh path over ``[ts[0], ts[-1]]`` with Lévy area for ``srk``, seeded from numpy's global
     generator as torchsde's default is. torchsde makes a ``BrownianInterval``; this makes the
     cheaper stored path (:class:`~torchnde.BrownianPath`: one Gaussian draw per step, where the
-    interval's tree descends one level per draw to a time off its dyadic grid), which the caller
+    interval's tree descends one level per draw to the leaf of a time off its dyadic grid), which the caller
     never sees."""
     if bm is None:
         levy = method == "srk"
@@ -705,7 +734,8 @@ def _brownian(
         )
     if noise == "scalar" and math.prod(bm.shape[1:]) != 1:
         raise ValueError("The Brownian motion for scalar SDEs must of dimension 1.")
-    return bm if isinstance(bm, AbstractBrownian) else _Foreign(bm)
+    bm = bm if isinstance(bm, AbstractBrownian) else _Foreign(bm)
+    return _WithoutLast(bm) if logqp and noise == "diagonal" else bm
 
 
 def _no_grad(**values: Any) -> None:
@@ -734,7 +764,7 @@ def _prepare(sde: Any, y0: Any, ts: Any, bm: Any, method: Any, dt: Any, adaptive
     _no_grad(ts=ts, dt=dt, **no_grad)
     options = {} if options is None else dict(options)
     solver = _solver(method, sde, options, extra_solver_state)
-    brownian = _brownian(bm, method, ts, y0, m, sde.noise_type)
+    brownian = _brownian(bm, method, ts, y0, m, sde.noise_type, logqp)
     if adaptive:
         raise NotImplementedError(
             "adaptive=True is not supported by torchnde.compat.torchsde yet: torchnde's stochastic solvers "
@@ -743,27 +773,26 @@ def _prepare(sde: Any, y0: Any, ts: Any, bm: Any, method: Any, dt: Any, adaptive
     if not (_is_scalar(dt) and float(dt) > 0):
         raise ValueError(f"dt must be a positive float, got {dt!r}")
     drift, diffusion = _fields(sde, m)
-    return SDETerm(drift, diffusion, sde.noise_type, sde.sde_type, brownian), ts, solver, sde, method
+    term = SDETerm(
+        drift, diffusion, sde.noise_type, sde.sde_type, brownian, prior_drift=sde.h if logqp else None
+    )
+    return term, ts, solver, sde, method
 
 
-_LOGQP = (
-    "logqp=True is not supported by torchnde.compat.torchsde yet: the KL path term between the drift f "
-    "and the prior drift h comes with torchnde's stochastic adjoint (issue 15); until then append "
-    "0.5 * ((f - h) / g)**2 summed over the state as an extra state channel with zero diffusion"
-)
-
-
-def _integrate(term: SDETerm, y0: torch.Tensor, ts: torch.Tensor, solver: Any, dt: Any, extra: bool) -> Any:
+def _integrate(term: SDETerm, y0: torch.Tensor, ts: torch.Tensor, solver: Any, dt: Any, extra: bool,
+               logqp: bool, gradient: Any = "backprop") -> Any:  # fmt: skip
+    """Solve, and return what torchsde returns: ``ys``; with ``logqp`` ``(ys, log_ratio)``, the KL
+    path term's increments over each output interval (``[len(ts) - 1, batch]``); with ``extra``
+    the solver's final state last."""
     dt = float(dt)
     span = float(ts[-1]) - float(ts[0])
-    steps = math.ceil(span / dt * (1 + 1e-12)) + 2
-    ys = solve(term, y0, ts, solver=solver, dt=dt, max_steps=max(steps, 10)).ys
-    if not extra:
-        return ys
-    if isinstance(solver, _ReversibleHeun) and solver.last is not None:
-        z, fz, gz = solver.last
-        return ys, (fz, gz, z)
-    return ys, ()
+    steps = math.ceil(span / dt * (1 + 1e-12)) + 2 * len(ts)  # the reversible loop: + one per output
+    sol = solve(term, y0, ts, solver=solver, dt=dt, max_steps=max(steps, 10), gradient=gradient)
+    out: tuple = (sol.ys, sol.kl.diff(dim=0)) if logqp else (sol.ys,)
+    if extra:
+        last = solver.last if isinstance(solver, _ReversibleHeun) else None
+        out = (*out, () if last is None else (last[1], last[2], last[0]))
+    return out if len(out) > 1 else out[0]
 
 
 def sdeint(
@@ -802,11 +831,16 @@ def sdeint(
       ``NotImplementedError`` (no error estimate yet).
     - ``names``: the SDE's method names for ``drift``, ``diffusion``, ``prior_drift``,
       ``diffusion_prod``, ``drift_and_diffusion``, ``drift_and_diffusion_prod``.
-    - ``logqp``: raises ``NotImplementedError`` for now (after checking that ``h`` exists).
+    - ``logqp``: also return the log-ratio increments :math:`\int_{t_{i-1}}^{t_i} \tfrac12
+      \lVert u\rVert^2\,dt` with :math:`u = (f - h)/g` (:math:`g^+(f - h)` for other noise types),
+      of shape ``[len(ts) - 1, batch]``: the KL path term of :class:`~torchnde.SDETerm`'s
+      ``prior_drift=h``. As in torchsde, under diagonal noise an explicit ``bm`` has one more
+      channel (the KL term's; its diffusion is zero, so its increments are unused).
     - ``extra``: also return the solver's final extra state (``reversible_heun``: ``(f, g, z)``;
       the other methods: ``()``); ``extra_solver_state`` starts ``reversible_heun`` from it.
 
-    Returns ``ys`` of shape ``[len(ts), batch, d]`` (and the extra state with ``extra=True``).
+    Returns ``ys`` of shape ``[len(ts), batch, d]`` (then the log-ratio with ``logqp=True``, then
+    the extra state with ``extra=True``).
     Gradients flow by backpropagation through the solver.
 
     ```python
@@ -833,9 +867,7 @@ def sdeint(
     _unknown(unused_kwargs, "sdeint", _SDEINT_ARGS)
     term, ts, solver, _, _ = _prepare(sde, y0, ts, bm, method, dt, adaptive, options, names, logqp,
                                       extra_solver_state, dict(rtol=rtol, atol=atol, dt_min=dt_min))  # fmt: skip
-    if logqp:  # wiring point: the KL path term (issue 15) returns (ys, log-ratio increments) here
-        raise NotImplementedError(_LOGQP)
-    return _integrate(term, y0, ts, solver, dt, extra)
+    return _integrate(term, y0, ts, solver, dt, extra, logqp)
 
 
 _ADJOINT_ARGS = (*_SDEINT_ARGS, "adjoint_method", "adjoint_adaptive", "adjoint_rtol", "adjoint_atol",
@@ -880,19 +912,55 @@ def sdeint_adjoint(
     ``reversible_heun``, ``midpoint`` for Stratonovich, ``milstein`` for diagonal Itô noise,
     ``euler`` otherwise).
 
-    Every argument is checked as torchsde checks it (``sde`` must be an ``nn.Module`` unless
-    ``adjoint_params`` is given, and so on); then it raises ``NotImplementedError``: torchnde's
-    stochastic adjoint and reversible Heun's exact gradients are not available yet. Until they
-    are, ``sdeint`` differentiates by backpropagation (exact gradients of the discretisation, memory
-    growing with the number of steps).
+    The forward pass is ``sdeint``'s without a graph; the backward pass solves the adjoint SDE
+    backwards on the same Brownian path (torchnde's ``gradient=Adjoint(solver=..., params=...,
+    dt=dt)``): from each output time to the previous one in steps of ``dt``, restarting the state
+    from the forward's output and adding that output's gradient, as torchsde does. Gradients flow
+    to ``y0`` and to ``adjoint_params`` (default: the module's parameters), those requiring grad.
+
+    - ``adjoint_method="midpoint"`` or ``"heun"`` (Stratonovich SDEs): the same discretisation of
+      the same backward SDE as torchsde's, so the same gradients to rounding when the output times
+      are on the ``dt`` grid from ``ts[0]`` (off it, torchsde's backward steps run ``dt`` back from
+      each output time and torchnde's ``dt`` forward from the previous one).
+    - ``euler_heun``, ``reversible_heun`` (backward Heun) and ``milstein`` (backward midpoint):
+      torchnde's nearest method; the Itô methods ``euler``, ``milstein``, ``srk`` (for Itô SDEs):
+      the backward SDE in Stratonovich form by the midpoint method, where torchsde solves its Itô
+      form by the Itô method. Those differ from torchsde's gradients by the discretisation error
+      (both approach backprop's as ``dt`` falls). Itô general noise is refused (use Stratonovich).
+    - ``adjoint_reversible_heun`` (after ``method="reversible_heun"``): torchnde's
+      :class:`~torchnde.Reversible`, the exact gradients of the discretisation at O(1) memory.
+      The steps of ``dt`` run from each output time and land on the next (torchsde steps on one
+      grid from ``ts[0]`` and interpolates; the two agree when the output times are on that grid,
+      where torchsde's reverse is exact too, and otherwise torchsde warns that its gradients are
+      not those of its forward pass; torchnde's are). ``extra_solver_state`` is refused here.
+    - ``adjoint_adaptive=True`` raises ``NotImplementedError``; ``adjoint_options`` are checked as
+      the adjoint method's options; ``adjoint_rtol``, ``adjoint_atol`` are unused (fixed steps).
+    - ``logqp=True`` returns ``(ys, log_ratio)`` as ``sdeint`` does, its gradients by the adjoint.
 
     ```python
-    import torch, pytest
+    import torch
     import torchnde.compat.torchsde as torchsde
-    sde = torchsde.SDEIto("diagonal")
-    sde.f, sde.g = (lambda t, y: -y), (lambda t, y: 0.1 * torch.ones_like(y))
-    with pytest.raises(NotImplementedError, match="stochastic adjoint"):
-        torchsde.sdeint_adjoint(sde, torch.ones(2, 1), [0.0, 1.0], dt=0.1)
+
+    class SDE(torch.nn.Module):
+        noise_type, sde_type = "diagonal", "stratonovich"
+
+        def __init__(self):
+            super().__init__()
+            self.theta = torch.nn.Parameter(torch.tensor(0.5, dtype=torch.float64))
+
+        def f(self, t, y):
+            return -self.theta * y
+
+        def g(self, t, y):
+            return 0.2 * torch.ones_like(y)
+
+    sde = SDE()
+    bm = torchsde.BrownianInterval(0.0, 1.0, size=(8, 1), dtype=torch.float64, entropy=0)
+    y0 = torch.ones(8, 1, dtype=torch.float64)
+    ys = torchsde.sdeint_adjoint(sde, y0, [0.0, 1.0], bm=bm, dt=2**-6)
+    ys[-1].sum().backward()
+    # y(1) = exp(-theta) y0 + noise: d sum y(1) / d theta = -8 exp(-theta) + a noise term
+    assert abs(sde.theta.grad.item() - (-8 * torch.exp(torch.tensor(-0.5)).item())) < 0.5
     ```
     """
     _unknown(unused_kwargs, "sdeint_adjoint", _ADJOINT_ARGS)
@@ -903,7 +971,7 @@ def sdeint_adjoint(
             "then it is allowable to set `adjoint_params=()`."
         )
     no_grad = dict(rtol=rtol, adjoint_rtol=adjoint_rtol, atol=atol, adjoint_atol=adjoint_atol, dt_min=dt_min)
-    _, ts, _, renamed, method = _prepare(sde, y0, ts, bm, method, dt, adaptive, options, names, logqp,
+    term, ts, solver, renamed, method = _prepare(sde, y0, ts, bm, method, dt, adaptive, options, names, logqp,
                                          extra_solver_state, no_grad)  # fmt: skip
     adjoint_method = _default_adjoint_method(renamed, method) if adjoint_method is None else adjoint_method
     if adjoint_method not in _METHODS:
@@ -917,13 +985,49 @@ def sdeint_adjoint(
             "adjoint_adaptive=True is not supported by torchnde.compat.torchsde yet: torchnde's stochastic "
             "solvers have no error estimate"
         )
-    if adjoint_options:
-        _solver(adjoint_method if adjoint_method != "adjoint_reversible_heun" else "reversible_heun", renamed,
-                dict(adjoint_options), None)  # unknown adjoint options are errors  # fmt: skip
-    # wiring point: solve with gradient=nde.Adjoint(...) (or "reversible" for reversible_heun) here,
-    # and the KL path term for logqp=True
-    raise NotImplementedError(
-        "sdeint_adjoint is not supported by torchnde.compat.torchsde yet: torchnde's stochastic adjoint "
-        "(and reversible Heun's exact O(1)-memory gradients) are being added (issue 15); until then use "
-        "sdeint, which backpropagates through the solver (exact gradients, memory growing with the steps)"
-    )
+    adjoint_options = {} if adjoint_options is None else dict(adjoint_options)
+    backward = _adjoint_solver(adjoint_method, method, renamed, adjoint_options)
+    params = tuple(sde.parameters()) if adjoint_params is None else tuple(adjoint_params)
+    params = tuple(p for p in params if p.requires_grad)
+    if backward is None:  # the reversible loop and its exact algebraic reverse
+        if extra_solver_state is not None:
+            raise NotImplementedError(
+                "extra_solver_state with adjoint_method='adjoint_reversible_heun' is not supported by "
+                "torchnde.compat.torchsde: the exact reverse starts from the forward's own initial state; "
+                "drop extra_solver_state, or use sdeint"
+            )
+        solver, gradient = _ReversibleLoop(), Reversible(params=params)
+    else:
+        gradient = Adjoint(solver=backward, params=params, dt=float(dt))
+    return _integrate(term, y0, ts, solver, dt, extra, logqp, gradient)
+
+
+class _ReversibleLoop(_ReversibleHeun):
+    """Reversible Heun on the reversible loop (steps of ``dt`` from each output time, landing on
+    it), for ``adjoint_method="adjoint_reversible_heun"``: exact gradients of the discretisation
+    by :class:`~torchnde.Reversible`."""
+
+    reversible: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+
+def _adjoint_solver(adjoint_method: str, method: str, sde: _Renamed, options: dict) -> str | None:
+    """torchnde's backward Stratonovich method for torchsde's ``adjoint_method`` (``None``:
+    the exact reverse of reversible Heun), after torchsde's checks of the method against the SDE
+    (torchsde's Itô adjoint is checked against the Itô SDE, its Stratonovich one against the
+    Stratonovich SDE) and of its options. ``midpoint`` and ``heun`` are the same discretisation as
+    torchsde's of the same backward SDE; the others become the nearest one torchnde has:
+    ``heun`` for ``euler_heun`` and ``reversible_heun``, ``midpoint`` for the Itô methods (the
+    backward SDE in Stratonovich form) and ``milstein``."""
+    if adjoint_method == "adjoint_reversible_heun":
+        if method != "reversible_heun":
+            raise ValueError(
+                f"adjoint_method='adjoint_reversible_heun' reverses method='reversible_heun' exactly; got "
+                f"method={method!r}: pass method='reversible_heun', or another adjoint_method"
+            )
+        _solver("reversible_heun", sde, options, None)  # the checks: Stratonovich, no options
+        return None
+    _solver(adjoint_method, sde, options, None)
+    return "heun" if adjoint_method in ("heun", "euler_heun", "reversible_heun") else "midpoint"

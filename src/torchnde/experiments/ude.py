@@ -12,11 +12,12 @@ Rackauckas et al., *Universal Differential Equations for Scientific Machine Lear
    steps, then L-BFGS, on the sum of squared errors.
 3. Discovery: sample :math:`U` along the fitted trajectory (every 0.05), STLSQ sweep over a
    degree-5 polynomial + sin library, Pareto choice; then the candidates of the sweep are
-   scored on the data (refit + BIC) and pruned (:meth:`torchnde.discovery.Discovery.refine`);
-   among the fewest-term structures within 6 of the best BIC (the data cannot tell them
-   apart), the one that best explains the network's output is taken. 31 points at 5% noise
-   sometimes prefer a wrong structure weakly (seed 2: ``U_y = c·y`` beats ``c·x·y`` by 4.8);
-   the network, trained on the same points under the known physics, does not.
+   scored on the data (refit + BIC) and pruned (:meth:`torchnde.discovery.Discovery.refine`).
+   Over seeds 0-9 (quick tier) exactly x·y is recovered for 7: 31 points at 5% noise weakly
+   prefer ``U_y = c·y`` for seeds 2 and 6 (by 4.8 and 3.0 in BIC), and the quick tier's
+   training budget leaves seed 8's network far from the data. Letting the network's output
+   decide within a wider window (``refine(tiebreak="targets")``) fixes seed 2 but breaks seed 9,
+   where the network is undertrained: not used.
 4. Extrapolate the discovered hybrid model to t = 20 and compare with a plain neural ODE (the
    same network as the whole field) trained the same way.
 """
@@ -110,12 +111,6 @@ def _sindy_on_data(t: torch.Tensor, noisy: torch.Tensor) -> Any:
     )
 
 
-# BIC differences below 6 are not "strong" evidence (2 ln B < 6; Kass and Raftery, J. Am. Stat.
-# Assoc. 90, 1995): among structures the 31 points cannot tell apart, the UDE network's output along
-# the whole trajectory chooses (Discovery.refine's tiebreak="targets").
-STRONG_EVIDENCE = 6.0
-
-
 def _refine(run: Run, what: str, found: Any, y0: torch.Tensor, t: torch.Tensor, noisy: torch.Tensor) -> Any:
     """``found.refine(...)`` on the data as a stage of ``run``, with progress per structure scored."""
     with run.stage(what, total=1, unit="structure") as bar:
@@ -131,8 +126,6 @@ def _refine(run: Run, what: str, found: Any, y0: torch.Tensor, t: torch.Tensor, 
             noisy,
             params=KNOWN,
             max_terms=3,
-            window=STRONG_EVIDENCE,
-            tiebreak="targets",
             progress=progress,
         )
 
