@@ -282,9 +282,25 @@ def _controller(strategy: Any, fixed: Any, tolerances: tuple, carry: Any, stops:
     return ctrl if strategy.controller_hook is None else strategy.controller_hook(ctrl)
 
 
-# What ``torch.autograd.grad`` runs once it has normalised and checked its arguments; absent
-# from some torch releases, where ``_vjp`` falls back to ``torch.autograd.grad`` itself.
-_RUN_BACKWARD: Callable | None = getattr(torch.autograd.graph, "_engine_run_backward", None)
+# What ``torch.autograd.grad`` runs once it has normalised and checked its arguments. Private:
+# absent from some torch releases, and its arguments could change; it is used only after a probe
+# on a tiny graph gives the right answer (``_engine``), else ``_vjp`` calls ``torch.autograd.grad``.
+_ENGINE: list[Callable | None] = []
+
+
+def _engine() -> Callable | None:
+    if not _ENGINE:
+        run = getattr(torch.autograd.graph, "_engine_run_backward", None)
+        try:
+            with torch.enable_grad():
+                x = torch.ones(2, dtype=torch.float64, requires_grad=True)
+                got = run((x * 3.0,), (torch.ones(2, dtype=torch.float64),), False, False, (x,), True,
+                          accumulate_grad=False)  # fmt: skip
+            ok = x.grad is None and torch.equal(got[0], torch.full((2,), 3.0, dtype=torch.float64))
+        except Exception:  # any failure means: use the public function
+            ok = False
+        _ENGINE.append(run if ok else None)
+    return _ENGINE[0]
 
 
 def _vjp(out: torch.Tensor, inputs: tuple, cotangent: torch.Tensor, create_graph: bool) -> tuple:
@@ -297,10 +313,10 @@ def _vjp(out: torch.Tensor, inputs: tuple, cotangent: torch.Tensor, create_graph
     if not out.requires_grad:
         return (None,) * len(inputs)
     plain = type(out) is torch.Tensor and type(cotangent) is torch.Tensor
-    if (_RUN_BACKWARD is None or create_graph or not plain or cotangent.shape != out.shape
-            or cotangent.dtype != out.dtype):  # fmt: skip
+    run = _engine() if plain and not create_graph else None
+    if run is None or cotangent.shape != out.shape or cotangent.dtype != out.dtype:
         return torch.autograd.grad(out, inputs, cotangent, allow_unused=True, create_graph=create_graph)
-    return _RUN_BACKWARD((out,), (cotangent,), False, False, inputs, True, accumulate_grad=False)
+    return run((out,), (cotangent,), False, False, inputs, True, accumulate_grad=False)
 
 
 def _accumulate(total: Stats, part: Stats) -> None:
