@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from .common import Candidate, Settings, bench_cli, fmt_time, measure_group
+from .common import Candidate, Settings, bench_cli, measure_group, ratio_table_rows
 
 BATCH, KNOTS, CHANNELS, HIDDEN, WIDTH = 256, 128, 4, 32, 128
 WINDOW, DEPTH = 8.0, 2
@@ -202,17 +202,7 @@ def markdown(result: dict[str, Any]) -> str:
         "| group | row | median | min | samples | speed-up vs torchcde |",
         "|---|---|---:|---:|---:|---:|",
     ]
-    for key, group in result["groups"].items():
-        for row in group["rows"].values():
-            if row["error"]:
-                lines.append(f"| `{key}` | `{row['label']}` | — | — | — | {row['error']} |")
-                continue
-            ratio = row.get("ratio")
-            speed = "—" if ratio is None else f"{ratio:.2f}x" + ("" if ratio >= TARGET else " (below target)")
-            lines.append(
-                f"| `{key}` | `{row['label']}` | {fmt_time(row['median_s'])} | {fmt_time(row['min_s'])} | "
-                f"{row['samples']} x {row['inner']} | {speed} |"
-            )
+    lines += ratio_table_rows(result, TARGET)
     return "\n".join(lines) + "\n"
 
 

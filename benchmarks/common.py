@@ -204,6 +204,28 @@ def measure_group(
     return timings
 
 
+def ratio_table_rows(result: dict[str, Any], target: float,
+                     extra: Callable[[dict[str, Any]], list[str]] = lambda row: []) -> list[str]:  # fmt: skip
+    """Markdown rows ``| group | row | median | min | samples x inner | *extra | speed-up |`` of a
+    ``measure_group`` result whose rows carry ``ratio`` (the reference's time over the row's);
+    a speed-up below ``target`` is marked, a failed row shows its error."""
+    lines = []
+    for key, group in result["groups"].items():
+        for row in group["rows"].values():
+            cells = extra(row)
+            if row["error"]:
+                lines.append(
+                    " | ".join([f"| `{key}`", f"`{row['label']}`", "—", "—", "—", *cells, row["error"]])
+                    + " |"
+                )
+                continue
+            ratio = row.get("ratio")
+            speed = "—" if ratio is None else f"{ratio:.2f}x" + ("" if ratio >= target else " (below target)")
+            timing = [fmt_time(row["median_s"]), fmt_time(row["min_s"]), f"{row['samples']} x {row['inner']}"]
+            lines.append(" | ".join([f"| `{key}`", f"`{row['label']}`", *timing, *cells, speed]) + " |")
+    return lines
+
+
 def fmt_time(seconds: float | None) -> str:
     if seconds is None:
         return "—"

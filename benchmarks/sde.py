@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from .common import Candidate, Settings, bench_cli, fmt_time, measure_group
+from .common import Candidate, Settings, bench_cli, measure_group, ratio_table_rows
 
 MU, SIGMA = 0.5, 0.3
 GBM_BATCH, GBM_DT = 4096, 2**-8
@@ -269,24 +269,12 @@ def markdown(result: dict[str, Any]) -> str:
         "| group | row | median | min | samples x inner | strong error | speed-up vs torchsde |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for key, group in result["groups"].items():
-        for row in group["rows"].values():
-            err = row.get("strong_error")
-            err_s = "—" if err is None else f"{err:.2e}"
-            if row["error"]:
-                speed = (
-                    "pending: " + row["error"].split(":")[0]
-                    if "NotImplementedError" in row["error"]
-                    else row["error"]
-                )
-                lines.append(f"| `{key}` | `{row['label']}` | — | — | — | {err_s} | {speed} |")
-                continue
-            ratio = row.get("ratio")
-            speed = "—" if ratio is None else f"{ratio:.2f}x" + ("" if ratio >= TARGET else " (below target)")
-            lines.append(
-                f"| `{key}` | `{row['label']}` | {fmt_time(row['median_s'])} | {fmt_time(row['min_s'])} | "
-                f"{row['samples']} x {row['inner']} | {err_s} | {speed} |"
-            )
+
+    def strong_error(row: dict[str, Any]) -> list[str]:
+        err = row.get("strong_error")
+        return ["—" if err is None else f"{err:.2e}"]
+
+    lines += ratio_table_rows(result, TARGET, strong_error)
     return "\n".join(lines) + "\n"
 
 
