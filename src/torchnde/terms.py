@@ -319,13 +319,12 @@ class CDETerm(AbstractTerm):
         host, without a kernel, and ``f`` still receives a 0-d tensor."""
         f, derivative = self.vector_field, self.path.derivative
         batch, channels = self.path.batch_shape, self.path.channels
-        dtype, device = self.path.dtype, self.path.device
         n_batch, checked, scalar = len(batch), [], torch.scalar_tensor
 
         def cde(t: Any, z: Any) -> Any:
             if t.__class__ is float:  # the global layout's host time
                 dx = derivative(t)
-                t = scalar(t, dtype=dtype, device=device)
+                t = scalar(t, dtype=z.dtype, device=z.device)  # what the loop would have passed
             elif t.ndim:  # per sample: [B, 1, ..., 1]
                 if t.numel() != batch.numel():
                     raise ValueError(
