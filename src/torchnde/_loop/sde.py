@@ -4,7 +4,9 @@ the product of the diffusion with a Brownian increment, for each noise type.
 :func:`bind_sde` runs once per solve, after ``Problem.build`` (the drift is the problem's vector
 field). It checks what the SDE solvers need (one tensor state, the global layout, forward time),
 evaluates the diffusion once at the initial point to check its shape and learn the number of
-Brownian motions, and makes the Brownian motion when the term has none. The result hangs on the
+Brownian motions, and makes the Brownian motion when the term has none: a stored
+:class:`~torchnde.BrownianPath` for fixed steps, a :class:`~torchnde.BrownianInterval` over the
+solve's span for adaptive steps (which refuse a path that depends on the order of the queries). The result hangs on the
 problem (``Problem.sde``) and on the loop's vector field (``func.sde``), where the stochastic
 solvers read it: the ODE hot path is untouched. For the KL channel of a latent SDE
 (:mod:`.kl`) under diagonal noise, the Brownian motion has the user's shape and is padded with
@@ -19,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..brownian import AbstractBrownian, BrownianPath
+from ..brownian import AbstractBrownian, BrownianInterval, BrownianPath
 from ..terms import SDETerm
 from .kl import KLTerm, PaddedBrownian
 
@@ -93,10 +95,20 @@ def bind_sde(term: SDETerm, problem: Any, solver: Any, ctrl: Any) -> BoundSDE:
         shape = (*shape[:-1], shape[-1] - 1)
     brownian = term.brownian
     levy = bool(getattr(solver, "levy_area", False))
-    if brownian is None:
+    adaptive = bool(getattr(ctrl, "adaptive", False))  # ctrl None: fixed steps
+    if brownian is None and adaptive:  # steps of any size, rejected ones revisited
+        brownian = BrownianInterval(s0, s1, shape, dtype=dtype, device=device, levy_area=levy)
+    elif brownian is None:
         brownian = BrownianPath(s0, shape, dtype=dtype, device=device, levy_area=levy)
     else:
         _check_brownian(brownian, shape, dtype, device, s0, s1, levy, solver)
+        if adaptive and not brownian.any_order:
+            raise ValueError(
+                f"adaptive steps query the Brownian motion at times chosen as the solve goes and revisit "
+                f"rejected steps, which needs a path that is the same in any order of queries: build a "
+                f"BrownianInterval(t0, t1, {tuple(shape)}, seed=...) instead of a {type(brownian).__name__}, "
+                "or take fixed steps with dt=..."
+            )
     if pad:
         brownian = PaddedBrownian(brownian)
     m = shape[-1] if term.noise != "diagonal" else math.prod(shape)

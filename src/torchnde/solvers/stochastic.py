@@ -18,7 +18,11 @@ Diagonal, scalar and additive noise are commutative, so the Stratonovich Rungeâ€
 reach strong order 1 there; general (non-commutative) noise limits every method without LÃ©vy
 area to order 0.5. A solver refuses a noise type or calculus it does not support; ``solve`` then
 names the solvers that do. Between steps the solution is interpolated linearly (as torchsde
-does). No method here has an error estimate yet: pass ``dt=`` (``ConstantStep``).
+does). No method here has an embedded error estimate: with ``dt=`` (``ConstantStep``) they take
+fixed steps; with ``rtol=``/``atol=`` (a ``PIDController``) ``solve`` wraps them in
+:class:`~torchnde.StepDoubling`, whose error estimate is one step against two half steps on the
+same Brownian path, of order strong order + 1/2 (:mod:`torchnde.solvers.step_doubling`; not
+``reversible_heun``, which steps on a fixed grid).
 """
 
 from __future__ import annotations
