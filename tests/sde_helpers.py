@@ -86,3 +86,31 @@ def brownian(noise: str, seed: int) -> nde.BrownianInterval:
 def relative_error(got, want) -> float:
     """The largest relative 2-norm error over pairs of tensors."""
     return max(float((g - w).norm() / w.norm()) for g, w in zip(got, want))
+
+
+class LinearBrownian(nde.brownian.AbstractBrownian):
+    """A Brownian path drawn on a uniform grid of ``2**levels`` steps over ``[0, 1]`` and linear
+    in between (with its time integral, so the space-time Lévy area follows too). It is
+    continuous in time: two libraries whose step ends differ in the last bit of a float see
+    increments that agree to rounding, which a ``BrownianInterval`` does not promise (inside a
+    leaf it bridges with draws seeded by the time's bits). Fine-scale steps see a smooth path,
+    the same for both libraries: an oracle comparison's path, not a convergence test's."""
+
+    def __init__(self, shape: tuple[int, ...], seed: int, levels: int = 14):
+        self.t0, self.t1, self.n = 0.0, 1.0, 2**levels
+        self._init(shape, DTYPE, None, True)
+        gen = torch.Generator().manual_seed(seed)
+        steps = torch.randn((self.n, *shape), generator=gen, dtype=DTYPE) / self.n**0.5
+        self.w = torch.cat([torch.zeros((1, *shape), dtype=DTYPE), steps.cumsum(0)])
+        # A at the grid points: the trapezoidal rule is exact for a piecewise linear W
+        pieces = 0.5 * (self.w[1:] + self.w[:-1]) / self.n
+        self.a = torch.cat([torch.zeros((1, *shape), dtype=DTYPE), pieces.cumsum(0)])
+
+    def _point(self, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+        x = t * self.n
+        k = min(int(x), self.n - 1)
+        theta = x - k  # in [0, 1]
+        w0, w1 = self.w[k], self.w[k + 1]
+        w = w0 + theta * (w1 - w0)
+        a = self.a[k] + (theta / self.n) * 0.5 * (w0 + w)
+        return w, a

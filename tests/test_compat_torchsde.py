@@ -251,7 +251,6 @@ def test_invalid_calls_raise_torchsdes_errors(case):
 def test_what_is_not_supported_yet_is_refused_with_the_reason():
     sde = SDE("diagonal", "ito")
     cases = [
-        (dict(adaptive=True), NotImplementedError, "adaptive=True .* no error estimate"),
         (dict(method="log_ode"), ValueError, "SDE is of type ito"),  # torchsde's check comes first
         (
             dict(options={"grad_fre": True}, method="milstein"),

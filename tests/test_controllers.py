@@ -3,6 +3,7 @@ subclassing, and step_ts/jump_ts make steps land on known times."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -153,3 +154,21 @@ def test_land_on_end_false_is_refused_where_the_loop_cannot_step_past_the_end():
     with pytest.raises(ValueError, match="land_on_end=False"):
         nde.solve(_decay, torch.ones(1, dtype=DTYPE), ts, controller=PastTheEnd(),
                   event=nde.Event(lambda t, y: y[0] - 0.5))  # fmt: skip
+
+
+def test_on_dtmin_accept_takes_steps_of_dtmin_and_counts_them_in_both_layouts():
+    ctrl = nde.PIDController(rtol=1e-13, atol=1e-13, dtmin=0.1, on_dtmin="accept")
+    y0 = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
+    ts = torch.linspace(0, 1, 3, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match=r"10 step\(s\) were accepted at the minimum step size dtmin=0.1"):
+        sol = nde.solve(lambda t, y: -y, y0, ts, solver="tsit5", controller=ctrl)
+    assert sol.stats.forced == sol.stats.accepted == 10 and sol.stats.rejected == 0
+    assert torch.allclose(sol.ys[-1], y0 * math.exp(-1.0), rtol=1e-5)
+    with pytest.warns(RuntimeWarning, match=r"20 step\(s\)"):
+        per = nde.solve(lambda t, y: -y, y0, ts, solver="tsit5", controller=ctrl, per_sample=True)
+    assert per.stats.forced.tolist() == [10, 10] and per.stats.accepted.tolist() == [10, 10]
+    assert torch.allclose(per.ys, sol.ys, rtol=0, atol=1e-12)
+    fail = nde.solve(
+        lambda t, y: -y, y0, ts, controller=dataclasses.replace(ctrl, on_dtmin="fail"), throw=False
+    )
+    assert fail.status == nde.Status.DT_MIN and fail.stats.forced == 0

@@ -15,7 +15,9 @@ _Y0 = torch.tensor([1.0, 0.5, -0.3], dtype=torch.float64)
 
 def _slope_near_roundoff(run, hs, floor):
     """Slope over the four finest step sizes whose error is still above round-off (``floor``):
-    the most asymptotic part of the curve."""
+    the most asymptotic part of the curve. Refinement stops earlier once four step sizes in a
+    row give local slopes within 0.1 of each other (the asymptotic regime: a low-order method
+    would otherwise halve the step until 2^14 steps without reaching round-off)."""
     kept_h, kept_e = [], []
     for h in hs:
         err = run(h)
@@ -23,6 +25,11 @@ def _slope_near_roundoff(run, hs, floor):
             break
         kept_h.append(h)
         kept_e.append(err)
+        if len(kept_h) >= 4:
+            n = len(kept_h)
+            local = [fit_slope(kept_h[i - 1 : i + 1], kept_e[i - 1 : i + 1]) for i in range(n - 3, n)]
+            if max(local) - min(local) < 0.1:
+                break
     assert len(kept_h) >= 4, f"too few usable step sizes: {list(zip(kept_h, kept_e))}"
     return fit_slope(kept_h[-4:], kept_e[-4:])
 

@@ -25,9 +25,12 @@ def test_batched_solve_equals_each_sample_alone(name):
         return torch.sin(t) * y - 0.2 * y**3
 
     ts = torch.linspace(0, 3, 6, dtype=torch.float64)
-    batch = nde.solve(f, y0, ts, name, rtol=1e-7, atol=1e-9, per_sample=True)
+    tol = (
+        {"rtol": 1e-5, "atol": 1e-7} if name == "heun" else {"rtol": 1e-7, "atol": 1e-9}
+    )  # 2nd order: fewer steps
+    batch = nde.solve(f, y0, ts, name, **tol, per_sample=True)
     for i in range(len(y0)):
-        alone = nde.solve(f, y0[i : i + 1], ts, name, rtol=1e-7, atol=1e-9, per_sample=True)
+        alone = nde.solve(f, y0[i : i + 1], ts, name, **tol, per_sample=True)
         assert torch.allclose(batch.ys[:, i], alone.ys[:, 0], rtol=1e-12, atol=1e-13)
         assert int(batch.stats.steps[i]) == int(alone.stats.steps[0])
         assert int(batch.stats.nfe[i]) == int(alone.stats.nfe[0])

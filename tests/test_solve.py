@@ -88,9 +88,9 @@ def test_state_dtype_is_preserved(dtype, per_sample):
 
 def test_time_is_kept_in_float64_internally_for_float32_states():
     """A long float32 solve still lands exactly on float64 output times."""
-    ts = torch.tensor([0.0, 1e4 + 0.1], dtype=torch.float64)
-    sol = nde.solve(lambda t, y: torch.zeros_like(y), torch.ones(1), ts, dt=0.1, max_steps=200_000)
-    assert sol.stats.steps == 100_001
+    ts = torch.tensor([0.0, 1e3 + 0.1], dtype=torch.float64)  # float32 sums of 0.1 drift by ~0.1 here
+    sol = nde.solve(lambda t, y: torch.zeros_like(y), torch.ones(1), ts, dt=0.1, max_steps=20_000)
+    assert sol.stats.steps == 10_001
 
 
 @pytest.mark.parametrize("name", ["dopri5", "tsit5", "rk4"])

@@ -65,9 +65,11 @@ def _kepler(e: float = 0.6):
     return f, (q0, p0), energy
 
 
-def _energy_drift(name: str, periods: int = 1000, per_period: int = 100) -> tuple[float, float]:
-    """Max relative energy error over every step of the first and of the last 100 periods."""
-    f, y0, energy = _kepler()
+def _energy_drift(name: str, periods: int = 1000, per_period: int = 30) -> tuple[float, float]:
+    """Max relative energy error over every step of the first and of the last 100 periods, on an
+    orbit of eccentricity 0.3 (30 steps per period: rk4's drift shows as clearly as at e = 0.6
+    with 100 steps, at a third of the steps)."""
+    f, y0, energy = _kepler(0.3)
     e0 = energy(*y0)
     period = 2 * math.pi
     t = torch.tensor([0.0, periods * period], dtype=torch.float64)

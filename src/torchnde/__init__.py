@@ -86,6 +86,7 @@ from .solvers import RadauIIA5 as RadauIIA5
 from .solvers import Ralston as Ralston
 from .solvers import ReversibleHeun as ReversibleHeun
 from .solvers import Rodas5P as Rodas5P
+from .solvers import StepDoubling as StepDoubling
 from .solvers import StochasticHeun as StochasticHeun
 from .solvers import StochasticMidpoint as StochasticMidpoint
 from .solvers import StochasticReversibleHeun as StochasticReversibleHeun

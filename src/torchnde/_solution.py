@@ -81,15 +81,20 @@ class Stats:
 
     - ``nfe``: vector-field evaluations (per sample: evaluations while the sample was running).
     - ``steps``: steps attempted; ``accepted`` + ``rejected`` == ``steps``.
+    - ``forced``: accepted steps taken at the minimum step size with an error estimate above
+      tolerance (``PIDController(dtmin=..., on_dtmin="accept")``, and the torchsde drop-in's
+      ``dt_min``); they are among ``accepted``. 0 for every other solve.
     """
 
     nfe: Any = 0
     steps: Any = 0
     accepted: Any = 0
     rejected: Any = 0
+    forced: Any = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"nfe": self.nfe, "steps": self.steps, "accepted": self.accepted, "rejected": self.rejected}
+        return {"nfe": self.nfe, "steps": self.steps, "accepted": self.accepted, "rejected": self.rejected,
+                "forced": self.forced}  # fmt: skip
 
 
 @dataclass

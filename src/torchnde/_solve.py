@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +24,7 @@ from .controllers import AbstractController, ConstantStep, PIDController, union_
 from .events import Event
 from .gradients import AbstractGradient, Adjoint, Checkpoint, Reversible, check_sde_adjoint, resolve_gradient
 from .gradients.times import attach_output_times, attach_start_time
-from .solvers import AbstractSolver, accepting, default_solver, resolve_solver
+from .solvers import AbstractSolver, accepting, adaptive_sde, default_solver, resolve_solver
 from .terms import AbstractTerm, SDETerm, as_term
 
 __all__ = ["solve"]
@@ -128,13 +129,15 @@ def _solve(
     term = as_term(f)
     method = resolve_solver(default_solver(term) if solver is None else solver, term)
     _check_term(term, method)
+    sde = isinstance(term, SDETerm)
+    if sde:
+        method = _sde_method(term, method, controller, rtol, atol, dt)  # type: ignore[arg-type]
     ctrl = _controller(method, controller, rtol, atol, dt)
     if not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
     strategy = resolve_gradient(gradient)
-    sde = isinstance(term, SDETerm)
     if sde:
-        _check_sde(term, method, strategy, compile, event)
+        _check_sde(term, method, strategy, compile, event, ctrl, per_sample)  # type: ignore[arg-type]
     _check_strategy(strategy, method, per_sample, compile, sde)
     ctrl, strategy = _term_times(term, ctrl, strategy, per_sample)
     kl = sde and term.prior_drift is not None  # type: ignore[attr-defined]
@@ -165,7 +168,40 @@ def _solve(
     if throw and not sol.success:
         raw.precision_hint = precision_hint(ctrl, problem.dtype)
         raise error(sol, raw, method)
+    if getattr(ctrl, "on_dtmin", "fail") == "accept":
+        _warn_forced(sol.stats.forced, ctrl.dtmin)  # type: ignore[attr-defined]
     return sol
+
+
+def _warn_forced(forced: Any, dtmin: float) -> None:
+    """One warning for the steps accepted at ``dtmin`` above tolerance (``on_dtmin="accept"``)."""
+    n = int(forced.sum()) if isinstance(forced, torch.Tensor) else int(forced)
+    if n:
+        warnings.warn(
+            f"{n} step(s) were accepted at the minimum step size dtmin={dtmin:g} with an error estimate "
+            "above tolerance (counted in sol.stats.forced): loosen rtol/atol, lower dtmin, or pass "
+            "on_dtmin='fail' to stop there instead",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def _sde_method(term: SDETerm, method: AbstractSolver, controller: Any, rtol: Any, atol: Any,
+                dt: Any) -> AbstractSolver:  # fmt: skip
+    """The solver of an SDE solve: wrapped in :class:`~torchnde.StepDoubling` when the steps are
+    adaptive (tolerances, or an adaptive controller), else as given; an SDE solve with neither
+    ``dt`` nor tolerances is refused (no default tolerance suits every noise)."""
+    adaptive = (controller.adaptive if isinstance(controller, AbstractController) else False) or (
+        dt is None and (rtol is not None or atol is not None)
+    )
+    if adaptive:
+        return adaptive_sde(method, term.noise)
+    if controller is None and dt is None and not method.adaptive:
+        raise ValueError(
+            f"an SDE solve needs a step: pass dt=... for fixed steps of {method.name!r}, or rtol=..., "
+            "atol=... for adaptive steps (by step doubling, nde.StepDoubling, on a BrownianInterval)"
+        )
+    return method
 
 
 def _check_term(term: AbstractTerm, method: AbstractSolver) -> None:
@@ -192,10 +228,31 @@ def _split_kl(sol: Solution) -> Solution:
 
 
 def _check_sde(term: SDETerm, method: AbstractSolver, strategy: AbstractGradient, compile: bool,
-               event: Any) -> None:  # fmt: skip
+               event: Any, ctrl: AbstractController, per_sample: bool) -> None:  # fmt: skip
     """What SDE solves do not support yet, rejected before any work."""
     if isinstance(strategy, Adjoint):
         check_sde_adjoint(strategy, term, method)
+        if ctrl.adaptive and strategy.dt is None:
+            raise ValueError(
+                "the stochastic adjoint steps back on a fixed grid, and an adaptive forward solve has "
+                "none: pass Adjoint(dt=...) for its backward steps"
+            )
+    if ctrl.adaptive and per_sample:
+        raise ValueError(
+            "adaptive SDE steps are for the global layout: pass dt=... with per_sample=True, or "
+            "per_sample=False with rtol/atol"
+        )
+    if per_sample and isinstance(strategy, Adjoint):
+        raise ValueError(
+            "the stochastic adjoint is for the global layout: use gradient='backprop' or 'checkpoint' "
+            "with per_sample=True, or per_sample=False"
+        )
+    if per_sample and not method.supports_per_sample:
+        takes = ", ".join(repr(n) for n in accepting(term) if resolve_solver(n, term).supports_per_sample)
+        raise ValueError(
+            f"solver {method.name!r} does not support per_sample=True (its exact reverse steps one grid "
+            f"for the whole batch): use per_sample=False, or one of {takes}"
+        )
     if compile:
         raise ValueError("compile=True is not supported for SDE terms yet")
     if event is not None:

@@ -133,9 +133,12 @@ class AbstractBrownian(abc.ABC):
     ``bm.levy(s, t)`` is ``(W(s, t), H(s, t))`` (objects built with ``levy_area=True``).
 
     Attributes: ``t0``, ``t1`` (the time range; ``t1`` is ``inf`` for an open-ended path),
-    ``shape``, ``dtype``, ``device``, ``levy_area``.
+    ``shape``, ``dtype``, ``device``, ``levy_area``, and ``any_order``: whether the path is the
+    same whatever the order of the queries (adaptive solves need it; a :class:`BrownianPath`'s
+    depends on the order in which new points are first asked for).
     """
 
+    any_order: bool = True
     t0: float
     t1: float
     shape: torch.Size
@@ -388,6 +391,8 @@ class BrownianPath(AbstractBrownian):
     **Arguments:** ``t0``; ``shape``; ``dtype``, ``device``, ``seed``, ``levy_area`` as for
     :class:`BrownianInterval`; ``t1`` (optional) bounds the queries.
 
+    Adaptive solves refuse it (``any_order`` is false): pass a :class:`BrownianInterval`.
+
     ```python
     import torch, torchnde as nde
     bm = nde.BrownianPath(0.0, (4,), seed=0)
@@ -407,6 +412,7 @@ class BrownianPath(AbstractBrownian):
         levy_area: bool = False,
         t1: float = math.inf,
     ):
+        self.any_order = False
         self.t0, self.t1 = float(t0), float(t1)
         if not (math.isfinite(self.t0) and self.t0 < self.t1):
             raise ValueError(f"BrownianPath needs a finite t0 below t1, got t0={t0!r}, t1={t1!r}")

@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ._names import checked_keywords
+from ._names import checked_keywords, did_you_mean
 
 __all__ = [
     "AbstractController",
@@ -247,18 +247,43 @@ def _check_tolerance(name: str, value: Any, ok: Callable[[Any], Any], rule: str)
 
 class _Memory:
     """A PID controller's memory of one solve: the inverse errors of the last two accepted
-    steps and whether the last step was rejected (floats, or ``[B]`` tensors per sample)."""
+    steps and whether the last step was rejected (floats, or ``[B]`` tensors per sample); with
+    ``on_dtmin="accept"``, whether the last step was accepted at ``dtmin`` above tolerance
+    (``forced_now``) and how many were (``forced``, global layout; the per-sample loop counts
+    ``forced_now`` per sample itself)."""
 
-    __slots__ = ("after_reject", "beta1", "beta2", "beta3", "inv1", "inv2")
+    __slots__ = ("after_reject", "beta1", "beta2", "beta3", "forced", "forced_now", "inv1", "inv2")
 
     def __init__(self, betas: tuple[float, float, float], inv: Any, after_reject: Any):
         self.beta1, self.beta2, self.beta3 = betas
         self.inv1 = self.inv2 = inv
         self.after_reject = after_reject
+        self.forced_now = after_reject  # False, or a [B] mask of False
+        self.forced = 0
 
     def select(self, keep: torch.Tensor) -> None:
         """Follow a compacted per-sample batch."""
         self.inv1, self.inv2, self.after_reject = self.inv1[keep], self.inv2[keep], self.after_reject[keep]
+        self.forced_now = self.forced_now[keep]
+
+
+ON_DTMIN = ("fail", "accept")
+
+
+def accept_at_dtmin(accept: Any, err: Any, h: Any, dtmin: float, memory: Any, ok: Any = True) -> Any:
+    """The ``on_dtmin="accept"`` decision: a step of size at most ``dtmin`` (to a relative
+    ``1e-12``) whose error is above tolerance is accepted anyway, flagged in
+    ``memory.forced_now`` and counted in ``memory.forced`` (global layout). A larger step above
+    tolerance is still rejected (the caller proposes no step below ``dtmin``), and a step with a
+    non-finite error or a failed nonlinear solve is never forced. Layout-generic (floats and
+    bools, or ``[B]`` tensors)."""
+    forced = (h <= dtmin * (1 + 1e-12)) & (err > 1.0)  # NaN > 1 is false: never forced
+    if ok is not True:
+        forced = forced & ok
+    memory.forced_now = forced
+    if forced is True:
+        memory.forced += 1
+    return accept | forced
 
 
 @checked_keywords
@@ -284,8 +309,13 @@ class PIDController(AbstractController):
       state (per-component tolerances; tuples of tensors for tuple states).
     - ``pcoeff``, ``icoeff``, ``dcoeff``: the PID coefficients.
     - ``safety``, ``factor_min``, ``factor_max``: the safety factor and the clip on the change.
-    - ``dtmin``: smallest step allowed; below it the solve fails with ``Status.DT_MIN``. The step
-      also fails if it no longer changes the time in float64.
+    - ``dtmin``: smallest step allowed; below it the solve fails with ``Status.DT_MIN``
+      (``on_dtmin="fail"``, the default). The step also fails if it no longer changes the time
+      in float64.
+    - ``on_dtmin``: ``"fail"`` (default), or ``"accept"``: steps of ``dtmin`` whose error is above
+      tolerance are accepted anyway (torchsde's adaptive stepping does this), counted in
+      ``sol.stats.forced`` and reported by one ``RuntimeWarning`` per solve. A larger step above
+      tolerance is still rejected and retried at no less than ``dtmin``. Needs ``dtmin``.
     - ``dtmax``: largest step allowed.
     - ``dt0``: the first step; by default chosen by Hairer's algorithm (one extra evaluation).
     - ``norm``: reduces the scaled error over its last axis (default :func:`rms_norm`).
@@ -317,6 +347,7 @@ class PIDController(AbstractController):
     norm: Callable[[torch.Tensor], torch.Tensor] | None = None
     step_ts: Any = None
     jump_ts: Any = None
+    on_dtmin: str = "fail"
 
     adaptive: ClassVar[bool] = True
 
@@ -335,6 +366,15 @@ class PIDController(AbstractController):
                 raise ValueError(f"{name} must be a positive float or None, got {value!r}")
         if self.dtmin is not None and self.dtmax is not None and self.dtmin > self.dtmax:
             raise ValueError(f"dtmin {self.dtmin} exceeds dtmax {self.dtmax}")
+        if self.on_dtmin not in ON_DTMIN:
+            raise ValueError(
+                f"unknown on_dtmin {self.on_dtmin!r}; valid: {', '.join(map(repr, ON_DTMIN))}."
+                f"{did_you_mean(self.on_dtmin, ON_DTMIN)}"
+            )
+        if self.on_dtmin == "accept" and self.dtmin is None:
+            raise ValueError(
+                "on_dtmin='accept' takes steps of dtmin where the error is too large: pass dtmin=..."
+            )
         object.__setattr__(self, "step_ts", _times("step_ts", self.step_ts))
         object.__setattr__(self, "jump_ts", _times("jump_ts", self.jump_ts))
 
@@ -353,7 +393,7 @@ class PIDController(AbstractController):
             with torch.no_grad():
                 scale = error_norm.scale(y0)
                 dt = initial_step_size(func, s0, y0, f0, solver.error_order, scale, error_norm.norm)
-        dt = clip(dt, 0.0, self._dtmax)
+        dt = clip(dt, self._dtmin if self.on_dtmin == "accept" else 0.0, self._dtmax)
         one = torch.ones_like(s0) if batched else 1.0
         after_reject = torch.zeros_like(s0, dtype=torch.bool) if batched else False
         return dt, _Memory(self.exponents(solver.error_order), one, after_reject)
@@ -374,6 +414,9 @@ class PIDController(AbstractController):
         factor = clip(factor, self.factor_min, self.factor_max)
         if ok is not True:
             factor = where(ok, factor, 0.25)
+        forcing = self.on_dtmin == "accept"
+        if forcing:
+            accept = accept_at_dtmin(accept, err, h, self._dtmin, m, ok)
         grow = accept & ~m.after_reject if isinstance(accept, torch.Tensor) else accept and not m.after_reject
         if grow is not True:  # (True only in the global layout, where it is the common case)
             factor = where(grow, factor, clip(factor, 0.0, 1.0))
@@ -381,6 +424,8 @@ class PIDController(AbstractController):
             m.inv2, m.inv1 = where(accept, m.inv1, m.inv2), where(accept, inv, m.inv1)
         m.after_reject = ~accept if isinstance(accept, torch.Tensor) else not accept
         dt = h * factor  # >= 0
+        if forcing:  # no step below dtmin is proposed
+            dt = clip(dt, self._dtmin, math.inf)
         return accept, (dt if self.dtmax is None else clip(dt, 0.0, self.dtmax))
 
     def too_small(self, s: Any, dt: Any) -> Any:

@@ -140,9 +140,20 @@ class SDETerm(AbstractTerm):
       :math:`[t_0, t]`. The posterior (``drift``) and the prior share the diffusion. This is
       torchsde's ``logqp=True`` (whose per-interval increments are ``sol.kl.diff(dim=0)``).
 
-    Solved with fixed steps (``dt=``) by the stochastic solvers (``nde.solvers.sde_names()``); a
-    solver refuses a noise type or calculus it does not support, naming those that do. The state
-    is one tensor (a tuple state is not supported yet) and the layout global (``per_sample=False``).
+    Solved with fixed steps (``dt=``) or adaptive ones (``rtol=``, ``atol=``) by the stochastic
+    solvers (``nde.solvers.sde_names()``); a solver refuses a noise type or calculus it does not
+    support, naming those that do.
+
+    **Tuple states**: ``f`` and ``g`` take the tuple and return one entry per part; the solve is
+    that of the parts concatenated (``N`` elements in all). Part ``i`` of ``g`` is shaped like
+    ``y[i]`` for diagonal noise (:math:`W` of shape ``(N,)``, one motion per element, in the
+    parts' order), and ``(*y[i].shape, m)`` otherwise, every part against one shared :math:`W` of
+    shape ``(m,)`` (scalar noise: ``m = 1``).
+
+    **Per-sample mode** (``per_sample=True``, fixed steps): the leading axis is a batch of
+    independent problems, each with its own times and step grid; :math:`W` has the batch layout
+    (leading axis the batch) and sample ``b`` reads its row ``b``, so a per-sample solve is each
+    sample solved alone on its row of the path.
 
     ```python
     import torch, torchnde as nde

@@ -22,7 +22,7 @@ __all__ = ["COMPACT", "Compaction", "Samples", "verified_rows"]
 COMPACT = 0.5
 
 # The per-sample results, written back into every sample's row when the batch shrinks.
-RESULTS = ("ys", "status", "nfe", "steps", "acc", "fail_t", "fail_dt", "s", "y")
+RESULTS = ("ys", "status", "nfe", "steps", "acc", "forced", "fail_t", "fail_dt", "s", "y")
 
 
 class Samples:

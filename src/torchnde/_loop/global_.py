@@ -131,9 +131,8 @@ def loop_global(problem: Problem, solver: AbstractSolver, ctrl: AbstractControll
             break
     bar.update(s, steps, force=True)
     end = (s, y, dt, unclipped, fail_dt)
-    return _finish(
-        problem, solver, ctrl, opts, func, outputs, next_out, status, (steps, accepted), end, kept, watch
-    )
+    counts = (steps, accepted, getattr(memory, "forced", 0))
+    return _finish(problem, solver, ctrl, opts, func, outputs, next_out, status, counts, end, kept, watch)
 
 
 def _before(end: float, s: float, s_stop: float) -> float:
@@ -162,11 +161,11 @@ def _emit(outputs: list[torch.Tensor], s_out: list[float], next_out: int, solver
 
 
 def _finish(problem: Problem, solver: AbstractSolver, ctrl: AbstractController, opts: LoopOptions, func: Any,
-            outputs: list[torch.Tensor], next_out: int, status: Status, counts: tuple[int, int],
+            outputs: list[torch.Tensor], next_out: int, status: Status, counts: tuple[int, int, int],
             end: tuple, kept: tuple[list, list, list], watch: EventWatch | None) -> Raw:  # fmt: skip
     """The loop's raw result: outputs (NaN after a failure), statistics, and what was kept."""
     s, y, dt, unclipped, fail_dt = end
-    steps, accepted = counts
+    steps, accepted, forced = counts
     s_out = problem.s_host
     s0, s1 = s_out[0], s_out[-1]
     if status == Status.SUCCESS and not ctrl.adaptive and not bool(torch.isfinite(y).all()):
@@ -174,7 +173,7 @@ def _finish(problem: Problem, solver: AbstractSolver, ctrl: AbstractController, 
     if next_out < len(s_out):  # after a failure: NaN from there on
         outputs.append(problem.y0.new_full((len(s_out) - next_out, *problem.y0.shape), math.nan))
     ys = torch.cat(outputs)
-    stats = Stats(problem.nfe_counter[0], steps, accepted, steps - accepted)
+    stats = Stats(problem.nfe_counter[0], steps, accepted, steps - accepted, forced)
     raw = Raw(ys, stats, status, s * problem.direction, fail_dt)
     if ctrl.adaptive and steps:  # a step size to continue with; a final step shortened to land on
         raw.next_dt = max(dt, unclipped) if s == s1 else dt  # t1 says little about the scale

@@ -105,14 +105,17 @@ class _Run:
         s1 = s_eval[:, -1]
         self.w = Samples(s=s, y=y, f0=f0, dt=dt, s1=s1, s_eval=s_eval, span=(s1 - s).clamp(min=1e-300),
                          ys=ys, ptr=z + 1, status=z.clone(), running=s < s1, nfe=z + problem.nfe_counter[0],
-                         steps=z.clone(), acc=z.clone(), fail_t=fail_t, fail_dt=fail_t.clone())  # fmt: skip
+                         steps=z.clone(), acc=z.clone(), forced=z.clone(), fail_t=fail_t,
+                         fail_dt=fail_t.clone())  # fmt: skip
         self.ones_tail = [1] * (y.ndim - 1)
         self.step_s: list[torch.Tensor] = []
         self.step_y: list[torch.Tensor] = []
         self.dense_pieces: list[tuple[torch.Tensor, ...]] = []
         self.arange_cache: dict[int, torch.Tensor] = {}
         self.bar = Progress(0.0, 1.0, opts.progress)
-        enabled = not opts.dense and not opts.save_steps and opts.event is None
+        # an SDE's samples keep their rows of the Brownian motion (a checkpointed step replays its
+        # increments by row in the backward pass): no compaction
+        enabled = not opts.dense and not opts.save_steps and opts.event is None and problem.sde is None
         self.compaction = Compaction(enabled, batch, dev)
         for helper in (self.error_norm, self.memory):
             self.compaction.register(helper)
@@ -127,6 +130,9 @@ class _Run:
             err = self.error_norm(w.y, res.y1, res.errors, h)
             ok = res.converged  # an implicit solve failed for some samples: retry smaller
             accept, w.dt = ctrl.adapt(err, h, self.memory, ok)
+            forced = getattr(self.memory, "forced_now", False)
+            if forced is not False:  # PIDController(on_dtmin="accept"): count per sample
+                w.forced = w.forced + (forced & w.running)
             nonfinite = w.running & ~torch.isfinite(err)
             if ok is not True:
                 nonfinite = nonfinite & ok
@@ -285,7 +291,7 @@ class _Run:
     def finish(self) -> Raw:
         problem, w = self.problem, self.w
         r = self.compaction.results(w)  # every sample's results, in the original order
-        stats = Stats(r["nfe"], r["steps"], r["acc"], r["steps"] - r["acc"])
+        stats = Stats(r["nfe"], r["steps"], r["acc"], r["steps"] - r["acc"], r["forced"])
         raw = Raw(r["ys"][:, : self.n], stats, r["status"], r["fail_t"] * problem.direction, r["fail_dt"])
         mean_dt = (r["s"] - problem.s_eval[:, 0]) / r["acc"].clamp(min=1)
         func, s_end, y_end = self.func, r["s"], r["y"]

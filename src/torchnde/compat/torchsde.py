@@ -20,9 +20,16 @@ What differs, on purpose: an unknown keyword argument, option or ``names`` key i
 (torchsde warns or ignores it); time is handled in float64; ``BrownianPath`` is not limited to
 ``[t0, t0 + 1]``; ``sdeint_adjoint``'s Itô adjoint methods solve the backward SDE in Stratonovich
 form (see :func:`sdeint_adjoint`); ``adjoint_reversible_heun`` lands on the output times. Not
-supported yet (each raises ``NotImplementedError`` saying so): ``adaptive=True`` and
-``adjoint_adaptive=True`` (torchnde's stochastic solvers have no error estimate yet),
-``method="log_ode"`` (it needs Davie's or Foster's approximation of the full Lévy area).
+supported yet (each raises ``NotImplementedError`` saying so): ``adjoint_adaptive=True`` (the
+stochastic adjoint steps back on a fixed grid), ``method="log_ode"`` (it needs Davie's or
+Foster's approximation of the full Lévy area).
+
+``adaptive=True`` steps as torchsde does (step doubling, torchsde's step-size rule, ``dt`` the
+first step; :mod:`torchnde.compat._torchsde_adaptive`), on a ``BrownianInterval`` (a
+``BrownianPath`` is refused), with one deliberate difference at ``dt_min``: torchsde accepts the
+step just taken whatever its size and error once the next would fall below ``dt_min``; here only
+steps of at most ``dt_min`` are accepted above tolerance (a longer one is retried at ``dt_min``),
+and one warning per solve gives their count.
 """
 
 from __future__ import annotations
@@ -40,10 +47,12 @@ from .._solve import solve
 from ..brownian import AbstractBrownian
 from ..brownian import BrownianInterval as _Interval
 from ..brownian import BrownianPath as _Path
+from ..controllers import ConstantStep
 from ..gradients import Adjoint, Reversible
-from ..solvers import Milstein, StepResult, StochasticReversibleHeun
+from ..solvers import Milstein, StepDoubling, StepResult, StochasticReversibleHeun, resolve_solver
 from ..solvers.stochastic import ReversibleHeunState
 from ..terms import SDETerm
+from ._torchsde_adaptive import TorchsdeDoubling, TorchsdeSteps
 
 __all__ = [
     "BaseSDE",
@@ -404,6 +413,7 @@ class _WithoutLast(AbstractBrownian):
     def __init__(self, bm: AbstractBrownian):
         self.bm = bm
         self.t0, self.t1 = bm.t0, bm.t1
+        self.any_order = bm.any_order
         self._init((*bm.shape[:-1], bm.shape[-1] - 1), bm.dtype, bm.device, bm.levy_area)
 
     def _point(self, t: float) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -715,14 +725,18 @@ def _levy_name(bm: Any) -> str:
 
 
 def _brownian(
-    bm: Any, method: str, ts: torch.Tensor, y0: torch.Tensor, m: int, noise: str, logqp: bool
-) -> AbstractBrownian:
+    bm: Any, method: str, ts: torch.Tensor, y0: torch.Tensor, m: int, noise: str, logqp: bool,
+    adaptive: bool = False,
+) -> AbstractBrownian:  # fmt: skip
     """The Brownian motion to solve with: the given one (wrapped when it is not torchnde's), or
     a fresh path over ``[ts[0], ts[-1]]`` with Lévy area for ``srk``, seeded from numpy's global
-    generator as torchsde's default is. torchsde makes a ``BrownianInterval``; this makes the
-    cheaper stored path (:class:`~torchnde.BrownianPath`: one Gaussian draw per step, where the
+    generator as torchsde's default is. torchsde makes a ``BrownianInterval``, and so does this for
+    adaptive steps; for fixed steps it makes the cheaper stored path (:class:`~torchnde.BrownianPath`: one Gaussian draw per step, where the
     interval's tree descends one level per draw to the leaf of a time off its dyadic grid), which the caller
     never sees."""
+    if bm is None and adaptive:  # steps of any size, rejected ones revisited: torchsde's interval
+        return _Interval(float(ts[0]), float(ts[-1]), (y0.size(0), m), dtype=y0.dtype, device=y0.device,
+                         seed=_entropy(), levy_area=method == "srk")  # fmt: skip
     if bm is None:
         levy = method == "srk"
         return _Path(float(ts[0]), (y0.size(0), m), dtype=y0.dtype, device=y0.device, seed=_entropy(),
@@ -764,33 +778,36 @@ def _prepare(sde: Any, y0: Any, ts: Any, bm: Any, method: Any, dt: Any, adaptive
     _no_grad(ts=ts, dt=dt, **no_grad)
     options = {} if options is None else dict(options)
     solver = _solver(method, sde, options, extra_solver_state)
-    brownian = _brownian(bm, method, ts, y0, m, sde.noise_type, logqp)
-    if adaptive:
-        raise NotImplementedError(
-            "adaptive=True is not supported by torchnde.compat.torchsde yet: torchnde's stochastic solvers "
-            "have no error estimate; pass adaptive=False with a fixed dt"
-        )
-    if not (_is_scalar(dt) and float(dt) > 0):
-        raise ValueError(f"dt must be a positive float, got {dt!r}")
+    brownian = _brownian(bm, method, ts, y0, m, sde.noise_type, logqp, adaptive)
+    for name, value in (("dt", dt), *((k, no_grad[k]) for k in ("rtol", "atol", "dt_min") if adaptive)):
+        if not (_is_scalar(value) and float(value) > 0):
+            raise ValueError(f"{name} must be a positive float, got {value!r}")
     drift, diffusion = _fields(sde, m)
     term = SDETerm(
         drift, diffusion, sde.noise_type, sde.sde_type, brownian, prior_drift=sde.h if logqp else None
     )
-    return term, ts, solver, sde, method
+    if not adaptive:
+        return term, ts, solver, sde, method, ConstantStep(float(dt))
+    inner = resolve_solver(solver, term) if isinstance(solver, str) else solver
+    doubling = TorchsdeDoubling(inner, float(no_grad["rtol"]), float(no_grad["atol"]))
+    return term, ts, doubling, sde, method, TorchsdeSteps(float(dt), float(no_grad["dt_min"]))
 
 
-def _integrate(term: SDETerm, y0: torch.Tensor, ts: torch.Tensor, solver: Any, dt: Any, extra: bool,
+def _integrate(term: SDETerm, y0: torch.Tensor, ts: torch.Tensor, solver: Any, steps: Any, extra: bool,
                logqp: bool, gradient: Any = "backprop") -> Any:  # fmt: skip
-    """Solve, and return what torchsde returns: ``ys``; with ``logqp`` ``(ys, log_ratio)``, the KL
-    path term's increments over each output interval (``[len(ts) - 1, batch]``); with ``extra``
-    the solver's final state last."""
-    dt = float(dt)
+    """Solve with the step-size controller ``steps``, and return what torchsde returns: ``ys``;
+    with ``logqp`` ``(ys, log_ratio)``, the KL path term's increments over each output interval
+    (``[len(ts) - 1, batch]``); with ``extra`` the solver's final state last."""
     span = float(ts[-1]) - float(ts[0])
-    steps = math.ceil(span / dt * (1 + 1e-12)) + 2 * len(ts)  # the reversible loop: + one per output
-    sol = solve(term, y0, ts, solver=solver, dt=dt, max_steps=max(steps, 10), gradient=gradient)
+    smallest = steps.dtmin if isinstance(steps, TorchsdeSteps) else steps.dt
+    most = math.ceil(span / smallest * (1 + 1e-12)) + 2 * len(ts)  # the reversible loop: + one per output
+    if isinstance(steps, TorchsdeSteps):  # torchsde has no limit: every step at dt_min, and rejections
+        most = 3 * most
+    sol = solve(term, y0, ts, solver=solver, controller=steps, max_steps=max(most, 10), gradient=gradient)
     out: tuple = (sol.ys, sol.kl.diff(dim=0)) if logqp else (sol.ys,)
     if extra:
-        last = solver.last if isinstance(solver, _ReversibleHeun) else None
+        inner = solver.solver if isinstance(solver, StepDoubling) else solver
+        last = inner.last if isinstance(inner, _ReversibleHeun) else None
         out = (*out, () if last is None else (last[1], last[2], last[0]))
     return out if len(out) > 1 else out[0]
 
@@ -827,8 +844,11 @@ def sdeint(
       ``midpoint``, ``heun``, ``euler_heun``, ``reversible_heun`` (Stratonovich), and
       ``milstein`` for Stratonovich too. Default as torchsde's: ``srk`` for Itô (``euler`` for
       general noise), ``midpoint`` for Stratonovich.
-    - ``dt``: the step; ``adaptive``, ``rtol``, ``atol``, ``dt_min``: ``adaptive=True`` raises
-      ``NotImplementedError`` (no error estimate yet).
+    - ``dt``: the step (with ``adaptive=True``, the first step); ``adaptive``, ``rtol``,
+      ``atol``, ``dt_min``: adaptive steps by step doubling as torchsde takes them (module
+      docstring): the error of one step against two half steps on the same Brownian path,
+      accepted when its RMS over ``atol + rtol * |y|`` is at most 1; steps above tolerance are
+      accepted at ``dt_min`` with one ``RuntimeWarning`` giving their count.
     - ``names``: the SDE's method names for ``drift``, ``diffusion``, ``prior_drift``,
       ``diffusion_prod``, ``drift_and_diffusion``, ``drift_and_diffusion_prod``.
     - ``logqp``: also return the log-ratio increments :math:`\int_{t_{i-1}}^{t_i} \tfrac12
@@ -865,9 +885,9 @@ def sdeint(
     ```
     """
     _unknown(unused_kwargs, "sdeint", _SDEINT_ARGS)
-    term, ts, solver, _, _ = _prepare(sde, y0, ts, bm, method, dt, adaptive, options, names, logqp,
-                                      extra_solver_state, dict(rtol=rtol, atol=atol, dt_min=dt_min))  # fmt: skip
-    return _integrate(term, y0, ts, solver, dt, extra, logqp)
+    term, ts, solver, _, _, steps = _prepare(sde, y0, ts, bm, method, dt, adaptive, options, names, logqp,
+                                             extra_solver_state, dict(rtol=rtol, atol=atol, dt_min=dt_min))  # fmt: skip
+    return _integrate(term, y0, ts, solver, steps, extra, logqp)
 
 
 _ADJOINT_ARGS = (*_SDEINT_ARGS, "adjoint_method", "adjoint_adaptive", "adjoint_rtol", "adjoint_atol",
@@ -933,7 +953,8 @@ def sdeint_adjoint(
       grid from ``ts[0]`` and interpolates; the two agree when the output times are on that grid,
       where torchsde's reverse is exact too, and otherwise torchsde warns that its gradients are
       not those of its forward pass; torchnde's are). ``extra_solver_state`` is refused here.
-    - ``adjoint_adaptive=True`` raises ``NotImplementedError``; ``adjoint_options`` are checked as
+    - ``adaptive=True`` takes the forward steps as ``sdeint`` does; the backward steps take
+      ``dt``. ``adjoint_adaptive=True`` raises ``NotImplementedError``; ``adjoint_options`` are checked as
       the adjoint method's options; ``adjoint_rtol``, ``adjoint_atol`` are unused (fixed steps).
     - ``logqp=True`` returns ``(ys, log_ratio)`` as ``sdeint`` does, its gradients by the adjoint.
 
@@ -971,8 +992,8 @@ def sdeint_adjoint(
             "then it is allowable to set `adjoint_params=()`."
         )
     no_grad = dict(rtol=rtol, adjoint_rtol=adjoint_rtol, atol=atol, adjoint_atol=adjoint_atol, dt_min=dt_min)
-    term, ts, solver, renamed, method = _prepare(sde, y0, ts, bm, method, dt, adaptive, options, names, logqp,
-                                         extra_solver_state, no_grad)  # fmt: skip
+    term, ts, solver, renamed, method, steps = _prepare(sde, y0, ts, bm, method, dt, adaptive, options, names,
+                                                logqp, extra_solver_state, no_grad)  # fmt: skip
     adjoint_method = _default_adjoint_method(renamed, method) if adjoint_method is None else adjoint_method
     if adjoint_method not in _METHODS:
         raise ValueError(f"Expected method in {_METHODS}, but found {adjoint_method}.")
@@ -996,10 +1017,16 @@ def sdeint_adjoint(
                 "torchnde.compat.torchsde: the exact reverse starts from the forward's own initial state; "
                 "drop extra_solver_state, or use sdeint"
             )
+        if adaptive:
+            raise NotImplementedError(
+                "adaptive=True with adjoint_method='adjoint_reversible_heun' is not supported by "
+                "torchnde.compat.torchsde: the exact reverse steps on a fixed grid; pass adaptive=False, or "
+                "another adjoint_method (its backward steps take dt)"
+            )
         solver, gradient = _ReversibleLoop(), Reversible(params=params)
     else:
         gradient = Adjoint(solver=backward, params=params, dt=float(dt))
-    return _integrate(term, y0, ts, solver, dt, extra, logqp, gradient)
+    return _integrate(term, y0, ts, solver, steps, extra, logqp, gradient)
 
 
 class _ReversibleLoop(_ReversibleHeun):

@@ -42,6 +42,7 @@ from .prince_dormand import PrinceDormand87
 from .reversible import ReversibleHeun, ReversibleState
 from .rosenbrock import Rodas5P, RosenbrockState
 from .srk import SRK
+from .step_doubling import StepDoubling, adaptive_sde
 from .stochastic import (
     AbstractSDESolver,
     EulerHeun,
@@ -103,6 +104,7 @@ __all__ = [
     "RosenbrockState",
     "SDIRK2",
     "TRBDF2",
+    "StepDoubling",
     "StepResult",
     "StochasticHeun",
     "StochasticMidpoint",
@@ -111,6 +113,7 @@ __all__ = [
     "Tsit5",
     "Yoshida4",
     "accepting",
+    "adaptive_sde",
     "default_solver",
     "names",
     "resolve_solver",
