@@ -129,6 +129,21 @@ def test_options_are_honoured():
     assert calls and calls[0] == Y0.shape  # the norm sees the state's shape, as in torchdiffeq
 
 
+@pytest.mark.parametrize("backwards", [False, True])
+@pytest.mark.parametrize("option", ["step_t", "jump_t"])
+def test_a_stop_at_the_final_time_ends_the_last_step_there_as_in_torchdiffeq(option, backwards):
+    """0.2.5 cuts a step at the next step_t/jump_t, the final time included (torchcde's
+    ``jump_t=X.grid_points``): its last step ends there instead of stepping past and
+    interpolating back, a difference of the interpolation's error (1e-4 here)."""
+    t = torch.tensor([2.0, 0.0] if backwards else [0.0, 2.0], dtype=torch.float64)
+    options = {option: torch.tensor([0.7, float(t[-1])], dtype=torch.float64)}
+    got = odeint(nonlinear, Y0, t, rtol=1e-3, atol=1e-5, options=options)
+    want = torchdiffeq.odeint(nonlinear, Y0, t, rtol=1e-3, atol=1e-5, options=options)
+    past = torchdiffeq.odeint(nonlinear, Y0, t, rtol=1e-3, atol=1e-5, options={option: options[option][:1]})
+    assert torch.allclose(got, want, atol=1e-13, rtol=0)
+    assert float((past[-1] - want[-1]).abs().max()) > 1e-6  # the stop changes the last step
+
+
 def test_max_num_steps_is_enforced():
     with pytest.raises(RuntimeError, match="maximum number of steps"):
         odeint(linear_forced, Y0, torch.tensor([0.0, 100.0]), options={"max_num_steps": 10})

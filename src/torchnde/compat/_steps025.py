@@ -16,7 +16,8 @@ Found by running 0.2.5 as a black box (the step sizes its callbacks see, the sca
 - ``adaptive_heun`` and ``fehlberg2`` start each step from the previous step's last stage,
   ``f(t1, y0 + h k1)`` and ``f(t1, y0 + h (k1 + 255 k2) / 256)``, not from ``f(t1, y1)``: one
   evaluation a step fewer, and a different step sequence;
-- the last step is taken whole, past the final time, and the outputs interpolated back.
+- the last step is taken whole, past the final time, and the outputs interpolated back, unless
+  the final time is one of ``step_t``/``jump_t`` (0.2.5 cuts a step at those: it then ends there).
 """
 
 from __future__ import annotations

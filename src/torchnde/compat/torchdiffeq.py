@@ -533,11 +533,22 @@ def _adaptive(
     func: Callable, y0: Any, t: torch.Tensor, rtol: Any, atol: Any, solver: str, options: dict,
     gradient: AbstractGradient,
 ) -> Any:  # fmt: skip
-    controller, solver = _pid(y0, rtol, atol, options, solver), solver025(solver)
+    controller, solver = _pid(y0, rtol, atol, options, solver, _stops_at_end(t, options)), solver025(solver)
     if options.get("max_num_steps") is not None:
         solver = _limited(solver, t, int(options["max_num_steps"]))
     solver, controller = _hooked(func, y0, t, solver, controller)
     return solve(func, y0, t, solver, controller=controller, max_steps=2**31 - 1, gradient=gradient).ys
+
+
+def _stops_at_end(t: torch.Tensor, options: dict) -> bool:
+    """Whether the final time is one of ``step_t``/``jump_t``: 0.2.5 cuts a step at the next of
+    those, so its last step then ends on the final time instead of past it."""
+    end = float(t[-1])
+    return any(
+        bool((torch.as_tensor(times, dtype=torch.float64).reshape(-1) == end).any())
+        for times in (options.get("step_t"), options.get("jump_t"))
+        if times is not None
+    )
 
 
 def _limited(solver: Any, t: torch.Tensor, max_num_steps: int) -> Any:
