@@ -50,7 +50,7 @@ class Field(torch.nn.Module):
 
 def test_the_drop_in_has_torchcde_025s_names_and_signatures():
     for name in [*COEFFS, "LinearInterpolation", "CubicSpline", "NaturalCubicSpline", "cdeint", "logsig_windows",
-                 "logsignature_windows"]:  # fmt: skip
+                 "logsignature_windows", "TupleControl", "InterpolationBase"]:  # fmt: skip
         ours, theirs = (
             getattr(torchcde, name),
             getattr(oracle, name, None) or getattr(oracle.interpolation_cubic, name),
@@ -150,6 +150,27 @@ def test_cdeint_outputs_and_gradients_equal_torchcde(solve, coeffs):
     assert torch.allclose(z_ours, z_theirs, atol=1e-6, rtol=1e-6)
     for a, b in zip(g_ours, g_theirs):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("stops", ["knots", "grid_points"])
+def test_dopri5_takes_torchcdes_steps_where_it_lands_on_the_splines_knots(stops):
+    """Across a knot the spline's third derivative jumps, and a loose-tolerance step sequence
+    amplifies round-off (docs/cde.md); on the knots each step is on one cubic piece, and the
+    solve is torchcde's step for step (in float64), also with torchcde's idiom of passing the
+    grid points, the final time included (the last step ends there, as in torchdiffeq 0.2.5)."""
+    x, _ = _data(batch=4, length=12, channels=3, seed=3)
+    z0 = torch.linspace(-1, 1, 20, dtype=F64).view(4, 5)
+    counts, outs = [], []
+    for lib in (oracle, torchcde):
+        func, calls = Field(5, 3), []
+        func.linear.register_forward_pre_hook(lambda *_, calls=calls: calls.append(1))
+        X = lib.CubicSpline(lib.natural_cubic_coeffs(x))
+        step_t = X.grid_points[1:-1] if stops == "knots" else X.grid_points
+        with torch.no_grad():
+            outs.append(lib.cdeint(X, func, z0, X.interval, adjoint=False, options={"step_t": step_t}))
+        counts.append(len(calls))
+    assert counts[0] == counts[1] > 50
+    assert torch.allclose(outs[0], outs[1], atol=1e-11, rtol=0)
 
 
 def test_cdeint_adjoint_gradients_equal_torchcde_at_a_tight_tolerance():

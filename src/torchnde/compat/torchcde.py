@@ -2,7 +2,9 @@ r"""Drop-in replacements for ``torchcde`` 0.2.5: the coefficient functions
 ``linear_interpolation_coeffs``, ``natural_cubic_coeffs`` (and the deprecated
 ``natural_cubic_spline_coeffs``), ``hermite_cubic_coefficients_with_backward_differences``, the
 paths ``LinearInterpolation`` and ``CubicSpline`` (and the deprecated ``NaturalCubicSpline``),
-``cdeint``, and ``logsig_windows`` (and the deprecated ``logsignature_windows``).
+their abstract base ``InterpolationBase`` (subclassed for a path of one's own), ``TupleControl``
+(one control per part of a tuple state), ``cdeint``, and ``logsig_windows`` (and the deprecated
+``logsignature_windows``).
 
 Change ``import torchcde`` to ``import torchnde.compat.torchcde as torchcde`` and nothing else:
 the same arguments, defaults and coefficient tensors. The coefficients are torchcde's layouts,
@@ -26,18 +28,31 @@ What differs, on purpose:
 
 - with an adaptive method, ``cdeint`` lands on the knots where the path is only piecewise
   smooth (``jump_t`` for the linear path, ``step_t`` for the Hermite cubic) unless ``options``
-  names ``jump_t``/``step_t`` itself; torchcde asks the user to pass ``jump_t=X.grid_points``.
-  The natural cubic spline needs no stops: its solves are 0.2.5's step for step.
+  names ``jump_t``/``step_t`` itself (every control's, for a :class:`TupleControl`);
+  torchcde asks the user to pass ``jump_t=X.grid_points``. The natural cubic spline needs no
+  stops, and its solves take 0.2.5's steps to round-off where the step sequence is well
+  conditioned. Across its knots it is not: the spline's third derivative jumps there, and at
+  a loose tolerance the accept/reject sequence amplifies round-off (about tenfold every five
+  steps on ``benchmarks/cde.py``'s classifier, float64 included), so the two solves end with
+  different step counts (dopri5 at the default tolerances: 1,215 evaluations with the drop-in,
+  1,245 with torchcde, which itself takes 1,305 with ``z0`` moved by one ulp) and agree to the
+  tolerance. With
+  ``options=dict(step_t=X.grid_points)`` (landing on the knots) they take the same steps: in
+  float64 to round-off; in float32 0.2.5 adds times in the state's dtype, the drop-in in
+  float64, so the step sizes differ by round-off.
 - the linear path's derivative at a knot is the slope of the piece *starting* there (torchcde
   takes the piece ending there); between knots the two agree.
 - ``backend="torchsde"`` is not supported (torchcde reduces the CDE to an ODE there as well; use
-  the default ``backend="torchdiffeq"``), nor are tuple states.
+  the default ``backend="torchdiffeq"``).
+- :class:`TupleControl` also accepts controls whose grids differ in length (torchcde fails to
+  compare them); its ``grid_points`` then raises, as torchcde's does for differing grids.
 - ``logsig_windows`` needs no ``signatory``: torchnde's log-signatures of depth 1 to 3
   (:func:`torchnde.logsignature_windows`, signatory's default Lyndon-words layout).
 """
 
 from __future__ import annotations
 
+import abc
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -59,8 +74,10 @@ from .torchdiffeq import _ADAPTIVE, odeint, odeint_adjoint
 
 __all__ = [
     "CubicSpline",
+    "InterpolationBase",
     "LinearInterpolation",
     "NaturalCubicSpline",
+    "TupleControl",
     "cdeint",
     "hermite_cubic_coefficients_with_backward_differences",
     "linear_interpolation_coeffs",
@@ -194,7 +211,67 @@ class _Pieces(_PiecewisePolynomial):
         self.smoothness = smoothness
 
 
-class _Interpolation(torch.nn.Module):
+class InterpolationBase(torch.nn.Module, metaclass=abc.ABCMeta):
+    r"""The interface of a control path, as torchcde 0.2.5's: subclass it for a path of your own
+    and pass it to :func:`cdeint` as ``X``. A subclass implements the properties
+    ``grid_points`` (the times where the path is only piecewise smooth, a 1-D tensor) and
+    ``interval`` (``tensor([t_first, t_last])``), and the methods ``evaluate(t)``
+    (:math:`X(t)`, ``[..., channels]`` for a 0-d ``t``) and ``derivative(t)``
+    (:math:`dX/dt(t)`, the same shape; what :func:`cdeint` calls, with a 0-d tensor ``t``).
+    :class:`LinearInterpolation` and :class:`CubicSpline` are subclasses. It is an
+    ``nn.Module``: a path with parameters or buffers takes part in ``.to()``, ``.parameters()``
+    and the adjoint's warning about inputs needing gradients.
+
+    ```python
+    import math, torch
+    import torchnde.compat.torchcde as torchcde
+
+    class Sine(torchcde.InterpolationBase):  # X(t) = [t, sin t], one sample
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("_t", torch.linspace(0.0, 6.0, 7))
+
+        @property
+        def grid_points(self):
+            return self._t
+
+        @property
+        def interval(self):
+            return self._t[[0, -1]]
+
+        def evaluate(self, t):
+            return torch.stack([t, torch.sin(t)], -1)
+
+        def derivative(self, t):
+            return torch.stack([torch.ones_like(t), torch.cos(t)], -1)
+
+    X = Sine()
+    func = lambda t, z: torch.ones(*z.shape, 2)  # dz = dX_1 + dX_2: z(t) = t + sin t
+    z = torchcde.cdeint(X, func, torch.zeros(1), X.interval, adjoint=False, method="rk4", options=dict(step_size=0.1))
+    assert isinstance(X, torch.nn.Module) and abs(float(z[-1]) - (6.0 + math.sin(6.0))) < 1e-5
+    ```
+    """
+
+    @property
+    @abc.abstractmethod
+    def grid_points(self) -> torch.Tensor:
+        """The knots, a 1-D tensor of times."""
+
+    @property
+    @abc.abstractmethod
+    def interval(self) -> torch.Tensor:
+        """``tensor([t_first, t_last])``."""
+
+    @abc.abstractmethod
+    def evaluate(self, t: Any) -> torch.Tensor:
+        """:math:`X(t)`, ``[..., channels]``."""
+
+    @abc.abstractmethod
+    def derivative(self, t: Any) -> torch.Tensor:
+        """:math:`dX/dt(t)`, ``[..., channels]``."""
+
+
+class _Interpolation(InterpolationBase):
     """torchcde's path interface over a torchnde path: ``evaluate``, ``derivative``,
     ``grid_points``, ``interval``; the data as buffers."""
 
@@ -301,6 +378,104 @@ def _second_derivative_continuous(pieces: torch.Tensor, t: torch.Tensor) -> bool
     return bool(((end - start).abs() <= 1e-6 * scale).all())  # one host read, when the path is built
 
 
+class TupleControl(torch.nn.Module):
+    r"""Several controls over one interval, for a tuple state (torchcde 0.2.5's): ``evaluate(t)``
+    and ``derivative(t)`` return one tensor per control, in order. With ``z0`` a tuple of as
+    many tensors and ``func`` returning as many matrices, :func:`cdeint` solves each part
+    against its own control:
+
+    .. math:: \frac{dz_i}{dt} = f_i(t, z)\,\frac{dX_i}{dt}(t), \quad
+              f(t, z) = (f_1, \dots, f_n), \ z = (z_1, \dots, z_n),
+
+    where every :math:`f_i` may read the whole state. ``interval`` is the controls' common
+    interval; ``grid_points`` their common knots (a ``RuntimeError`` if they differ).
+
+    **Arguments:** ``*controls``: one or more paths (:class:`LinearInterpolation`,
+    :class:`CubicSpline`, a subclass of :class:`InterpolationBase`), each an ``nn.Module`` with
+    ``interval``, ``grid_points``, ``evaluate`` and ``derivative``, all over the same interval
+    (their batch shapes and channels may differ).
+
+    ```python
+    import torch
+    import torchnde.compat.torchcde as torchcde
+    t = torch.linspace(0, 4, 5)
+    X = torchcde.TupleControl(
+        torchcde.CubicSpline(torchcde.natural_cubic_coeffs(torch.randn(8, 5, 3), t), t),
+        torchcde.LinearInterpolation(torchcde.linear_interpolation_coeffs(torch.randn(8, 3, 2), t[::2]), t[::2]),
+    )
+    a, b = torch.nn.Linear(6, 4 * 3), torch.nn.Linear(6, 2 * 2)
+
+    def func(t, z):  # both parts read the whole state
+        both = torch.cat(z, -1)
+        return torch.tanh(a(both)).view(8, 4, 3), torch.tanh(b(both)).view(8, 2, 2)
+
+    z0 = (torch.zeros(8, 4), torch.zeros(8, 2))
+    z = torchcde.cdeint(X, func, z0, X.interval, adjoint=False, method="rk4", options=dict(step_size=0.5))
+    assert z[0].shape == (8, 2, 4) and z[1].shape == (8, 2, 2)
+    ```
+    """
+
+    def __init__(self, *controls: torch.nn.Module):
+        super().__init__()
+        if not controls:
+            raise ValueError("TupleControl needs one or more controls: TupleControl(X1, X2, ...)")
+        for i, control in enumerate(controls):
+            missing = [
+                a for a in ("interval", "grid_points", "evaluate", "derivative") if not hasattr(control, a)
+            ]
+            if not isinstance(control, torch.nn.Module) or missing:
+                raise TypeError(
+                    f"control {i} of TupleControl must be a path (an nn.Module with interval, grid_points, "
+                    f"evaluate and derivative: LinearInterpolation, CubicSpline or an InterpolationBase "
+                    f"subclass), got {type(control).__name__}"
+                )
+        interval = controls[0].interval
+        for i, control in enumerate(controls[1:], start=1):
+            if not _same_tensor(control.interval, interval):
+                raise ValueError(
+                    f"TupleControl's controls must share one interval: control 0 spans {_span(interval)}, "
+                    f"control {i} {_span(control.interval)}; build them from times with the same first "
+                    "and last value"
+                )
+        grid = controls[0].grid_points
+        same = all(_same_tensor(control.grid_points, grid) for control in controls[1:])
+        self._interval, self._grid_points = interval, (grid if same else None)
+        self.controls = torch.nn.ModuleList(controls)
+
+    @property
+    def interval(self) -> torch.Tensor:
+        """The controls' common interval ``tensor([t_first, t_last])``."""
+        return self._interval
+
+    @property
+    def grid_points(self) -> torch.Tensor:
+        """The controls' common knots; a ``RuntimeError`` when they differ (as torchcde)."""
+        if self._grid_points is None:
+            raise RuntimeError(
+                "the controls of this TupleControl have different grid points: read each control's own, "
+                "X.controls[i].grid_points"
+            )
+        return self._grid_points
+
+    def evaluate(self, t: Any) -> tuple[torch.Tensor, ...]:
+        r""":math:`(X_1(t), \dots, X_n(t))`."""
+        return tuple(control.evaluate(t) for control in self.controls)
+
+    def derivative(self, t: Any) -> tuple[torch.Tensor, ...]:
+        r""":math:`(dX_1/dt(t), \dots, dX_n/dt(t))`."""
+        return tuple(control.derivative(t) for control in self.controls)
+
+
+def _span(interval: Any) -> str:
+    first, last = torch.as_tensor(interval).tolist()
+    return f"[{first:g}, {last:g}]"
+
+
+def _same_tensor(a: Any, b: Any) -> bool:
+    a, b = torch.as_tensor(a), torch.as_tensor(b)
+    return a.shape == b.shape and torch.equal(a, b.to(a))
+
+
 # ---------------------------------------------------------------------------------------------
 # cdeint
 
@@ -315,14 +490,20 @@ class _VectorField(torch.nn.Module):
         # torchnde's product takes the loop's float time itself (``CDETerm.lower``)
         self.host_time = bool(getattr(product, "host_time", False))
 
-    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, t: torch.Tensor, z: Any) -> Any:
         return self.product(t, z)
 
 
-def _product(X: Any, func: Callable, z0: torch.Tensor) -> Callable:
+def _product(X: Any, func: Callable, z0: Any) -> Callable:
     prod = getattr(func, "prod", None)
     if callable(prod):  # torchcde: func.prod(t, z, dX/dt) computes the product itself
         return lambda t, z: prod(t, z, X.derivative(t))
+    if isinstance(z0, tuple):  # torchcde's tuple states: part i is f_i @ dX_i/dt
+
+        def parts(t: torch.Tensor, z: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+            return tuple((f @ dx.unsqueeze(-1)).squeeze(-1) for f, dx in zip(func(t, z), X.derivative(t)))
+
+        return parts
     path = getattr(X, "path", None)
     if isinstance(path, _PiecewisePolynomial) and path.batch_shape == z0.shape[:-1]:
         return CDETerm(func, path).lower()  # torchnde's product, shapes checked once
@@ -334,59 +515,101 @@ def _product(X: Any, func: Callable, z0: torch.Tensor) -> Callable:
 
 
 def _check(X: Any, func: Callable, z0: Any, t: Any) -> None:
+    """torchcde's checks of ``cdeint``'s inputs (one evaluation of ``X.derivative`` and of
+    ``func`` or ``func.prod``), for a tensor state or a tuple state part by part."""
     if not callable(getattr(X, "derivative", None)):
         raise ValueError(
-            "X must have a 'derivative' method: build it with LinearInterpolation or CubicSpline"
-        )
-    if not isinstance(z0, torch.Tensor):
-        raise ValueError(
-            "z0 must be a tensor [..., hidden_channels] (tuple states are not supported by torchnde's cdeint)"
+            "X must have a 'derivative' method: build it with LinearInterpolation or CubicSpline (TupleControl "
+            "for a tuple state), or subclass InterpolationBase"
         )
     if not isinstance(t, torch.Tensor) or t.ndim != 1:
         raise ValueError("t must be a 1-D tensor of output times, as in torchcde")
+    is_tuple = isinstance(z0, tuple)
+    parts = z0 if is_tuple else (z0,)
+    if not parts or not all(isinstance(z, torch.Tensor) and z.ndim >= 1 for z in parts):
+        raise ValueError(
+            "z0 must be a tensor [..., hidden_channels], or a tuple of them with X a TupleControl of one "
+            "control per part"
+        )
     dx = X.derivative(t[0].detach())
-    if dx.shape[:-1] != z0.shape[:-1]:
-        raise ValueError(
-            f"X.derivative returned shape {tuple(dx.shape)} and z0 has shape {tuple(z0.shape)}: they "
-            "must have the same batch dimensions"
-        )
-    if callable(getattr(func, "prod", None)):
-        out = func.prod(t[0], z0, dx)
-        if out.shape != z0.shape:
+    dxs = _parts(
+        dx, is_tuple, len(parts), "X.derivative(t)", "combine the controls with TupleControl(X1, X2, ...)"
+    )
+    for i, (d, z) in enumerate(zip(dxs, parts)):
+        if d.shape[:-1] != z.shape[:-1]:
             raise ValueError(
-                f"func.prod returned shape {tuple(out.shape)}, z0 has shape {tuple(z0.shape)}: they must match"
+                f"{_part(i, is_tuple)}X.derivative returned shape {tuple(d.shape)} and z0 has shape {tuple(z.shape)}: they "
+                "must have the same batch dimensions"
             )
-        return
-    fz = func(t[0], z0)
-    expected = (*z0.shape, dx.shape[-1])
-    if tuple(fz.shape) != expected:
-        raise ValueError(
-            f"func(t, z) must return [..., hidden_channels, input_channels] = {list(expected)}, got "
-            f"{list(fz.shape)}"
+    if callable(getattr(func, "prod", None)):
+        outs = _parts(
+            func.prod(t[0], z0, dx), is_tuple, len(parts), "func.prod(t, z, dXdt)", "return one per part"
         )
+        for i, (out, z) in enumerate(zip(outs, parts)):
+            if out.shape != z.shape:
+                raise ValueError(
+                    f"{_part(i, is_tuple)}func.prod returned shape {tuple(out.shape)}, z0 has "
+                    f"shape {tuple(z.shape)}: they must match"
+                )
+        return
+    fzs = _parts(func(t[0], z0), is_tuple, len(parts), "func(t, z)", "return one matrix per part")
+    for i, (fz, d, z) in enumerate(zip(fzs, dxs, parts)):
+        expected = (*z.shape, d.shape[-1])
+        if tuple(fz.shape) != expected:
+            raise ValueError(
+                f"{_part(i, is_tuple)}func(t, z) must return [..., hidden_channels, "
+                f"input_channels] = {list(expected)}, got {list(fz.shape)}"
+            )
+
+
+def _part(i: int, is_tuple: bool) -> str:
+    return f"part {i}: " if is_tuple else ""
+
+
+def _parts(value: Any, is_tuple: bool, n: int, name: str, fix: str) -> tuple[torch.Tensor, ...]:
+    """``value`` as a tuple of ``n`` tensors (one tensor when the state is one), or the error."""
+    if not is_tuple:
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(
+                f"z0 is a tensor, so {name} must return one tensor, got {type(value).__name__}: for a tuple "
+                "of controls pass z0 as a tuple of as many tensors"
+            )
+        return (value,)
+    if not isinstance(value, (tuple, list)) or len(value) != n:
+        got = f"{len(value)} parts" if isinstance(value, (tuple, list)) else type(value).__name__
+        raise ValueError(
+            f"z0 is a tuple of {n} tensors, so {name} must return a tuple of {n}, got {got}: {fix}"
+        )
+    if not all(isinstance(v, torch.Tensor) for v in value):
+        raise ValueError(f"{name} must return a tuple of tensors, got {[type(v).__name__ for v in value]}")
+    return tuple(value)
 
 
 def cdeint(
     X: Any,
-    func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    z0: torch.Tensor,
+    func: Callable[[torch.Tensor, Any], Any],
+    z0: torch.Tensor | tuple[torch.Tensor, ...],
     t: torch.Tensor,
     adjoint: bool = True,
     backend: str = "torchdiffeq",
     **kwargs: Any,
-) -> torch.Tensor:
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
     r"""Solve the controlled differential equation :math:`z_t = z_{t_0} + \int_{t_0}^t f(s,
     z_s)\,dX_s` and return :math:`z` at the times ``t``, ``[..., len(t), hidden_channels]``
-    (time second to last, as torchcde).
+    (time second to last, as torchcde); for a tuple state, a tuple of such tensors.
 
     **Arguments** (torchcde 0.2.5's):
 
-    - ``X``: the control, a :class:`LinearInterpolation` or :class:`CubicSpline` (or any object
-      with ``derivative(t)`` returning ``[..., input_channels]``).
+    - ``X``: the control, a :class:`LinearInterpolation` or :class:`CubicSpline`, a subclass of
+      :class:`InterpolationBase` (any object with ``derivative(t)`` returning
+      ``[..., input_channels]`` works), or a :class:`TupleControl` for a tuple state.
     - ``func``: ``f(t, z)`` returning ``[..., hidden_channels, input_channels]`` (an
       ``nn.Module`` when ``adjoint=True``, unless ``adjoint_params`` is passed); if it has a
-      method ``prod(t, z, dXdt)``, that computes the product instead.
-    - ``z0``: ``[..., hidden_channels]``; ``t``: the 1-D output times.
+      method ``prod(t, z, dXdt)``, that computes the product instead. For a tuple state it
+      takes the tuple ``z`` and returns one matrix per part: :math:`dz_i/dt = f_i(t, z)\,
+      dX_i/dt(t)` (``prod`` takes and returns tuples).
+    - ``z0``: ``[..., hidden_channels]``, or a tuple of them (one per control of a
+      :class:`TupleControl`, each with its own batch and channels); ``t``: the 1-D output times.
     - ``adjoint``: backpropagate by the continuous adjoint (default, as torchcde) or through
       the solver's operations.
     - ``**kwargs``: :func:`torchnde.compat.torchdiffeq.odeint`'s (``method``, ``rtol``,
@@ -410,6 +633,8 @@ def cdeint(
             f"backend={backend!r} is not supported by torchnde's cdeint: use backend='torchdiffeq' "
             "(torchcde's torchsde backend solves the same ODE)"
         )
+    if isinstance(z0, list):
+        z0 = tuple(z0)
     _check(X, func, z0, t)
     kwargs.setdefault("atol", 1e-6)
     kwargs.setdefault("rtol", 1e-4)
@@ -428,6 +653,8 @@ def cdeint(
     _knots(X, kwargs)
     vector_field = _VectorField(X, func, _product(X, func, z0))
     out = (odeint_adjoint if adjoint else odeint)(vector_field, z0, t, **kwargs)
+    if isinstance(out, tuple):
+        return tuple(part.movedim(0, -2) for part in out)
     return out.movedim(0, -2)
 
 
@@ -435,21 +662,29 @@ def _buffers(X: Any) -> list[torch.Tensor]:
     return list(X.buffers()) if isinstance(X, torch.nn.Module) else []
 
 
+def _paths(X: Any) -> list[_PiecewisePolynomial]:
+    """torchnde's paths underneath ``X`` (each control's, for a :class:`TupleControl`)."""
+    controls = X.controls if isinstance(X, TupleControl) else (X,)
+    paths = (getattr(control, "path", None) for control in controls)
+    return [path for path in paths if isinstance(path, _PiecewisePolynomial)]
+
+
 def _through_path(X: Any, params: tuple) -> tuple:
-    """``adjoint_params`` with the tensors the path was built from (its coefficients, the data)
-    replaced by the path's own coefficients, which the vector field reads: the adjoint's
+    """``adjoint_params`` with the tensors the paths were built from (their coefficients, the
+    data) replaced by the paths' own coefficients, which the vector field reads: the adjoint's
     gradient reaches them, and autograd carries it on to the coefficients and the data."""
-    path = getattr(X, "path", None)
-    if not isinstance(path, _PiecewisePolynomial) or not path._dc.requires_grad:
+    upstream, read = [False] * len(params), []
+    for dc in (path._dc for path in _paths(X) if path._dc.requires_grad):
+        nodes, leaves = _graph(dc)
+        hits = [
+            isinstance(p, torch.Tensor) and (id(p) in leaves if p.grad_fn is None else p.grad_fn in nodes)
+            for p in params
+        ]
+        if any(hits):
+            upstream, read = [u or h for u, h in zip(upstream, hits)], [*read, dc]
+    if not read:
         return params
-    nodes, leaves = _graph(path._dc)
-    upstream = [
-        isinstance(p, torch.Tensor) and (id(p) in leaves if p.grad_fn is None else p.grad_fn in nodes)
-        for p in params
-    ]
-    if not any(upstream):
-        return params
-    return (*(p for p, up in zip(params, upstream) if not up), path._dc)
+    return (*(p for p, up in zip(params, upstream) if not up), *read)
 
 
 def _graph(out: torch.Tensor) -> tuple[set, set]:
@@ -468,22 +703,26 @@ def _graph(out: torch.Tensor) -> tuple[set, set]:
 
 
 def _knots(X: Any, kwargs: dict[str, Any]) -> None:
-    """Adaptive methods land on the path's knots where it is only piecewise smooth, unless the
-    options name their own ``jump_t``/``step_t``."""
-    path = getattr(X, "path", None)
+    """Adaptive methods land on the paths' knots where they are only piecewise smooth (every
+    control's, for a :class:`TupleControl`), unless the options name their own
+    ``jump_t``/``step_t``."""
+    paths = _paths(X)
     method = kwargs.get("method") or "dopri5"
-    if not isinstance(path, _PiecewisePolynomial) or method not in _ADAPTIVE:
-        return
     options = dict(kwargs.get("options") or {})
-    if "jump_t" in options or "step_t" in options:
+    if not paths or method not in _ADAPTIVE or "jump_t" in options or "step_t" in options:
         return
-    if path.jump_ts is not None:
-        options["jump_t"] = path.jump_ts
-    elif path.step_ts is not None:
-        options["step_t"] = path.step_ts
-    else:
-        return
-    kwargs["options"] = options
+    jumps = [path.jump_ts for path in paths if path.jump_ts is not None]
+    steps = [path.step_ts for path in paths if path.step_ts is not None]
+    if jumps:
+        options["jump_t"] = torch.unique(torch.cat(jumps))
+    if steps:
+        step_t = torch.unique(torch.cat(steps))
+        if jumps:  # torchdiffeq: no time in both
+            step_t = step_t[~torch.isin(step_t, options["jump_t"])]
+        if len(step_t):
+            options["step_t"] = step_t
+    if jumps or steps:
+        kwargs["options"] = options
 
 
 # ---------------------------------------------------------------------------------------------
