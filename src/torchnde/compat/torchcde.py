@@ -36,10 +36,9 @@ What differs, on purpose:
   steps on ``benchmarks/cde.py``'s classifier, float64 included), so the two solves end with
   different step counts (dopri5 at the default tolerances: 1,215 evaluations with the drop-in,
   1,245 with torchcde, which itself takes 1,305 with ``z0`` moved by one ulp) and agree to the
-  tolerance. With
-  ``options=dict(step_t=X.grid_points)`` (landing on the knots) they take the same steps: in
-  float64 to round-off; in float32 0.2.5 adds times in the state's dtype, the drop-in in
-  float64, so the step sizes differ by round-off.
+  tolerance. With ``options=dict(step_t=X.grid_points)`` (landing on the knots) they take the
+  same steps: in float64 to round-off; in float32 0.2.5 adds times in the state's dtype, the
+  drop-in in float64, so the step sizes differ by round-off.
 - the linear path's derivative at a knot is the slope of the piece *starting* there (torchcde
   takes the piece ending there); between knots the two agree.
 - ``backend="torchsde"`` is not supported (torchcde reduces the CDE to an ODE there as well; use
