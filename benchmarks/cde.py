@@ -10,7 +10,12 @@ CDE classifier, and the log-ODE iteration beside it.
   ``dopri5``: cdeint's default tolerances (``rtol=1e-4``, ``atol=1e-6``). Rows:
   ``torchcde.cdeint``, the same code through ``torchnde.compat.torchcde``, and
   ``torchnde.solve`` on a ``CDETerm`` over a ``CubicSplinePath`` (built once: the data needs no
-  gradient).
+  gradient). These three do the same computation: ``rk4`` steps of one knot interval (torchcde's
+  ``rk4`` is the 3/8 rule, so is the compat row's; the native row's the classical one, four
+  evaluations a step either way); ``dopri5`` at the same tolerances, each library with its own
+  step-size rule. One more ``dopri5`` row changes the computation, as a user may:
+  ``CDETerm(..., land_on_knots=True)`` lands the adaptive steps on the spline's knots (fewer
+  steps, and a more accurate solution; see ``CDETerm``).
 - ``train/logode-depth2``: the same classifier as a neural rough differential equation:
   ``LogSignaturePath`` of depth 2 over windows of 8 knots (16 windows, 10 log-signature
   channels, built once), rk4 with one step per window. torchcde's ``logsig_windows`` needs
@@ -26,6 +31,7 @@ time at most 0.5x torchcde's (speed-up at least 2).
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Callable
@@ -89,6 +95,48 @@ class Trainer:
         return loss.item()
 
 
+def reference_state() -> torch.Tensor:
+    """``z(T)`` of the untrained classifier (every row's starting point), solved tightly in
+    float64: dopri5, ``rtol=1e-10``, ``atol=1e-12``, landing on the knots."""
+    import torchnde as nde
+
+    x, _ = data()
+    x = x.double()
+    model = Model(CHANNELS).double()
+    path = nde.CubicSplinePath(x)
+    with torch.no_grad():
+        term = nde.CDETerm(model, path, land_on_knots=True)
+        sol = nde.solve(
+            term, model.initial(x[:, 0]), path.times[[0, -1]], rtol=1e-10, atol=1e-12, max_steps=10**6
+        )
+    return sol.ys[-1]
+
+
+def work(trainer: Trainer, reference: torch.Tensor | None) -> dict[str, Any]:
+    """The evaluations of ``f`` in one forward solve of ``trainer`` (before it has trained), and
+    the relative error of its ``z(T)`` against ``reference`` (``None``: not compared)."""
+    calls = [0]
+    hook = trainer.model.net.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    try:
+        with torch.no_grad():
+            z = trainer.integrate(trainer.model, trainer.model.initial(trainer.x0))
+    finally:
+        hook.remove()
+    out: dict[str, Any] = {"evaluations": calls[0]}
+    if reference is not None:
+        out["z_error"] = float((z.double() - reference).norm() / reference.norm())
+    return out
+
+
+def floor(model: Model, z0: torch.Tensor) -> torch.Tensor:
+    """rk4's 508 evaluations of ``f`` alone, chained as ``z + h f(t, z).sum(-1)``: no path, no
+    product with ``dX/dt``, no stages. What any rk4 implementation must compute at least."""
+    t, z = torch.zeros(()), z0
+    for _ in range(4 * (KNOTS - 1)):
+        z = z + 0.25 * model(t, z).sum(-1)
+    return z
+
+
 def train_candidates(method: str) -> list[Candidate]:
     import torchcde
 
@@ -115,12 +163,24 @@ def train_candidates(method: str) -> list[Candidate]:
         {"solver": "rk4", "dt": 1.0} if method == "rk4" else {"solver": "dopri5", "rtol": 1e-4, "atol": 1e-6}
     )
 
-    def solve(model: Model, z0: torch.Tensor) -> torch.Tensor:
-        return nde.solve(nde.CDETerm(model, path), z0, path.times[[0, -1]], **native).ys[-1]
+    def solve(model: Model, z0: torch.Tensor, land_on_knots: bool = False) -> torch.Tensor:
+        term = nde.CDETerm(model, path, land_on_knots=land_on_knots)
+        return nde.solve(term, z0, path.times[[0, -1]], **native).ys[-1]
 
     cands.append(
         Candidate("native", "torchnde.solve(CDETerm)", run=Trainer(solve, x[:, 0], y, CHANNELS).step)
     )
+    if method == "rk4":
+        cands.append(
+            Candidate("floor", "floor: the 508 evaluations of f alone (no solver, no path)",
+                      run=Trainer(floor, x[:, 0], y, CHANNELS).step)
+        )  # fmt: skip
+    else:  # rk4's unit steps land on the knots already
+        knots = functools.partial(solve, land_on_knots=True)
+        cands.append(
+            Candidate("knots", "torchnde.solve(CDETerm(land_on_knots=True))",
+                      run=Trainer(knots, x[:, 0], y, CHANNELS).step)
+        )  # fmt: skip
     return cands
 
 
@@ -156,13 +216,14 @@ FULL = Settings(
 )
 
 
-def _rows(cands: list[Candidate], timings: dict) -> dict[str, Any]:
+def _rows(cands: list[Candidate], timings: dict, works: dict[str, dict[str, Any]]) -> dict[str, Any]:
     rows = {}
     base = timings["torchcde"].times_s
     for cand in cands:
         timing = timings[cand.key]
         row: dict[str, Any] = {"label": cand.label, "median_s": timing.median_s, "min_s": timing.min_s,
-                               "samples": len(timing.times_s), "inner": timing.inner, "error": cand.error}  # fmt: skip
+                               "samples": len(timing.times_s), "inner": timing.inner, "error": cand.error,
+                               **works.get(cand.key, {})}  # fmt: skip
         if cand.key != "torchcde" and timing.times_s and base:
             row["ratio"] = statistics.median(b / o for b, o in zip(base, timing.times_s))
         rows[cand.key] = row
@@ -177,13 +238,22 @@ def run(settings: Settings, log: Callable[[str], None], only: list[str] | None =
         *((f"train/{m}", lambda m=m: train_candidates(m)) for m in METHODS),
         (f"train/logode-depth{DEPTH}", logode_candidates),
     ]
+    reference = None
     for key, make in jobs:
         if only and not any(s in key for s in only):
             continue
         log(key)
         cands = make()
+        if reference is None:
+            reference = reference_state()
+        compared = key.startswith("train/") and "logode" not in key  # the log-ODE solves another equation
+        # before timing, while every model is the untrained one the reference solved
+        trainers = {
+            c.key: c.run.__self__ for c in cands if isinstance(getattr(c.run, "__self__", None), Trainer)
+        }
+        works = {k: work(tr, reference if compared and k != "floor" else None) for k, tr in trainers.items()}
         timings = measure_group(cands, settings, log, shared_inner=(tuple(c.key for c in cands),))
-        groups[key] = {"rows": _rows(cands, timings)}
+        groups[key] = {"rows": _rows(cands, timings, works)}
     return {"threads": torch.get_num_threads(), "torch": torch.__version__, "torchcde": torchcde.__version__,
             "target_ratio": TARGET, "groups": groups}  # fmt: skip
 
@@ -197,12 +267,20 @@ def markdown(result: dict[str, Any]) -> str:
         "`train/*`: one training iteration (path, solve, loss, backward, Adam) of a neural CDE "
         "classifier, hidden 32, 4 channels, 128 knots, batch 256, natural cubic spline, backprop "
         "through the solver; `logode-depth2`: the log-ODE method, depth 2, windows of 8 knots, rk4 one "
-        "step per window, against torchcde's rk4 iteration. Setup and rows: `benchmarks/cde.py`.",
+        "step per window, against torchcde's rk4 iteration. Setup and rows: `benchmarks/cde.py`. "
+        "*f evals*: evaluations of the vector field in one forward solve; *z(T) error*: the relative "
+        "error of the untrained model's final state against a float64 solve at rtol 1e-10. The "
+        "`floor` row is the rk4 iteration's evaluations of f alone: no solver can beat it.",
         "",
-        "| group | row | median | min | samples | speed-up vs torchcde |",
-        "|---|---|---:|---:|---:|---:|",
+        "| group | row | median | min | samples | f evals | z(T) error | speed-up vs torchcde |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    lines += ratio_table_rows(result, TARGET)
+
+    def cells(row: dict[str, Any]) -> list[str]:
+        evals, err = row.get("evaluations"), row.get("z_error")
+        return ["—" if evals is None else str(evals), "—" if err is None else f"{err:.1e}"]
+
+    lines += ratio_table_rows(result, TARGET, cells)
     return "\n".join(lines) + "\n"
 
 

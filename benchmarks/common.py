@@ -205,13 +205,15 @@ def measure_group(
 
 
 def ratio_table_rows(result: dict[str, Any], target: float,
-                     extra: Callable[[dict[str, Any]], list[str]] = lambda row: []) -> list[str]:  # fmt: skip
+                     extra: Callable[[dict[str, Any]], list[str]] = lambda row: [],
+                     others: tuple[str, ...] = ("diffrax",)) -> list[str]:  # fmt: skip
     """Markdown rows ``| group | row | median | min | samples x inner | *extra | speed-up |`` of a
     ``measure_group`` result whose rows carry ``ratio`` (the reference's time over the row's);
-    a speed-up below ``target`` is marked, a failed row shows its error."""
+    a torchnde speed-up below ``target`` is marked (rows of ``others``, other libraries shown for
+    reference, are not held to it), a failed row shows its error."""
     lines = []
     for key, group in result["groups"].items():
-        for row in group["rows"].values():
+        for row_key, row in group["rows"].items():
             cells = extra(row)
             if row["error"]:
                 lines.append(
@@ -220,7 +222,12 @@ def ratio_table_rows(result: dict[str, Any], target: float,
                 )
                 continue
             ratio = row.get("ratio")
-            speed = "—" if ratio is None else f"{ratio:.2f}x" + ("" if ratio >= target else " (below target)")
+            mark = (
+                " (reference)"
+                if row_key in others
+                else ("" if ratio is None or ratio >= target else " (below target)")
+            )
+            speed = "—" if ratio is None else f"{ratio:.2f}x{mark}"
             timing = [fmt_time(row["median_s"]), fmt_time(row["min_s"]), f"{row['samples']} x {row['inner']}"]
             lines.append(" | ".join([f"| `{key}`", f"`{row['label']}`", *timing, *cells, speed]) + " |")
     return lines

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from . import jax_sde
 from .common import Candidate, Settings, bench_cli, measure_group, ratio_table_rows
 
 MU, SIGMA = 0.5, 0.3
@@ -120,7 +121,10 @@ def gbm_candidates(method: str, sde_type: str, options: dict) -> tuple[list[Cand
         return run
 
     cands = [Candidate(key, label, run=timed(call)) for key, (label, call) in calls.items()]
-    return cands, errors
+    reference, errors["diffrax"] = jax_sde.gbm_candidate(
+        method, sde_type, options, MU, SIGMA, GBM_BATCH, GBM_DT
+    )
+    return [*cands, reference], errors
 
 
 class DriftDiffusion(torch.nn.Module):
@@ -193,6 +197,8 @@ def train_candidates(method: str, sde_type: str, gradient: str) -> list[Candidat
         return nde.solve(term, y0, ts, solver=method, dt=TRAIN_DT, gradient=strategy).ys
 
     cands.append(Candidate("native", "torchnde.solve(SDETerm)", run=Trainer(native, sde_type).step))
+    like = Trainer(native, sde_type)  # the same initial weights, y0 and times, for diffrax
+    cands.append(jax_sde.train_candidate(like.sde, method, sde_type, gradient, like.y0, like.ts, TRAIN_DT))
     return cands
 
 
@@ -262,9 +268,11 @@ def markdown(result: dict[str, Any]) -> str:
         "(the median of per-round ratios; target: at least 2, i.e. at most 0.5x torchsde's time). "
         "`gbm/*`: geometric Brownian motion, batch 4096, dt 2^-8 on [0, 1], each library's default "
         "Brownian motion made inside the call; *strong error* E|y_N - y(1)| on one shared path against "
-        "the exact solution (equal at equal dt: the methods agree on the same increments). `train/*`: "
-        "one iteration (solve, loss, backward, Adam) of a neural SDE, MLP drift and diffusion, state 32, "
-        "batch 256, 100 steps. Setup and rows: `benchmarks/sde.py`.",
+        "the exact solution (equal at equal dt: the methods agree on the same increments; diffrax's on "
+        "its own path, as jax draws its own random numbers). `train/*`: one iteration (solve, loss, "
+        "backward, Adam) of a neural SDE, MLP drift and diffusion, state 32, batch 256, 100 steps. "
+        "diffrax rows (jit-compiled, `VirtualBrownianTree`) are for reference. Setup and rows: "
+        "`benchmarks/sde.py`, `benchmarks/jax_sde.py`.",
         "",
         "| group | row | median | min | samples x inner | strong error | speed-up vs torchsde |",
         "|---|---|---:|---:|---:|---:|---:|",

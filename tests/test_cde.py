@@ -181,3 +181,46 @@ def test_an_adjoint_solved_backwards_from_an_output_on_a_kink_starts_from_the_ri
         grads.append(torch.autograd.grad(ys.sum(), (x, w)))
     for a, b in zip(*grads):
         assert torch.allclose(a, b, rtol=0, atol=1e-5 * float(b.abs().max()))
+
+
+def test_land_on_knots_makes_an_adaptive_spline_solve_step_onto_every_knot():
+    g = torch.Generator().manual_seed(7)
+    t = torch.linspace(0, 6, 13, dtype=F64)
+    x = torch.randn(3, 13, 2, dtype=F64, generator=g).cumsum(1)
+    w = torch.randn(4, 8, dtype=F64, generator=g)
+    z0 = torch.randn(3, 4, dtype=F64, generator=g)
+    path = nde.CubicSplinePath(x, t)
+    assert nde.CDETerm(_field(w, 2), path).step_ts is None  # the spline itself needs no stops
+    sols = [
+        nde.solve(nde.CDETerm(_field(w, 2), path, land_on_knots=knots), z0, t[[0, -1]], solver="dopri5",
+                  rtol=1e-9, atol=1e-11, save_steps=True)
+        for knots in (False, True)
+    ]  # fmt: skip
+    steps = [round(s, 12) for s in sols[1].step_ts.tolist()]
+    assert all(round(k, 12) in steps for k in t[1:-1].tolist())
+    assert torch.allclose(sols[0].ys[-1], sols[1].ys[-1], rtol=1e-6, atol=1e-8)
+
+
+def test_land_on_knots_keeps_a_linear_paths_knots_as_jumps():
+    path = nde.LinearPath(torch.randn(2, 5, 1, dtype=F64), T[:5])
+    term = nde.CDETerm(lambda t, z: z.unsqueeze(-1), path, land_on_knots=True)
+    assert term.step_ts is None and term.jump_ts.tolist() == T[1:4].tolist()
+
+
+def test_land_on_knots_must_be_a_bool():
+    with pytest.raises(TypeError, match="land_on_knots must be True or False"):
+        nde.CDETerm(lambda t, z: z.unsqueeze(-1), nde.LinearPath(torch.zeros(4, 1)), land_on_knots="yes")
+
+
+def test_the_vector_field_of_a_global_cde_solve_sees_a_tensor_time():
+    # the loop hands the lowered term its float time; f still gets a 0-d tensor of the path's dtype
+    seen = []
+
+    def f(t, z):
+        seen.append(t)
+        return torch.tanh(z).unsqueeze(-1).expand(*z.shape, 1)
+
+    path = nde.CubicSplinePath(torch.randn(2, 6, 1, dtype=F64), T)
+    nde.solve(nde.CDETerm(f, path), torch.ones(2, 3, dtype=F64), T[[0, -1]], solver="rk4", dt=0.25)
+    assert all(isinstance(t, torch.Tensor) and t.ndim == 0 and t.dtype == F64 for t in seen)
+    assert sorted({round(float(t), 12) for t in seen})[:3] == [0.0, 0.125, 0.25]

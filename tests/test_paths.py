@@ -252,3 +252,34 @@ def test_per_sample_evaluation_needs_the_batch_shape():
     path = nde.LinearPath(torch.zeros(4, 3, 2))
     with pytest.raises(ValueError, match="batch shape"):
         path.evaluate(torch.zeros(3))
+
+
+@pytest.mark.parametrize("cls", [*PATHS, nde.RectilinearPath])
+def test_a_float_time_evaluates_the_same_piece_as_a_tensor_time(cls):
+    # floats (the loop's host times) find their piece by bisection on the host, tensors by
+    # searchsorted: the same values at knots, between them and outside the grid
+    t = _irregular_times(7, seed=4)
+    x = torch.randn(3, 7, 2, dtype=F64, generator=torch.Generator().manual_seed(2))
+    path = cls(x, t)
+    times = [float(t[0]) - 0.3, *t.tolist(), *((t[:-1] + t[1:]) / 2).tolist(), float(t[-1]) + 0.4]
+    for s in times:
+        tensor_time = torch.tensor(s, dtype=F64)
+        assert torch.allclose(path.derivative(s), path.derivative(tensor_time), rtol=0, atol=1e-13), s
+        assert torch.allclose(path.evaluate(s), path.evaluate(tensor_time), rtol=0, atol=1e-13), s
+
+
+def test_a_float_time_on_per_sample_grids_evaluates_each_sample_on_its_own_grid():
+    t = torch.stack([_irregular_times(5, seed=1), _irregular_times(5, seed=2)])  # [2, 5]
+    x = torch.randn(2, 5, 1, dtype=F64, generator=torch.Generator().manual_seed(3))
+    path = nde.LinearPath(x, t)
+    s = float(t[:, 2].max()) + 0.01
+    alone = [nde.LinearPath(x[b], t[b]).derivative(s) for b in range(2)]
+    assert torch.allclose(path.derivative(s), torch.stack(alone), rtol=0, atol=1e-14)
+
+
+def test_knots_are_every_samples_interior_knots_sorted_once():
+    t = torch.tensor([[0.0, 1.0, 2.5, 4.0], [0.0, 2.5, 3.0, 4.0]], dtype=F64)
+    path = nde.CubicSplinePath(torch.randn(2, 4, 1, dtype=F64), t)
+    assert path.knots.tolist() == [1.0, 2.5, 3.0]
+    assert path.knots.dtype == F64 and path.knots.device.type == "cpu"
+    assert nde.HermitePath(torch.randn(4, 1, dtype=F64), t[0]).step_ts.tolist() == [1.0, 2.5]

@@ -84,7 +84,7 @@ def test_unsupported_options_are_rejected_before_solving_with_the_fix():
     cases = [
         (dict(gradient="reversible"), "needs an algebraically reversible solver.*'reversible_heun'"),
         (dict(gradient=nde.Adjoint(rtol=1e-3)), r"stochastic adjoint takes fixed steps: Adjoint\(rtol=...\)"),
-        (dict(per_sample=True), "per_sample=True"),
+        (dict(per_sample=True, gradient="adjoint"), "stochastic adjoint is for the global layout"),
         (dict(dt=None), r"an SDE solve needs a step: pass dt=\.\.\. .* or rtol=\.\.\., atol=\.\.\."),
     ]
     for options, message in cases:
@@ -92,10 +92,13 @@ def test_unsupported_options_are_rejected_before_solving_with_the_fix():
             nde.solve(term, small_y0(), TS, solver="euler", **{"dt": 0.1, **options})
     with pytest.raises(ValueError, match="pass increasing t_eval"):
         nde.solve(term, small_y0(), TS.flip(0), solver="euler", dt=0.1)
-    with pytest.raises(ValueError, match="tensor state"):
-        nde.solve(
-            nde.SDETerm(lambda t, y: y, lambda t, y: y), (small_y0(), small_y0()), TS, solver="euler", dt=0.1
-        )
+    strat = SmallSDE("diagonal", "stratonovich").term(None)
+    with pytest.raises(
+        ValueError,
+        match=r"'reversible_heun' does not support per_sample=True .*: use per_sample=False, or one of "
+        r"'euler_heun', 'heun', 'midpoint', 'milstein'$",
+    ):
+        nde.solve(strat, small_y0(), TS, solver="reversible_heun", dt=0.1, per_sample=True)
 
 
 def test_the_diffusion_and_brownian_motion_are_checked_against_the_noise_type():
@@ -174,6 +177,26 @@ def test_backprop_and_checkpoint_gradients_agree_and_match_finite_differences(so
             down = loss()
             p[index] += eps
             assert abs((up - down) / (2 * eps) - g[index]) < 1e-6 * max(1.0, abs(float(g[index])))
+
+
+@pytest.mark.parametrize("solver", ["euler", "srk"])
+def test_budgeted_checkpoint_gradients_equal_backprop_on_the_same_path(solver):
+    # regression: the replay of Checkpoint(checkpoints=k) rebuilt the step's vector field without
+    # the diffusion and noise the stochastic solvers read (AttributeError: no attribute 'sde')
+    sde = SmallSDE("diagonal", "ito")
+    bm = nde.BrownianInterval(0.0, 1.0, bm_shape("diagonal"), dtype=DTYPE, seed=7, levy_area=True)
+    grads, sols = [], []
+    for gradient in ("backprop", nde.Checkpoint(checkpoints=3)):
+        y0 = small_y0().requires_grad_(True)
+        sol = nde.solve(sde.term(bm), y0, TS, solver=solver, dt=2.0**-5, gradient=gradient)
+        grads.append(torch.autograd.grad((sol.ys**2).sum() + sol.ys[-1].sin().sum(), [y0, sde.a, sde.b]))
+        sols.append(sol)
+    for want, got in zip(*grads):
+        assert float(want.abs().max()) > 0
+        assert torch.allclose(got, want, rtol=1e-10, atol=1e-10)
+    assert torch.equal(sols[0].ys, sols[1].ys)
+    stats = sols[1].backward_stats
+    assert stats.steps >= 32 and stats.nfe > stats.steps  # the replays' drift and diffusion counted
 
 
 def test_reversible_heun_undoes_its_steps_on_the_same_increments():

@@ -242,6 +242,17 @@ def _check_sde(term: SDETerm, method: AbstractSolver, strategy: AbstractGradient
             "adaptive SDE steps are for the global layout: pass dt=... with per_sample=True, or "
             "per_sample=False with rtol/atol"
         )
+    if per_sample and isinstance(strategy, Adjoint):
+        raise ValueError(
+            "the stochastic adjoint is for the global layout: use gradient='backprop' or 'checkpoint' "
+            "with per_sample=True, or per_sample=False"
+        )
+    if per_sample and not method.supports_per_sample:
+        takes = ", ".join(repr(n) for n in accepting(term) if resolve_solver(n, term).supports_per_sample)
+        raise ValueError(
+            f"solver {method.name!r} does not support per_sample=True (its exact reverse steps one grid "
+            f"for the whole batch): use per_sample=False, or one of {takes}"
+        )
     if compile:
         raise ValueError("compile=True is not supported for SDE terms yet")
     if event is not None:

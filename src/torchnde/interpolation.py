@@ -33,6 +33,7 @@ observation counts, which make it see *which* values were observed) and :func:`f
 from __future__ import annotations
 
 import abc
+import bisect
 import math
 from typing import Any
 
@@ -229,6 +230,12 @@ class AbstractPath(abc.ABC):
         return None
 
     @property
+    def knots(self) -> torch.Tensor:
+        """The interior knots of every sample, sorted and deduplicated: a float64 CPU tensor
+        (what ``CDETerm(..., land_on_knots=True)`` lands on)."""
+        return torch.unique(self.times[..., 1:-1].detach().to("cpu", torch.float64))
+
+    @property
     def interval(self) -> tuple[float, float]:
         """``(t_first, t_last)`` over all samples, as floats."""
         t = self.times
@@ -250,14 +257,18 @@ class _PiecewisePolynomial(AbstractPath):
         self.batch_shape, self.channels = torch.Size(batch), channels
         self.dtype, self.device = coeffs.dtype, coeffs.device
         self.per_sample_times = times.ndim > 1
-        powers = torch.arange(1, order, dtype=coeffs.dtype, device=coeffs.device).unsqueeze(-1)
-        # flat copies the evaluation works on: [N, pieces, order, channels], knots [N, time] or [time]
-        self._c = coeffs.reshape(n, pieces, order, channels)
-        self._dc = self._c[:, :, 1:] * powers
+        powers = torch.arange(1, order, dtype=coeffs.dtype, device=coeffs.device).view(-1, 1, 1)
+        # piece-major copies the evaluation works on, [pieces, order, N, channels]: the piece of
+        # a shared-time path is one contiguous block (a view when the piece is known on the host)
+        self._c = coeffs.reshape(n, pieces, order, channels).permute(1, 2, 0, 3).contiguous()
+        self._dc = self._c[:, 1:] * powers
         flat = times.reshape(n, pieces + 1) if self.per_sample_times else times
         self._left, self._inner = flat[..., :-1].contiguous(), flat[..., 1:-1].contiguous()
         self._rows = torch.arange(n, device=coeffs.device)
         self._knots: torch.Tensor | None = None
+        # a shared grid's knots on the host (one read, here): a float time finds its piece by
+        # bisection, without a kernel
+        self._host_left: list[float] = [] if self.per_sample_times else self._left.tolist()
 
     def evaluate(self, t: Any) -> torch.Tensor:
         return self._at(t, self._c)
@@ -274,6 +285,8 @@ class _PiecewisePolynomial(AbstractPath):
         return out
 
     def _at(self, t: Any, coeffs: torch.Tensor) -> torch.Tensor:
+        if t.__class__ is float and not self.per_sample_times:  # the loop's host time
+            return self._at_host(t, coeffs)
         t = (
             t.to(self.dtype)
             if isinstance(t, torch.Tensor)
@@ -284,11 +297,12 @@ class _PiecewisePolynomial(AbstractPath):
                 idx = torch.searchsorted(
                     self._inner, t.expand(len(self._rows), 1).contiguous(), right=True
                 ).squeeze(1)
-                c = coeffs[self._rows, idx]
+                c = coeffs[idx, :, self._rows]  # [N, order, channels]
                 s = (t - self._left[self._rows, idx]).unsqueeze(-1)
+                parts = c.unbind(1)
             else:
                 idx = torch.searchsorted(self._inner, t, right=True).reshape(1)
-                c = coeffs.index_select(1, idx).squeeze(1)
+                parts = coeffs.index_select(0, idx).squeeze(0).unbind(0)  # order x [N, channels]
                 s = t - self._left.index_select(0, idx)
         else:
             if t.shape != self.batch_shape:
@@ -303,25 +317,38 @@ class _PiecewisePolynomial(AbstractPath):
             else:
                 idx = torch.searchsorted(self._inner, tf, right=True)
                 left = self._left[idx]
-            c = coeffs[self._rows, idx]
+            parts = coeffs[idx, :, self._rows].unbind(1)
             s = (tf - left).unsqueeze(-1)
-        out = c[:, -1]
-        for k in range(c.shape[1] - 2, -1, -1):
-            out = c[:, k] + s * out
+        out = parts[-1]
+        for k in range(len(parts) - 2, -1, -1):
+            out = parts[k] + s * out
         return out.reshape(*self.batch_shape, self.channels)
 
-    def _interior_knots(self) -> torch.Tensor:
-        if self._knots is None:
-            self._knots = torch.unique(self.times[..., 1:-1].detach().to("cpu", torch.float64))
+    def _at_host(self, t: float, coeffs: torch.Tensor) -> torch.Tensor:
+        """The piece holding the float ``t`` found on the host, and Horner's rule with the
+        float local time: one fused multiply-add per degree."""
+        left = self._host_left
+        i = bisect.bisect_right(left, t, 1, len(left)) - 1  # the first piece extends left, the last right
+        s = t - left[i]
+        c = coeffs[i]
+        out = c[-1]
+        for k in range(c.shape[0] - 2, -1, -1):
+            out = torch.add(c[k], out, alpha=s)
+        return out.view(*self.batch_shape, self.channels)
+
+    @property
+    def knots(self) -> torch.Tensor:
+        if self._knots is None:  # one host read, cached
+            self._knots = super().knots
         return self._knots
 
     @property
     def step_ts(self) -> torch.Tensor | None:
-        return self._interior_knots() if self.smoothness == 1 else None
+        return self.knots if self.smoothness == 1 else None
 
     @property
     def jump_ts(self) -> torch.Tensor | None:
-        return self._interior_knots() if self.smoothness == 0 else None
+        return self.knots if self.smoothness == 0 else None
 
     def __repr__(self) -> str:
         return (

@@ -113,7 +113,9 @@ class _Run:
         self.dense_pieces: list[tuple[torch.Tensor, ...]] = []
         self.arange_cache: dict[int, torch.Tensor] = {}
         self.bar = Progress(0.0, 1.0, opts.progress)
-        enabled = not opts.dense and not opts.save_steps and opts.event is None
+        # an SDE's samples keep their rows of the Brownian motion (a checkpointed step replays its
+        # increments by row in the backward pass): no compaction
+        enabled = not opts.dense and not opts.save_steps and opts.event is None and problem.sde is None
         self.compaction = Compaction(enabled, batch, dev)
         for helper in (self.error_norm, self.memory):
             self.compaction.register(helper)

@@ -174,9 +174,11 @@ class Problem:
         flat = torch.cat([o.reshape((*lead, -1)) for o in out], -1) if self.is_tuple else out
         return flat if self.direction > 0 else -flat
 
-    def func(self, count: bool = True) -> Callable[[Any, torch.Tensor], torch.Tensor]:
+    def func(self, count: bool = True, host_time: bool = True) -> Callable[[Any, torch.Tensor], torch.Tensor]:
         """``func(s, y) -> dy/ds`` in the loop's layout, counting evaluations unless
-        ``count=False`` (a compiled step counts them itself)."""
+        ``count=False`` (a compiled step counts them itself). A field marked ``host_time`` (a
+        lowered CDE term) is handed the global layout's float time itself, unless
+        ``host_time=False`` (a traced step, where a float would be a guard)."""
         f, lead = self.f, ((self.batch,) if self.per_sample else ())
         counter = self.nfe_counter if count else [0]
         user_time, flatten = self.user_time, self.flatten_out
@@ -189,11 +191,14 @@ class Problem:
 
                 return self._with_jacobian(fast)
             scalar, dtype, device = torch.scalar_tensor, self.dtype, self.device
+            host = host_time and getattr(f, "host_time", False)
 
             def fastest(s: float, y: torch.Tensor) -> torch.Tensor:  # the hot path
                 counter[0] += 1
                 if isinstance(s, torch.Tensor):
                     return f(s.to(dtype), y)
+                if host:
+                    return f(float(s), y)
                 return f(scalar(s, dtype=dtype, device=device), y)
 
             return self._with_jacobian(fastest)

@@ -106,7 +106,7 @@ def compiled_step(problem: Problem, solver: AbstractSolver) -> Callable:
     if compiled is None:
         if len(_COMPILED) >= _COMPILED_MAX:
             _COMPILED.pop(next(iter(_COMPILED)))
-        uncounted = problem.func(count=False)
+        uncounted = problem.func(count=False, host_time=False)
 
         def step(s: Any, y: torch.Tensor, f0: torch.Tensor, h: Any, need_error: bool, state: Any) -> Any:
             return solver.step(uncounted, s, y, f0, h, need_error, state)

@@ -312,6 +312,8 @@ class _VectorField(torch.nn.Module):
     def __init__(self, X: Any, func: Callable, product: Callable):
         super().__init__()
         self.X, self.func, self.product = X, func, product
+        # torchnde's product takes the loop's float time itself (``CDETerm.lower``)
+        self.host_time = bool(getattr(product, "host_time", False))
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.product(t, z)

@@ -39,6 +39,20 @@ def check_budgeted(problem: Problem, solver: AbstractSolver, opts: LoopOptions) 
             )
 
 
+class _NfeOf:
+    """``stats.nfe`` as the one-element counter (``counter[0] += 1``) an SDE's diffusion counts
+    its evaluations in, so that they join the drift's in the backward statistics."""
+
+    def __init__(self, stats: Stats):
+        self.stats = stats
+
+    def __getitem__(self, index: int) -> int:
+        return self.stats.nfe
+
+    def __setitem__(self, index: int, value: int) -> None:
+        self.stats.nfe = value
+
+
 class _Context:
     """The loop as :class:`~.schedule.CheckpointedSolve` drives it (see its contract)."""
 
@@ -54,6 +68,8 @@ class _Context:
             stats.nfe += 1
             return base(s, y)
 
+        if problem.sde is not None:  # the stochastic solvers read the diffusion and noise here
+            counted.sde = problem.sde.counted(_NfeOf(stats))  # type: ignore[attr-defined]
         self.func = counted
 
     def initial_carry(self, y0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

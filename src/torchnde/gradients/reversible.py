@@ -75,7 +75,7 @@ def _backward(context: _Context, saved: Any, grad_ys: torch.Tensor) -> tuple[tor
         return base(s, y)
 
     if problem.sde is not None:  # an SDE's diffusion and noise, counted with the drift
-        func.sde = problem.sde.counted(counter, problem.dtype, problem.device)  # type: ignore[attr-defined]
+        func.sde = problem.sde.counted(counter)  # type: ignore[attr-defined]
 
     s_out = problem.s_host
     out_index = {s: i for i, s in enumerate(s_out)}

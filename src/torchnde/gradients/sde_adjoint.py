@@ -107,20 +107,17 @@ def _augmented(context: Any) -> Callable:
     """``K(s, y, a, h, dw, with_params) -> (k, a^T dk/dy, [a^T dk/dtheta])`` (module docstring)."""
     problem, params = context.problem, context.params
     bound = problem.sde
-    f, g, prod = problem.f, bound.g, bound.prod
+    f, g, prod = problem.func(count=False), bound.g, bound.prod  # both in the loop's layout
     noise = bound.noise
     ito = bound.calculus == "ito" and noise != "additive"
-    dtype, device = problem.dtype, problem.device
     counter = context.backward_stats
-    scalar = torch.scalar_tensor
 
     def augmented(s: float, y: torch.Tensor, a: torch.Tensor, h: float, dw: torch.Tensor,
                   with_params: bool) -> tuple[torch.Tensor, torch.Tensor, tuple]:  # fmt: skip
-        t = scalar(s, dtype=dtype, device=device)
         counter.nfe += 2
         with torch.enable_grad():
             y_ = y.detach().requires_grad_(True)
-            drift, gy = f(t, y_), g(t, y_)
+            drift, gy = f(s, y_), g(s, y_)
             if ito:  # the Stratonovich drift mu - (dg/dy) g / 2
                 drift = torch.add(drift, along_itself(noise, y_, gy, keep=True)[1], alpha=-0.5)
             k = torch.add(prod(gy, dw), drift, alpha=h)

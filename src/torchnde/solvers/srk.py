@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 import torch
 
 from .base import Func, StepResult
-from .stochastic import AbstractSDESolver
+from .stochastic import AbstractSDESolver, axpy, step_columns
 
 __all__ = ["SRK"]
 
@@ -67,12 +67,13 @@ _SRA1 = {
 }
 
 
-def _combine(base: torch.Tensor, terms: list[tuple[float, torch.Tensor]]) -> torch.Tensor:
-    """``base + sum(w * x)`` over the non-zero weights."""
+def _combine(base: torch.Tensor, terms: list[tuple[float, Any, Any]]) -> torch.Tensor:
+    """``base + sum(c * scale * x)`` over the terms with a non-zero coefficient ``c`` (``scale``:
+    a float, or per sample a column; ``x`` may be ``None`` where ``c`` is zero)."""
     out = base
-    for w, x in terms:
-        if w != 0.0:
-            out = torch.add(out, x, alpha=w)
+    for c, scale, x in terms:
+        if c != 0.0:
+            out = axpy(out, x, c * scale)
     return out
 
 
@@ -106,47 +107,55 @@ class SRK(AbstractSDESolver):
              state: Any = None) -> StepResult:  # fmt: skip
         sde = func.sde  # type: ignore[attr-defined]
         dw, hh = sde.levy(t0, dt)
-        i_k0 = dt * (0.5 * dw + hh)
+        steps = step_columns(dt, dw)  # the increments' layout: [B, ..., m] per sample
+        i_k0 = steps[0] * (0.5 * dw + hh)
         if sde.noise == "additive":
-            return StepResult(self._additive(func, sde, t0, y0, f0, dt, dw, i_k0), (), (), None)
-        return StepResult(self._diagonal(func, sde, t0, y0, f0, dt, dw, i_k0), (), (), None)
+            return StepResult(self._additive(func, sde, t0, y0, f0, dt, steps, dw, i_k0), (), (), None)
+        return StepResult(self._diagonal(func, sde, t0, y0, f0, dt, steps, dw, i_k0), (), (), None)
 
     @staticmethod
-    def _additive(func: Func, sde: Any, t0: Any, y0: torch.Tensor, f0: torch.Tensor, dt: Any,
+    def _additive(func: Func, sde: Any, t0: Any, y0: torch.Tensor, f0: torch.Tensor, dt: Any, steps: tuple,
                   dw: torch.Tensor, i_k0: torch.Tensor) -> torch.Tensor:  # fmt: skip
         tab = _SRA1
+        h, _ = step_columns(dt, y0)
+        per_step = steps[1]  # divides i_k0, in the increments' layout
         gs = [sde.diffusion(t0 + c * dt, y0) for c in tab["c1"]]
         fs = [f0]
         for i in range(1, len(tab["c0"])):
             a, b = tab["a0"][i], tab["b0"][i]
-            stage = _combine(y0, [(a[j] * dt, fs[j]) for j in range(i)])
+            stage = _combine(y0, [(a[j], h, fs[j]) for j in range(i)])
             for j in range(i):
                 if b[j] != 0.0:
-                    stage = stage + sde.prod(gs[j], i_k0 * (b[j] / dt))
+                    stage = stage + sde.prod(gs[j], i_k0 * (b[j] / per_step))
             fs.append(func(t0 + tab["c0"][i] * dt, stage))
-        y1 = _combine(y0, [(w * dt, f) for w, f in zip(tab["alpha"], fs)])
+        y1 = _combine(y0, [(w, h, f) for w, f in zip(tab["alpha"], fs)])
         for i, g in enumerate(gs):
-            y1 = y1 + sde.prod(g, tab["beta1"][i] * dw + tab["beta2"][i] / dt * i_k0)
+            y1 = y1 + sde.prod(g, tab["beta1"][i] * dw + tab["beta2"][i] / per_step * i_k0)
         return y1
 
     @staticmethod
-    def _diagonal(func: Func, sde: Any, t0: Any, y0: torch.Tensor, f0: torch.Tensor, dt: Any,
+    def _diagonal(func: Func, sde: Any, t0: Any, y0: torch.Tensor, f0: torch.Tensor, dt: Any, steps: tuple,
                   dw: torch.Tensor, i_k0: torch.Tensor) -> torch.Tensor:  # fmt: skip
         tab = _SRI2
-        root = dt**0.5
-        i_kk = 0.5 * (dw * dw - dt)
-        i_kkk = (dw * dw * dw - 3 * dt * dw) / 6
+        h, _ = step_columns(dt, y0)
+        root = h**0.5
+        dh, ddiv = steps  # in the increments' layout (scalar noise: [..., 1])
+        droot = ddiv**0.5
+        i_kk = 0.5 * (dw * dw - dh)
+        i_kkk = (dw * dw * dw - 3 * dh * dw) / 6
         scalar = sde.noise == "scalar"
         fs: list[torch.Tensor | None] = []
         gs: list[torch.Tensor] = []
         y1 = y0
         for i in range(len(tab["c0"])):
             a0, a1, b0, b1 = tab["a0"][i], tab["a1"][i], tab["b0"][i], tab["b1"][i]
-            drifts = [(a0[j] * dt, fs[j]) for j in range(i)]
-            h0 = _combine(y0, drifts + [(b0[j], gs[j] * (i_k0 / dt)) for j in range(i) if b0[j] != 0.0])  # type: ignore[list-item]
+            drifts = [(a0[j], h, fs[j]) for j in range(i)]
+            h0 = _combine(
+                y0, drifts + [(b0[j], 1.0, gs[j] * (i_k0 / ddiv)) for j in range(i) if b0[j] != 0.0]
+            )
             h1 = _combine(
-                y0, [(a1[j] * dt, fs[j]) for j in range(i)] + [(b1[j] * root, gs[j]) for j in range(i)]
-            )  # type: ignore[list-item]
+                y0, [(a1[j], h, fs[j]) for j in range(i)] + [(b1[j], root, gs[j]) for j in range(i)]
+            )
             later = any(row[i] != 0.0 for k in range(i + 1, 4) for row in (tab["a0"][k], tab["a1"][k]))
             if i == 0:
                 f = f0
@@ -158,9 +167,9 @@ class SRK(AbstractSDESolver):
             g = sde.diffusion(t0 + tab["c1"][i] * dt, h1)
             g = g.squeeze(-1) if scalar else g
             gs.append(g)
-            weight = (tab["beta1"][i] * dw + tab["beta2"][i] / root * i_kk + tab["beta3"][i] / dt * i_k0
-                      + tab["beta4"][i] / dt * i_kkk)  # fmt: skip
+            weight = (tab["beta1"][i] * dw + tab["beta2"][i] / droot * i_kk + tab["beta3"][i] / ddiv * i_k0
+                      + tab["beta4"][i] / ddiv * i_kkk)  # fmt: skip
             if f is not None and tab["alpha"][i] != 0.0:
-                y1 = torch.add(y1, f, alpha=tab["alpha"][i] * dt)
+                y1 = axpy(y1, f, tab["alpha"][i] * h)
             y1 = y1 + g * weight
         return y1

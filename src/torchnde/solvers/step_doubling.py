@@ -81,6 +81,7 @@ class StepDoubling(AbstractSDESolver):
 
     name: ClassVar[str] = "step_doubling"
     dense_order: ClassVar[int] = 1
+    supports_per_sample: ClassVar[bool] = False  # adaptive SDE steps: the global layout only
 
     def __init__(self, solver: AbstractSDESolver, error_order: float | None = None):
         if not isinstance(solver, AbstractSDESolver):

@@ -23,6 +23,13 @@ fixed steps; with ``rtol=``/``atol=`` (a ``PIDController``) ``solve`` wraps them
 :class:`~torchnde.StepDoubling`, whose error estimate is one step against two half steps on the
 same Brownian path, of order strong order + 1/2 (:mod:`torchnde.solvers.step_doubling`; not
 ``reversible_heun``, which steps on a fixed grid).
+
+In the per-sample layout (``per_sample=True``) ``t0`` and ``dt`` are ``[B]`` tensors: the times
+stay float64 and the arithmetic on the state takes the step as a ``[B, 1, ..., 1]`` column
+(:func:`step_columns`); a sample that has finished stands still with ``dt = 0``, and the methods
+that divide by the step (``srk``, the derivative-free ``milstein``, the linear interpolation)
+divide by 1 there, so its (discarded) step stays finite and its gradient zero. Every method here
+runs per sample except ``reversible_heun``, whose exact reverse needs one grid for the batch.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ __all__ = [
     "StochasticMidpoint",
     "StochasticReversibleHeun",
     "along_itself",
+    "axpy",
+    "step_columns",
 ]
 
 _LINEAR = DensePolynomial(np.array([[1.0]]), order=1)
@@ -70,7 +79,6 @@ class AbstractSDESolver(AbstractSolver):
     weak_order: ClassVar[float] = 1.0
     levy_area: ClassVar[bool] = False
     dense_order: ClassVar[int] = 1
-    supports_per_sample: ClassVar[bool] = False
 
     @classmethod
     def strong_order(cls, noise: str) -> float:
@@ -99,11 +107,27 @@ class AbstractSDESolver(AbstractSolver):
 
     def dense_stages(self, func: Func, t0: Any, y0: torch.Tensor, dt: Any, result: StepResult,
                      f1: torch.Tensor) -> torch.Tensor:  # fmt: skip
-        return ((result.y1 - y0) / dt).unsqueeze(-1)  # linear interpolation
+        return ((result.y1 - y0) / step_columns(dt, y0)[1]).unsqueeze(-1)  # linear interpolation
 
     @property
     def dense_polynomial(self) -> DensePolynomial:
         return _LINEAR
+
+
+def step_columns(dt: Any, y: torch.Tensor) -> tuple[Any, Any]:
+    """``(h, divisor)``: the step as the arithmetic on the state ``y`` takes it, and the same
+    for divisions. Globally both are the host float ``dt``; per sample (``dt`` a ``[B]``
+    tensor) a ``[B, 1, ..., 1]`` column in the state's dtype, the divisor with 1 where a
+    finished sample stands still (``dt = 0``; its increments are zero, so what it divides is)."""
+    if not isinstance(dt, torch.Tensor):
+        return dt, dt
+    h = dt.to(y.dtype).view(-1, *([1] * (y.ndim - 1)))
+    return h, torch.where(h == 0, 1.0, h)
+
+
+def axpy(y: torch.Tensor, x: torch.Tensor, a: Any) -> torch.Tensor:
+    """``y + a x`` for a float ``a`` or a per-sample column ``a`` (:func:`step_columns`)."""
+    return torch.addcmul(y, x, a) if isinstance(a, torch.Tensor) else torch.add(y, x, alpha=a)
 
 
 class EulerMaruyama(AbstractSDESolver):
@@ -137,7 +161,8 @@ class EulerMaruyama(AbstractSDESolver):
              state: Any = None) -> StepResult:  # fmt: skip
         sde = func.sde  # type: ignore[attr-defined]
         dw = sde.increment(t0, dt)
-        y1 = torch.add(y0, f0, alpha=dt) + sde.prod(sde.diffusion(t0, y0), dw)
+        h, _ = step_columns(dt, y0)
+        y1 = axpy(y0, f0, h) + sde.prod(sde.diffusion(t0, y0), dw)
         return StepResult(y1, (), (), None)
 
 
@@ -227,20 +252,20 @@ class Milstein(AbstractSDESolver):
              state: Any = None) -> StepResult:  # fmt: skip
         sde = func.sde  # type: ignore[attr-defined]
         dw = sde.increment(t0, dt)
-        drift = torch.add(y0, f0, alpha=dt)
+        h, divisor = step_columns(dt, y0)
+        drift = axpy(y0, f0, h)
         if sde.noise == "additive":
             return StepResult(drift + sde.prod(sde.diffusion(t0, y0), dw), (), (), None)
         if not self.derivative_free:
             g, lg = _derivative_along(sde, t0, y0)
-            sq = dw * dw if sde.calculus == "stratonovich" else dw * dw - dt
+            sq = dw * dw if sde.calculus == "stratonovich" else dw * dw - h
             return StepResult(drift + sde.prod(g, dw) + 0.5 * lg * sq, (), (), None)
         g = sde.diffusion(t0, y0)
         scalar = sde.noise == "scalar"
         col = g.squeeze(-1) if scalar else g
         if sde.calculus == "ito":  # (g(y + f h + g sqrt h) - g) / sqrt(h) ~ g' g, times (dW^2 - h) / 2
-            root = dt**0.5
-            diff = sde.diffusion(t0, torch.add(drift, col, alpha=root)) - g
-            weight = (dw * dw - dt) / (2 * root)
+            diff = sde.diffusion(t0, axpy(drift, col, h**0.5)) - g
+            weight = (dw * dw - h) / (2 * divisor**0.5)
         else:  # (g(y + f h + g dW) - g) dW / 2 ~ g' g dW^2 / 2, with no bias from the mean of dW^2
             diff = sde.diffusion(t0, drift + col * dw) - g
             weight = 0.5 * dw
@@ -285,11 +310,12 @@ class StochasticHeun(_Stratonovich):
              state: Any = None) -> StepResult:  # fmt: skip
         sde = func.sde  # type: ignore[attr-defined]
         dw = sde.increment(t0, dt)
+        h, _ = step_columns(dt, y0)
         g0 = sde.diffusion(t0, y0)
-        y_tilde = torch.add(y0, f0, alpha=dt) + sde.prod(g0, dw)
+        y_tilde = axpy(y0, f0, h) + sde.prod(g0, dw)
         t1 = t0 + dt
         f1, g1 = func(t1, y_tilde), sde.diffusion(t1, y_tilde)
-        y1 = torch.add(y0, f0 + f1, alpha=0.5 * dt) + 0.5 * sde.prod(g0 + g1, dw)
+        y1 = axpy(y0, f0 + f1, 0.5 * h) + 0.5 * sde.prod(g0 + g1, dw)
         return StepResult(y1, (), (), None)
 
 
@@ -313,9 +339,10 @@ class StochasticMidpoint(_Stratonovich):
              state: Any = None) -> StepResult:  # fmt: skip
         sde = func.sde  # type: ignore[attr-defined]
         dw = sde.increment(t0, dt)
-        y_half = torch.add(y0, f0, alpha=0.5 * dt) + 0.5 * sde.prod(sde.diffusion(t0, y0), dw)
+        h, _ = step_columns(dt, y0)
+        y_half = axpy(y0, f0, 0.5 * h) + 0.5 * sde.prod(sde.diffusion(t0, y0), dw)
         t_half = t0 + 0.5 * dt
-        y1 = torch.add(y0, func(t_half, y_half), alpha=dt) + sde.prod(sde.diffusion(t_half, y_half), dw)
+        y1 = axpy(y0, func(t_half, y_half), h) + sde.prod(sde.diffusion(t_half, y_half), dw)
         return StepResult(y1, (), (), None)
 
 
@@ -343,7 +370,8 @@ class EulerHeun(_Stratonovich):
         dw = sde.increment(t0, dt)
         g0 = sde.diffusion(t0, y0)
         y_bar = y0 + sde.prod(g0, dw)
-        y1 = torch.add(y0, f0, alpha=dt) + 0.5 * sde.prod(g0 + sde.diffusion(t0 + dt, y_bar), dw)
+        h, _ = step_columns(dt, y0)
+        y1 = axpy(y0, f0, h) + 0.5 * sde.prod(g0 + sde.diffusion(t0 + dt, y_bar), dw)
         return StepResult(y1, (), (), None)
 
 
@@ -380,6 +408,7 @@ class StochasticReversibleHeun(_Stratonovich):
     name: ClassVar[str] = "reversible_heun"
     order: ClassVar[int] = 2
     reversible: ClassVar[bool] = True
+    supports_per_sample: ClassVar[bool] = False  # its exact reverse steps one grid for the batch
 
     @property
     def fsal(self) -> bool:
