@@ -74,6 +74,16 @@ def test_summary_prints_the_equations_next_to_the_truth_and_every_criterion():
     assert "[PASS] relative error of β" in text and "[FAIL] hybrid L2" in text
     assert "13.0%" in text and "8.5%" in text
     assert "runs/demo/report.md" in text
+    assert "noise level" not in text  # a document from before restarts has no training line
+
+
+def test_summary_says_how_close_the_fit_came_to_the_noise_and_how_many_restarts_it_took():
+    doc = _doc(True)
+    doc["metrics"].update(ude_sse_over_floor=1.2345, ude_restarts=1)
+    text = demo.summary(doc)
+    assert "sum of squared errors 1.23x the noise level N σ², after 1 restart from a fresh" in text
+    doc["metrics"]["ude_restarts"] = 2
+    assert "after 2 restarts" in demo.summary(doc)
 
 
 def test_main_returns_zero_only_when_every_criterion_passed(monkeypatch, capsys, tmp_path):
@@ -92,5 +102,7 @@ def test_quick_tier_passes_its_criteria(tmp_path):
     assert doc["figure_problems"] == {}, doc["figure_problems"]  # labelled, nothing overlaps
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["metrics"]["discovered_terms"]["U_x"].keys() == {"x*y"}
+    assert saved["metrics"]["ude_sse_over_floor"] <= 2.0
+    assert saved["metrics"]["node_l2_3_20"] > 1.0
     text = demo.summary(saved, tmp_path)
     assert "dx/dt = 1.3 x - " in text and "x·y" in text

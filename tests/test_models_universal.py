@@ -201,3 +201,99 @@ def test_fit_staged_rejects_bad_arguments():
         fit_staged(nn.Linear(1, 1), data[0], t, data)
     with pytest.raises(ValueError, match="shape"):
         trajectory_loss(model, data[0], t, data[:5])
+
+
+SEED_WITH_AN_EARLIER_BEST = 5
+
+
+def _decay_model(physics: bool = False) -> UniversalODE:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(1, 4), nn.Tanh(), nn.Linear(4, 1)).to(DT)
+    return UniversalODE(lambda s, y, k: -k * y, net, params={"k": 0.3}, trainable=physics)
+
+
+def test_restarts_retrain_from_fresh_draws_while_above_target_and_keep_the_best_attempt():
+    t, data = _decay_data()
+    model = _decay_model(physics=True)
+    tags, k_at_start = [], []
+
+    def train(tag, step, steps, state):
+        tags.append(tag)
+        if tag.endswith("network"):
+            k_at_start.append(state["model"].params["k"].item())
+        return [step(i) for i in range(steps)]
+
+    # two Adam steps and one short L-BFGS step cannot reach 1e-12: every restart runs
+    result = fit_staged(
+        model,
+        data[0],
+        t,
+        data,
+        network_steps=2,
+        lbfgs_steps=1,
+        lbfgs_iterations=2,
+        lr=0.05,
+        target_loss=1e-12,
+        restarts=3,
+        seed=SEED_WITH_AN_EARLIER_BEST,
+        train=train,
+    )
+    assert result.restarts == 3 and len(result.attempts) == 4
+    assert len(set(result.attempts)) == 4  # each restart is a different initialisation
+    assert result.kept == min(range(4), key=result.attempts.__getitem__)
+    assert result.kept < 3  # this seed exercises putting an earlier attempt's parameters back
+    assert result.final_loss == result.attempts[result.kept]
+    assert k_at_start == pytest.approx([0.3] * 4)  # the physics restarts from its given value
+    assert tags[:2] == ["ude-network", "ude-lbfgs"]
+    assert tags[2:] == [f"ude-restart{r}-{s}" for r in (1, 2, 3) for s in ("network", "lbfgs")]
+    with torch.no_grad():  # the L-BFGS stage reports the loss after its step: the model's loss now
+        assert trajectory_loss(model, data[0], t, data).item() == pytest.approx(result.final_loss, rel=1e-9)
+
+
+def test_restarts_stop_as_soon_as_an_attempt_reaches_the_target():
+    t, data = _decay_data()
+    model = _decay_model()
+    result = fit_staged(model, data[0], t, data, network_steps=3, lr=0.05, target_loss=1e3, restarts=3)
+    assert result.restarts == 0 and result.kept == 0 and len(result.attempts) == 1
+    assert result.attempts[0] == result.final_loss <= 1e3
+
+
+def test_restarts_are_seeded_and_leave_the_global_generator_alone():
+    t, data = _decay_data()
+    runs = []
+    for _ in range(2):
+        model = _decay_model()
+        before = torch.random.get_rng_state()
+        result = fit_staged(
+            model, data[0], t, data, network_steps=2, lr=0.05, target_loss=1e-12, restarts=2, seed=11
+        )
+        assert torch.equal(torch.random.get_rng_state(), before)
+        runs.append((result.attempts, [p.detach().clone() for p in model.parameters()]))
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+
+
+def test_restarts_reset_a_fitted_initial_state():
+    t, data = _decay_data()
+    model = _decay_model()
+    start = data[0] + 0.5
+    result = fit_staged(
+        model, start, t, data, network_steps=5, lr=0.05, fit_y0=True, target_loss=1e-12, restarts=1, seed=3
+    )
+    # each attempt takes at most five Adam steps of about lr from the given start
+    assert abs(float(result.y0) - float(start)) <= 5 * 0.05 + 1e-9
+    assert len(result.attempts) == 2
+
+
+def test_restarts_reject_bad_arguments_naming_the_fix():
+    t, data = _decay_data()
+    model = _decay_model()
+    with pytest.raises(ValueError, match="pass target_loss"):
+        fit_staged(model, data[0], t, data, network_steps=1, restarts=2)
+    with pytest.raises(ValueError, match="target_loss must be a positive"):
+        fit_staged(model, data[0], t, data, network_steps=1, target_loss=-1.0)
+    with pytest.raises(ValueError, match="restarts must be a non-negative"):
+        fit_staged(model, data[0], t, data, network_steps=1, target_loss=1.0, restarts=-1)
+    plain = UniversalODE(lambda s, y, k: -k * y, lambda y: 0 * y, params={"k": 0.3})
+    with pytest.raises(ValueError, match="reset_parameters"):
+        fit_staged(plain, data[0], t, data, network_steps=1, target_loss=1.0, restarts=1)

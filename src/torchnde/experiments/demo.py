@@ -38,6 +38,17 @@ def _equation(lhs: str, linear: str, terms: dict[str, float]) -> str:
     return text
 
 
+def _training_line(m: dict[str, Any]) -> list[str]:
+    """How close the UDE's fit came to the noise, and how many fresh starts it took (newer runs)."""
+    if "ude_sse_over_floor" not in m:
+        return []
+    restarts = int(m.get("ude_restarts", 0))
+    return [
+        f"  (the UDE's fit: sum of squared errors {m['ude_sse_over_floor']:.2f}x the noise level N σ², "
+        f"after {restarts} restart{'' if restarts == 1 else 's'} from a fresh initialisation)"
+    ]
+
+
 def summary(doc: dict[str, Any], out: str | Path | None = None) -> str:
     """The demo's printout for a ``ude-lotka-volterra`` metrics document.
 
@@ -63,6 +74,7 @@ def summary(doc: dict[str, Any], out: str | Path | None = None) -> str:
         "  "
         + _equation("dy/dt", y_lin, terms.get("U_y", {}))
         + f"   (true: {y_lin} + {_number(true['gamma'])} x·y)",
+        *_training_line(m),
         "",
         "Extrapolation of the recovered model from [0, 3] to t = 20:",
         f"  relative error of the state at t = 20: {100 * m['hybrid_at_20']:.1f}%   "

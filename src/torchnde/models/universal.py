@@ -342,8 +342,11 @@ class FitResult:
     """What :func:`fit_staged` did (Rackauckas et al., arXiv 2001.04385, 2020).
 
     ``histories[stage]`` is the list of per-step dicts (``loss``, ``nfe``) of each stage that ran
-    (``"mechanistic"``, ``"network"``, ``"lbfgs"``); ``y0`` the initial state used (fitted when
-    ``fit_y0``).
+    (``"mechanistic"``, ``"network"``, ``"lbfgs"``) in the kept attempt; ``y0`` the initial
+    state used (fitted when ``fit_y0``). With ``target_loss``, ``attempts`` lists the final loss
+    of every attempt in order (the first from the model as given, then one per fresh
+    initialisation), ``restarts`` how many fresh initialisations ran, and ``kept`` the index
+    of the attempt whose parameters the model holds (the lowest final loss).
 
     ```python
     import torch
@@ -359,14 +362,87 @@ class FitResult:
 
     histories: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     y0: torch.Tensor | None = None
+    attempts: list[float] = field(default_factory=list)
+    restarts: int = 0
+    kept: int = 0
 
     @property
     def final_loss(self) -> float:
-        """The last recorded loss (NaN before any step)."""
-        for name in ("lbfgs", "network", "mechanistic"):
-            if self.histories.get(name):
-                return float(self.histories[name][-1]["loss"])
-        return math.nan
+        """The last recorded loss of the kept attempt (NaN before any step)."""
+        return _final_loss(self.histories)
+
+
+def _final_loss(histories: Mapping[str, list[dict[str, Any]]]) -> float:
+    for name in ("lbfgs", "network", "mechanistic"):
+        if histories.get(name):
+            return float(histories[name][-1]["loss"])
+    return math.nan
+
+
+def _resettable(model: UniversalODE) -> list[nn.Module]:
+    """The network's submodules with ``reset_parameters`` (every ``torch.nn`` layer has one)."""
+    if not isinstance(model.network, nn.Module):
+        return []
+    return [m for m in model.network.modules() if callable(getattr(m, "reset_parameters", None))]
+
+
+def _reinitialise(
+    model: UniversalODE,
+    physics: Mapping[str, torch.Tensor],
+    initial: _Initial | None,
+    y0: torch.Tensor,
+    seed: int,
+) -> None:
+    """A fresh draw of the network's parameters from its layers' own initialisers, seeded by
+    ``seed`` without touching the global generators; the physics and ``y0`` back to their start."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in _resettable(model):
+            module.reset_parameters()
+    with torch.no_grad():
+        for name, value in physics.items():
+            model.physics[name].copy_(value)
+        if initial is not None:
+            initial.y0.copy_(y0)
+
+
+def _ordered(loss: float) -> float:
+    """A loss to compare attempts by: NaN (no step ran, or it diverged) ranks last."""
+    return loss if not math.isnan(loss) else math.inf
+
+
+def _snapshot(model: UniversalODE, initial: _Initial | None) -> dict[str, torch.Tensor]:
+    out = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
+    if initial is not None:
+        out["y0"] = initial.y0.detach().clone()
+    return out
+
+
+def _restore(model: UniversalODE, initial: _Initial | None, saved: Mapping[str, torch.Tensor]) -> None:
+    model.load_state_dict({k[len("model.") :]: v for k, v in saved.items() if k.startswith("model.")})
+    if initial is not None:
+        with torch.no_grad():
+            initial.y0.copy_(saved["y0"])
+
+
+def _check_restarts(model: UniversalODE, target_loss: float | None, restarts: int, seed: int) -> None:
+    if target_loss is not None and not (math.isfinite(target_loss) and target_loss > 0):
+        raise ValueError(f"target_loss must be a positive finite number or None, got {target_loss!r}")
+    if int(restarts) != restarts or restarts < 0:
+        raise ValueError(f"restarts must be a non-negative integer, got {restarts!r}")
+    if int(seed) != seed:
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    if restarts and target_loss is None:
+        raise ValueError(
+            "restarts retrain from a fresh initialisation while the final loss is above target_loss: "
+            "pass target_loss (for a sum of squared errors, about the number of data values times the "
+            "noise variance)"
+        )
+    if restarts and not _resettable(model):
+        raise ValueError(
+            "restarts need a network whose layers can be re-initialised (torch.nn layers have "
+            "reset_parameters()); this model's network has none: pass restarts=0"
+        )
 
 
 def fit_staged(
@@ -384,6 +460,9 @@ def fit_staged(
     freeze_physics: bool = False,
     fit_y0: bool = False,
     history_size: int = 100,
+    target_loss: float | None = None,
+    restarts: int = 0,
+    seed: int = 0,
     train: Callable[..., list[dict[str, Any]]] | None = None,
     tag: str = "ude",
 ) -> FitResult:
@@ -403,6 +482,18 @@ def fit_staged(
     experiment's ``run.train`` for progress bars and resumable checkpoints (stage tags are
     ``f"{tag}-mechanistic"`` etc.); the default is a plain loop.
 
+    **Restarts.** A fit whose loss stays far above the noise is a local minimum or a stalled
+    optimiser, not a fit. With ``target_loss`` :math:`L^*` and ``restarts`` :math:`R`, while
+    the final loss is above :math:`L^*` and fewer than :math:`R` restarts ran, the network is
+    drawn afresh (each layer's ``reset_parameters()`` under ``torch.manual_seed(seed + r)``
+    for restart :math:`r = 1, \dots, R`; the global generators are left as they were), the
+    physics and ``y0`` go back to their starting values, and the three stages run again
+    (tags ``f"{tag}-restart{r}-network"`` etc.). The model keeps the attempt with the lowest
+    final loss. For a sum of squared errors over :math:`N` values with noise variance
+    :math:`\sigma^2`, a fit at the noise level has :math:`\mathrm{SSE} \approx N\sigma^2`
+    (a :math:`\chi^2` variable: :math:`N\sigma^2 (1 \pm \sqrt{2/N})`), so
+    ``target_loss = 2 * N * sigma**2`` flags only fits that are certainly not there.
+
     Rackauckas et al., *Universal Differential Equations for Scientific Machine Learning*,
     arXiv 2001.04385, 2020.
 
@@ -415,6 +506,8 @@ def fit_staged(
     model = UniversalODE(lambda t, y, k: -k * y, nn.Linear(1, 1).double(), params={"k": 0.3})
     result = fit_staged(model, data[0], t, data, mechanistic_steps=200, network_steps=50, lbfgs_steps=2, lr=0.05)
     model.params["k"], result.final_loss                     # k close to 0.7
+    result = fit_staged(model, data[0], t, data, network_steps=20, target_loss=1e-6, restarts=2, seed=7)
+    result.attempts, result.restarts, result.kept            # the final loss of each attempt
     ```
     """
     if not isinstance(model, UniversalODE):
@@ -430,10 +523,12 @@ def fit_staged(
         raise ValueError(f"lbfgs_iterations must be a positive integer, got {lbfgs_iterations!r}")
     if not (lr > 0):
         raise ValueError(f"lr must be positive, got {lr!r}")
+    _check_restarts(model, target_loss, restarts, seed)
     train = train if train is not None else _loop
     initial = _Initial(y0) if fit_y0 else None
     start = initial.y0 if initial is not None else y0
     extra = [initial.y0] if initial is not None else []
+    physics_start = {name: p.detach().clone() for name, p in model.physics.items()}
 
     def state(opt: torch.optim.Optimizer) -> dict[str, Any]:
         out: dict[str, Any] = {"model": model, "opt": opt}
@@ -441,35 +536,57 @@ def fit_staged(
             out["y0"] = initial
         return out
 
-    result = FitResult()
     physics = list(model.physics_parameters())
     network = list(model.network_parameters())
-    if mechanistic_steps and physics:
-        opt = torch.optim.Adam(physics + extra, lr=mechanistic_lr or lr)
-        with model.network_off():
-            step = make_step(model, start, t_eval, data, opt)
-            result.histories["mechanistic"] = train(f"{tag}-mechanistic", step, mechanistic_steps, state(opt))
     params = network + ([] if freeze_physics else physics) + extra
     if (network_steps or lbfgs_steps) and not params:
         raise ValueError(
             "nothing to train in the network stages: the model has no network and no trainable physics"
         )
-    if network_steps:
-        opt = torch.optim.Adam(params, lr=lr)
-        step = make_step(model, start, t_eval, data, opt)
-        result.histories["network"] = train(f"{tag}-network", step, network_steps, state(opt))
-    if lbfgs_steps:
-        opt = torch.optim.LBFGS(
-            params,
-            lr=1.0,
-            max_iter=int(lbfgs_iterations),
-            max_eval=4 * int(lbfgs_iterations),
-            history_size=history_size,
-            line_search_fn="strong_wolfe",
-            tolerance_grad=1e-12,
-            tolerance_change=1e-14,
-        )
-        step = make_step(model, start, t_eval, data, opt)
-        result.histories["lbfgs"] = train(f"{tag}-lbfgs", step, lbfgs_steps, state(opt))
+
+    def attempt(prefix: str) -> dict[str, list[dict[str, Any]]]:
+        histories: dict[str, list[dict[str, Any]]] = {}
+        if mechanistic_steps and physics:
+            opt = torch.optim.Adam(physics + extra, lr=mechanistic_lr or lr)
+            with model.network_off():
+                step = make_step(model, start, t_eval, data, opt)
+                histories["mechanistic"] = train(f"{prefix}-mechanistic", step, mechanistic_steps, state(opt))
+        if network_steps:
+            opt = torch.optim.Adam(params, lr=lr)
+            step = make_step(model, start, t_eval, data, opt)
+            histories["network"] = train(f"{prefix}-network", step, network_steps, state(opt))
+        if lbfgs_steps:
+            opt = torch.optim.LBFGS(
+                params,
+                lr=1.0,
+                max_iter=int(lbfgs_iterations),
+                max_eval=4 * int(lbfgs_iterations),
+                history_size=history_size,
+                line_search_fn="strong_wolfe",
+                tolerance_grad=1e-12,
+                tolerance_change=1e-14,
+            )
+            step = make_step(model, start, t_eval, data, opt)
+            histories["lbfgs"] = train(f"{prefix}-lbfgs", step, lbfgs_steps, state(opt))
+        return histories
+
+    result = FitResult(histories=attempt(tag))
+    result.attempts.append(result.final_loss)
+    kept_state: dict[str, torch.Tensor] = {}
+    while (
+        target_loss is not None
+        and not (result.attempts[result.kept] <= target_loss)
+        and result.restarts < restarts
+    ):
+        if result.kept == len(result.attempts) - 1:  # the best so far is about to be overwritten
+            kept_state = _snapshot(model, initial)
+        result.restarts += 1
+        _reinitialise(model, physics_start, initial, y0, int(seed) + result.restarts)
+        histories = attempt(f"{tag}-restart{result.restarts}")
+        result.attempts.append(_final_loss(histories))
+        if _ordered(result.attempts[-1]) < _ordered(result.attempts[result.kept]):
+            result.kept, result.histories = result.restarts, histories
+    if result.kept != len(result.attempts) - 1:  # an earlier attempt was better: put it back
+        _restore(model, initial, kept_state)
     result.y0 = start.detach().clone()
     return result
