@@ -280,7 +280,7 @@ def markdown(result: dict[str, Any]) -> str:
         evals, err = row.get("evaluations"), row.get("z_error")
         return ["—" if evals is None else str(evals), "—" if err is None else f"{err:.1e}"]
 
-    lines += ratio_table_rows(result, TARGET, cells)
+    lines += ratio_table_rows(result, TARGET, cells, others=("floor",))
     return "\n".join(lines) + "\n"
 
 
