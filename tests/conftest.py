@@ -12,3 +12,9 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow checks (experiments' quick tiers, marked ``slow``) first: with one worker per core
+    (``pytest -n auto``) they start early instead of leaving one worker alone at the end."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("slow") is not None else 1)
