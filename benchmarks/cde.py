@@ -33,13 +33,12 @@ from __future__ import annotations
 
 import functools
 import math
-import statistics
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from .common import Candidate, Settings, bench_cli, measure_group, ratio_table_rows
+from .common import Candidate, Settings, bench_cli, measure_group, ratio_rows, ratio_table_rows
 
 BATCH, KNOTS, CHANNELS, HIDDEN, WIDTH = 256, 128, 4, 32, 128
 WINDOW, DEPTH = 8.0, 2
@@ -216,20 +215,6 @@ FULL = Settings(
 )
 
 
-def _rows(cands: list[Candidate], timings: dict, works: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    rows = {}
-    base = timings["torchcde"].times_s
-    for cand in cands:
-        timing = timings[cand.key]
-        row: dict[str, Any] = {"label": cand.label, "median_s": timing.median_s, "min_s": timing.min_s,
-                               "samples": len(timing.times_s), "inner": timing.inner, "error": cand.error,
-                               **works.get(cand.key, {})}  # fmt: skip
-        if cand.key != "torchcde" and timing.times_s and base:
-            row["ratio"] = statistics.median(b / o for b, o in zip(base, timing.times_s))
-        rows[cand.key] = row
-    return rows
-
-
 def run(settings: Settings, log: Callable[[str], None], only: list[str] | None = None) -> dict[str, Any]:
     import torchcde
 
@@ -253,7 +238,7 @@ def run(settings: Settings, log: Callable[[str], None], only: list[str] | None =
         }
         works = {k: work(tr, reference if compared and k != "floor" else None) for k, tr in trainers.items()}
         timings = measure_group(cands, settings, log, shared_inner=(tuple(c.key for c in cands),))
-        groups[key] = {"rows": _rows(cands, timings, works)}
+        groups[key] = {"rows": ratio_rows(cands, timings, "torchcde", works)}
     return {"threads": torch.get_num_threads(), "torch": torch.__version__, "torchcde": torchcde.__version__,
             "target_ratio": TARGET, "groups": groups}  # fmt: skip
 

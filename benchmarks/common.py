@@ -204,6 +204,24 @@ def measure_group(
     return timings
 
 
+def ratio_rows(cands: list[Candidate], timings: dict[str, Timing], reference: str,
+               extra: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
+    """The result rows of one ``measure_group``: each candidate's label, timings and error,
+    ``ratio`` = the ``reference`` candidate's time over its own (sample i of every row was taken
+    in the same round: the median of the per-round ratios), then ``extra[key]``'s entries."""
+    rows = {}
+    base = timings[reference].times_s
+    for cand in cands:
+        timing = timings[cand.key]
+        row: dict[str, Any] = {"label": cand.label, "median_s": timing.median_s, "min_s": timing.min_s,
+                               "samples": len(timing.times_s), "inner": timing.inner, "error": cand.error}  # fmt: skip
+        if cand.key != reference and timing.times_s and base:
+            row["ratio"] = statistics.median(b / o for b, o in zip(base, timing.times_s))
+        row.update((extra or {}).get(cand.key, {}))
+        rows[cand.key] = row
+    return rows
+
+
 def ratio_table_rows(result: dict[str, Any], target: float,
                      extra: Callable[[dict[str, Any]], list[str]] = lambda row: [],
                      others: tuple[str, ...] = ("diffrax",)) -> list[str]:  # fmt: skip

@@ -29,14 +29,13 @@ at most 0.5x torchsde's (ratio at least 2).
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from . import jax_sde
-from .common import Candidate, Settings, bench_cli, measure_group, ratio_table_rows
+from .common import Candidate, Settings, bench_cli, measure_group, ratio_rows, ratio_table_rows
 
 MU, SIGMA = 0.5, 0.3
 GBM_BATCH, GBM_DT = 4096, 2**-8
@@ -211,19 +210,8 @@ FULL = Settings(
 
 
 def _rows(cands: list[Candidate], timings: dict, errors: dict[str, float] | None = None) -> dict[str, Any]:
-    rows = {}
-    base = timings["torchsde"].times_s
-    for cand in cands:
-        timing = timings[cand.key]
-        row: dict[str, Any] = {"label": cand.label, "median_s": timing.median_s, "min_s": timing.min_s,
-                               "samples": len(timing.times_s), "inner": timing.inner, "error": cand.error}  # fmt: skip
-        if cand.key != "torchsde" and timing.times_s and base:
-            # sample i of every row was taken in the same round: the median of the per-round ratios
-            row["ratio"] = statistics.median(b / o for b, o in zip(base, timing.times_s))
-        if errors is not None:
-            row["strong_error"] = errors.get(cand.key)
-        rows[cand.key] = row
-    return rows
+    extra = None if errors is None else {c.key: {"strong_error": errors.get(c.key)} for c in cands}
+    return ratio_rows(cands, timings, "torchsde", extra)
 
 
 def _gbm_key(method: str, sde_type: str, options: dict) -> str:
