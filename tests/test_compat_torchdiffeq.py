@@ -487,7 +487,7 @@ def test_grid_constructor_is_checked():
         )
     with pytest.raises(ValueError, match="from t\\[0\\] to t\\[-1\\]"):
         odeint(linear_forced, Y0, t, method="rk4", options={"grid_constructor": lambda f, y0, t: t[:-1]})
-    with pytest.raises(ValueError, match="adjoint_options: grid_constructor"):
-        odeint_adjoint(Mlp(), Y0, t, method="rk4", adjoint_options={"grid_constructor": squared_grid})
-    with pytest.warns(UserWarning, match="grid_constructor is not supported for the adjoint"):
-        odeint_adjoint(Mlp(), Y0, t, method="rk4", options={"grid_constructor": squared_grid})
+    with pytest.raises(ValueError, match="mutually exclusive"):  # per interval in the adjoint solve
+        odeint_adjoint(
+            Mlp(), Y0, t, method="rk4", adjoint_options={"grid_constructor": squared_grid, "step_size": 0.1}
+        )

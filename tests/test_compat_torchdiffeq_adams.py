@@ -87,9 +87,8 @@ def test_tuple_states_agree_with_torchdiffeq(method):
 
 @pytest.mark.parametrize("method", ["explicit_adams", "implicit_adams"])
 def test_odeint_adjoint_agrees_with_torchdiffeq(method):
-    """The forward solve to round-off; the gradients within the adjoint solves' discretisation
-    error (the two adjoint solves integrate different augmented states), and closer still to
-    0.2.5's backpropagation through the same forward grid."""
+    """The forward solve and the gradients to round-off: each output interval's adjoint solve
+    starts its Adams history afresh on the interval's own grid, as 0.2.5's does."""
     t = torch.linspace(0.0, 1.0, 4, dtype=torch.float64)
 
     def run(interface):
@@ -102,10 +101,8 @@ def test_odeint_adjoint_agrees_with_torchdiffeq(method):
 
     got, got_grad = run(odeint_adjoint)
     want, want_grad = run(torchdiffeq.odeint_adjoint)
-    _, backprop_grad = run(torchdiffeq.odeint)
     _close(got, want)
-    _close(got_grad, want_grad, rtol=5e-5)
-    _close(got_grad, backprop_grad, rtol=1e-6)
+    _close(got_grad, want_grad)
 
 
 def test_fixed_adams_is_implicit_adams():

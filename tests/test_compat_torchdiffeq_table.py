@@ -358,10 +358,6 @@ def test_every_option_agrees_with_torchdiffeq(case):
             run(fns[1], *args, **kwargs(1))
         got, got_g, _ = run(fns[1], *args, adjoint_rtol=1e-8, adjoint_atol=1e-8, **kwargs(1))
         want, oracle_g, _ = run(fns[0], *args, adjoint_rtol=1e-8, adjoint_atol=1e-8, **kwargs(0))
-    elif adjoint and option.name == "grid_constructor":  # documented: forward solve only
-        with pytest.warns(UserWarning, match="grid_constructor is not supported for the adjoint solve"):
-            got, got_g, _ = run(fns[1], *args, quiet=False, **kwargs(1))
-        want, oracle_g, _ = run(fns[0], *args, **kwargs(0))
     else:
         got, got_g, _ = run(fns[1], *args, **kwargs(1))
         want, oracle_g, _ = run(fns[0], *args, **kwargs(0))
@@ -385,15 +381,12 @@ def test_every_option_agrees_with_torchdiffeq(case):
             assert_relative(got_g[i], oracle_g[i], FIXED_RTOL[dtype], names[i])
         return
     # 0.2.5's adjoint solves each output interval backwards on a grid of its own (its own
-    # grid_constructor's, or step_size's from the interval's end) and ignores the interpolation;
-    # both adjoints' parameter gradients are quadratures: the drop-in's must be within twice
-    # 0.2.5's own distance from 0.2.5's odeint gradient (plus round-off)
-    _, backprop_g, _ = run(torchdiffeq.odeint, *args, **kwargs(0))
+    # grid_constructor's, or step_size's from the interval's end), from the forward value at the
+    # interval's end, as the drop-in does: the same arithmetic (in float32 an implicit Adams
+    # corrector's iterations carry the two augmented states' different round-off further)
+    rtol = FIXED_RTOL[dtype] * (5 if dtype == F32 and option.method == "implicit_adams" else 1)
     for i in (0, 2):
-        gap = 2 * _err(oracle_g[i], backprop_g[i]) + FIXED_RTOL[dtype] * float(backprop_g[i].abs().max())
-        assert _err(got_g[i], backprop_g[i]) <= gap, (
-            f"{names[i]}: {_err(got_g[i], backprop_g[i]):.2e} > {gap:.2e}"
-        )
+        assert_relative(got_g[i], oracle_g[i], rtol, names[i])
 
 
 # --------------------------------------------------------------------------------------------
@@ -460,11 +453,10 @@ def test_every_adjoint_argument_agrees_with_torchdiffeq(name, reverse, tup):
         ({"adjoint_rtol": torch.tensor([1e-6, 1e-7, 1e-8])}, ValueError, "one tolerance per part"),
         ({"adjoint_atol": (1e-6, 1e-7)}, ValueError, "one tolerance per part"),
         ({"adjoint_options": {"perturb": True}}, ValueError, "perturb is an option of the fixed-grid methods"),
-        ({"method": "rk4", "adjoint_options": {"grid_constructor": _squared_grid}}, ValueError,
-         "adjoint_options: grid_constructor"),
+        ({"adjoint_options": {"grid_constructor": _squared_grid}}, ValueError, "not supported for method 'dopri5'"),
         ({"method": "scipy_solver"}, ValueError, "no gradients"),
     ],
-    ids=["wrong_length_adjoint_rtol", "wrong_length_adjoint_atol", "adaptive_perturb", "adjoint_grid_constructor",
+    ids=["wrong_length_adjoint_rtol", "wrong_length_adjoint_atol", "adaptive_perturb", "adaptive_grid_constructor",
          "scipy"],
 )  # fmt: skip
 def test_documented_adjoint_limitations_raise(kwargs, error, match):
@@ -648,12 +640,9 @@ def test_callbacks_are_called_as_often_as_in_torchdiffeq(case, reverse, tup, adj
         return
     assert {k: got[k] for k in got if k in forward} == {k: want[k] for k in want if k in forward}
     assert got["callback_step"] > 0
-    if adjoint:
-        # the drop-in's adjoint steps the forward grid backwards; 0.2.5 builds a grid per output
-        # interval from its end (a short step where step_size does not divide it, and, from
-        # rounding, now and then a near-empty one): as many steps or more
-        assert 0 < got["callback_step_adjoint"] <= want["callback_step_adjoint"]
-        assert got["callback_step_adjoint"] == got["callback_step"]
+    if adjoint:  # both build a grid per output interval from its end (a short step where
+        # step_size does not divide it): the same steps
+        assert got["callback_step_adjoint"] == want["callback_step_adjoint"] > 0
 
 
 class Forced(Counted):

@@ -302,7 +302,7 @@ class LogSignaturePath(_PiecewisePolynomial):
     x = nde.with_time_channel(torch.randn(8, 200, 2))
     path = nde.LogSignaturePath(x, depth=2, window=20.0)
     net = torch.nn.Linear(16, 16 * path.channels)
-    term = nde.CDETerm(lambda t, z: net(z).view(8, 16, path.channels), path)
+    term = nde.CDETerm(lambda t, z: torch.tanh(net(z)).view(8, 16, path.channels), path)
     sol = nde.solve(term, torch.zeros(8, 16), torch.tensor([0.0, 199.0]), solver="rk4", dt=20.0)
     sol.stats.steps  # 10: one step per window
     ```

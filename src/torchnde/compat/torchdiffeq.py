@@ -19,11 +19,13 @@ from __future__ import annotations
 import bisect
 import copy
 import dataclasses
+import functools
 import math
 import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from .._names import did_you_mean
@@ -33,6 +35,7 @@ from ..controllers import ConstantStep, PIDController, channel_rms_norm
 from ..events import Event
 from ..gradients import AbstractGradient, Adjoint, Backprop
 from ..solvers import AdamsBashforthMoulton, Newton, resolve_solver
+from ..solvers.tableau import DensePolynomial
 from ._steps025 import Stepper, stepper
 from ._steps025 import solver as solver025
 
@@ -195,15 +198,9 @@ def odeint_adjoint(
             "If `adjoint_method != method` then we cannot infer `adjoint_options` from `options`. "
             "So as `options` has been passed then `adjoint_options` must be passed as well."
         )
-    inherited = adjoint_options is None
     if adjoint_options is None:
         adjoint_options = {k: v for k, v in (options or {}).items() if k != "norm"}
     adjoint_options = dict(adjoint_options)
-    if adjoint_options.pop("grid_constructor", None) is not None:
-        message = "grid_constructor is not supported for the adjoint solve (the forward solve honours it)"
-        if not inherited:
-            raise ValueError(f"adjoint_options: {message}")
-        warnings.warn(message, stacklevel=2)
     perturb = bool(adjoint_options.pop("perturb", False))
     norm = adjoint_options.pop("norm", None)
     params = tuple(func.parameters()) if adjoint_params is None else tuple(adjoint_params)
@@ -218,9 +215,9 @@ def odeint_adjoint(
         )
     adjoint_solver = _method_name(adjoint_method)
     if adjoint_method in _IMPLICIT or adjoint_method in _ADAMS:
-        # an Adams adjoint solve restarts its history on a change of step size (more accurate)
+        # an Adams adjoint solve starts its history afresh at each output interval, as 0.2.5's
         adjoint_solver = _fixed_solver(
-            adjoint_method, _tol(adjoint_rtol, rtol), _tol(adjoint_atol, atol), adjoint_options, restart=True
+            adjoint_method, _tol(adjoint_rtol, rtol), _tol(adjoint_atol, atol), adjoint_options
         )
     fixed = adjoint_method in _FIXED
     if perturb and not fixed:
@@ -234,7 +231,11 @@ def odeint_adjoint(
     )
     if fixed:
         _check_fixed_options(adjoint_options)  # interp: the intervals end on grid points anyway
-    step_size = adjoint_options.get("step_size")
+    step_size, adjoint_grid = adjoint_options.get("step_size"), None
+    if fixed:  # 0.2.5's grid per output interval
+        step_size, adjoint_grid = _adjoint_grids(
+            func, y0, t, step_size, adjoint_options.get("grid_constructor")
+        )
     max_steps = adjoint_options.get("max_num_steps")
     controller_hook = None if fixed else _restarted(adjoint_method, adjoint_options)
     found = [getattr(func, name + "_adjoint", None) for name in _CALLBACKS]
@@ -254,7 +255,7 @@ def odeint_adjoint(
         norm=custom,
         max_steps=None if max_steps is None else int(max_steps),
         dt=None if step_size is None else abs(float(step_size)),
-        step_ts=None if fixed else _times(adjoint_options.get("step_t")),
+        step_ts=adjoint_grid if fixed else _times(adjoint_options.get("step_t")),
         jump_ts=None if fixed else _times(adjoint_options.get("jump_t")),
         controller_options=None if fixed else _pid_options(adjoint_options),
         controller_hook=controller_hook,
@@ -655,8 +656,23 @@ def _fixed(
 ) -> Any:
     _check_fixed_options(options)
     interp = options.get("interp", "linear")
-    step_size = options.get("step_size")
-    constructor = options.get("grid_constructor")
+    grid = _grid(func, y0, t, options.get("step_size"), options.get("grid_constructor"))
+    spacing = float(grid.diff().abs().max()) if len(grid) > 1 else 1.0
+    if options.get("perturb"):
+        solver = _perturbed(solver, _dtype(y0))
+    solver, controller = _hooked(func, y0, t, solver, ConstantStep(spacing, step_ts=grid))
+    if interp == "linear" and grid is not t:
+        solver = _linear_dense(solver)
+    # the steps land on the grid; output times between grid points are the dense output's (cubic
+    # Hermite, or torchdiffeq's linear interpolation): with an Adjoint, its backward intervals
+    # are then the output intervals, each restarted from the forward value, as in torchdiffeq
+    return solve(func, y0, t, solver, controller=controller, max_steps=2**31 - 1, gradient=gradient).ys
+
+
+def _grid(func: Callable, y0: Any, t: torch.Tensor, step_size: Any, constructor: Any) -> torch.Tensor:
+    """torchdiffeq's grid from ``t[0]`` to ``t[-1]``: ``constructor(func, y0, t)``, or ``t[0] + k
+    step_size`` with the last point moved onto ``t[-1]`` (a decreasing ``t`` handled as the
+    increasing ``-t``, as torchdiffeq does), or ``t`` itself."""
     if step_size is not None and constructor is not None:
         raise ValueError("step_size and grid_constructor are mutually exclusive arguments.")
     if constructor is not None:  # torchdiffeq: the grid in the user's time, from t[0] to t[-1]
@@ -665,26 +681,29 @@ def _fixed(
             raise ValueError("grid_constructor must return a 1-D grid from t[0] to t[-1]")
         if len(grid) > 1 and not bool(((grid[1:] - grid[:-1]) * (t[-1] - t[0]) > 0).all()):
             raise ValueError("grid_constructor must return a grid strictly monotonic in the direction of t")
-    elif step_size is None:  # torchdiffeq steps from output time to output time
-        grid = t
-    else:
-        # torchdiffeq's grid: start + k * step_size, with the last point moved onto t[-1]; a
-        # decreasing t is handled as the increasing -t, as torchdiffeq does
-        sign = -1.0 if len(t) > 1 and bool(t[-1] < t[0]) else 1.0
-        start, end = sign * t[0], sign * t[-1]
-        niters = math.ceil(float((end - start) / step_size + 1))
-        grid = torch.arange(0, niters, dtype=t.dtype, device=t.device) * step_size + start
-        grid[-1] = end
-        grid = sign * grid
-    spacing = float(grid.diff().abs().max()) if len(grid) > 1 else 1.0
-    if options.get("perturb"):
-        solver = _perturbed(solver, _dtype(y0))
-    solver, controller = _hooked(func, y0, t, solver, ConstantStep(spacing, step_ts=grid))
-    if interp == "cubic" or grid is t:
-        # every output time is a grid point, or cubic Hermite is what the dense output is
-        return solve(func, y0, t, solver, controller=controller, max_steps=2**31 - 1, gradient=gradient).ys
-    sol = solve(func, y0, grid, solver, controller=controller, max_steps=2**31 - 1, gradient=gradient)
-    return _linear(grid, sol.ys, t)
+        return grid
+    if step_size is None:  # torchdiffeq steps from output time to output time
+        return t
+    sign = -1.0 if len(t) > 1 and bool(t[-1] < t[0]) else 1.0
+    start, end = sign * t[0], sign * t[-1]
+    niters = math.ceil(float((end - start) / step_size + 1))
+    grid = torch.arange(0, niters, dtype=t.dtype, device=t.device) * step_size + start
+    grid[-1] = end
+    return sign * grid
+
+
+def _adjoint_grids(
+    func: Callable, y0: Any, t: torch.Tensor, step_size: Any, constructor: Any
+) -> tuple[float, torch.Tensor | None]:
+    """``(dt, step_ts)`` of a fixed-grid adjoint solve: torchdiffeq 0.2.5 solves each output
+    interval backwards, from ``t[i]`` to ``t[i-1]``, on a grid of its own (:func:`_grid` of that
+    interval; a short last step where ``step_size`` does not divide it). The union of those grids
+    as the adjoint's ``step_ts`` and their largest spacing as its ``dt`` give the same steps."""
+    t = t.detach()
+    grids = [_grid(func, y0, t[[i, i - 1]], step_size, constructor) for i in range(len(t) - 1, 0, -1)]
+    dt = max((float(g.diff().abs().max()) for g in grids if len(g) > 1), default=1.0)
+    inner = [g[1:-1] for g in grids if len(g) > 2]
+    return dt, (torch.cat(inner).to(torch.float64) if inner else None)
 
 
 def _dtype(y0: Any) -> torch.dtype:
@@ -805,21 +824,35 @@ def _hooks(callbacks: list[Any], t: torch.Tensor, view: Callable) -> tuple[Calla
     return hook_solver, hook_controller
 
 
-def _linear(grid: torch.Tensor, ys: Any, t: torch.Tensor) -> Any:
-    """torchdiffeq's linear interpolation of the grid solution at the output times."""
-    forward = bool(grid[-1] > grid[0])
-    g, q = (grid, t) if forward else (-grid, -t)
-    idx = torch.searchsorted(g, q, right=True).clamp(1, len(g) - 1)
-    g0, g1 = g[idx - 1], g[idx]
-    theta = (q - g0) / (g1 - g0)
+def _linear_dense(solver: Any) -> Any:
+    r"""This solve's own copy of ``solver`` whose continuous extension is torchdiffeq's linear
+    interpolation between the step's ends, :math:`y_0 + \theta (y_1 - y_0)`: one stage
+    ``(y1 - y0) / dt`` with weight :math:`\theta`, and no evaluation of ``f(t1, y1)``. Its steps
+    are the solver's own (a ``step`` replaced on the object, by ``perturb`` or the callbacks,
+    is kept)."""
+    method = resolve_solver(solver)
+    linear = _linear_class(type(method)).__new__(_linear_class(type(method)))
+    linear.__dict__.update(method.__dict__)
+    return linear
 
-    def interp(y: torch.Tensor) -> torch.Tensor:
-        w = theta.to(y.dtype).view(-1, *([1] * (y.ndim - 1)))
-        return y[idx - 1] + w * (y[idx] - y[idx - 1])
 
-    if isinstance(ys, tuple):
-        return tuple(interp(y) for y in ys)
-    return interp(ys)
+@functools.cache
+def _linear_class(cls: type) -> type:
+    def dense_stages(self: Any, func: Any, t0: Any, y0: torch.Tensor, dt: Any, result: Any, f1: Any) -> Any:
+        return ((result.y1 - y0) / dt).unsqueeze(-1)
+
+    return type(
+        f"Linear{cls.__name__}",
+        (cls,),
+        {
+            "needs_end_derivative": property(lambda self: False),
+            "dense_stages": dense_stages,
+            "dense_polynomial": property(lambda self: _LINEAR),
+        },
+    )
+
+
+_LINEAR = DensePolynomial(np.ones((1, 1)), order=1)
 
 
 # the keyword arguments odeint_event passes on to its interface
