@@ -8,6 +8,7 @@ Nothing is downloaded: every set is generated (with a ``seed``) or computed from
 | :func:`lotka_volterra`, :func:`damped_oscillators` | the UDE and SONODE set-ups (:class:`Observations`) |
 | :func:`g1d`, :func:`concentric_spheres`, :func:`reflection`, :func:`twist` | toy maps of the ANODE / Dissecting / RNODE papers |
 | :func:`burgers_solution`, :func:`burgers_grid` and samplers | Burgers' equation by Cole–Hopf (Gauss–Hermite quadrature) |
+| :func:`stochastic_lorenz` | sample paths of the stochastic Lorenz system of the latent SDE paper |
 
 ```python
 from torchnde import datasets
@@ -24,6 +25,7 @@ from .burgers import (
     initial_boundary_points,
     solution_points,
 )
+from .lorenz import stochastic_lorenz
 from .physics import (
     Trajectories,
     double_pendulum,
@@ -63,4 +65,5 @@ __all__ = [
     "solution_points",
     "twist",
     "two_body",
+    "stochastic_lorenz",
 ]

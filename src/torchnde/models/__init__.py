@@ -11,6 +11,8 @@
 | :class:`UniversalODE` | Rackauckas et al., arXiv 2001.04385 |
 | :class:`KineticEnergy`, :class:`JacobianFrobenius` | Finlay et al., ICML 2020 |
 | :class:`PINN` (a contrast: the network is the solution, no ODE solve) | Raissi et al., JCP 2019 |
+| :class:`NeuralSDE` | Tzen & Raginsky, arXiv 1905.09883; Li et al., AISTATS 2020 |
+| :class:`LatentSDE` | Li et al., AISTATS 2020 |
 """
 
 from ._base import SolveOptions, as_field
@@ -24,7 +26,9 @@ from .depth_variant import (
 )
 from .hamiltonian import HamiltonianNN, SeparableHamiltonianNN
 from .lagrangian import LagrangianNN
+from .latent_sde import ELBO, DiagonalDiffusion, LatentSDE, Posterior
 from .neural_ode import DataControlledNeuralODE, NeuralODE
+from .neural_sde import NeuralSDE
 from .pinn import PINN, BurgersResidual, Partials, burgers_residual, tanh_network
 from .regularisers import JacobianFrobenius, KineticEnergy, Regulariser
 from .second_order import SecondOrderNeuralODE
@@ -55,4 +59,9 @@ __all__ = [
     "burgers_residual",
     "fit_staged",
     "tanh_network",
+    "NeuralSDE",
+    "ELBO",
+    "DiagonalDiffusion",
+    "LatentSDE",
+    "Posterior",
 ]
