@@ -15,9 +15,11 @@ Criteria (full tier): posterior samples given a held-out path are closer to it t
 samples (MSE); the prior's marginal at ``t = 1`` matches the data's: per coordinate the mean
 within 20% of the data's standard deviation (the data's means of ``x`` and ``y`` are near zero by
 the system's symmetry, so a relative error of the mean would be meaningless) and the standard
-deviation within 20%; a 90% predictive band from posterior samples (plus the learned observation
-noise) covers 80–97% of the held-out observations. The quick tier checks that training improves
-the held-out ELBO.
+deviation within 20%; the band between the 5% and 95% quantiles of posterior samples covers
+80–97% of the held-out observations (the data's observation noise is 0.001 in standardised units;
+the band widened by the learned likelihood scale, which also absorbs the model's error, is
+reported beside it). The quick tier checks that training improves
+the held-out ELBO and that posterior samples beat prior samples.
 
 ```python
 from torchnde.experiments import run_experiment
@@ -67,7 +69,7 @@ def _reference(run: Run, n: int, params: dict[str, Any]) -> torch.Tensor:
 def run_latent_lorenz(run: Run) -> None:
     """Train a latent SDE on stochastic Lorenz paths; score posterior, prior and calibration."""
     n_train, n_test = run.pick(64, 128), run.pick(32, 64)
-    iters, batch = run.pick(30, 1000), run.pick(32, 64)
+    iters, batch = run.pick(30, 1500), run.pick(32, 64)
     anneal, lr, gamma = run.pick(10, 200), 1e-2, run.pick(1.0, 0.998)
     n_samples, n_prior = run.pick(20, 100), run.pick(256, 1024)
     data = stochastic_lorenz(n_train + n_test, 50, 1.0, seed=run.seed)
@@ -101,7 +103,7 @@ def run_latent_lorenz(run: Run) -> None:
     hist = run.train("latent-sde", step, iters, {"model": model, "opt": opt, "sched": sched, "gen": gen})
     elbo_after = _heldout_elbo(model, test, ts, run.seed)
     run.metric("heldout_elbo", {"before": elbo_before, "after": elbo_after})
-    run.metric("noise_scale", float(model.noise_scale))
+    run.metric("noise_scale", float(model.noise_scale.detach()))
     run.check("held-out ELBO after training minus before", elbo_after - elbo_before, ">", 0.0)
 
     with torch.no_grad(), torch.random.fork_rng():
@@ -112,8 +114,12 @@ def run_latent_lorenz(run: Run) -> None:
         predictive = post + model.noise_scale * torch.randn_like(post)
     post_mse = float((post - test.unsqueeze(1)).pow(2).mean())
     prior_mse = float((prior - test.unsqueeze(1)).pow(2).mean())
-    lo, hi = predictive.quantile(0.05, dim=1), predictive.quantile(0.95, dim=1)
+    lo, hi = post.quantile(0.05, dim=1), post.quantile(0.95, dim=1)
     coverage = float(((test >= lo) & (test <= hi)).double().mean())
+    wide_lo, wide_hi = predictive.quantile(0.05, dim=1), predictive.quantile(0.95, dim=1)
+    run.metric(
+        "coverage_90_with_likelihood_noise", float(((test >= wide_lo) & (test <= wide_hi)).double().mean())
+    )
     ref = _reference(run, n_prior, data.params)
     mean_err = ((final.mean(0) - ref.mean(0)).abs() / ref.std(0)).tolist()
     std_err = ((final.std(0) / ref.std(0) - 1).abs()).tolist()
@@ -124,8 +130,8 @@ def run_latent_lorenz(run: Run) -> None:
     run.metric("final_std", {"prior": final.std(0).tolist(), "data": ref.std(0).tolist()})
     run.metric("final_mean_error_over_std", dict(zip(_COORDS, mean_err)))
     run.metric("final_std_relative_error", dict(zip(_COORDS, std_err)))
+    run.check("posterior-sample MSE / prior-sample MSE on held-out paths", post_mse / prior_mse, "<", 1.0)
     if not run.quick:
-        run.check("posterior-sample MSE / prior-sample MSE on held-out paths", post_mse / prior_mse, "<", 1.0)
         run.check(
             "prior final-time mean error / data std (worst coordinate)",
             max(mean_err),
@@ -166,7 +172,7 @@ def _figures(
     for row, path in enumerate((0, 1)):
         for col, name in enumerate(_COORDS):
             ax = axes[row, col]
-            ax.fill_between(ts, lo[:, path, col], hi[:, path, col], alpha=0.3, label="90% predictive band")
+            ax.fill_between(ts, lo[:, path, col], hi[:, path, col], alpha=0.3, label="90% posterior band")
             for s in range(min(5, post.shape[1])):
                 ax.plot(ts, post[:, s, path, col], lw=0.7, color="tab:blue")
             ax.plot(ts, test[:, path, col], "k.", ms=3, label="held-out observations")
@@ -174,7 +180,7 @@ def _figures(
             ax.set_xlabel("t")
             ax.set_ylabel(f"{name} (standardised)")
     axes[0, 0].legend(fontsize=7)
-    run.figure("posterior", fig, "Posterior samples given two held-out paths, with the 90% predictive band.")
+    run.figure("posterior", fig, "Posterior samples given two held-out paths, with their 90% band.")
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for col, name in enumerate(_COORDS):
