@@ -163,6 +163,16 @@ def test_reversible_heun_and_the_adjoint_agree_with_backprop_including_the_encod
             assert float((got - want).norm() / want.norm()) < tol, (strategy, name)
 
 
+def test_tolerances_without_dt_take_adaptive_steps_and_the_default_is_dt_1e_2():
+    assert LatentSDE(3).dt == 1e-2
+    model = _model(calculus="stratonovich", solver="heun", rtol=1e-2, atol=1e-2)
+    assert model.dt is None
+    xs, ts = _data()
+    model.posterior(xs, ts, brownian=_bm())
+    assert model.stats.steps != 4 * 4 * 25  # not the fixed grid of dt = 1e-2
+    assert model.stats.accepted > 0
+
+
 def test_bad_observations_and_options_are_errors_that_name_the_fix():
     model = _model()
     xs, ts = _data()

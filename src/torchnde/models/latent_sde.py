@@ -119,7 +119,8 @@ class LatentSDE(SolveOptions):
     - ``likelihood``: ``"gaussian"`` (default) or ``"laplace"``, with scale ``obs_noise``
       (learned when ``learn_noise=True``, starting from ``obs_noise``).
     - ``calculus``: ``"ito"`` (default) or ``"stratonovich"`` (needed by ``reversible_heun``).
-    - ``solver`` (default ``"euler"``), ``dt`` (default ``1e-2``; or ``rtol``/``atol``),
+    - ``solver`` (default ``"euler"``), ``dt`` (default ``1e-2`` unless ``rtol``/``atol`` ask for
+      adaptive steps),
       ``gradient``: ``"backprop"``, ``"checkpoint"``, ``"adjoint"`` (the stochastic adjoint) or
       ``"reversible"`` (with ``solver="reversible_heun"``); the adjoint and reversible strategies
       are given the parameters and the context. Other ``solve`` options pass through; an
@@ -152,9 +153,12 @@ class LatentSDE(SolveOptions):
         learn_noise: bool = False,
         calculus: str = "ito",
         solver: Any = "euler",
-        dt: float | None = 1e-2,
+        dt: float | None = None,
         **options: Any,
     ) -> None:
+        adaptive = any(options.get(k) is not None for k in ("rtol", "atol", "controller"))
+        if dt is None and not adaptive:
+            dt = 1e-2
         super().__init__(solver=solver, dt=dt, **options)
         check_steps(type(self).__name__, self.dt, self.rtol, self.atol, self.solve_options)
         for name, value in (
