@@ -8,18 +8,28 @@ Data: paths of the stochastic Lorenz system (:func:`torchnde.datasets.stochastic
 (10, 28, 8/3), multiplicative diffusion (0.1, 0.28, 0.3), 50 observations on [0, 1], noise 0.01,
 standardised), split into training and held-out paths. Model: a
 :class:`~torchnde.models.LatentSDE` with a 4-d latent state, a GRU context encoder (context 32),
-drift networks of width 64, a per-coordinate diffusion, a Gaussian likelihood with a learned
-scale; Euler–Maruyama with ``dt = 1e-2``; Adam on the ELBO with the KL terms annealed in.
+drift networks of width 64, a per-coordinate diffusion, a Gaussian likelihood of fixed scale 0.1;
+Euler–Maruyama with ``dt = 1e-2``; Adam on the ELBO with the KL terms annealed in (``p(z0)`` is
+learned through ``KL(q(z0) || p(z0))``).
+
+Why the likelihood scale is fixed: the posterior SDE shares the prior's diffusion and is
+discretised with ``dt = 1e-2``, so it cannot pin a path to an observation more finely than
+:math:`\sigma\sqrt{dt}` (about 0.05 for ``z`` in standardised units). A learned scale shrank with
+the fit (to 0.056 after 1,500 steps) and the ELBO then traded the diffusion down (``z``'s, in data
+units, 0.32 against the system's 0.52 at ``t = 1``): the prior's ``z`` at ``t = 1`` came out 24%
+too narrow at seed 0 (25%, 27% at seeds 1, 2). With the scale fixed at 0.1, above that
+resolution, the diffusion of ``z`` is 0.39 and the criterion holds.
 
 Criteria (full tier): posterior samples given a held-out path are closer to it than prior
 samples (MSE); the prior's marginal at ``t = 1`` matches the data's: per coordinate the mean
 within 20% of the data's standard deviation (the data's means of ``x`` and ``y`` are near zero by
 the system's symmetry, so a relative error of the mean would be meaningless) and the standard
 deviation within 20%; the band between the 5% and 95% quantiles of posterior samples covers
-80–97% of the held-out observations (the data's observation noise is 0.001 in standardised units;
-the band widened by the learned likelihood scale, which also absorbs the model's error, is
-reported beside it). The quick tier checks that training improves
-the held-out ELBO and that posterior samples beat prior samples.
+80–97% of the held-out observations (the data's observation noise is 0.001 in standardised units,
+so the prior's samples, the likelihood's mean, are compared with the data as they are; the band
+widened by the likelihood scale, which stands for the model's error too, is reported beside it).
+The quick tier checks that training improves the held-out ELBO and that posterior samples beat
+prior samples.
 
 ```python
 from torchnde.experiments import run_experiment
@@ -77,14 +87,14 @@ def run_latent_lorenz(run: Run) -> None:
     train, test = data.noisy[:, :n_train], data.noisy[:, n_train:]
     run.note(
         f"Stochastic Lorenz, {n_train} training and {n_test} held-out paths, 50 observations on [0, 1], "
-        "noise 0.01, standardised. LatentSDE(latent 4, context 32, hidden 64), Gaussian likelihood with a "
-        f"learned scale (from 0.1), Euler dt = 1e-2. Adam lr {lr} (decay {gamma} per step), batches of "
-        f"{batch}, {iters} steps, KL weight annealed linearly over {anneal} steps. Evaluation: {n_samples} "
-        f"posterior samples per held-out path, {n_prior} prior samples, a reference of {n_prior} fresh paths "
-        "at t = 1."
+        "noise 0.01, standardised. LatentSDE(latent 4, context 32, hidden 64), Gaussian likelihood of fixed "
+        "scale 0.1 (above the Euler posterior's resolution sigma sqrt(dt)), Euler dt = 1e-2. "
+        f"Adam lr {lr} (decay {gamma} per step), batches of {batch}, {iters} steps, KL weight annealed "
+        f"linearly over {anneal} steps. Evaluation: {n_samples} posterior samples per held-out path, "
+        f"{n_prior} prior samples, a reference of {n_prior} fresh paths at t = 1."
     )
     torch.manual_seed(run.seed)
-    model = LatentSDE(3, 4, 32, 64, obs_noise=0.1, learn_noise=True, solver="euler", dt=1e-2)
+    model = LatentSDE(3, 4, 32, 64, obs_noise=0.1, solver="euler", dt=1e-2)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
     gen = run.generator(1)

@@ -117,7 +117,10 @@ class LatentSDE(SolveOptions):
     - ``hidden_size``: width of the drift networks (two hidden layers, softplus) and of the
       per-coordinate diffusion networks (:class:`DiagonalDiffusion`).
     - ``likelihood``: ``"gaussian"`` (default) or ``"laplace"``, with scale ``obs_noise``
-      (learned when ``learn_noise=True``, starting from ``obs_noise``).
+      (learned when ``learn_noise=True``, starting from ``obs_noise``). Keep the scale at or
+      above the data's :math:`\sigma\sqrt{dt}`: the posterior cannot pin a path to an observation
+      more finely than that, and below it the ELBO shrinks the diffusion, narrowing the prior (a
+      learned scale tends to go there; ``docs/models.md``, "Choosing the likelihood scale").
     - ``calculus``: ``"ito"`` (default) or ``"stratonovich"`` (needed by ``reversible_heun``).
     - ``solver`` (default ``"euler"``), ``dt`` (default ``1e-2`` unless ``rtol``/``atol`` ask for
       adaptive steps),
