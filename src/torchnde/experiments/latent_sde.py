@@ -20,7 +20,8 @@ units, 0.32 against the system's 0.52 at ``t = 1``): the prior's ``z`` at ``t = 
 24% and 27% too narrow at seeds 0, 1, 2. With the scale fixed at 0.1, above that resolution, the
 diffusion of ``z`` rises to 0.39 and the prior's ``z`` is 16%, 18% and 15% narrow: the bias is
 reduced, not removed, and the margin is thin (with 256 training paths, or a scale of 0.2, seed 0
-gave 23% and 22%; halving ``dt`` shrank the bias further in a shorter test, at twice the cost).
+gave 23% and 22%; ``dt = 5e-3`` gave 10%, 16% and 17% at seeds 0, 1, 2, no clear gain for twice
+the cost).
 
 Seed 2 fails the mean criterion for another reason: at ``t = 1`` every path is on one of the
 attractor's two lobes, so the means of ``x`` and ``y`` are set by the lobes' shares, and seed 2's
