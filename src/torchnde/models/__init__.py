@@ -11,6 +11,7 @@
 | :class:`UniversalODE` | Rackauckas et al., arXiv 2001.04385 |
 | :class:`KineticEnergy`, :class:`JacobianFrobenius` | Finlay et al., ICML 2020 |
 | :class:`PINN` (a contrast: the network is the solution, no ODE solve) | Raissi et al., JCP 2019 |
+| :class:`NeuralCDE` | Kidger et al., NeurIPS 2020; log-ODE steps: Morrill et al., ICML 2021 |
 """
 
 from ._base import SolveOptions, as_field
@@ -24,6 +25,7 @@ from .depth_variant import (
 )
 from .hamiltonian import HamiltonianNN, SeparableHamiltonianNN
 from .lagrangian import LagrangianNN
+from .neural_cde import NeuralCDE
 from .neural_ode import DataControlledNeuralODE, NeuralODE
 from .pinn import PINN, BurgersResidual, Partials, burgers_residual, tanh_network
 from .regularisers import JacobianFrobenius, KineticEnergy, Regulariser
@@ -55,4 +57,5 @@ __all__ = [
     "burgers_residual",
     "fit_staged",
     "tanh_network",
+    "NeuralCDE",
 ]
