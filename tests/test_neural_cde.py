@@ -75,11 +75,11 @@ def test_per_sample_grids_give_each_sample_its_own_solve():
     g = torch.Generator().manual_seed(1)
     t = torch.sort(torch.rand(3, 6, dtype=F64, generator=g) * 4, dim=1).values
     x = nde.with_time_channel(torch.randn(3, 6, 2, dtype=F64, generator=g), t)
-    model = _model(solver="tsit5", rtol=1e-9, atol=1e-11)
+    model = _model(solver="tsit5", rtol=1e-8, atol=1e-10)
     batched = model(x, t)
     for b in range(3):
         alone = model(x[b : b + 1], t[b])
-        assert torch.allclose(batched[b], alone[0], atol=1e-7)
+        assert torch.allclose(batched[b], alone[0], atol=1e-6)
 
 
 def test_a_ready_path_is_used_as_given():
