@@ -8,6 +8,7 @@ Nothing is downloaded: every set is generated (with a ``seed``) or computed from
 | :func:`lotka_volterra`, :func:`damped_oscillators` | the UDE and SONODE set-ups (:class:`Observations`) |
 | :func:`g1d`, :func:`concentric_spheres`, :func:`reflection`, :func:`twist` | toy maps of the ANODE / Dissecting / RNODE papers |
 | :func:`burgers_solution`, :func:`burgers_grid` and samplers | Burgers' equation by Cole–Hopf (Gauss–Hermite quadrature) |
+| :func:`irregular_spirals`, :func:`periodic_signals` | irregularly sampled series with observation masks (:class:`IrregularSeries`) |
 
 ```python
 from torchnde import datasets
@@ -32,6 +33,7 @@ from .physics import (
     relativistic_particle,
     two_body,
 )
+from .series import IrregularSeries, irregular_spirals, periodic_signals
 from .systems import (
     Observations,
     damped_oscillator_field,
@@ -63,4 +65,7 @@ __all__ = [
     "solution_points",
     "twist",
     "two_body",
+    "IrregularSeries",
+    "irregular_spirals",
+    "periodic_signals",
 ]

@@ -11,6 +11,7 @@
 | :class:`UniversalODE` | Rackauckas et al., arXiv 2001.04385 |
 | :class:`KineticEnergy`, :class:`JacobianFrobenius` | Finlay et al., ICML 2020 |
 | :class:`PINN` (a contrast: the network is the solution, no ODE solve) | Raissi et al., JCP 2019 |
+| :class:`LatentODE`, :class:`ODERNN` | Rubanova et al., NeurIPS 2019 |
 """
 
 from ._base import SolveOptions, as_field
@@ -24,7 +25,9 @@ from .depth_variant import (
 )
 from .hamiltonian import HamiltonianNN, SeparableHamiltonianNN
 from .lagrangian import LagrangianNN
+from .latent_ode import ELBO, LatentODE, LatentODEOutput
 from .neural_ode import DataControlledNeuralODE, NeuralODE
+from .ode_rnn import ODERNN, ODERNNStates
 from .pinn import PINN, BurgersResidual, Partials, burgers_residual, tanh_network
 from .regularisers import JacobianFrobenius, KineticEnergy, Regulariser
 from .second_order import SecondOrderNeuralODE
@@ -55,4 +58,9 @@ __all__ = [
     "burgers_residual",
     "fit_staged",
     "tanh_network",
+    "ODERNN",
+    "ODERNNStates",
+    "ELBO",
+    "LatentODE",
+    "LatentODEOutput",
 ]
