@@ -136,21 +136,21 @@ def test_predict_reads_out_the_state_carried_past_the_last_observation():
     assert rnn.one_step(times, values, mask).shape == (3, 5, CHANNELS)
 
 
-def test_gradients_match_finite_differences_in_float64():
+def test_gradients_to_values_times_state_and_weights_match_finite_differences_in_float64():
     rnn = _rnn()
     times, values, mask = _series(batch=2, length=3)
-    weight = rnn.field[0].weight
 
-    def run(v, h0, w):
-        params = {"field.0.weight": w}
-        return torch.func.functional_call(rnn, params, (times, v, mask), {"h0": h0})
+    def run(t, v, h0, w):
+        return torch.func.functional_call(rnn, {"field.0.weight": w}, (t, v, mask), {"h0": h0})
 
     inputs = (
+        times.expand(2, -1).clone().requires_grad_(),  # per-sample times: the rescaled solves
         values.requires_grad_(),
         torch.randn(2, HIDDEN, dtype=torch.float64, requires_grad=True),
-        weight.detach().clone().requires_grad_(),
+        rnn.field[0].weight.detach().clone().requires_grad_(),
     )
-    assert torch.autograd.gradcheck(run, inputs)
+    assert torch.autograd.gradcheck(run, inputs, fast_mode=True)
+    assert torch.autograd.gradcheck(lambda v: rnn(times, v, mask), (values,), fast_mode=True)
 
 
 def _parameter_gradient(rnn: ODERNN, times, values, mask) -> torch.Tensor:
@@ -210,5 +210,7 @@ def test_bad_times_and_masks_are_errors_that_name_the_fix():
         rnn(times, values[0], mask[0])
     with pytest.raises(ValueError, match="readout"):
         ODERNN(nn.Linear(3, 3), nn.GRUCell(4, 3)).double().one_step(times, values, mask)
+    with pytest.raises(ValueError, match="h0 must be"):
+        rnn(times, values, mask, h0=torch.zeros(3, HIDDEN + 1, dtype=torch.float64))
     with pytest.raises(TypeError, match="unknown option"):
         _rnn(stepsize=0.1)

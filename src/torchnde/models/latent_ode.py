@@ -135,7 +135,7 @@ class LatentODE(SolveOptions):
 
     @staticmethod
     def _t0(times: torch.Tensor, t0: Any) -> float:
-        first = float(times[..., 0].min())
+        first = float(times[..., 0].detach().min())
         if t0 is None:
             return first
         if float(t0) > first:
@@ -158,6 +158,9 @@ class LatentODE(SolveOptions):
         """``[B, Q, C]``: the readout of the latent trajectory from ``z0`` at time ``t0``.
 
         ``t_query`` is ``[Q]`` (shared) or ``[B, Q]`` (per sample), increasing, all ``>= t0``.
+        Per-sample queries are solved once on the sorted union of all rows' times (each sample's
+        trajectory is independent of the others, so this is exact) and gathered; no gradient
+        flows to per-sample query times.
         """
         q = torch.as_tensor(t_query, dtype=z0.dtype).to(z0.device)
         if q.ndim not in (1, 2) or q.shape[-1] < 1 or bool((q.diff(dim=-1) <= 0).any()):
@@ -168,19 +171,22 @@ class LatentODE(SolveOptions):
             raise ValueError(
                 f"LatentODE: per-sample t_query has {q.shape[0]} rows for a batch of {z0.shape[0]}"
             )
-        starts_at_t0 = q[..., 0] == t0
-        if bool((q[..., 0] < t0).any()) or (bool(starts_at_t0.any()) and not bool(starts_at_t0.all())):
+        if bool((q[..., 0] < t0).any()):
             raise ValueError(
-                f"LatentODE: query times must not start before t0 = {t0}, and either every row or none "
-                "starts at t0; pass an earlier t0= to the call"
+                f"LatentODE: query times must not start before t0 = {t0}; pass an earlier t0= to the call"
             )
-        keep = bool(starts_at_t0.all())
-        grid = q if keep else torch.cat([torch.full_like(q[..., :1], t0), q], -1)
+        # per-sample queries: one solve on the sorted union of every sample's times, then gather
+        union, index = (q, None) if q.ndim == 1 else torch.unique(q, sorted=True, return_inverse=True)
+        keep = bool(union[0] == t0)
+        grid = union if keep else torch.cat([union.new_full((1,), t0), union])
         params = tuple(p for p in self.field.parameters()) if isinstance(self.field, nn.Module) else ()
         gradient = _with_params(self.gradient, params)
-        zs = self._solve(self.vector_field, z0, grid, per_sample=q.ndim == 2, gradient=gradient).ys
+        zs = self._solve(self.vector_field, z0, grid, gradient=gradient).ys
         zs = zs if keep else zs[1:]
-        return self.decoder(zs.transpose(0, 1))
+        if index is None:
+            return self.decoder(zs.transpose(0, 1))
+        rows = torch.arange(z0.shape[0], device=z0.device).unsqueeze(-1)
+        return self.decoder(zs[index, rows])
 
     def forward(
         self,

@@ -20,7 +20,7 @@ from torch import nn
 from ..gradients import Adjoint
 from ._base import SolveOptions, as_field
 
-__all__ = ["ODERNN", "ODERNNStates", "check_series"]
+__all__ = ["ODERNN", "ODERNNStates", "check_series", "evolve"]
 
 
 class ODERNNStates(NamedTuple):
@@ -109,22 +109,31 @@ def evolve(
     model: SolveOptions, field: Callable, params: Callable[[], tuple[torch.Tensor, ...]], h: torch.Tensor,
     t_from: torch.Tensor, t_to: torch.Tensor,
 ) -> torch.Tensor:  # fmt: skip
-    """``h`` carried by ``field`` from ``t_from`` to ``t_to`` with ``model``'s solve options.
+    r"""``h`` carried by ``field`` from ``t_from`` to ``t_to`` with ``model``'s solve options.
 
-    Both times are 0-d (a shared grid) or ``[B]`` (per sample; where the two are equal the state
-    is returned unchanged). The adjoint gets ``params()`` (the field's parameters) only.
+    Both times are 0-d (a shared grid: one solve on ``[t_from, t_to]``) or ``[B]`` (per sample).
+    Per sample, the batch is solved together on :math:`s \in [0, 1]` with
+    :math:`t = t_\text{from} + s\,\Delta` and :math:`dh/ds = \Delta\, f(t, h)`, the same ODE
+    rescaled to each sample's own gap :math:`\Delta` (zero: the state stays; negative: backwards).
+    A fixed ``dt`` is kept as the largest step in time units. The adjoint gets ``params()`` (the
+    field's parameters) only.
     """
     gradient = _with_params(model.gradient, params())
     if t_from.ndim == 0:
         return model._solve(field, h, torch.stack([t_from, t_to]), gradient=gradient).ys[-1]
-    still = t_from == t_to
-    # a zero-length span cannot be solved: give it a tiny one and keep the old state there
-    nudge = torch.where(t_to >= t_from, 1.0, -1.0) * (1e-6 * t_from.abs().clamp_min(1.0))
-    target = torch.where(still, t_from + nudge, t_to)
-    moved = model._solve(field, h, torch.stack([t_from, target], -1), per_sample=True, gradient=gradient).ys[
-        -1
-    ]
-    return torch.where(still.unsqueeze(-1), h, moved)
+    span = (t_to - t_from).to(h.dtype)
+    longest = float(span.detach().abs().max())
+    if longest == 0.0:
+        return h
+    shape = (-1,) + (1,) * (h.ndim - 1)
+    start, gap = t_from.to(h.dtype).reshape(shape), span.reshape(shape)
+
+    def rescaled(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return gap * field(start + s * gap, y)
+
+    override = {} if model.dt is None else {"dt": min(1.0, model.dt / longest)}
+    unit = torch.tensor([0.0, 1.0], dtype=h.dtype, device=h.device)
+    return model._solve(rescaled, h, unit, gradient=gradient, **override).ys[-1]
 
 
 class ODERNN(SolveOptions):
@@ -152,12 +161,15 @@ class ODERNN(SolveOptions):
       used by :meth:`predict` and :meth:`one_step`.
     - solve options (``solver``, ``rtol``, ``atol``, ``dt``, ``gradient``, ...): see
       :class:`~torchnde.models.SolveOptions`; each gap between observations is one solve.
-      ``gradient="adjoint"`` differentiates the field's parameters only.
+      ``gradient="adjoint"`` differentiates the field's parameters only. After a call,
+      ``self.stats`` / ``self.nfe`` describe the last of these solves.
 
     **Data layout** (batch first, as torchcde): ``times`` ``[T]`` shared by the batch (strictly
     increasing; a union grid with masks) or ``[B, T]`` per sample (non-decreasing; a repeated
     time is padding and must be masked out); ``values`` ``[B, T, C]``; ``mask`` ``[B, T]`` or
-    ``[B, T, C]``, True where observed (``None``: all observed).
+    ``[B, T, C]``, True where observed (``None``: all observed). Per-sample gaps are solved
+    together as one batch, each sample's ODE rescaled to its own gap (see :func:`evolve`), so a
+    per-sample grid costs the same number of solves as a shared one.
 
     ```python
     import torch, torchnde as nde
@@ -233,6 +245,10 @@ class ODERNN(SolveOptions):
                 f"([values, mask]); it has {self.cell.input_size}"
             )
         batch, length = values.shape[:2]
+        if h0 is not None and tuple(h0.shape) != (batch, self.hidden_size):
+            raise ValueError(
+                f"ODERNN: h0 must be [batch, hidden] = {(batch, self.hidden_size)}, got {tuple(h0.shape)}"
+            )
         h = values.new_zeros(batch, self.hidden_size) if h0 is None else h0
         clean = torch.where(mask, values, torch.zeros_like(values))
         inputs = torch.cat([clean, mask.to(values.dtype)], dim=-1)
