@@ -241,33 +241,65 @@ def _latent_ode_spirals(run: Run) -> None:
         ">=",
         extrap_factor,
     )
+    drift = extrap["latent ODE"] / interp["latent ODE"]
+    run.check(
+        "latent ODE extrapolation RMSE / its interpolation RMSE (stays on the spiral)",
+        drift,
+        "<=",
+        2.0,
+        known_failure="the extrapolation horizon here is the whole second half of each window, as long "
+        "as the observed part, and the error grows along it (3.9x at seed 0); not investigated further",
+    )
     with torch.no_grad():
-        curves = {
-            k: m.predict(t_in[:3], x_in[:3], None, data.times[1:], t0=0.0)
-            for k, m in models.items()
-            if k == "latent ODE"
-        }
-        curves["GRU-Δt"] = models["GRU-Δt"](
-            t_in[:3], x_in[:3], torch.ones_like(x_in[:3], dtype=torch.bool), data.times[1:]
-        )
-    _figures(run, x_in[:3], data.clean[test][:3, 1:], curves, histories)
+        dense = models["latent ODE"].predict(t_in[:3], x_in[:3], None, data.times[1:], t0=0.0)
+    _figures(
+        run,
+        x_in[:3],
+        data.clean[test][:3],
+        dense,
+        {k: p[:3] for k, p in preds.items()},
+        held,
+        histories,
+    )
 
 
 def _figures(
-    run: Run, shown: torch.Tensor, truth: torch.Tensor, curves: dict[str, torch.Tensor],
-    histories: dict[str, list[dict[str, Any]]],
+    run: Run, shown: torch.Tensor, truth: torch.Tensor, dense: torch.Tensor,
+    scored: dict[str, torch.Tensor], held: int, histories: dict[str, list[dict[str, Any]]],
 ) -> None:  # fmt: skip
     import matplotlib.pyplot as plt
 
-    half = truth.shape[1] // 2
+    half = dense.shape[1] // 2
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
     for ax, j in zip(axes, range(3), strict=True):
         ax.plot(truth[j, :, 0], truth[j, :, 1], color="grey", lw=3, alpha=0.4, label="truth")
         ax.scatter(shown[j, :, 0], shown[j, :, 1], s=12, color="k", label="observed")
-        for (label, pred), colour in zip(curves.items(), ("tab:blue", "tab:orange"), strict=True):
-            ax.plot(pred[j, :half, 0], pred[j, :half, 1], color=colour, lw=1.5, label=f"{label}, window")
-            ax.plot(
-                pred[j, half:, 0], pred[j, half:, 1], color=colour, lw=1.5, ls="--", label=f"{label}, beyond"
+        ax.plot(dense[j, :half, 0], dense[j, :half, 1], color="tab:blue", lw=1, label="latent ODE, window")
+        ax.plot(
+            dense[j, half:, 0],
+            dense[j, half:, 1],
+            color="tab:blue",
+            lw=1,
+            ls="--",
+            label="latent ODE, beyond",
+        )
+        for (label, pred), colour in zip(scored.items(), ("tab:blue", "tab:orange"), strict=True):
+            ax.scatter(
+                pred[j, :held, 0],
+                pred[j, :held, 1],
+                s=22,
+                marker="o",
+                facecolors="none",
+                edgecolors=colour,
+                label=f"{label} at held-out times",
+            )
+            ax.scatter(
+                pred[j, held:, 0],
+                pred[j, held:, 1],
+                s=22,
+                marker="x",
+                color=colour,
+                label=f"{label} beyond the window",
             )
         ax.set_xlabel("x")
         ax.set_ylabel("y")
@@ -276,8 +308,9 @@ def _figures(
     run.figure(
         "spirals",
         fig,
-        "Three test spirals: noisy observed points (black), the truth (grey), and each model's "
-        "reconstruction over the observed window (solid) and extrapolation past it (dashed).",
+        "Three test spirals: noisy observed points (black), the truth (grey), the latent ODE's decoded "
+        "trajectory over the observed window (solid) and past it (dashed), and each model's predictions "
+        "at the scored times (o: held-out times inside the window, x: times beyond it).",
     )
     fig, ax = plt.subplots(figsize=(6, 3.8))
     _history_plot(ax, histories, "mse", "MSE on the observed points", log=True)
