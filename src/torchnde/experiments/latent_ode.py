@@ -170,7 +170,7 @@ def _latent_ode_spirals(run: Run) -> None:
         f"{N_TOTAL}-point grid (t in [0, {float(data.times[-1]):.2f}]), noise std {NOISE}. Each spiral "
         f"shows {observed} random times of the first half; scored at {held} other random times there "
         f"(interpolation) and {beyond} in the second half (extrapolation). Latent ODE: ODE-RNN encoder "
-        "(hidden 25, midpoint, one step per gap), latent 4, latent field and decoder MLPs of 20 (ELU), "
+        "(hidden 25, midpoint with steps of at most 0.1), latent 4, latent field and decoder MLPs of 20 (ELU), "
         f"rk4 with dt = 0.05, ELBO with obs std {NOISE}. GRU-Δt: hidden 25, MSE. Adam lr 1e-2, "
         f"{iters} iterations of minibatches of {batch}; RMSE against the noise-free spirals."
     )

@@ -120,6 +120,8 @@ def evolve(
     """
     gradient = _with_params(model.gradient, params())
     if t_from.ndim == 0:
+        if bool(t_from == t_to):
+            return h
         return model._solve(field, h, torch.stack([t_from, t_to]), gradient=gradient).ys[-1]
     span = (t_to - t_from).to(h.dtype)
     longest = float(span.detach().abs().max())
@@ -271,8 +273,7 @@ class ODERNN(SolveOptions):
             start = t[..., previous]
             if end.ndim == 1 and start.ndim == 0:
                 start = start.expand(batch)
-            if end.ndim or bool(end != start):
-                h = self._evolve(h, start, end)
+            h = self._evolve(h, start, end)
         return ODERNNStates(torch.stack(before, 1), torch.stack(after, 1), h)
 
     def forward(
