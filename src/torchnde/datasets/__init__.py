@@ -10,6 +10,7 @@ read from a file an installed package ships.
 | :func:`g1d`, :func:`concentric_spheres`, :func:`reflection`, :func:`twist` | toy maps of the ANODE / Dissecting / RNODE papers |
 | :func:`burgers_solution`, :func:`burgers_grid` and samplers | Burgers' equation by Cole–Hopf (Gauss–Hermite quadrature) |
 | :func:`japanese_vowels`, :func:`drop_points` | a real multivariate classification set (UEA, read from sktime's wheel) with points dropped at random |
+| :func:`irregular_spirals`, :func:`periodic_signals` | irregularly sampled series with observation masks (:class:`IrregularSeries`) |
 
 ```python
 from torchnde import datasets
@@ -34,6 +35,7 @@ from .physics import (
     relativistic_particle,
     two_body,
 )
+from .series import IrregularSeries, irregular_spirals, periodic_signals
 from .systems import (
     Observations,
     damped_oscillator_field,
@@ -71,4 +73,7 @@ __all__ = [
     "drop_points",
     "japanese_vowels",
     "read_ts",
+    "IrregularSeries",
+    "irregular_spirals",
+    "periodic_signals",
 ]

@@ -12,6 +12,7 @@
 | :class:`KineticEnergy`, :class:`JacobianFrobenius` | Finlay et al., ICML 2020 |
 | :class:`PINN` (a contrast: the network is the solution, no ODE solve) | Raissi et al., JCP 2019 |
 | :class:`NeuralCDE` | Kidger et al., NeurIPS 2020; log-ODE steps: Morrill et al., ICML 2021 |
+| :class:`LatentODE`, :class:`ODERNN` | Rubanova et al., NeurIPS 2019 |
 """
 
 from ._base import SolveOptions, as_field
@@ -25,8 +26,10 @@ from .depth_variant import (
 )
 from .hamiltonian import HamiltonianNN, SeparableHamiltonianNN
 from .lagrangian import LagrangianNN
+from .latent_ode import ELBO, LatentODE, LatentODEOutput
 from .neural_cde import NeuralCDE
 from .neural_ode import DataControlledNeuralODE, NeuralODE
+from .ode_rnn import ODERNN, ODERNNStates
 from .pinn import PINN, BurgersResidual, Partials, burgers_residual, tanh_network
 from .regularisers import JacobianFrobenius, KineticEnergy, Regulariser
 from .second_order import SecondOrderNeuralODE
@@ -58,4 +61,9 @@ __all__ = [
     "fit_staged",
     "tanh_network",
     "NeuralCDE",
+    "ODERNN",
+    "ODERNNStates",
+    "ELBO",
+    "LatentODE",
+    "LatentODEOutput",
 ]
