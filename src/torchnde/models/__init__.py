@@ -13,6 +13,7 @@
 | :class:`PINN` (a contrast: the network is the solution, no ODE solve) | Raissi et al., JCP 2019 |
 | :class:`NeuralCDE` | Kidger et al., NeurIPS 2020; log-ODE steps: Morrill et al., ICML 2021 |
 | :class:`LatentODE`, :class:`ODERNN` | Rubanova et al., NeurIPS 2019 |
+| :class:`DEQ` (an implicit layer: a fixed point, no ODE solve) | Bai et al., NeurIPS 2019 |
 """
 
 from ._base import SolveOptions, as_field
@@ -24,6 +25,7 @@ from .depth_variant import (
     GalerkinLinear,
     PolynomialBasis,
 )
+from .deq import DEQ
 from .hamiltonian import HamiltonianNN, SeparableHamiltonianNN
 from .lagrangian import LagrangianNN
 from .latent_ode import ELBO, LatentODE, LatentODEOutput
@@ -66,4 +68,5 @@ __all__ = [
     "ELBO",
     "LatentODE",
     "LatentODEOutput",
+    "DEQ",
 ]
