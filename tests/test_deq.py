@@ -261,3 +261,20 @@ def test_fixed_point_and_implicit_gradient_equal_torchdeqs(ours, theirs, tol):
     theirs_grads = _grads(layer, x, lambda: (oracle_z() - target).square().sum())
     for a, b in zip(ours_grads, theirs_grads):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+def test_a_forward_pass_without_backward_frees_its_graph_at_once():
+    import gc
+    import weakref
+
+    layer = _layer(6, seed=7)
+    deq = DEQ(layer, tol=1e-8)
+    x = torch.randn(3, 6, dtype=D64)
+    gc.disable()
+    try:
+        out = deq(x)
+        ref = weakref.ref(out.grad_fn)
+        del out
+        assert ref() is None  # no reference cycle keeps the graph (and its saved tensors) alive
+    finally:
+        gc.enable()

@@ -167,10 +167,9 @@ class DEQ(nn.Module):
             self.jacobian_loss = _hutchinson(out, z_in, self.jacobian_probes)
         if self.gradient == "phantom":
             return self._phantom(z_star, x)
-        if out.requires_grad:
-            handles: list[Any] = []
-            handles.append(out.register_hook(self._adjoint_hook(out, z_in, handles)))
-        return out
+        if not out.requires_grad:
+            return out
+        return _ImplicitGradient.apply(out, self._adjoint(out, z_in))
 
     def unroll(
         self, x: torch.Tensor, steps: int, z0: torch.Tensor | None = None, damping: float = 1.0
@@ -190,16 +189,11 @@ class DEQ(nn.Module):
             z = (1 - lam) * z + lam * self.f(z, x)
         return z
 
-    def _adjoint_hook(
-        self, out: torch.Tensor, z_in: torch.Tensor, handles: list[Any]
-    ) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The gradient arriving at ``out`` replaced by the adjoint ``g = g J + grad``. The hook
-        removes itself first: the vector-Jacobian products run backward through ``out`` too."""
+    def _adjoint(self, out: torch.Tensor, z_in: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``grad -> g`` with ``g = g J + grad``, ``J = ∂f/∂z`` at the equilibrium: the adjoint
+        fixed point, by vector–Jacobian products through the graph of ``out = f(z_in, x)``."""
 
-        def hook(grad: torch.Tensor) -> torch.Tensor:
-            for handle in handles:
-                handle.remove()
-
+        def solve(grad: torch.Tensor) -> torch.Tensor:
             def adjoint_map(g: torch.Tensor) -> torch.Tensor:
                 (vjp,) = torch.autograd.grad(out, z_in, g, retain_graph=True)
                 return vjp + grad
@@ -209,10 +203,27 @@ class DEQ(nn.Module):
             )
             return self.backward_result.z
 
-        return hook
+        return solve
 
     def extra_repr(self) -> str:
         return f"solver={self.solver.method}, tol={self.solver.tol:g}, gradient={self.gradient!r}"
+
+
+class _ImplicitGradient(torch.autograd.Function):
+    """The identity on ``out = f(z*, x)`` whose backward replaces the incoming gradient by the
+    adjoint fixed point; autograd then carries it through ``out``'s graph to the parameters and
+    ``x``. (A custom function, not a tensor hook: nothing refers back to the output, so a forward
+    pass without a backward frees its graph at once.)"""
+
+    @staticmethod
+    def forward(ctx: Any, out: torch.Tensor, solve: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        ctx.solve = solve
+        return out.view_as(out)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return ctx.solve(grad), None
 
 
 def _resolve(solver: Any, tol: float | None, max_iter: int | None, on_failure: str, name: str) -> FixedPoint:
