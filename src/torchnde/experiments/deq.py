@@ -4,7 +4,7 @@ it is the limit of.
 S. Bai, J. Z. Kolter, V. Koltun, *Deep equilibrium models*, NeurIPS 2019, arXiv 1909.01377: a
 DEQ reaches the accuracy of the weight-tied deep network at constant memory, its gradient taken
 by the implicit function theorem. The paper's sequence models (WikiText-103, PTB) are not CPU
-feasible; ``deq-digits`` is the small substitute of ``papers.md``: 1,797 digits (8x8, 64
+feasible; ``deq-digits`` is a small CPU substitute: 1,797 digits (8x8, 64
 features scaled to [0, 1]), a seeded stratified split of 1,297 training and 500 test digits, and
 
 - the DEQ: :math:`z^* = f(z^*, x) = \tanh(W z^* + U x + b)` (hidden width ``h``), ``W`` scaled to
@@ -14,7 +14,7 @@ features scaled to [0, 1]), a seeded stratified split of 1,297 training and 500 
 - the weight-tied network: the same ``f`` and read-out from the same initialisation, unrolled for
   ``L`` layers from ``z = 0`` and trained by backprop through every layer.
 
-Criteria (``papers.md`` and issue 18): on the test digits the DEQ's equilibrium has a relative
+Criteria: on the test digits the DEQ's equilibrium has a relative
 residual :math:`\lVert f(z)-z\rVert/\lVert f(z)\rVert` of at most 1e-4 (largest over the
 digits); the implicit gradient of the trained model's loss has a cosine of at least 0.99 with the
 gradient backpropagated through 200 unrolled iterations; the bytes the autograd graph holds after

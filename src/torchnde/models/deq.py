@@ -100,6 +100,19 @@ class DEQ(nn.Module):
     In grad mode with the implicit gradient the output is one more evaluation
     :math:`f(z^*, x)` (its value is :math:`z^*` to the tolerance); without grad it is the
     root-finder's estimate. The graph supports one ``backward`` (no ``create_graph``).
+
+    ```python
+    import torch
+    from torchnde.models import DEQ
+
+    A = 0.5 * torch.eye(3)
+    deq = DEQ(lambda z, x: z @ A + x, tol=1e-8)  # z* = 2x
+    x = torch.ones(2, 3, requires_grad=True)
+    z = deq(x)
+    z.sum().backward()
+    assert torch.allclose(z, 2 * x) and torch.allclose(x.grad, torch.full((2, 3), 2.0))
+    assert deq.result.converged and deq.backward_result.converged
+    ```
     """
 
     def __init__(

@@ -159,6 +159,15 @@ class FixedPoint:
     - ``ridge``: Anderson's Tikhonov regularisation, relative (default ``1e-4``).
     - ``on_failure``: ``"warn"`` (default, a :class:`FixedPointWarning`), ``"raise"`` (a
       :class:`FixedPointError`) or ``"ignore"``; the result says ``converged`` in every case.
+
+    ```python
+    import torch
+    from torchnde.solvers import FixedPoint
+
+    result = FixedPoint("broyden", tol=1e-10).solve(torch.cos, torch.zeros(4, 1))  # z = cos z
+    assert result.converged and abs(float(result.z[0]) - 0.7390851332) < 1e-8
+    print(result.iterations, result.residual, result.method)
+    ```
     """
 
     method: str = "anderson"
