@@ -231,6 +231,11 @@ def test_unknown_options_are_errors_that_name_the_fix():
     for bad in ({"phantom_steps": 0}, {"phantom_damping": 0.0}, {"jacobian_probes": -1}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             DEQ(layer, **bad)
+    x = torch.randn(2, 6, dtype=D64)
+    with pytest.raises(ValueError, match="steps"):
+        DEQ(layer).unroll(x, -1)
+    with pytest.raises(ValueError, match=r"set state_shape="):
+        DEQ(lambda z, x: torch.tanh(x[:, :4]))(x)  # returns 4 features for a 6-feature state
 
 
 @pytest.mark.skipif(

@@ -190,6 +190,10 @@ class DEQ(nn.Module):
         """The weight-tied network: ``steps`` iterations ``z <- (1-damping) z + damping f(z, x)``
         from ``z0`` (default zeros), differentiated by backprop through every step (the memory
         held grows with ``steps``). The baseline a DEQ is the limit of."""
+        if not (isinstance(steps, int) and steps >= 0):
+            raise ValueError(f"DEQ.unroll: steps must be an int >= 0, got {steps!r}")
+        if not 0 < damping <= 1:
+            raise ValueError(f"DEQ.unroll: damping must lie in (0, 1], got {damping!r}")
         z = self.initial_state(x) if z0 is None else z0
         for _ in range(steps):
             z = (1 - damping) * z + damping * self.f(z, x) if damping != 1.0 else self.f(z, x)

@@ -221,7 +221,15 @@ class FixedPoint:
         shape = z0.shape
 
         def flat(z: torch.Tensor) -> torch.Tensor:
-            return f(z.reshape(shape)).reshape(shape[0], -1)
+            fz = f(z.reshape(shape))
+            if not isinstance(fz, torch.Tensor) or fz.shape != shape:
+                got = tuple(fz.shape) if isinstance(fz, torch.Tensor) else type(fz).__name__
+                raise ValueError(
+                    f"{what}: the map returned {got} for a state of shape {tuple(shape)}; it must return a "
+                    "tensor of the state's shape (for a DEQ, set state_shape= to the shape f(z, x) returns "
+                    "per sample, or pass z0)"
+                )
+            return fz.reshape(shape[0], -1)
 
         with torch.no_grad():
             best = self._run(self.method, flat, z0.detach().reshape(shape[0], -1), self.max_iter)
