@@ -43,6 +43,7 @@ import torchnde as nde
 from torchnde.models import DEQ
 from torchnde.solvers import FixedPoint, relative_residual
 
+from .._optional import require
 from ._framework import Run, experiment
 
 __all__: list[str] = []
@@ -61,9 +62,10 @@ class Digits:
 def load_digits_split(seed: int, n_test: int = 500) -> Digits:
     """scikit-learn's 8x8 digits, features scaled to [0, 1], split stratified by class with a
     seeded permutation: ``n_test`` test digits (in proportion to each class), the rest training."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
+    sk_datasets = require(
+        "sklearn.datasets", extra="experiments", purpose="the deq-digits experiment (8x8 digits)"
+    )
+    data = sk_datasets.load_digits()
     x = torch.tensor(data.data, dtype=torch.float32) / 16.0
     y = torch.tensor(data.target, dtype=torch.long)
     gen = torch.Generator().manual_seed(seed)
