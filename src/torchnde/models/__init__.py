@@ -13,10 +13,12 @@
 | :class:`PINN` (a contrast: the network is the solution, no ODE solve) | Raissi et al., JCP 2019 |
 | :class:`NeuralCDE` | Kidger et al., NeurIPS 2020; log-ODE steps: Morrill et al., ICML 2021 |
 | :class:`LatentODE`, :class:`ODERNN` | Rubanova et al., NeurIPS 2019 |
+| :class:`CNF` | Chen et al., NeurIPS 2018; Grathwohl et al. (FFJORD), ICLR 2019 |
 """
 
 from ._base import SolveOptions, as_field
 from .augmented import AugmentedNeuralODE
+from .cnf import CNF, ConcatTimeMLP, exact_trace, hutchinson_trace, probe_like, standard_normal_log_prob
 from .depth_variant import (
     Basis,
     DepthVariantNeuralODE,
@@ -66,4 +68,10 @@ __all__ = [
     "ELBO",
     "LatentODE",
     "LatentODEOutput",
+    "CNF",
+    "ConcatTimeMLP",
+    "exact_trace",
+    "hutchinson_trace",
+    "probe_like",
+    "standard_normal_log_prob",
 ]
