@@ -78,7 +78,7 @@ def exact_trace(
 
     ``dz = f(z)`` must have been computed from ``z`` with a graph (``z.requires_grad``); the
     field must act on each sample separately (row ``i`` of every sample's Jacobian comes from
-    one backward pass of ``dz[:, i].sum()``).
+    one backward pass with the cotangent :math:`e_i` for every sample).
 
     ```python
     import torch
@@ -88,15 +88,17 @@ def exact_trace(
     trace, frobenius = exact_trace(z @ a.T, z)   # tensor([5., ...]), tensor([30., ...])
     ```
     """
-    flat = _flat(dz)
-    d = flat.shape[1]
-    trace = dz.new_zeros(dz.shape[0])
-    frobenius = dz.new_zeros(dz.shape[0])
-    for i in range(d):
-        (row,) = torch.autograd.grad(flat[:, i].sum(), z, create_graph=create_graph, retain_graph=True)
-        row = _flat(row)
-        trace = trace + row[:, i]
-        frobenius = frobenius + row.pow(2).sum(1)
+    batch, d = _flat(dz).shape
+    # e_i as every sample's cotangent, for each i: contiguous (an expanded view takes a slow
+    # path in the backward pass) and never written to (create_graph may keep it)
+    cotangents = torch.eye(d, dtype=dz.dtype, device=dz.device).unsqueeze(1).expand(d, batch, d)
+    cotangents = cotangents.contiguous().reshape(d, *dz.shape)
+    rows = [
+        _flat(torch.autograd.grad(dz, z, cotangents[i], create_graph=create_graph, retain_graph=True)[0])
+        for i in range(d)
+    ]
+    jacobian = torch.stack(rows, 1)  # [batch, d, d]: the per-op cost dominates a loop of small ones
+    trace, frobenius = jacobian.diagonal(dim1=1, dim2=2).sum(1), jacobian.pow(2).sum((1, 2))
     return trace, frobenius
 
 
