@@ -49,4 +49,5 @@ def test_quick_tier_hutchinson_is_unbiased_and_the_cost_slopes_are_ordered(tmp_p
     assert all(c["passed"] for c in statistical), [c for c in statistical if not c["passed"]]
     slopes = doc["metrics"]["loglog_slope"]
     assert slopes["logdet"] > slopes["exact"] > slopes["hutchinson"]
-    assert (tmp_path / "cnf_trace_scaling.png").exists()
+    assert (tmp_path / "cnf_trace_scaling.png").exists() and (tmp_path / "report.md").exists()
+    assert doc["figure_problems"] == {}, doc["figure_problems"]  # labelled, nothing overlaps

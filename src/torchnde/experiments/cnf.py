@@ -35,6 +35,20 @@ Gaussian probes, and at :math:`d = 16` the Rademacher estimates' sample variance
 Gaussian ones' (the variances are :math:`2(\lVert S\rVert_F^2 - \sum_i J_{ii}^2)` and
 :math:`2\lVert S\rVert_F^2`, :math:`S` the Jacobian's symmetric part: at larger :math:`d` their
 gap is below what 10,000 probes resolve, so both measured and exact variances are reported).
+
+Outcome of the full tier on the shared 2-core development machine, seeds 0-4 (each seed draws
+new weights, points and probes; the timings also move with the machine's load): every check
+passed for every seed. Exact/Hutchinson ratio slope 0.89-1.26 (seed 0: 1.19; the ratio at
+d = 784 is 192-914); log-log slopes over 16..784: log-det 1.90-2.10, exact trace 1.55-1.70
+(vectorised 1.71-1.96), Hutchinson 0.30-0.80; between 256 and 784: log-det 2.32-2.94, exact
+2.06-2.82, Hutchinson 0.27-1.67. The ordering log-det > exact > Hutchinson held for every seed
+(log-det minus exact 0.34-0.49); the asymptotic 3 and 1 are not reached at these sizes (the
+log-det's cubic part, ``slogdet``, is a minority of its time below d = 256, and a
+vector–Jacobian product's fixed cost dominates the small dimensions: Hutchinson took 0.24 ms at
+d = 16, 0.79 ms at 256 and 1.6 ms at 784 for seed 0). Hutchinson's mean was within
+0.03-2.1 standard errors of the exact trace; at d = 16 the Rademacher/Gaussian variance ratio was
+0.84-0.93; at d = 784 the measured ratio can exceed 1 (seed 0: 57.8 against 56.9) while the exact
+variances are 57.20 and 57.35.
 """
 
 from __future__ import annotations
