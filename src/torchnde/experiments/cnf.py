@@ -24,7 +24,7 @@ one thread, each including the field's forward pass:
 - **Hutchinson**: :func:`torchnde.models.hutchinson_trace` with one Rademacher probe.
 
 It fits log–log slopes of time against :math:`d` (over all dimensions, and between the two
-largest) and checks papers.md's criterion, the exact/Hutchinson time ratio growing about
+largest) and checks the reproduction criterion, the exact/Hutchinson time ratio growing about
 linearly (slope 0.7–1.3), and that the slopes are ordered log-det > exact > Hutchinson. At
 these sizes on a CPU each autograd call has a fixed cost of a few hundred microseconds that
 dominates the small dimensions, so the slopes over the whole range fall short of the asymptotic
@@ -239,7 +239,7 @@ def run_trace_scaling(run: Run) -> None:
         f"(vectorised {slopes['exact_vectorised']:.2f}), Hutchinson {slopes['hutchinson']:.2f}; between "
         f"d = {dims[-2]} and {dims[-1]}: log-det {top['logdet']:.2f}, exact {top['exact']:.2f} (vectorised "
         f"{top['exact_vectorised']:.2f}), Hutchinson {top['hutchinson']:.2f}. "
-        f"Exact/Hutchinson time ratio slope {ratio_slope:.2f} (papers.md: 0.7-1.3)."
+        f"Exact/Hutchinson time ratio slope {ratio_slope:.2f} (criterion: 0.7-1.3)."
     )
     _checks(run, dims, slopes, ratio_slope, stats)
     _figure(run, dims, seconds, slopes, stats)
@@ -253,7 +253,7 @@ def _checks(
         ratio_slope,
         ">=",
         0.7,
-        claim="Hutchinson saves a factor of about d over the exact trace (papers.md: slope 0.7-1.3)",
+        claim="Hutchinson saves a factor of about d over the exact trace (criterion: slope 0.7-1.3)",
     )
     run.check("exact / Hutchinson time ratio: log-log slope in d (<= 1.3)", ratio_slope, "<=", 1.3)
     run.check(
