@@ -106,6 +106,19 @@ def test_one_probe_is_drawn_per_solve_and_held_fixed():
     assert len(set(delta.tolist())) > 1  # the probe differs between samples
 
 
+@pytest.mark.parametrize("kind", ["rademacher", "gaussian"])
+def test_hutchinson_log_prob_is_unbiased_for_the_exact_one(kind):
+    # one point repeated: each copy draws its own probe, and the trajectory does not depend on
+    # it, so the copies' Δ are independent draws whose mean is the exact solve's Δ
+    flow = _tiny_flow(trace="hutchinson", probe=kind, solver="rk4", dt=0.25)
+    x = torch.randn(1, 2, dtype=F64).expand(4000, 2)
+    estimates = flow.log_prob(x, generator=torch.Generator().manual_seed(10)).detach()
+    exact = _tiny_flow(solver="rk4", dt=0.25).log_prob(x[:1]).detach()
+    standard_error = estimates.std() / estimates.numel() ** 0.5
+    assert standard_error > 0
+    assert abs(estimates.mean() - exact) <= 3 * standard_error
+
+
 def test_sample_inverts_the_forward_map():
     flow = _tiny_flow(solver="dopri5", rtol=1e-10, atol=1e-10)
     z = torch.randn(8, 2, dtype=F64)
