@@ -201,6 +201,8 @@ def test_bad_arguments_are_errors_that_name_the_fix():
         CNF(dim=2, probe="normal")
     with pytest.raises(TypeError, match="needs dim="):
         CNF()
+    with pytest.raises(TypeError, match="hidden= sizes the default field only"):
+        CNF(lambda t, z: z, dim=2, hidden=(8,))
     with pytest.raises(TypeError, match="unknown option"):
         CNF(dim=2, tolerance=1e-3)
     with pytest.raises(ValueError, match=r"x\.unsqueeze"):

@@ -169,7 +169,8 @@ class CNF(SolveOptions):
 
     - ``field``: the network ``f``; called as ``field(z)`` if its ``forward`` takes one argument,
       else ``field(t, z)``. It must act on each sample separately. Default (``field=None``): a
-      :class:`ConcatTimeMLP` of ``dim`` with hidden widths ``hidden`` and tanh.
+      :class:`ConcatTimeMLP` of ``dim`` with hidden widths ``hidden`` (default ``(64, 64, 64)``)
+      and tanh.
     - ``dim``: the data dimension (needed with the default field and by :meth:`sample`); for
       a field on other event shapes give ``event_shape`` instead.
     - ``trace``: ``"exact"`` (:math:`d` vector–Jacobian products per evaluation) or
@@ -179,7 +180,10 @@ class CNF(SolveOptions):
     - ``regularisers``: :class:`KineticEnergy` / :class:`JacobianFrobenius` integrals in the same
       solve (RNODE, Finlay et al. 2020). The Frobenius norm reuses the trace's products: exact
       with ``trace="exact"``, the probe's estimate with ``"hutchinson"``. After
-      :meth:`log_prob`, ``self.regularisation`` is their weighted batch mean.
+      :meth:`log_prob`, ``self.regularisation`` is their weighted batch mean. (The penalties
+      per dimension of Finlay et al.'s code, :math:`\lambda_K\lVert f\rVert^2/(2d)` and
+      :math:`\lambda_J\lVert\partial f\rVert_F^2/d`, are ``KineticEnergy(λ_K / (2 * d))`` and
+      ``JacobianFrobenius(λ_J / d)``.)
     - solve options (``solver``, ``rtol``, ``atol``, ``dt``, ``gradient``, ...): see
       :class:`~torchnde.models.SolveOptions`; every gradient strategy of ``solve`` works
       (``"adjoint"`` differentiates the augmented field with this module's parameters).
@@ -194,8 +198,8 @@ class CNF(SolveOptions):
     loss = -flow.log_prob(x).mean()
     loss.backward()
     opt.step()
-    samples = flow.sample(16)   # [16, 2], by solving from t1 back to t0
-    flow.log_prob(samples).shape   # torch.Size([16])
+    samples = flow.sample(16)   # by solving from t1 back to t0
+    assert samples.shape == (16, 2) and flow.log_prob(samples).shape == (16,)
     ```
     """
 
@@ -205,7 +209,7 @@ class CNF(SolveOptions):
         *,
         dim: int | None = None,
         event_shape: Sequence[int] | None = None,
-        hidden: Sequence[int] = (64, 64, 64),
+        hidden: Sequence[int] | None = None,
         trace: str = "exact",
         probe: str = "rademacher",
         t_span: tuple[float, float] = (0.0, 1.0),
@@ -221,10 +225,14 @@ class CNF(SolveOptions):
             raise TypeError("CNF: give dim or event_shape, not both (dim=d is event_shape=(d,))")
         if field is None and dim is None:
             raise TypeError("CNF: the default field needs dim=; or pass field=your network")
+        if field is not None and hidden is not None:
+            raise TypeError(
+                "CNF: hidden= sizes the default field only; drop it, or drop field= to use the default"
+            )
         for r in regularisers:
             if not isinstance(r, Regulariser):
                 raise TypeError(f"regularisers must be KineticEnergy/JacobianFrobenius objects, got {r!r}")
-        self.field = ConcatTimeMLP(dim, hidden) if field is None else field  # type: ignore[arg-type]
+        self.field = ConcatTimeMLP(dim, hidden or (64, 64, 64)) if field is None else field  # type: ignore[arg-type]
         self.event_shape = (dim,) if dim is not None else None if event_shape is None else tuple(event_shape)
         self.trace = trace
         self.probe = probe
