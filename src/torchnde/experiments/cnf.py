@@ -255,6 +255,7 @@ def _checks(
         0.7,
         claim="Hutchinson saves a factor of about d over the exact trace (criterion: slope 0.7-1.3)",
     )
+    # (the ratio's slope is the exact trace's slope minus Hutchinson's: >= 0.7 also orders those two)
     run.check("exact / Hutchinson time ratio: log-log slope in d (<= 1.3)", ratio_slope, "<=", 1.3)
     run.check(
         "log-log slope: log-det minus exact trace (> 0)",
@@ -262,13 +263,6 @@ def _checks(
         ">",
         0,
         claim="O(d^3) log-det grows faster than the O(d^2) exact trace",
-    )
-    run.check(
-        "log-log slope: exact trace minus Hutchinson (> 0)",
-        slopes["exact"] - slopes["hutchinson"],
-        ">",
-        0,
-        claim="O(d^2) exact trace grows faster than the O(d) estimate",
     )
     for d in dims:
         for kind in ("rademacher", "gaussian"):
