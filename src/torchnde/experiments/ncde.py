@@ -20,6 +20,14 @@ of its time points, chosen at random per series, and the models see
 Criteria: the NCDE's test accuracy drops by at most 5 points from 30% to 70% dropped, and at
 70% it beats the GRU (full tier). The quick tier checks that both NCDEs train well above chance.
 
+Seeds (full tier, seeds 0-4): the drop from 30% to 70% is 2.1, 0.5, 3.6, 2.1 and 0.5 points,
+always within 5; the NCDE's lead over the GRU at 70% is +0.5, +3.6, +1.0, -1.0 and -1.0 points
+(one test series is 0.52 points). So the NCDE's flat accuracy under drops holds robustly on this
+set, while its win over a GRU that sees the mask and the time since the last observation is
+fragile: it holds for seeds 0-2 and fails by two test series at seeds 3 and 4. On
+JapaneseVowels both models sit near 93-97%, far from the paper's 7-point gap to GRU-D on
+CharacterTrajectories.
+
 ```python
 from torchnde.experiments import run_experiment
 doc = run_experiment("ncde-missing", quick=True, out="/tmp/ncde-missing")   # needs torchnde[experiments]
@@ -211,6 +219,11 @@ def _checks(run: Run, acc: dict[str, dict[str, float]]) -> None:
         "<=",
         5.0,
         claim="98.7 -> 98.6% on CharacterTrajectories [R]",
+    )
+    run.note(
+        "Fragile: the NCDE's lead over the GRU at 70% dropped is small on JapaneseVowels and depends on the "
+        "seed (full tiers of seeds 0-4, 2026-12-07: +0.5, +3.6, +1.0, -1.0, -1.0 points; one test series is "
+        "0.52 points), while the accuracy drop from 30% to 70% stayed within 5 points for all five."
     )
     run.check(
         "NCDE minus GRU test accuracy at 70% dropped (points)",

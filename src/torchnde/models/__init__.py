@@ -14,10 +14,12 @@
 | :class:`NeuralCDE` | Kidger et al., NeurIPS 2020; log-ODE steps: Morrill et al., ICML 2021 |
 | :class:`LatentODE`, :class:`ODERNN` | Rubanova et al., NeurIPS 2019 |
 | :class:`DEQ` (an implicit layer: a fixed point, no ODE solve) | Bai et al., NeurIPS 2019 |
+| :class:`CNF` | Chen et al., NeurIPS 2018; Grathwohl et al. (FFJORD), ICLR 2019 |
 """
 
 from ._base import SolveOptions, as_field
 from .augmented import AugmentedNeuralODE
+from .cnf import CNF, ConcatTimeMLP, exact_trace, hutchinson_trace, probe_like, standard_normal_log_prob
 from .depth_variant import (
     Basis,
     DepthVariantNeuralODE,
@@ -69,4 +71,10 @@ __all__ = [
     "LatentODE",
     "LatentODEOutput",
     "DEQ",
+    "CNF",
+    "ConcatTimeMLP",
+    "exact_trace",
+    "hutchinson_trace",
+    "probe_like",
+    "standard_normal_log_prob",
 ]
