@@ -8,6 +8,7 @@ Nothing is downloaded: every set is generated (with a ``seed``) or computed from
 | :func:`lotka_volterra`, :func:`damped_oscillators` | the UDE and SONODE set-ups (:class:`Observations`) |
 | :func:`g1d`, :func:`concentric_spheres`, :func:`reflection`, :func:`twist` | toy maps of the ANODE / Dissecting / RNODE papers |
 | :func:`burgers_solution`, :func:`burgers_grid` and samplers | Burgers' equation by Cole–Hopf (Gauss–Hermite quadrature) |
+| :func:`ornstein_uhlenbeck`, :func:`geometric_brownian_motion` | exact sample paths with their analytic mean and std (:class:`SamplePaths`) |
 
 ```python
 from torchnde import datasets
@@ -31,6 +32,13 @@ from .physics import (
     pendulum,
     relativistic_particle,
     two_body,
+)
+from .stochastic import (
+    GeometricBrownianMotion,
+    OrnsteinUhlenbeck,
+    SamplePaths,
+    geometric_brownian_motion,
+    ornstein_uhlenbeck,
 )
 from .systems import (
     Observations,
@@ -63,4 +71,9 @@ __all__ = [
     "solution_points",
     "twist",
     "two_body",
+    "GeometricBrownianMotion",
+    "OrnsteinUhlenbeck",
+    "SamplePaths",
+    "geometric_brownian_motion",
+    "ornstein_uhlenbeck",
 ]

@@ -11,6 +11,7 @@
 | :class:`UniversalODE` | Rackauckas et al., arXiv 2001.04385 |
 | :class:`KineticEnergy`, :class:`JacobianFrobenius` | Finlay et al., ICML 2020 |
 | :class:`PINN` (a contrast: the network is the solution, no ODE solve) | Raissi et al., JCP 2019 |
+| :class:`SDEGAN` (:class:`SDEGenerator`, :class:`CDEDiscriminator`) | Kidger et al., ICML 2021 |
 """
 
 from ._base import SolveOptions, as_field
@@ -27,6 +28,7 @@ from .lagrangian import LagrangianNN
 from .neural_ode import DataControlledNeuralODE, NeuralODE
 from .pinn import PINN, BurgersResidual, Partials, burgers_residual, tanh_network
 from .regularisers import JacobianFrobenius, KineticEnergy, Regulariser
+from .sde_gan import SDEGAN, CDEDiscriminator, LipSwish, SDEGenerator, lipswish_mlp
 from .second_order import SecondOrderNeuralODE
 from .universal import UniversalODE, fit_staged
 
@@ -55,4 +57,9 @@ __all__ = [
     "burgers_residual",
     "fit_staged",
     "tanh_network",
+    "SDEGAN",
+    "CDEDiscriminator",
+    "LipSwish",
+    "SDEGenerator",
+    "lipswish_mlp",
 ]
