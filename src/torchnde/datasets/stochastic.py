@@ -228,8 +228,9 @@ def ornstein_uhlenbeck(
     the plain process) at ``steps`` equally spaced times on ``[0, t_end]``, with the analytic mean
     and standard deviation there (:class:`SamplePaths`). The defaults (:math:`\theta = 1`,
     :math:`\mu = 0.5`, :math:`\kappa = 1`, :math:`\sigma = 0.6`, :math:`Y(0) \sim \mathcal N(0,
-    0.1^2)`, :math:`t \in [0, 3]`) are the ``sde-gan-ou`` experiment's: a mean that rises from 0
-    to 2.5 and a spread that grows from 0.1 to 0.42.
+    0.1^2)`, :math:`t \in [0, 3]`) are the ``sde-gan-ou`` experiment's process (which samples it
+    on :math:`[0, 4]`): a mean that rises from 0 to 2.5 at :math:`t = 3` and a spread that grows
+    from 0.1 to 0.42.
 
     ```python
     from torchnde.datasets import ornstein_uhlenbeck

@@ -209,11 +209,12 @@ def run_sde_gan_ou(run: Run) -> None:
             TOLERANCE,
             claim=claim,
         )
-    _figures(run, ts, real, samples, data, curve, history)
+    _figures(run, ts, real, samples, data, curve, history, final_error)
 
 
 def _figures(run: Run, ts: torch.Tensor, real: torch.Tensor, samples: torch.Tensor, data: Any,
-             curve: list[tuple[int, float, float]], history: list[dict[str, Any]]) -> None:  # fmt: skip
+             curve: list[tuple[int, float, float]], history: list[dict[str, Any]],
+             averaged: tuple[float, float]) -> None:  # fmt: skip
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
@@ -238,6 +239,8 @@ def _figures(run: Run, ts: torch.Tensor, real: torch.Tensor, samples: torch.Tens
     axes[0].set_ylabel("Wasserstein estimate E D(fake) - E D(real)")
     axes[1].plot([c[0] for c in curve], [c[1] for c in curve], marker="o", ms=3, label="|mean error| / std")
     axes[1].plot([c[0] for c in curve], [c[2] for c in curve], marker="s", ms=3, label="|std / true std - 1|")
+    axes[1].plot([curve[-1][0]] * 2, averaged, ls="none", marker="*", ms=11, color="k",
+                 label="averaged weights (mean, std)")  # fmt: skip
     axes[1].axhline(TOLERANCE, color="0.5", ls=":", lw=1)
     axes[1].set_yscale("log")
     axes[1].set_xlabel("iteration")
@@ -247,5 +250,5 @@ def _figures(run: Run, ts: torch.Tensor, real: torch.Tensor, samples: torch.Tens
         "sde_gan_training",
         fig,
         "The Wasserstein estimate per iteration, and the generator's moment errors averaged over the sample "
-        "times after t = 0 (current weights, not the average; dotted: 15%).",
+        "times after t = 0 (current weights; stars: the averaged weights evaluated; dotted: 15%).",
     )
