@@ -33,6 +33,12 @@ large in every setting tried (Adam or Adadelta, learning rates 1e-4 to 1, clippi
 within-time scale and equal learning rates the std converges, with oscillations that the weight
 averaging removes.
 
+**What holds** (full tier, one thread, about 4 minutes a seed): the mean within 4% at every seed
+0-2; the std within 12% at seeds 0 and 1, 22% too large at :math:`t = 2` at seed 2 (a bias in
+the std's profile over time, steady over the last 4,000 iterations, not an oscillation: the
+paper's batch of 1,024 left it at 19%, and the paths scaled to a within-time spread of 2 at 21%,
+the average then too narrow at :math:`t = 3`). The figures per seed are in the report.
+
 **Criterion** (issue 17 and the project's paper anchors, which call it flaky): the generated mean and standard deviation
 at :math:`t = 1, 2, 3` within 15% of the analytic OU moments
 (:class:`torchnde.datasets.OrnsteinUhlenbeck`), on 4,096 generated paths. The quick tier checks
@@ -60,6 +66,7 @@ EVAL_TIMES = (1.0, 2.0, 3.0)
 STEPS, T_END = 13, 4.0  # sample times 0, 1/3, ..., 4: the evaluation times are on the grid
 TOLERANCE = 0.15
 QUICK_RATIO = 0.5  # the quick tier: the averaged generator's mean error at most half its initial one
+SPREAD = 1.0  # the training data's within-time standard deviation (averaged over the times)
 INIT_SCALE = (3.0, 0.5)  # the generator's initial weights times these (initial network; drift and diffusion)
 FLAKY = (
     "GAN training is unstable: the project's paper anchors call this criterion flaky and never gate CI on it; "
@@ -105,9 +112,9 @@ def run_sde_gan_ou(run: Run) -> None:
     clock = torch.arange(STEPS, dtype=ts.dtype)
     real = data.paths.transpose(0, 1)  # [n, time, 1]
     # one shift and one scale for every time: the overall mean, and the within-time spread averaged
-    # over the times (not the overall std, which the mean's rise from 0 to 3.5 inflates 3x): at
-    # that scale the clipped critic sees a spread that is wrong (see the module docstring)
-    shift, scale = real.mean(), real.std(0).mean()
+    # over the times (not the overall std, which the mean's rise from 0 to 3.5 inflates 3x): only
+    # at this scale does the clipped critic see a wrong spread (see the module docstring)
+    shift, scale = real.mean(), real.std(0).mean() / SPREAD
     normalised = (real - shift) / scale
     index = [int(torch.argmin((ts - t).abs())) for t in EVAL_TIMES]
     true_mean, true_std = data.mean[index].double(), data.std[index].double()
@@ -182,6 +189,10 @@ def run_sde_gan_ou(run: Run) -> None:
     run.metric("generated_std", gen_std)
     run.metric("relative_error_mean", err_mean)
     run.metric("relative_error_std", err_std)
+    # reported, not checked: the last iterate (its weights oscillate; the average is what is checked)
+    _, _, _, last_err_mean, last_err_std = evaluate(gan.generator)
+    run.metric("last_iterate_relative_error_mean", last_err_mean)
+    run.metric("last_iterate_relative_error_std", last_err_std)
     run.metric("mean_error_initial", initial_error[0])
     run.metric("mean_error_final_averaged", final_error[0])
     run.metric("std_error_initial", initial_error[1])
