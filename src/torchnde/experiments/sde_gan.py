@@ -36,8 +36,9 @@ averaging removes.
 **What holds** (full tier, one thread, about 4 minutes a seed): the mean within 4% at every seed
 0-2; the std within 12% at seeds 0 and 1, 22% too large at :math:`t = 2` at seed 2 (a bias in
 the std's profile over time, steady over the last 4,000 iterations, not an oscillation: the
-paper's batch of 1,024 left it at 19%, and the paths scaled to a within-time spread of 2 at 21%,
-the average then too narrow at :math:`t = 3`). The figures per seed are in the report.
+paper's batch of 1,024 left it at 19%, a critic of hidden size 32 at 23%, and the paths scaled
+to a within-time spread of 2 at 21%, the average then too narrow at :math:`t = 3`). The figures
+per seed are in the report.
 
 **Criterion** (issue 17 and the project's paper anchors, which call it flaky): the generated mean and standard deviation
 at :math:`t = 1, 2, 3` within 15% of the analytic OU moments
