@@ -11,6 +11,7 @@ read from a file an installed package ships.
 | :func:`burgers_solution`, :func:`burgers_grid` and samplers | Burgers' equation by Cole–Hopf (Gauss–Hermite quadrature) |
 | :func:`japanese_vowels`, :func:`drop_points` | a real multivariate classification set (UEA, read from sktime's wheel) with points dropped at random |
 | :func:`irregular_spirals`, :func:`periodic_signals` | irregularly sampled series with observation masks (:class:`IrregularSeries`) |
+| :func:`ornstein_uhlenbeck`, :func:`geometric_brownian_motion` | exact sample paths with their analytic mean and std (:class:`SamplePaths`) |
 
 ```python
 from torchnde import datasets
@@ -36,6 +37,13 @@ from .physics import (
     two_body,
 )
 from .series import IrregularSeries, irregular_spirals, periodic_signals
+from .stochastic import (
+    GeometricBrownianMotion,
+    OrnsteinUhlenbeck,
+    SamplePaths,
+    geometric_brownian_motion,
+    ornstein_uhlenbeck,
+)
 from .systems import (
     Observations,
     damped_oscillator_field,
@@ -76,4 +84,9 @@ __all__ = [
     "IrregularSeries",
     "irregular_spirals",
     "periodic_signals",
+    "GeometricBrownianMotion",
+    "OrnsteinUhlenbeck",
+    "SamplePaths",
+    "geometric_brownian_motion",
+    "ornstein_uhlenbeck",
 ]

@@ -15,6 +15,7 @@
 | :class:`LatentODE`, :class:`ODERNN` | Rubanova et al., NeurIPS 2019 |
 | :class:`DEQ` (an implicit layer: a fixed point, no ODE solve) | Bai et al., NeurIPS 2019 |
 | :class:`CNF` | Chen et al., NeurIPS 2018; Grathwohl et al. (FFJORD), ICLR 2019 |
+| :class:`SDEGAN` (:class:`SDEGenerator`, :class:`CDEDiscriminator`) | Kidger et al., ICML 2021 |
 """
 
 from ._base import SolveOptions, as_field
@@ -36,6 +37,7 @@ from .neural_ode import DataControlledNeuralODE, NeuralODE
 from .ode_rnn import ODERNN, ODERNNStates
 from .pinn import PINN, BurgersResidual, Partials, burgers_residual, tanh_network
 from .regularisers import JacobianFrobenius, KineticEnergy, Regulariser
+from .sde_gan import SDEGAN, CDEDiscriminator, LipSwish, SDEGenerator, lipswish_mlp
 from .second_order import SecondOrderNeuralODE
 from .universal import UniversalODE, fit_staged
 
@@ -77,4 +79,9 @@ __all__ = [
     "hutchinson_trace",
     "probe_like",
     "standard_normal_log_prob",
+    "SDEGAN",
+    "CDEDiscriminator",
+    "LipSwish",
+    "SDEGenerator",
+    "lipswish_mlp",
 ]
