@@ -306,8 +306,9 @@ def test_adjoint_callbacks_are_called_as_in_torchdiffeq(method, options, backwar
 
 
 def test_adjoint_callbacks_cost_nothing_unused():
-    """Without adjoint callbacks the strategy's controller hook is only torchdiffeq's restart of
-    each output interval and the solver is the plain one (no callback in the backward loop)."""
+    """Without adjoint callbacks (and without ``first_step``) nothing observes 0.2.5's restart of
+    each output interval: the strategy has no controller hook (the step size carries over) and
+    the solver is the plain one (no callback in the backward loop)."""
     from torchnde.compat import torchdiffeq as compat
 
     seen = []
@@ -324,7 +325,7 @@ def test_adjoint_callbacks_cost_nothing_unused():
         )
     finally:
         compat.solve = original
-    assert isinstance(seen[0], nde.Adjoint) and seen[0].controller_hook.__name__ == "restart"
+    assert isinstance(seen[0], nde.Adjoint) and seen[0].controller_hook is None
     assert "step" not in vars(seen[0].solver)  # the solver's own step, not a hook
 
 
@@ -368,3 +369,38 @@ def test_adjoint_tensor_tolerances_are_per_element_of_the_augmented_state():
         nde.Adjoint(rtol=torch.full((2, 2), 1e-8))
     with pytest.raises(ValueError, match="positive"):
         nde.Adjoint(atol=torch.tensor([1e-8, -1.0]))
+
+
+class _Counting(Field):
+    """``Field`` counting its evaluations during the backward pass only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backward_calls = 0
+
+    def forward(self, t, y):
+        self.backward_calls += torch.is_grad_enabled()  # the forward solve runs without a graph
+        return super().forward(t, y)
+
+
+@pytest.mark.parametrize("first_step", [None, 0.01])
+def test_the_adjoint_carries_its_step_size_over_output_times_unless_first_step_asks_for_restarts(first_step):
+    """0.2.5 starts every output interval of the adjoint afresh. Nothing observes that without
+    adjoint callbacks, so the drop-in carries the step size over: the same gradients (to 1e-6
+    here, at rtol 1e-8) with fewer evaluations. A ``first_step`` in ``adjoint_options`` is the
+    first step of every interval, as in 0.2.5: then the evaluations are 0.2.5's."""
+    calls, grads = [], []
+    for fn in (torchdiffeq.odeint_adjoint, odeint_adjoint):
+        func = _Counting()
+        y0 = torch.tensor([[1.0, 0.5], [0.2, -0.3]], dtype=torch.float64, requires_grad=True)
+        t = torch.linspace(0, 1, 21, dtype=torch.float64)  # short intervals, as in ode_demo
+        options = None if first_step is None else {"first_step": first_step}
+        ys = fn(func, y0, t, rtol=1e-8, atol=1e-10, adjoint_options=options)
+        grads.append(torch.autograd.grad(ys.square().sum(), (y0, *func.parameters())))
+        calls.append(func.backward_calls)
+    for g, w in zip(*grads[::-1]):
+        assert float((g - w).abs().max() / w.abs().max()) < 1e-6
+    if first_step is None:
+        assert calls[1] < 0.75 * calls[0], calls  # 255 against 364
+    else:
+        assert calls[1] == calls[0], calls

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from torchnde._optional import MissingDependency, missing, require
+from torchnde._optional import _PIP_NAMES, MissingDependency, missing, require
 from torchnde.experiments import run_experiment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -258,5 +258,6 @@ def test_optional_packages_are_imported_where_needed_and_their_extra_lists_them(
 
     assert required, "no require() calls found"
     for rel, package, extra in required:
-        assert package.lower() in listed(extra), f"{rel}: {package} is not in the {extra!r} extra"
+        name = _PIP_NAMES.get(package, package)  # the import name's distribution (sklearn: scikit-learn)
+        assert name.lower() in listed(extra), f"{rel}: {name} is not in the {extra!r} extra"
     assert {*EXTRA, "tqdm"} <= listed("experiments")

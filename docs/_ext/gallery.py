@@ -35,6 +35,8 @@ FIGURES = [
     ("sonode-oscillators", "oscillators_fits"),
     ("pinn-burgers", "burgers_fields"),
     ("rnode-regularisation", "rnode_2spirals_densities"),
+    ("latent-ode-spirals", "spirals"),
+    ("ncde-missing", "accuracy_vs_missing"),
 ]
 
 
@@ -71,14 +73,46 @@ def _outcome(doc: dict) -> str:
     return f"Quick tier, seed 0: not passed ({failed}); the report says why."
 
 
+def _kept_sections(page: Path) -> dict[str, list[str]]:
+    """The current page's section of each experiment (its lines, from its ``## `` title on)."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in page.read_text().splitlines() if page.exists() else []:
+        if line.startswith("## "):
+            current = sections.setdefault(line, [])
+        if current is not None:
+            current.append(line)
+    return {
+        name: sections[f"## {get(name).title}"] for name, _ in FIGURES if f"## {get(name).title}" in sections
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, help="reuse the quick-tier outputs in RUNS/NAME where present")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help="refresh only these experiments; keep the others' figures and text",
+    )
     args = parser.parse_args()
+    names = list(dict.fromkeys(n for n, _ in FIGURES))
+    unknown = sorted(set(args.only or ()) - set(names))
+    if unknown:
+        parser.error(
+            f"--only: not in the gallery's list: {', '.join(unknown)} (choose from {', '.join(names)})"
+        )
+    kept = _kept_sections(DOCS / "gallery.md") if args.only else {}
+    refresh = set(args.only or names)
+    missing = [n for n in names if n not in refresh and n not in kept]
+    if missing:
+        parser.error(f"--only: the page has no section for {', '.join(missing)} yet; name them too")
     out = DOCS / "gallery"
     out.mkdir(exist_ok=True)
     for old in out.glob("*.png"):
-        old.unlink()
+        if any(old.name.startswith(f"{n}-") for n in refresh):
+            old.unlink()
     lines = [
         "# Gallery",
         "",
@@ -87,7 +121,13 @@ def main() -> int:
         "what a run writes. This page and its figures are made by `make gallery`.",
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        for name in dict.fromkeys(n for n, _ in FIGURES):
+        for name in names:
+            if name not in refresh:
+                section = kept[name]
+                while section and not section[-1].strip():
+                    section = section[:-1]
+                lines += ["", *section]
+                continue
             folder, doc = _quick_run(name, args.runs, Path(tmp))
             captions = _captions(folder / "report.md")
             exp = get(name)

@@ -67,6 +67,10 @@ from .solvers import Euler as Euler
 from .solvers import EulerHeun as EulerHeun
 from .solvers import EulerMaruyama as EulerMaruyama
 from .solvers import Fehlberg2 as Fehlberg2
+from .solvers import FixedPoint as FixedPoint
+from .solvers import FixedPointError as FixedPointError
+from .solvers import FixedPointResult as FixedPointResult
+from .solvers import FixedPointWarning as FixedPointWarning
 from .solvers import GaussLegendre4 as GaussLegendre4
 from .solvers import GaussLegendre6 as GaussLegendre6
 from .solvers import Heun as Heun

@@ -69,7 +69,7 @@ from ..interpolation import (
 )
 from ..log_ode import logsignature_windows as _logsignature_windows
 from ..terms import CDETerm
-from .torchdiffeq import _ADAPTIVE, odeint, odeint_adjoint
+from .torchdiffeq import _ADAPTIVE, _restarts_as_025, odeint, odeint_adjoint
 
 __all__ = [
     "CubicSpline",
@@ -651,7 +651,8 @@ def cdeint(
             kwargs["adjoint_params"] = _through_path(X, tuple(kwargs["adjoint_params"]))
     _knots(X, kwargs)
     vector_field = _VectorField(X, func, _product(X, func, z0))
-    out = (odeint_adjoint if adjoint else odeint)(vector_field, z0, t, **kwargs)
+    with _restarts_as_025():  # torchcde's gradients to 1e-6 need 0.2.5's adjoint steps
+        out = (odeint_adjoint if adjoint else odeint)(vector_field, z0, t, **kwargs)
     if isinstance(out, tuple):
         return tuple(part.movedim(0, -2) for part in out)
     return out.movedim(0, -2)

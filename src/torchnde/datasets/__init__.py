@@ -1,6 +1,7 @@
 """Data for the experiments and examples: seeded generators and reference solutions.
 
-Nothing is downloaded: every set is generated (with a ``seed``) or computed from a closed form.
+Nothing is downloaded: every set is generated (with a ``seed``), computed from a closed form, or
+read from a file an installed package ships.
 
 | generator | what |
 |---|---|
@@ -8,6 +9,9 @@ Nothing is downloaded: every set is generated (with a ``seed``) or computed from
 | :func:`lotka_volterra`, :func:`damped_oscillators` | the UDE and SONODE set-ups (:class:`Observations`) |
 | :func:`g1d`, :func:`concentric_spheres`, :func:`reflection`, :func:`twist` | toy maps of the ANODE / Dissecting / RNODE papers |
 | :func:`burgers_solution`, :func:`burgers_grid` and samplers | Burgers' equation by Cole–Hopf (Gauss–Hermite quadrature) |
+| :func:`japanese_vowels`, :func:`drop_points` | a real multivariate classification set (UEA, read from sktime's wheel) with points dropped at random |
+| :func:`irregular_spirals`, :func:`periodic_signals` | irregularly sampled series with observation masks (:class:`IrregularSeries`) |
+| :func:`ornstein_uhlenbeck`, :func:`geometric_brownian_motion` | exact sample paths with their analytic mean and std (:class:`SamplePaths`) |
 | :func:`stochastic_lorenz` | sample paths of the stochastic Lorenz system of the latent SDE paper |
 
 ```python
@@ -34,6 +38,14 @@ from .physics import (
     relativistic_particle,
     two_body,
 )
+from .series import IrregularSeries, irregular_spirals, periodic_signals
+from .stochastic import (
+    GeometricBrownianMotion,
+    OrnsteinUhlenbeck,
+    SamplePaths,
+    geometric_brownian_motion,
+    ornstein_uhlenbeck,
+)
 from .systems import (
     Observations,
     damped_oscillator_field,
@@ -42,6 +54,7 @@ from .systems import (
     lotka_volterra_field,
 )
 from .toys import concentric_spheres, g1d, reflection, twist
+from .uea import LabelledSeries, SeriesSplit, drop_points, japanese_vowels, read_ts
 
 __all__ = [
     "BURGERS_NU",
@@ -65,5 +78,18 @@ __all__ = [
     "solution_points",
     "twist",
     "two_body",
+    "LabelledSeries",
+    "SeriesSplit",
+    "drop_points",
+    "japanese_vowels",
+    "read_ts",
+    "IrregularSeries",
+    "irregular_spirals",
+    "periodic_signals",
+    "GeometricBrownianMotion",
+    "OrnsteinUhlenbeck",
+    "SamplePaths",
+    "geometric_brownian_motion",
+    "ornstein_uhlenbeck",
     "stochastic_lorenz",
 ]

@@ -495,7 +495,8 @@ class Discovery:
             return torch.stack([alpha * u[..., 0], -delta * u[..., 1]], -1)
         xy = clean[:, 0] * clean[:, 1]
         result = discover(torch.stack([-0.8 * xy, 0.9 * xy], -1), clean, feature_names=["x", "y"])
-        fit = result.refine(known, noisy[0], t, noisy, params={"alpha": 1.3, "delta": 1.8})
+        # up to 2 terms per output, 1 single-term candidate: a quick sweep (defaults: 3 and 3)
+        fit = result.refine(known, noisy[0], t, noisy, params={"alpha": 1.3, "delta": 1.8}, max_terms=2, singles=1)
         print(fit.discovery)                     # dx/dt = -0.8578 x·y, dy/dt = 0.8483 x·y
         ```
         """

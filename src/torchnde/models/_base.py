@@ -100,7 +100,8 @@ class SolveOptions(nn.Module):
         return self.stats.nfe
 
     def _solve(self, f: Callable, y0: Any, t_eval: torch.Tensor, **override: Any) -> Solution:
-        """Run :func:`torchnde.solve` with this model's options (``override`` wins)."""
+        """Run :func:`torchnde.solve` with this model's options (``override`` wins; an
+        ``Adjoint`` passed there is used as it is: ``params=None`` discovers what ``f`` uses)."""
         options: dict[str, Any] = dict(self.solve_options)
         options.update(solver=self.solver, gradient=self.gradient)
         if self.dt is not None:
@@ -111,7 +112,7 @@ class SolveOptions(nn.Module):
         strategy = options["gradient"]
         if strategy == "adjoint":
             strategy = Adjoint()
-        if isinstance(strategy, Adjoint) and strategy.params is None:
+        if isinstance(strategy, Adjoint) and strategy.params is None and "gradient" not in override:
             trainable = tuple(p for p in self.parameters() if p.requires_grad)
             options["gradient"] = dataclasses.replace(strategy, params=trainable)
         self.solution = solve(f, y0, t_eval, **options)

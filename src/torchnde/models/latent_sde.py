@@ -36,12 +36,12 @@ from ..terms import SDETerm
 from ._base import SolveOptions, time_grid
 from .neural_sde import check_steps, with_params
 
-__all__ = ["ELBO", "DiagonalDiffusion", "LatentSDE", "Posterior"]
+__all__ = ["LatentSDEELBO", "DiagonalDiffusion", "LatentSDE", "Posterior"]
 
 _LIKELIHOODS = ("gaussian", "laplace")
 
 
-class ELBO(NamedTuple):
+class LatentSDEELBO(NamedTuple):
     """The terms of a latent SDE's evidence lower bound, each a mean over the batch.
 
     ``loss`` is ``-(log_likelihood - kl_weight * (kl_z0 + kl_path))``, what training minimises;
@@ -130,7 +130,7 @@ class LatentSDE(SolveOptions):
       unknown one is an error.
 
     Observations are time first, ``xs [T, B, data_size]`` at times ``ts [T]`` (shared by the
-    batch). ``self.elbo(xs, ts)`` (also ``self(xs, ts)``) returns the :class:`ELBO` terms,
+    batch). ``self.elbo(xs, ts)`` (also ``self(xs, ts)``) returns the :class:`LatentSDEELBO` terms,
     ``sample_posterior`` and ``sample_prior`` sample paths.
 
     ```python
@@ -279,7 +279,7 @@ class LatentSDE(SolveOptions):
 
     def elbo(
         self, xs: torch.Tensor, ts: Any, *, kl_weight: float = 1.0, brownian: AbstractBrownian | None = None
-    ) -> ELBO:
+    ) -> LatentSDEELBO:
         """The ELBO's terms on observations ``xs [T, B, data]`` at ``ts [T]``, one posterior sample
         per path (``kl_weight`` anneals the KL terms in ``loss``)."""
         post = self.posterior(xs, ts, brownian=brownian)
@@ -287,9 +287,9 @@ class LatentSDE(SolveOptions):
         kl0 = self.kl_z0(post.qz0_mean, post.qz0_std).mean()
         kl_path = post.kl_path.mean()
         elbo = log_lik - kl0 - kl_path
-        return ELBO(-(log_lik - kl_weight * (kl0 + kl_path)), elbo, log_lik, kl0, kl_path)
+        return LatentSDEELBO(-(log_lik - kl_weight * (kl0 + kl_path)), elbo, log_lik, kl0, kl_path)
 
-    def forward(self, xs: torch.Tensor, ts: Any, *, kl_weight: float = 1.0) -> ELBO:
+    def forward(self, xs: torch.Tensor, ts: Any, *, kl_weight: float = 1.0) -> LatentSDEELBO:
         """:meth:`elbo`."""
         return self.elbo(xs, ts, kl_weight=kl_weight)
 

@@ -17,6 +17,14 @@ from .classic import RK4, RK38, Bosh3, Euler, Fehlberg2, Heun, Heun3, Midpoint, 
 from .dopri5 import Dopri5
 from .dopri8 import Dopri8
 from .explicit_rk import ExplicitRungeKutta
+from .fixed_point import (
+    FIXED_POINT_METHODS,
+    FixedPoint,
+    FixedPointError,
+    FixedPointResult,
+    FixedPointWarning,
+    relative_residual,
+)
 from .fully_implicit import (
     FIRKTableau,
     FullyImplicitRK,
@@ -118,6 +126,12 @@ __all__ = [
     "names",
     "resolve_solver",
     "sde_names",
+    "FIXED_POINT_METHODS",
+    "FixedPoint",
+    "FixedPointError",
+    "FixedPointResult",
+    "FixedPointWarning",
+    "relative_residual",
 ]
 
 _REGISTRY: dict[str, type[AbstractSolver]] = {
