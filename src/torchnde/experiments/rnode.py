@@ -71,6 +71,7 @@ from torch import nn
 
 import torchnde as nde
 
+from . import _toy_densities as toy_densities
 from ._framework import Run, experiment
 
 __all__: list[str] = []
@@ -85,57 +86,17 @@ _TOLERANCES = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
 
 # -- data ---------------------------------------------------------------------------------------
 
-_S = 1 / math.sqrt(2)
-# FFJORD lib/toy_data.py "8gaussians": centres 4 * (unit circle, 8 directions), std 0.5, all / 1.414
-_CENTRES = torch.tensor(
-    [(1, 0), (-1, 0), (0, 1), (0, -1), (_S, _S), (_S, -_S), (-_S, _S), (-_S, -_S)], dtype=torch.float64
-) * (4 / 1.414)
-_STD = 0.5 / 1.414
-
-
-def _eight_gaussians(n: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``n`` samples of FFJORD's ``8gaussians``: an equal mixture of 8 isotropic Gaussians (std
-    0.5/1.414) centred on the circle of radius 4/1.414 at multiples of 45 degrees."""
-    idx = torch.randint(0, 8, (n,), generator=generator)
-    noise = torch.randn(n, 2, generator=generator, dtype=torch.float64)
-    return (_CENTRES[idx] + _STD * noise).to(dtype)
-
-
-def _eight_gaussians_log_density(x: torch.Tensor) -> torch.Tensor:
-    """The exact log-density of :func:`_eight_gaussians` at ``x`` (shape ``[n, 2]``)."""
-    d2 = (x.double()[:, None, :] - _CENTRES[None]).pow(2).sum(-1)  # [n, 8]
-    comp = -0.5 * d2 / _STD**2 - _LOG_2PI - 2 * math.log(_STD) - math.log(8)
-    return torch.logsumexp(comp, dim=1)
-
-
-def _two_spirals(n: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    r"""``n`` samples of FFJORD's ``2spirals``: two interleaved arms :math:`\pm r(-\cos r, \sin r)/3`
-    with :math:`r = \sqrt{u}\cdot 3\pi` (u uniform: 1.5 turns, uniform in area), each coordinate
-    shifted by U(0, 0.5)/3 and blurred by N(0, 0.1^2); the first half of the samples on one arm,
-    the second half on the other."""
-    half = (n + 1) // 2
-    r = torch.sqrt(torch.rand(half, 1, generator=generator, dtype=torch.float64)) * 3 * math.pi
-    arm = torch.cat([-torch.cos(r) * r, torch.sin(r) * r], 1)
-    arm = arm + 0.5 * torch.rand(half, 2, generator=generator, dtype=torch.float64)
-    x = torch.cat([arm, -arm])[:n] / 3
-    x = x + 0.1 * torch.randn(n, 2, generator=generator, dtype=torch.float64)
-    return x.to(dtype)
-
-
+# the toy samplers, their exact densities and the fitted-Gaussian baseline are shared with
+# ``cnf-toys`` (:mod:`torchnde.experiments._toy_densities`)
+_eight_gaussians = toy_densities.eight_gaussians
+_eight_gaussians_log_density = toy_densities.eight_gaussians_log_density
+_two_spirals = toy_densities.two_spirals
+_gaussian_nll = toy_densities.gaussian_nll
 # name -> (sampler, exact log-density or None)
-_DENSITIES: dict[str, tuple[Callable[..., torch.Tensor], Callable[[torch.Tensor], torch.Tensor] | None]] = {
+_DENSITIES = {
     "2spirals": (_two_spirals, None),
     "8gaussians": (_eight_gaussians, _eight_gaussians_log_density),
 }
-
-
-def _gaussian_nll(train: torch.Tensor, test: torch.Tensor) -> float:
-    """Test NLL (nats) of the single Gaussian fitted to ``train`` by maximum likelihood."""
-    train, test = train.double(), test.double()
-    mean = train.mean(0)
-    cov = torch.cov(train.T, correction=0)
-    dist = torch.distributions.MultivariateNormal(mean, covariance_matrix=cov)
-    return float(-dist.log_prob(test).mean())
 
 
 # -- the flow -------------------------------------------------------------------------------------
