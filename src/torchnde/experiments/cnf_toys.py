@@ -34,8 +34,10 @@ flow 5.877); Hutchinson minus exact −0.002 ± 0.005 nats (4 probes per point).
 3.466 (fitted Gaussian 4.492), Hutchinson −0.009 ± 0.005; its flow rounds the squares' corners.
 The same fields under dopri5 at 1e-6 score within 0.001 nats of RK4's 10 steps on the first
 2,000 test points, so the fixed grid is not what the likelihood exploits.
+Seed 1 (726 s): ``8gaussians`` 2.835 (true 2.832), Hutchinson −0.007 ± 0.005; ``2spirals``
+2.861, +0.002; ``checkerboard`` 3.727, −0.001: every check passes again.
 
-The quick tier trains a smaller field (2 hidden layers of 32) for 150 steps of 256 on
+The quick tier trains a smaller field (2 hidden layers of 32) for 120 steps of 256 on
 ``8gaussians`` only and checks that the test NLL falls well below both the initial flow's and
 the fitted Gaussian's.
 """
@@ -128,7 +130,7 @@ def run_cnf_toys(run: Run) -> None:
 def _cnf_toys(run: Run) -> None:
     hidden = run.pick((32, 32), (64, 64, 64))
     batch = run.pick(256, 512)
-    steps = run.pick({_CHECKED: 150}, {_CHECKED: 2000, "2spirals": 1200, "checkerboard": 1200})
+    steps = run.pick({_CHECKED: 120}, {_CHECKED: 2000, "2spirals": 1200, "checkerboard": 1200})
     run.note(
         f"Model: torchnde.models.CNF, ConcatTimeMLP field (hidden {hidden}, tanh), exact trace, base "
         "N(0, I), t in [0, 1], RK4 with 10 fixed steps (dt = 0.1), backpropagation through the solver. "
@@ -158,7 +160,7 @@ def _one_task(run: Run, task: str, hidden: tuple[int, ...], steps: int, batch: i
     test_nll = float(exact.mean())
     # the same field's continuous-time density (dopri5 at 1e-6): RK4's 10 steps must not be what
     # the NLL exploits
-    sub = x_test[:_EVAL_CHUNK]
+    sub = x_test[: run.pick(500, _EVAL_CHUNK)]
     adaptive = nde.models.CNF(flow.field, dim=2, solver="dopri5", rtol=1e-6, atol=1e-6)
     continuous = {
         "points": len(sub),
