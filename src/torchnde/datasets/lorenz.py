@@ -65,7 +65,7 @@ def stochastic_lorenz(
     - ``n_paths``: number of independent paths (each its own initial state and Brownian motion).
     - ``n_times``: observation times, uniform on ``[0, t1]`` (both ends included).
     - ``noise``: standard deviation of the Gaussian observation noise, in the system's units
-      (added before standardising, as torchsde's example does).
+      (added before standardising).
     - ``drift``, ``diffusion``: :math:`a` and :math:`b` (defaults: the paper's).
     - ``dt``: the step of the Milstein solve (strong order 1 for this diagonal noise), in float64.
     - ``normalise``: standardise every coordinate by the mean and standard deviation of the
