@@ -17,7 +17,7 @@ from torchnde.experiments.anode import FirstCoordinates, TimeMLP
 from torchnde.experiments.dissecting import _forced_relaxation
 from torchnde.experiments.rnode import (
     _cnf_field,
-    _ConcatMLP,
+    _concat_mlp,
     _eight_gaussians,
     _eight_gaussians_log_density,
     _gaussian_nll,
@@ -209,7 +209,7 @@ class _Linear(torch.nn.Module):
 
 def test_cnf_field_trace_and_frobenius_match_the_full_jacobian():
     torch.manual_seed(0)
-    net = _ConcatMLP(hidden=16).double()
+    net = _concat_mlp(hidden=16).double()
     z = torch.randn(5, 2, dtype=torch.float64)
     t = torch.tensor(0.3, dtype=torch.float64)
     zero = torch.zeros(5, 1, dtype=torch.float64)
@@ -241,7 +241,7 @@ def test_cnf_log_likelihood_of_a_linear_flow_is_the_change_of_variables():
 
 def test_cnf_density_integrates_to_one():
     torch.manual_seed(2)
-    net = _ConcatMLP(hidden=16).double()
+    net = _concat_mlp(hidden=16).double()
     g = torch.linspace(-7, 7, 141, dtype=torch.float64)
     grid = torch.stack(torch.meshgrid(g, g, indexing="xy"), -1).reshape(-1, 2)
     with torch.no_grad():
@@ -251,7 +251,7 @@ def test_cnf_density_integrates_to_one():
 
 def test_cnf_training_gradient_matches_finite_differences():
     torch.manual_seed(3)
-    net = _ConcatMLP(hidden=4, layers=1).double()
+    net = _concat_mlp(hidden=4, layers=1).double()
     x = torch.randn(4, 2, dtype=torch.float64)
     lam = 0.5
 

@@ -60,7 +60,6 @@ The CNF is a private helper of this experiment; a public CNF model is planned se
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 import time
 from collections.abc import Callable
@@ -70,6 +69,7 @@ import torch
 from torch import nn
 
 import torchnde as nde
+from torchnde.models import ConcatTimeMLP
 
 from . import _toy_densities as toy_densities
 from ._framework import Run, experiment
@@ -102,22 +102,10 @@ _DENSITIES = {
 # -- the flow -------------------------------------------------------------------------------------
 
 
-class _ConcatMLP(nn.Module):
-    """FFJORD's "concat" field: every layer sees ``[t, h]``; tanh between layers."""
-
-    def __init__(self, dim: int = 2, hidden: int = 64, layers: int = 3) -> None:
-        super().__init__()
-        sizes = [dim] + [hidden] * layers + [dim]
-        self.linears = nn.ModuleList(nn.Linear(a + 1, b) for a, b in itertools.pairwise(sizes))
-
-    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        tt = t.to(z.dtype).expand(z.shape[0], 1)
-        h = z
-        for i, lin in enumerate(self.linears):
-            h = lin(torch.cat([tt, h], dim=-1))
-            if i < len(self.linears) - 1:
-                h = torch.tanh(h)
-        return h
+def _concat_mlp(dim: int = 2, hidden: int = 64, layers: int = 3) -> ConcatTimeMLP:
+    """FFJORD's "concat" field: ``layers`` hidden layers of width ``hidden``, each layer sees
+    ``[t, h]``, tanh between layers (the library's :class:`~torchnde.models.ConcatTimeMLP`)."""
+    return ConcatTimeMLP(dim, (hidden,) * layers)
 
 
 def _cnf_field(
@@ -329,7 +317,7 @@ def _rnode(run: Run) -> None:
     )
 
     torch.manual_seed(run.seed)
-    init = _ConcatMLP()
+    init = _concat_mlp()
     for task, lambdas in tasks.items():
         sample, log_density = _DENSITIES[task]
         x_fit = sample(20_000, run.generator(1))  # only for the fitted-Gaussian baseline
