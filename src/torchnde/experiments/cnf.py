@@ -64,6 +64,7 @@ import torch
 
 from torchnde.models import ConcatTimeMLP, exact_trace, hutchinson_trace, probe_like
 
+from ._fits import loglog_slope
 from ._framework import Run, experiment
 
 __all__ = ["batched_jacobian", "discrete_flow_logdet", "loglog_slope"]
@@ -100,19 +101,6 @@ def discrete_flow_logdet(
     xx = x.detach().requires_grad_()
     jac = batched_jacobian(field(t, xx), xx)
     return torch.linalg.slogdet(jac + torch.eye(jac.shape[-1], dtype=x.dtype, device=x.device))[1]
-
-
-def loglog_slope(xs: list[float], ys: list[float]) -> float:
-    """The least-squares slope of ``log y`` against ``log x``.
-
-    ```python
-    from torchnde.experiments.cnf import loglog_slope
-    loglog_slope([1, 2, 4], [3, 12, 48])   # 2.0
-    ```
-    """
-    lx, ly = [math.log(v) for v in xs], [math.log(v) for v in ys]
-    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
-    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
 
 
 def _median_seconds(fns: dict[str, Callable[[], Any]], repeats: int, budget: float) -> dict[str, float]:

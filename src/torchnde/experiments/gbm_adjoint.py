@@ -31,13 +31,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 import torchnde as nde
 from torchnde.models.neural_sde import NeuralSDE
 
+from ._fits import loglog_slope
 from ._framework import Run, experiment
 
 __all__: list[str] = []
@@ -126,7 +126,7 @@ def run_gbm_adjoint(run: Run) -> None:
             for strategy in strategies:
                 errors[strategy].append(_relative(pathwise_gradient(strategy, y0, bm, dt), want))
                 bar.update()
-    slopes = {s: float(np.polyfit(np.log(dts), np.log(e), 1)[0]) for s, e in errors.items()}
+    slopes = {s: loglog_slope(dts, e) for s, e in errors.items()}
     run.metric("dt", dts)
     run.metric("relative_error", errors)
     run.metric("loglog_slope", slopes)

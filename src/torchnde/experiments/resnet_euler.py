@@ -46,9 +46,9 @@ from torch import nn
 
 import torchnde as nde
 
+from ._fits import loglog_slope
 from ._framework import Run, experiment
 from .anode import TimeMLP
-from .cnf import loglog_slope
 
 __all__ = ["asymptotic_slope", "residual_network", "two_moons"]
 
