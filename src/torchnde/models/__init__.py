@@ -18,11 +18,13 @@
 | :class:`SDEGAN` (:class:`SDEGenerator`, :class:`CDEDiscriminator`) | Kidger et al., ICML 2021 |
 | :class:`NeuralSDE` | Tzen & Raginsky, arXiv 1905.09883; Li et al., AISTATS 2020 |
 | :class:`LatentSDE` | Li et al., AISTATS 2020 |
+| :class:`ConvODEField` (:class:`ConcatConv2d`): the ODE-Net block on feature maps | Chen et al., NeurIPS 2018, Sec. 3 |
 """
 
 from ._base import SolveOptions, as_field
 from .augmented import AugmentedNeuralODE
 from .cnf import CNF, ConcatTimeMLP, exact_trace, hutchinson_trace, probe_like, standard_normal_log_prob
+from .conv_field import ConcatConv2d, ConvODEField, group_norm
 from .depth_variant import (
     Basis,
     DepthVariantNeuralODE,
@@ -93,4 +95,7 @@ __all__ = [
     "DiagonalDiffusion",
     "LatentSDE",
     "Posterior",
+    "ConcatConv2d",
+    "ConvODEField",
+    "group_norm",
 ]
