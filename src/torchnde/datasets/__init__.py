@@ -1,7 +1,7 @@
 """Data for the experiments and examples: seeded generators and reference solutions.
 
 Nothing is downloaded: every set is generated (with a ``seed``), computed from a closed form, or
-read from a file an installed package ships.
+read from a file an installed package ships or the user points at (MNIST).
 
 | generator | what |
 |---|---|
@@ -13,6 +13,7 @@ read from a file an installed package ships.
 | :func:`irregular_spirals`, :func:`periodic_signals` | irregularly sampled series with observation masks (:class:`IrregularSeries`) |
 | :func:`ornstein_uhlenbeck`, :func:`geometric_brownian_motion` | exact sample paths with their analytic mean and std (:class:`SamplePaths`) |
 | :func:`stochastic_lorenz` | sample paths of the stochastic Lorenz system of the latent SDE paper |
+| :func:`mnist_idx`, :func:`read_idx` | real MNIST digits read from IDX files on disk (``mnist-10k`` or a full MNIST directory; never downloaded) |
 
 ```python
 from torchnde import datasets
@@ -30,6 +31,7 @@ from .burgers import (
     solution_points,
 )
 from .lorenz import stochastic_lorenz
+from .mnist import LabelledImages, data_roots, mnist_idx, read_idx
 from .physics import (
     Trajectories,
     double_pendulum,
@@ -92,4 +94,8 @@ __all__ = [
     "geometric_brownian_motion",
     "ornstein_uhlenbeck",
     "stochastic_lorenz",
+    "LabelledImages",
+    "data_roots",
+    "mnist_idx",
+    "read_idx",
 ]
