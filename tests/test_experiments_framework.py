@@ -245,3 +245,15 @@ def test_known_failures_alone_do_not_make_a_run_pass(tmp_path):
 def test_a_known_failure_must_say_why(tmp_path):
     with pytest.raises(ValueError, match="known_failure must say why the claim does not reproduce"):
         fw.Run(tmp_path).check("ratio", 2.0, "<=", 1.0, known_failure="  ")
+
+
+def test_a_report_section_comes_after_the_notes_and_before_the_measurements(tmp_path):
+    run = fw.Run(tmp_path, quick=True, progress=False)
+    run.check("fits", 1.0, "<=", 2.0)
+    run.note("a note")
+    run.metric("x", 3)
+    run.section("Beside the paper", "| model | error |\n|---|---|\n| ours | 1% |\n")
+    run.write(fw.Experiment("toy", "a toy", "a paper", "a claim", lambda r: None), 0.5)
+    report = (tmp_path / "report.md").read_text()
+    assert "\n## Beside the paper\n\n| model | error |\n|---|---|\n| ours | 1% |\n" in report
+    assert report.index("- a note") < report.index("## Beside the paper") < report.index("## Measurements")

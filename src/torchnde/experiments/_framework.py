@@ -195,6 +195,7 @@ class Run:
     figures: list[tuple[str, str]] = field(default_factory=list)
     figure_problems: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    sections: list[tuple[str, str]] = field(default_factory=list)
 
     def pick(self, quick: Any, full: Any) -> Any:
         """``quick`` in the quick tier, ``full`` otherwise."""
@@ -252,6 +253,11 @@ class Run:
     def note(self, text: str) -> None:
         """A line of prose for the report (and the console)."""
         self.notes.append(text)
+
+    def section(self, title: str, markdown: str) -> None:
+        """A section of the report (``## title`` and the Markdown ``markdown``, a table for
+        instance), after the notes and before the measurements."""
+        self.sections.append((title, markdown))
 
     def say(self, text: str) -> None:
         """Tell the user what the run is doing or where a file went (stdout, flushed)."""
@@ -421,6 +427,8 @@ class Run:
             ]
         if self.notes:
             lines += ["", *[f"- {n}" for n in self.notes]]
+        for title, markdown in self.sections:
+            lines += ["", f"## {title}", "", markdown.strip()]
         if self.metrics:
             lines += ["", "## Measurements", "", "```json", json.dumps(self.metrics, indent=2), "```"]
         for name, caption in self.figures:
