@@ -41,6 +41,15 @@ depths and the ResNet's and RK-Net's at least 1.2 times larger at the double dep
 tier checks that training lowers each model's loss on its 32 digits by at least 2% instead of
 the test error.
 
+Full tier, seed 0 (43 minutes on one thread of a loaded 2-core machine): test error ODE-Net
+2.65%, ResNet 2.55%, RK-Net 2.60%, MLP 4.45% (the paper: 0.42%, 0.41%, 0.47%, 1.60% after far
+longer training on 60,000 digits); parameters 208,266 / 576,778 / 208,266 / 238,510; graph bytes
+held after a training step's forward pass (32 digits), depth 1 -> 2: ODE-Net 14.4 -> 14.4 MiB
+(dopri5: 32 and 38 evaluations), ResNet 20.6 -> 27.5 MiB, RK-Net 30.1 -> 46.1 MiB; backward
+peaks 20.0, 0.6 and 1.7 MiB at both depths (the adjoint's backward solve allocates more than the
+ODE-Net holds). Quick tier, seeds 0-4: every check passes; the convolutional models' loss falls
+by 8.6-14.4%.
+
 ```python
 from torchnde.experiments import run_experiment
 doc = run_experiment("mnist-table", quick=True, out="/tmp/mnist-table")   # needs mnist-10k
