@@ -48,8 +48,8 @@ held after a training step's forward pass (32 digits), depth 1 -> 2: ODE-Net 14.
 (dopri5: 32 and 38 evaluations), ResNet 20.6 -> 27.5 MiB, RK-Net 30.1 -> 46.1 MiB; backward
 peaks 20.0, 0.6 and 1.7 MiB at both depths (the adjoint's backward solve allocates more than the
 ODE-Net holds). Seed 1 (12 minutes, at a lighter load) passes every check: test error
-ODE-Net 2.70%, ResNet 2.80%, RK-Net 3.00%, MLP 4.50%. Quick tier, seeds 0-4: every check passes; the convolutional models' loss falls
-by 8.6-14.4%.
+ODE-Net 2.70%, ResNet 2.80%, RK-Net 3.00%, MLP 4.50%. Quick tier, seeds 0-4: every check
+passes; the convolutional models' loss falls by 8.6-14.4%.
 
 ```python
 from torchnde.experiments import run_experiment
