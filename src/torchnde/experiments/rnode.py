@@ -61,7 +61,8 @@ Until the model existed the experiment carried its own copy of this flow; on the
 computes the same numbers, so the figures above stand. Checked when it moved: the quick tier's
 metrics, checks, figures and every step's training history were identical to the last bit for
 seeds 0-4, and so were the first 50 steps of the full tier's training (losses, NFE, penalties,
-validation NLL) against the histories of the committed full-tier runs, seeds 0-2.
+validation NLL) against the histories of the committed full-tier runs (seed 0: all nine
+stages; seeds 1 and 2: the four ``2spirals`` stages).
 """
 
 from __future__ import annotations
