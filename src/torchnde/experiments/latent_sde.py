@@ -52,7 +52,7 @@ from typing import Any
 
 import torch
 
-from torchnde.datasets.lorenz import stochastic_lorenz
+from torchnde.datasets.lorenz import mirror_lorenz, stochastic_lorenz
 from torchnde.models.latent_sde import LatentSDE
 
 from ._framework import Run, experiment
@@ -93,11 +93,14 @@ def run_latent_lorenz(run: Run) -> None:
     data = stochastic_lorenz(n_train + n_test, 50, 1.0, seed=run.seed)
     ts = data.t
     train, test = data.noisy[:, :n_train], data.noisy[:, n_train:]
+    mirrored = mirror_lorenz(train, data.params)
     run.note(
         f"Stochastic Lorenz, {n_train} training and {n_test} held-out paths, 50 observations on [0, 1], "
         "noise 0.01, standardised. LatentSDE(latent 4, context 32, hidden 64), Gaussian likelihood of fixed "
         "scale 0.1 (above the Euler posterior's resolution sigma sqrt(dt)), Euler dt = 1e-2. "
-        f"Adam lr {lr} (decay {gamma} per step), batches of {batch}, {iters} steps, KL weight annealed "
+        f"Adam lr {lr} (decay {gamma} per step), batches of {batch // 2} training paths and their mirror images "
+        "under the system's symmetry (x, y, z) -> (-x, -y, z), which leaves the data's law unchanged and "
+        f"balances the attractor's two lobes, {iters} steps, KL weight annealed "
         f"linearly over {anneal} steps. Evaluation: {n_samples} posterior samples per held-out path, "
         f"{n_prior} prior samples, a reference of {n_prior} fresh paths at t = 1."
     )
@@ -109,9 +112,10 @@ def run_latent_lorenz(run: Run) -> None:
     elbo_before = _heldout_elbo(model, test, ts, run.seed)
 
     def step(i: int) -> dict[str, Any]:
-        idx = torch.randperm(n_train, generator=gen)[:batch]
+        idx = torch.randperm(n_train, generator=gen)[: batch // 2]
         opt.zero_grad()
-        terms = model.elbo(train[:, idx], ts, kl_weight=min(1.0, (i + 1) / anneal))
+        paths = torch.cat([train[:, idx], mirrored[:, idx]], dim=1)  # the lobes in equal shares
+        terms = model.elbo(paths, ts, kl_weight=min(1.0, (i + 1) / anneal))
         terms.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
         opt.step()
