@@ -22,6 +22,20 @@ from .raw import Raw
 __all__ = ["NOT_MONOTONIC", "Problem", "check_times", "not_monotonic", "tuple_like"]
 
 
+class _NoCount:
+    """A counter that keeps nothing (``Problem.func(count=False)``): a traced call adds no guard
+    on a changing integer, as a list's item would."""
+
+    def __getitem__(self, i: int) -> int:
+        return 0
+
+    def __setitem__(self, i: int, value: int) -> None:
+        pass
+
+
+_NO_COUNT = _NoCount()
+
+
 def tuple_like(y: Any) -> bool:
     return isinstance(y, (tuple, list))
 
@@ -180,7 +194,7 @@ class Problem:
         lowered CDE term) is handed the global layout's float time itself, unless
         ``host_time=False`` (a traced step, where a float would be a guard)."""
         f, lead = self.f, ((self.batch,) if self.per_sample else ())
-        counter = self.nfe_counter if count else [0]
+        counter: Any = self.nfe_counter if count else _NO_COUNT
         user_time, flatten = self.user_time, self.flatten_out
         if not self.is_tuple and self.direction > 0:
             if self.per_sample:
