@@ -5,14 +5,16 @@ device once per block (whether the solve ended) instead of once per step.
 
 A step after the end of the solve (or after a failure) inside a block is a padding step of size
 zero: it changes nothing, costs its evaluations of ``f`` and is not counted in the statistics.
-Outputs are written into a buffer by every step that passes them (interpolated from the step's
-continuous extension, or its end state for an output on the step's end), as the eager loop does.
+The first solve of a compiled entry calls ``f`` once eagerly, to check what it returns (not
+counted either). Outputs are written into a buffer by every step that passes them
+(interpolated from the step's continuous extension, or its end state for an output on the
+step's end), as the eager loop does.
 
 The fused layout serves the common case: an explicit first-same-as-last Runge–Kutta method with
-an interpolant over its own stages (Dopri5, Tsit5, Bosh3, ...), a :class:`PIDController` (not a subclass) with
-neither ``step_ts``, ``jump_ts`` nor ``on_dtmin="accept"``, and no events, dense output, saved
-steps, progress bar or gradient strategy of its own. Any other compiled solve compiles the step
-alone (:func:`.stepping.compiled_step`) and runs the eager loop around it.
+an interpolant over its own stages (Dopri5, Tsit5, Bosh3, ...), a :class:`PIDController` (not a
+subclass) with neither ``step_ts``, ``jump_ts`` nor ``on_dtmin="accept"``, and no events, dense
+output, saved steps, progress bar or gradient strategy of its own. Any other compiled solve
+compiles the step alone (:func:`.stepping.compiled_step`) and runs the eager loop around it.
 """
 
 from __future__ import annotations
@@ -135,8 +137,9 @@ def _kernels(problem: Problem, solver: ExplicitRungeKutta, ctrl: PIDController) 
         info = torch.stack([code.double(), s, steps.double(), accepted.double(), dt, fail_dt, unclipped])
         return carry, info
 
-    def start(s0: torch.Tensor, y0: torch.Tensor, f0: torch.Tensor, outs: torch.Tensor, s_out: torch.Tensor,
-              s1: torch.Tensor, max_steps: torch.Tensor) -> tuple:  # fmt: skip
+    def start(y0: torch.Tensor, s_out: torch.Tensor, max_steps: torch.Tensor) -> tuple:
+        s0, s1 = s_out[0], s_out[-1]
+        f0 = func(s0, y0)
         if ctrl.dt0 is None:
             with torch.no_grad():
                 scale = norm.scale(y0)
@@ -145,23 +148,11 @@ def _kernels(problem: Problem, solver: ExplicitRungeKutta, ctrl: PIDController) 
             dt = torch.full_like(s0, ctrl.dt0)
         dt = dt.double() if dtmax is None else dt.double().clamp(max=dtmax)
         one, zero = torch.ones_like(s0), torch.zeros_like(s0, dtype=torch.long)
+        later = y0.new_full((s_out.shape[0] - 1, *y0.shape), math.nan)
+        outs = torch.cat([y0.unsqueeze(0), later])  # NaN until a step passes the output
         # s, dt, y, f0, the controller's memory (inv1, inv2, after_reject), steps, accepted,
         # status code, the failing step size, the last unclipped step size, the outputs
-        carry = (
-            s0,
-            dt,
-            y0,
-            f0,
-            one,
-            one,
-            zero.bool(),
-            zero,
-            zero,
-            zero,
-            torch.full_like(s0, math.nan),
-            dt,
-            outs,
-        )
+        carry = (s0, dt, y0, f0, one, one, zero.bool(), zero, zero, zero, torch.full_like(s0, math.nan), dt, outs)  # fmt: skip
         return block(carry, s_out, s1, max_steps)
 
     return start, block
@@ -179,23 +170,21 @@ def loop_fused(problem: Problem, solver: AbstractSolver, ctrl: Any, opts: LoopOp
     key = ("fused", type(solver), id(problem.f), problem.direction, problem.is_tuple, tuple(problem.shapes),
            problem.dtype, problem.device, problem.n_out, ctrl, torch.is_grad_enabled())  # fmt: skip
     start, block = compile_cached(key, problem, solver, lambda: _kernels(problem, solver, ctrl), dynamic=True)  # type: ignore[arg-type]
-    f0 = problem.checked_f0()  # eager: checks what f returns before anything is traced
-    y0 = problem.y0
-    s_out = problem.s_eval
-    s0, s1 = s_out[0], s_out[-1]
+    if not start.seen:  # the first solve: check what f returns, eagerly, before anything is traced
+        problem.checked_f0()
+        problem.nfe_counter[0] -= 1  # (a check, not part of the solve)
+    y0, s_out = problem.y0, problem.s_eval
     s1_host = problem.s_host[-1]  # type: ignore[index]
-    later = torch.full((problem.n_out - 1, *y0.shape), math.nan, dtype=y0.dtype, device=y0.device)
-    outs = torch.cat([y0.unsqueeze(0), later])  # NaN until a step passes the output
     limit = torch.tensor(opts.max_steps, device=y0.device)
     with DYNAMO_CONFIG:
-        carry, info = start(s0, y0, f0, outs, s_out, s1, limit)
+        carry, info = start(y0, s_out, limit)
         while True:
             code, s, steps, accepted, dt, fail_dt, unclipped = info.tolist()  # the block's one sync
             if code != 0 or s >= s1_host:
                 break
-            carry, info = block(carry, s_out, s1, limit)
+            carry, info = block(carry, s_out, s_out[-1], limit)
     steps, accepted = int(steps), int(accepted)
-    problem.nfe_counter[0] += (ctrl.dt0 is None) + (solver.evaluations_per_step or 0) * steps
+    problem.nfe_counter[0] += 1 + (ctrl.dt0 is None) + (solver.evaluations_per_step or 0) * steps
     status = Status(int(code))
     end = (s, carry[2], dt, unclipped, None if status == Status.SUCCESS else fail_dt)
     func = problem.func()
