@@ -117,9 +117,11 @@ DYNAMO_CONFIG = torch._dynamo.config.patch(allow_unspec_int_on_nn_module=True)
 
 
 def compile_cached(
-    key: tuple, problem: Problem, solver: AbstractSolver, build: Callable[[], tuple], dynamic: bool
-) -> tuple:
-    """The functions ``build()`` returns under ``torch.compile``, cached under ``key`` (which
+    key: tuple, problem: Problem, solver: AbstractSolver, build: Callable[[], tuple], dynamic: bool,
+    inductor: dict[str, Any] | None = None,
+) -> tuple:  # fmt: skip
+    """The functions ``build()`` returns under ``torch.compile`` (with the ``inductor`` options
+    when the backend is inductor), cached under ``key`` (which
     must hold everything their trace depends on); the solver's constants are built first
     (:meth:`AbstractSolver.prepare`), so that no trace records their construction. The cache
     holds at most ``_COMPILED_MAX`` entries (oldest evicted), since an entry keeps its vector
@@ -130,8 +132,11 @@ def compile_cached(
         if len(_COMPILED) >= _COMPILED_MAX:
             _COMPILED.pop(next(iter(_COMPILED)))
         solver.prepare(problem.y0)
+        options = inductor if BACKEND == "inductor" else None
         compiled = _COMPILED[key] = tuple(
-            _Watched(torch.compile(_own_code(fn), dynamic=dynamic, backend=BACKEND), fn.__name__)
+            _Watched(
+                torch.compile(_own_code(fn), dynamic=dynamic, backend=BACKEND, options=options), fn.__name__
+            )
             for fn in build()
         )
     return compiled
