@@ -15,12 +15,14 @@ noise-free spiral, at other random times of each spiral:
 - **interpolation**: ``held`` times inside the observed window that were not shown;
 - **extrapolation**: ``beyond`` times in the second half of the window.
 
-Both models are trained in the extrapolation setting of Rubanova et al. (their experiments): the encoder
-of a training spiral sees only its ``observed`` points of the first half, and the loss covers
-those points and ``observed`` further noisy points of its second half, which the encoder never
-sees. Trained only to reconstruct what it was shown, the latent ODE never learns what happens
+Both models are trained in the extrapolation setting of Rubanova et al. (their experiments):
+the encoder of a training spiral sees only its ``observed`` points of the first half, and the
+loss covers those points and ``observed`` further noisy points of its second half, which the
+encoder never sees. Trained only to reconstruct what it was shown, the latent ODE never learns what happens
 after the last observation, and its extrapolation error grew to 3.6–4.4× its interpolation
-error (seeds 0–2); trained to predict the second half too, it stays on the spiral.
+error (full tier, seeds 0–2); trained to predict the second half too, it stays on the spiral
+(1.35×, 1.72×, 1.16× at seeds 0, 1, 2; its interpolation RMSE 0.133, 0.112, 0.093, was 0.108 at
+seed 0), and its lead over GRU-Δt beyond the window grows from 2.7–3.7× to 5.0–9.1×.
 
 The latent ODE follows the torchdiffeq example's sizes (latent 4, encoder 25, fields 20): an
 ODE-RNN runs backwards over the observations to :math:`q(z_0 \mid x)`, a latent neural ODE
@@ -178,7 +180,7 @@ def _times(
 def _latent_ode_spirals(run: Run) -> None:
     n_train, n_test = run.pick(100, 400), 200
     observed, held, beyond = run.pick((12, 10, 10), (30, 20, 25))
-    iters = run.pick(120, 1500)
+    iters = run.pick(90, 1500)
     batch = 100
     interp_factor, extrap_factor = run.pick((1.2, 1.0), (1.5, 1.5))
     n = n_train + n_test
@@ -194,7 +196,9 @@ def _latent_ode_spirals(run: Run) -> None:
         f"shows {observed} random times of the first half; scored at {held} other random times there "
         f"(interpolation) and {beyond} in the second half (extrapolation). Training (Rubanova et al.'s "
         f"extrapolation setting): the encoders see the {observed} shown points of a training spiral, and "
-        f"the loss covers them and {observed} noisy points of its second half that they never see. "
+        f"the loss covers them and {observed} noisy points of its second half that they never see "
+        "(trained on the shown points alone, the latent ODE's extrapolation RMSE was 3.6-4.4x its "
+        "interpolation RMSE in the full tier, seeds 0-2). "
         "Latent ODE: ODE-RNN encoder "
         "(hidden 25, midpoint with steps of at most 0.1), latent 4, latent field and decoder MLPs of 20 (ELU), "
         f"rk4 with dt = 0.05, ELBO with obs std {NOISE}. GRU-Δt: hidden 25, MSE. Adam lr 1e-2, "
