@@ -20,9 +20,10 @@ the encoder of a training spiral sees only its ``observed`` points of the first 
 loss covers those points and ``observed`` further noisy points of its second half, which the
 encoder never sees. Trained only to reconstruct what it was shown, the latent ODE never
 learned what happens after the last observation, and its extrapolation error grew to 3.6–4.4×
-its interpolation error (full tier, seeds 0–2); trained to predict the second half too, it stays on the spiral
-(1.35×, 1.72×, 1.16× at seeds 0, 1, 2; its interpolation RMSE 0.133, 0.112, 0.093, was 0.108 at
-seed 0), and its lead over GRU-Δt beyond the window grows from 2.7–3.7× to 5.0–9.1×.
+its interpolation error (full tier, seeds 0–2); trained to predict the second half too, it
+stays on the spiral (1.35×, 1.72×, 1.16× at seeds 0, 1, 2; its interpolation RMSE 0.133,
+0.112, 0.093, was 0.108 at seed 0), and its lead over GRU-Δt beyond the window grows from
+2.7–3.7× to 5.0–9.1×.
 
 The latent ODE follows the torchdiffeq example's sizes (latent 4, encoder 25, fields 20): an
 ODE-RNN runs backwards over the observations to :math:`q(z_0 \mid x)`, a latent neural ODE
