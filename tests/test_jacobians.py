@@ -1,9 +1,11 @@
-"""The implicit solvers' ``jacobian="fd"`` option: df/dy by forward differences of ``f`` (scipy's
-default), in place of autograd.
+"""How the implicit solvers get df/dy: autograd (one backward pass per row through the engine
+for tiny states, one vectorised pass beyond), or ``jacobian="fd"``, forward differences of ``f``
+(scipy's default).
 
-The matrix agrees with autograd's to the square root of the unit roundoff, costs ``N``
-evaluations of ``f`` (``N + 1`` without a known ``f(t, y)``), and a solve with it takes the
-autograd solve's steps to within that accuracy; unknown names are errors that list the valid ones.
+Autograd's two ways give the same matrix. The forward-difference one agrees with autograd's to
+the order of the square root of the unit roundoff, costs ``N`` evaluations of ``f`` (``N + 1``
+without a known ``f(t, y)``), and a solve with it takes the autograd solve's steps to within
+its tolerance; unknown names are errors that list the valid ones.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import pytest
 import torch
 
 import torchnde as nde
-from torchnde.solvers.jacobian import finite_difference_jacobian, jacobians
+from torchnde.solvers import jacobian as jacobian_module
+from torchnde.solvers.jacobian import ROW_BY_ROW, finite_difference_jacobian, jacobians
 
 F64 = torch.float64
 
@@ -30,6 +33,25 @@ def _counted(f):
         return f(t, y)
 
     return g, calls
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_row_by_row_and_vectorised_autograd_jacobians_agree(n, monkeypatch):
+    gen = torch.Generator().manual_seed(n)
+    w = torch.randn(n, n, dtype=F64, generator=gen)
+    y = torch.randn(n, dtype=F64, generator=gen)
+    t = torch.tensor(0.5, dtype=F64)
+
+    def f(t, y):
+        return torch.tanh(w @ y) * torch.cos(t) - y**3
+
+    exact = torch.diag(-3 * y**2) + (1 - torch.tanh(w @ y) ** 2)[:, None] * w * torch.cos(t)
+    got, _ = jacobians(f, t, y, batched=False)  # row by row up to ROW_BY_ROW = 3, else vectorised
+    monkeypatch.setattr(jacobian_module, "ROW_BY_ROW", 0)  # vectorised at every size
+    vectorised, _ = jacobians(f, t, y, batched=False)
+    assert ROW_BY_ROW == 3
+    torch.testing.assert_close(got, exact, rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(vectorised, exact, rtol=1e-14, atol=1e-14)
 
 
 @pytest.mark.parametrize("y", [[0.9, 1e-5, 0.1], [0.02, 7e-8, 0.98], [1.0, 0.0, 0.0]])
