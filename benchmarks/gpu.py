@@ -230,6 +230,16 @@ def all_groups(device: torch.device, sizes: Sizes, dry: bool) -> list[Group]:
     ]
 
 
+def _jax_devices() -> str:
+    """Where jax (diffrax's rows) runs: its default backend's devices, or why it is absent."""
+    try:
+        import jax
+
+        return ", ".join(str(d) for d in jax.devices())
+    except Exception as err:
+        return f"jax not available ({short_error(err, 80)})"
+
+
 def _counters(cand: Candidate) -> dict[str, Any]:
     """Steps and evaluations from one untimed call (torchnde rows; others report none here)."""
     if cand.error is not None or cand.probe is None:
@@ -268,6 +278,7 @@ def run(device: torch.device, settings: Settings, sizes: Sizes, dry: bool, log: 
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "peers": {} if dry else versions(),  # (importing jax costs seconds)
+        "jax_devices": "not imported (--dry-run)" if dry else _jax_devices(),
         "settings": settings.__dict__,
         "sizes": sizes.__dict__,
         "groups": groups,
@@ -280,7 +291,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"torch {result['torch']}, CUDA {result['cuda']}"
         + (" — **dry run** (CPU, tiny sizes, one repeat: not a measurement)" if result["dry_run"] else "")
-        + ". Ratio: the group's torchnde row's median time / the row's (above 1: torchnde faster).",
+        + f". diffrax's rows ran on jax's devices: {result['jax_devices']}. Ratio: the group's torchnde "
+        "row's median time / the row's (above 1: torchnde faster).",
         "",
         "| group | row | median | min | samples x inner | steps | speed-up |",
         "|---|---|---|---|---|---|---|",

@@ -56,9 +56,11 @@ def _rank_main(rank: int, world: int, port: int, out: str) -> None:
     try:
         rows = distributed.shard_rows(N)
         sol = _solve_ensemble()
+        odd = torch.arange(14.0).reshape(7, 2)  # blocks of 4 and 3 rows, padded for the collective
+        uneven = distributed.gather(distributed.shard(odd), 7)
         if rank == 0:
             torch.save({"ys": sol.ys, "steps": sol.stats.steps, "nfe": sol.stats.nfe,
-                        "status": sol.status, "rows": (rows.start, rows.stop)}, out)  # fmt: skip
+                        "status": sol.status, "rows": (rows.start, rows.stop), "uneven": uneven}, out)  # fmt: skip
         else:
             torch.save({"rows": (rows.start, rows.stop)}, out + ".1")
     finally:
@@ -82,6 +84,7 @@ def test_ten_thousand_per_sample_solves_sharded_over_two_ranks_equal_one_process
     torch.testing.assert_close(shared["ys"], alone.ys, rtol=0, atol=1e-12)
     assert torch.equal(shared["steps"], alone.stats.steps) and torch.equal(shared["nfe"], alone.stats.nfe)
     assert torch.equal(shared["status"], torch.zeros(N, dtype=torch.int64))
+    assert torch.equal(shared["uneven"], torch.arange(14.0).reshape(7, 2))
     assert 10 < float(alone.stats.steps.double().mean()) < 40  # the samples did take different steps
     assert int(alone.stats.steps.min()) < int(alone.stats.steps.max())
 

@@ -69,12 +69,12 @@ __all__ = [
 _RAGGED = ("dense", "save_steps", "event", "per_sample", "gradient", "progress")
 
 
-def _active(group: Any = None) -> bool:
+def _active() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
 def _rank(group: Any = None) -> int:
-    return dist.get_rank(group) if _active(group) else 0
+    return dist.get_rank(group) if _active() else 0
 
 
 def rank(group: Any = None) -> int:
@@ -84,7 +84,7 @@ def rank(group: Any = None) -> int:
 
 def world_size(group: Any = None) -> int:
     """The number of processes in ``group`` (the default group); 1 outside a process group."""
-    return dist.get_world_size(group) if _active(group) else 1
+    return dist.get_world_size(group) if _active() else 1
 
 
 def is_main(group: Any = None) -> bool:
