@@ -91,3 +91,11 @@ def _initial() -> dict[str, torch.Tensor]:
 def test_one_process_reports_its_own_numbers_unaveraged():
     info = {"loss": 0.25, "nfe": 7, "ok": True, "name": "x"}
     assert _framework._mean_over_ranks(info) is info
+
+
+def test_in_one_process_ddp_returns_the_model_and_shard_the_whole_batch(tmp_path):
+    run = _framework.Run(tmp_path)
+    model = torch.nn.Linear(2, 2)
+    batch = torch.arange(10.0)
+    assert run.ddp(model) is model and not run.sharded
+    assert (run.rank, run.world_size) == (0, 1) and torch.equal(run.shard(batch), batch)

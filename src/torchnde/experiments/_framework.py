@@ -10,10 +10,11 @@ writes ``metrics.json`` and a ``report.md`` that embeds the figures.
 Under ``torchrun`` (:mod:`torchnde.distributed`) the same experiment runs on every rank:
 :func:`run_experiment` joins the process group, seeds each rank's global generators with its own
 :func:`~torchnde.distributed.rank_seed` (``run.generator`` stays common to all ranks, for data
-every rank shares), :meth:`Run.train` averages each step's numbers over the ranks, and only rank
-0 prints, writes checkpoints (holding every rank's generator states), figures and reports.
-:meth:`Run.ddp` and :meth:`Run.shard` wrap a model in ``DistributedDataParallel`` and take this
-rank's rows of a batch.
+every rank shares), and only rank 0 prints, writes checkpoints (holding every rank's generator
+states), figures and reports. :meth:`Run.ddp` and :meth:`Run.shard` wrap a model in
+``DistributedDataParallel`` and take this rank's rows of a batch; once a model is wrapped, the
+ranks train one model on shards of each batch and :meth:`Run.train` averages each step's numbers
+over them (before that, each rank runs on its own and rank 0's numbers are the ones recorded).
 """
 
 from __future__ import annotations
@@ -201,6 +202,8 @@ class Run:
     - ``progress``: show progress (a tqdm bar on a terminal, plain periodic lines otherwise).
     - ``experiment``: the registered name (checkpoints record it; set by :func:`run_experiment`).
     - ``fresh``: train every stage from the start, ignoring (and overwriting) its checkpoint.
+    - ``sharded``: set by :meth:`ddp` under ``torchrun``: the ranks train one model on shards,
+      so :meth:`train` averages the steps' numbers over them.
 
     Messages about what the run is doing and where its files go are printed on stdout (see
     :meth:`say`), warnings on stderr, progress bars on stderr. Under ``torchrun`` only rank 0
@@ -218,6 +221,7 @@ class Run:
     figures: list[tuple[str, str]] = field(default_factory=list)
     figure_problems: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    sharded: bool = field(default=False, repr=False)
 
     @property
     def rank(self) -> int:
@@ -238,6 +242,7 @@ class Run:
             return model
         if dist.get_backend() == "nccl" and "device_ids" not in options:
             options["device_ids"] = [torch.cuda.current_device()]
+        self.sharded = True
         return torch.nn.parallel.DistributedDataParallel(model, **options)
 
     def shard(self, batch: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -378,9 +383,9 @@ class Run:
         that cannot be read, or was written for another configuration or other shapes, is
         reported and ignored.
 
-        Under ``torchrun`` every rank calls ``step`` on its shard; the numbers it returns are
-        averaged over the ranks (so the history and the progress are the global batch's), rank
-        0 writes the checkpoint with every rank's generator states, and a rerun with the same
+        Under ``torchrun`` every rank calls ``step``. Once a model is wrapped by :meth:`ddp`
+        (the ranks train one model on shards of each batch) the numbers it returns are averaged
+        over the ranks, so the history and the progress are the global batch's; rank 0 writes the checkpoint with every rank's generator states, and a rerun with the same
         number of ranks resumes each rank from its own (a checkpoint of another world size is
         ignored). The ranks must share ``out`` (one machine, or a shared file system).
         """
@@ -414,7 +419,9 @@ class Run:
         bar = Progress(label, steps, initial=start, enabled=self.progress and self.rank == 0)
         try:
             for i in range(start, steps):
-                info = _mean_over_ranks({k: _plain(v) for k, v in step(i).items()})
+                info = {k: _plain(v) for k, v in step(i).items()}
+                if self.sharded:
+                    info = _mean_over_ranks(info)
                 history.append(info)
                 bar.update(info=info)
                 if (i + 1) % every == 0 or i + 1 == steps:
