@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from torchnde.experiments import _framework
+from torchnde.experiments._checkpoint import CheckpointError, read_checkpoint, rng_states, write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "ddp_neural_ode.py"
@@ -99,3 +100,15 @@ def test_in_one_process_ddp_returns_the_model_and_shard_the_whole_batch(tmp_path
     batch = torch.arange(10.0)
     assert run.ddp(model) is model and not run.sharded
     assert (run.rank, run.world_size) == (0, 1) and torch.equal(run.shard(batch), batch)
+
+
+def test_a_checkpoint_of_two_ranks_is_refused_by_one_process_and_by_three_ranks(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    config = {"experiment": "toy", "tier": "quick", "seed": 0, "tag": "fit", "steps": 1}
+    path = tmp_path / "fit.pt"
+    write_checkpoint(path, {**config, "world_size": 2}, 1, [], {"model": model}, rng=[rng_states()] * 2)
+    with pytest.raises(CheckpointError, match="written for world_size 2, this run has none"):
+        read_checkpoint(path, config, {"model": model})
+    with pytest.raises(CheckpointError, match="written for world_size 2, this run has 3"):
+        read_checkpoint(path, {**config, "world_size": 3}, {"model": model}, rank=2)
+    assert read_checkpoint(path, {**config, "world_size": 2}, {"model": model}, rank=1)["step"] == 1

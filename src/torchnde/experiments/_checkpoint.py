@@ -179,6 +179,8 @@ def read_checkpoint(
     for key, value in config.items():
         if saved.get(key) != value:
             raise CheckpointError(f"it was written for {key} {saved.get(key)!r}, this run has {value!r}")
+    for key in sorted(set(saved) - set(config)):  # e.g. world_size: written by a run across processes
+        raise CheckpointError(f"it was written for {key} {saved[key]!r}, this run has none")
     if set(blob["state"]) != set(state):
         raise CheckpointError(f"it holds {sorted(blob['state'])}, the stage trains {sorted(state)}")
     for key, obj in state.items():
