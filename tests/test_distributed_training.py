@@ -30,6 +30,7 @@ def _one_process(out: Path) -> None:
     spec = importlib.util.spec_from_file_location("ddp_neural_ode_example", EXAMPLE)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    _framework.names()  # every experiment registered first, so that restoring keeps them
     registered = dict(_framework._REGISTRY)
     try:
         spec.loader.exec_module(module)

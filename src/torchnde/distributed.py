@@ -18,8 +18,11 @@ processes and machines unchanged. This module adds what a neural-DE workload nee
 Per-sample mode is what makes a sharded solve exact: every sample has its own step size, so a
 sample's solution does not depend on which other samples share its batch (a global step size
 would be set by the hardest sample of each shard instead). The same holds for training: with
-``per_sample=True`` (or fixed steps) the gradient of a global batch split over ranks equals the
-single-process gradient, and ``DistributedDataParallel`` averages it over ranks.
+``per_sample=True`` (or fixed steps) the gradient of a global batch split evenly over the ranks
+equals the single-process gradient, and ``DistributedDataParallel`` averages it over the ranks.
+
+Data-parallel training with gradients averaged over processes: Li et al., *PyTorch Distributed:
+Experiences on Accelerating Data Parallel Training*, VLDB 2020 (arXiv:2006.15704).
 
 ```python
 import torch, torchnde as nde
@@ -249,7 +252,7 @@ def ensemble_solve(
     train across ranks, use ``DistributedDataParallel`` (``docs/distributed.md``).
 
     Per-sample step sizes for batched solves: Kidger, *On Neural Differential Equations*, PhD
-    thesis, Oxford, 2022 (arXiv:2202.02435), section 5.1; Lienen and Günnemann, *torchode: A
+    thesis, Oxford, 2022 (arXiv:2202.02435); Lienen and Günnemann, *torchode: A
     Parallel ODE Solver for PyTorch*, 2022 (arXiv:2210.12375).
 
     ```python
