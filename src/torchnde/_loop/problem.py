@@ -227,14 +227,17 @@ class Problem:
 
     def _with_jacobian(self, func: Callable) -> Callable:
         """Tag the loop's ``func`` with the user's Jacobian in the loop's layout (``func.jacobian(s,
-        y)``: ``[N, N]``, per sample ``[B, N, N]``), which :func:`solvers.jacobian.jacobians` uses
-        instead of autograd. Only this problem's own field carries it: a field that wraps ``func``
+        y)``: ``[N, N]``, per sample ``[B, N, N]``), or with ``"fd"`` (finite differences of
+        ``func``), which :func:`solvers.jacobian.jacobians` uses instead of autograd. Only this problem's own field carries it: a field that wraps ``func``
         (a reversible grid) falls back to autograd, and the adjoint solves its augmented system
         with a copy of the solver without the option (``gradients.adjoint._adjoint_solver``)."""
         if self.sde is not None:  # the stochastic solvers read the diffusion and noise here
             func.sde = self.sde  # type: ignore[attr-defined]
         user = self.jacobian
         if user is None:
+            return func
+        if user == "fd":  # forward differences of func itself (solvers.jacobian)
+            func.jacobian = user  # type: ignore[attr-defined]
             return func
         per_sample, n, sign = self.per_sample, self.numel, self.direction
         user_time, unflatten = self.user_time, self.unflatten
