@@ -13,6 +13,7 @@ read from a file an installed package ships.
 | :func:`irregular_spirals`, :func:`periodic_signals` | irregularly sampled series with observation masks (:class:`IrregularSeries`) |
 | :func:`ornstein_uhlenbeck`, :func:`geometric_brownian_motion` | exact sample paths with their analytic mean and std (:class:`SamplePaths`) |
 | :func:`stochastic_lorenz` | sample paths of the stochastic Lorenz system of the latent SDE paper |
+| :func:`mirror_lorenz` | their images under the system's symmetry (x, y, z) -> (-x, -y, z), which leaves their law unchanged |
 
 ```python
 from torchnde import datasets
@@ -29,7 +30,7 @@ from .burgers import (
     initial_boundary_points,
     solution_points,
 )
-from .lorenz import stochastic_lorenz
+from .lorenz import mirror_lorenz, stochastic_lorenz
 from .physics import (
     Trajectories,
     double_pendulum,
@@ -92,4 +93,5 @@ __all__ = [
     "geometric_brownian_motion",
     "ornstein_uhlenbeck",
     "stochastic_lorenz",
+    "mirror_lorenz",
 ]
