@@ -21,9 +21,9 @@ def _generator(gradient: str = "backprop", **kw) -> SDEGenerator:
     ).double()
 
 
-def _discriminator(gradient: str = "backprop") -> CDEDiscriminator:
+def _discriminator(gradient: str = "backprop", readout: str = "last", **kw) -> CDEDiscriminator:
     torch.manual_seed(1)
-    return CDEDiscriminator(1, hidden_size=3, width=4, gradient=gradient).double()
+    return CDEDiscriminator(1, hidden_size=3, width=4, gradient=gradient, readout=readout, **kw).double()
 
 
 def _fixed_noise(batch: int = 3) -> tuple[torch.Tensor, nde.BrownianInterval]:
@@ -177,6 +177,33 @@ def test_reversible_heun_gradients_equal_backprop_for_the_discriminator():
         assert torch.allclose(rev, bp, rtol=1e-10, atol=1e-13)
 
 
+def test_the_all_times_readout_averages_the_last_time_scores_of_the_paths_cut_at_each_sample_time():
+    # Euler reads the path's slope at the start of each step only, so the path cut at t_k gives
+    # the same hidden states up to t_k as the whole path
+    ys = torch.randn(3, len(TS), 1, dtype=F64, generator=torch.Generator().manual_seed(4))
+    every = _discriminator(readout="all", solver="euler")
+    last = _discriminator(solver="euler")  # the same weights (the same seed)
+    with torch.no_grad():
+        x0 = torch.cat([TS[:1].expand(3, 1), ys[:, 0]], dim=-1)
+        at_start = last.readout(last.initial(x0)).squeeze(-1)  # H at t_0: the initial network's state
+        cut = [last(ys[:, : k + 1], TS[: k + 1]) for k in range(1, len(TS))]
+        expected = torch.stack([at_start, *cut]).mean(0)
+        assert torch.allclose(every(ys, TS), expected, rtol=1e-12, atol=1e-14)
+        assert not torch.allclose(every(ys, TS), last(ys, TS))
+
+
+def test_the_all_times_readout_has_reversible_gradients_equal_to_backprop():
+    ys = torch.randn(3, len(TS), 1, dtype=F64, generator=torch.Generator().manual_seed(3))
+    out = {}
+    for gradient in ("backprop", "reversible"):
+        disc = _discriminator(gradient, readout="all")
+        x = ys.clone().requires_grad_(True)
+        out[gradient] = torch.autograd.grad(disc(x, TS).pow(2).sum(), [x, *disc.parameters()])
+    for bp, rev in zip(out["backprop"], out["reversible"]):
+        assert bp.abs().max() > 0
+        assert torch.allclose(rev, bp, rtol=1e-10, atol=1e-13)
+
+
 def test_the_stochastic_adjoint_option_approaches_backprop_on_a_fine_grid():
     bp_gen = _generator("backprop", dt=2**-8)
     bp = _grads(_generator_loss(bp_gen), bp_gen)
@@ -203,5 +230,7 @@ def test_bad_inputs_are_errors_that_name_the_fix():
         SDEGenerator(1, tolerance=1e-3)
     with pytest.raises(ValueError, match="hidden_size"):
         CDEDiscriminator(1, hidden_size=0)
+    with pytest.raises(ValueError, match=r"readout must be one of \('last', 'all'\)"):
+        SDEGAN(1, discriminator_readout="mean")
     with pytest.raises(ValueError, match="width"):
         lipswish_mlp(2, 2, width=0)
