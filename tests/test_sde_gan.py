@@ -73,6 +73,20 @@ def test_the_same_noise_gives_the_same_samples_and_fresh_noise_other_samples():
     assert not torch.allclose(a[:, 1:], c[:, 1:])
 
 
+def test_a_constant_diffusion_generator_without_drift_moves_by_its_matrix_times_the_brownian_path():
+    gen = _generator(diffusion="constant")
+    with torch.no_grad():
+        gen.drift.net[-2].weight.zero_()  # tanh(0) = 0: no drift
+        gen.drift.net[-2].bias.zero_()
+        noise, bm = _fixed_noise()
+        ys = gen(TS, initial_noise=noise, brownian=bm)
+        w = torch.stack([bm(0.0, float(t)) for t in TS[1:]], dim=1)  # [batch, time, noise]
+        expected = ys[:, :1] + w @ (gen.readout.weight @ gen.diffusion.matrix).T
+        x = torch.tensor([[0.3, -2.0, 5.0]], dtype=F64)
+        assert torch.equal(gen.diffusion(TS[1], x), gen.diffusion(TS[3], 2 * x))  # independent of t, x
+    assert torch.allclose(ys[:, 1:], expected, rtol=1e-12, atol=1e-13)
+
+
 def test_lipswish_is_one_lipschitz_and_nearly_tight():
     x = torch.linspace(-20, 20, 40001, dtype=F64, requires_grad=True)
     (slope,) = torch.autograd.grad(LipSwish()(x).sum(), x)
@@ -204,6 +218,22 @@ def test_the_all_times_readout_has_reversible_gradients_equal_to_backprop():
         assert torch.allclose(rev, bp, rtol=1e-10, atol=1e-13)
 
 
+@pytest.mark.parametrize("gradient", ["backprop", "reversible"])
+def test_constant_diffusion_gradients_match_finite_differences_in_float64(gradient):
+    gen = _generator(gradient, diffusion="constant")
+    (grad,) = torch.autograd.grad(_generator_loss(gen), gen.diffusion.matrix)
+    eps = 1e-6
+    with torch.no_grad():
+        for i, j in ((0, 0), (2, 1)):
+            gen.diffusion.matrix[i, j] += eps
+            up = float(_generator_loss(gen))
+            gen.diffusion.matrix[i, j] -= 2 * eps
+            down = float(_generator_loss(gen))
+            gen.diffusion.matrix[i, j] += eps
+            assert grad[i, j].item() == pytest.approx((up - down) / (2 * eps), rel=1e-6, abs=1e-9)
+        assert grad.abs().min() > 0
+
+
 def test_the_stochastic_adjoint_option_approaches_backprop_on_a_fine_grid():
     bp_gen = _generator("backprop", dt=2**-8)
     bp = _grads(_generator_loss(bp_gen), bp_gen)
@@ -230,6 +260,8 @@ def test_bad_inputs_are_errors_that_name_the_fix():
         SDEGenerator(1, tolerance=1e-3)
     with pytest.raises(ValueError, match="hidden_size"):
         CDEDiscriminator(1, hidden_size=0)
+    with pytest.raises(ValueError, match=r"diffusion must be one of \('neural', 'constant'\)"):
+        SDEGAN(1, diffusion="additive")
     with pytest.raises(ValueError, match=r"readout must be one of \('last', 'all'\)"):
         SDEGAN(1, discriminator_readout="mean")
     with pytest.raises(ValueError, match="width"):

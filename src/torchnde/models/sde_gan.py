@@ -14,6 +14,10 @@ state :math:`X \in \mathbb R^x` and an output :math:`Y \in \mathbb R^y`:
 a Stratonovich SDE with general noise (:math:`\sigma_\theta(t, X) \in \mathbb R^{x \times w}`,
 :math:`W` a :math:`w`-dimensional Brownian motion); :math:`\zeta, \mu, \sigma` are MLPs with
 LipSwish activations, :math:`\mu, \sigma` with a final tanh.
+With ``diffusion="constant"`` the diffusion is a learnt matrix :math:`\Sigma \in \mathbb
+R^{x \times w}` (additive noise, :math:`dX = \mu_\theta(t, X)\,dt + \Sigma\,dW`): the law's
+spread over time then comes from the drift's mean reversion, as in an Ornstein–Uhlenbeck
+process, which this generator represents exactly (a linear drift, a constant :math:`\Sigma`).
 
 **Discriminator** (:class:`CDEDiscriminator`). On the time-augmented path
 :math:`\hat Y_t = (t, Y_t)` (the linear interpolation of the generated or the real samples):
@@ -56,6 +60,7 @@ from ._base import SolveOptions
 
 __all__ = ["SDEGAN", "CDEDiscriminator", "LipSwish", "SDEGenerator", "lipswish_mlp"]
 
+DIFFUSIONS = ("neural", "constant")  # the generator's sigma: an MLP of (t, X), or a learnt matrix
 READOUTS = ("last", "all")  # what the discriminator's score reads: H_T, or H at every sample time
 LIPSWISH_SCALE = 0.909  # 1 / max_x d/dx [x sigmoid(x)] = 1 / 1.0998..., rounded down
 
@@ -119,6 +124,21 @@ class _TimeField(nn.Module):
         return self.net(tx).view(*x.shape[:-1], *self.shape)
 
 
+class _ConstantField(nn.Module):
+    r"""A learnt matrix ``[*shape]``, the same at every ``(t, x)``: an additive, time-homogeneous
+    diffusion. Initialised as ``nn.Linear`` initialises its bias (uniform in
+    :math:`\pm 1/\sqrt{n}`, :math:`n` = ``shape[0]``)."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        bound = 1.0 / shape[0] ** 0.5
+        self.matrix = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+        self.shape = shape
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.matrix.to(x.dtype).expand(*x.shape[:-1], *self.shape)
+
+
 def _check_times(ts: Any) -> torch.Tensor:
     if not isinstance(ts, torch.Tensor) or ts.ndim != 1 or len(ts) < 2 or not ts.is_floating_point():
         raise ValueError(
@@ -149,6 +169,8 @@ class SDEGenerator(SolveOptions):
     - ``hidden_size``: :math:`x`; ``noise_size``: :math:`w`, the Brownian motion's dimension;
       ``initial_noise_size``: :math:`v`.
     - ``width``, ``depth``: of the MLPs :math:`\zeta, \mu, \sigma`.
+    - ``diffusion``: ``"neural"`` (:math:`\sigma_\theta(t, X)`, an MLP, the paper's) or
+      ``"constant"`` (a learnt matrix :math:`\Sigma`: additive, time-homogeneous noise).
     - the solve options of :class:`~torchnde.models.SolveOptions`; defaults
       ``solver="reversible_heun"``, ``gradient="reversible"``, ``dt=None`` (one step per
       interval of the sample times; give a smaller ``dt`` for a finer solve).
@@ -173,12 +195,18 @@ class SDEGenerator(SolveOptions):
         width: int = 16,
         depth: int = 1,
         *,
+        diffusion: str = "neural",
         solver: Any = "reversible_heun",
         gradient: Any = "reversible",
         dt: float | None = None,
         **solve_options: Any,
     ) -> None:
         super().__init__(solver=solver, gradient=gradient, dt=dt, **solve_options)
+        if diffusion not in DIFFUSIONS:
+            raise ValueError(
+                f"SDEGenerator: diffusion must be one of {DIFFUSIONS} ('neural': an MLP of (t, X); 'constant': a "
+                f"learnt matrix, additive noise), got {diffusion!r}"
+            )
         _check_sizes("SDEGenerator", data_size=data_size, hidden_size=hidden_size, noise_size=noise_size,
                      initial_noise_size=initial_noise_size)  # fmt: skip
         self.data_size, self.hidden_size = data_size, hidden_size
@@ -187,9 +215,13 @@ class SDEGenerator(SolveOptions):
         self.drift = _TimeField(
             lipswish_mlp(1 + hidden_size, hidden_size, width, depth, True), (hidden_size,)
         )
-        self.diffusion = _TimeField(
-            lipswish_mlp(1 + hidden_size, hidden_size * noise_size, width, depth, True),
-            (hidden_size, noise_size),
+        self.diffusion: nn.Module = (
+            _TimeField(
+                lipswish_mlp(1 + hidden_size, hidden_size * noise_size, width, depth, True),
+                (hidden_size, noise_size),
+            )
+            if diffusion == "neural"
+            else _ConstantField((hidden_size, noise_size))
         )
         self.readout = nn.Linear(hidden_size, data_size)
 
@@ -327,7 +359,8 @@ class SDEGAN(nn.Module):
     - ``hidden_size``, ``noise_size``, ``initial_noise_size``, ``width``, ``depth``: the
       generator's (see :class:`SDEGenerator`); the discriminator takes ``discriminator_hidden``
       (default ``hidden_size``), ``width``, ``depth`` and ``discriminator_readout`` (``"last"``
-      or ``"all"``, see :class:`CDEDiscriminator`).
+      or ``"all"``, see :class:`CDEDiscriminator`); ``diffusion`` (``"neural"`` or
+      ``"constant"``) is the generator's.
     - ``solve_options``: options for both solves (``solver``, ``gradient``, ``dt``, ...; see
       :class:`~torchnde.models.SolveOptions`), e.g. ``gradient="backprop"``.
 
@@ -357,11 +390,12 @@ class SDEGAN(nn.Module):
         depth: int = 1,
         discriminator_hidden: int | None = None,
         discriminator_readout: str = "last",
+        diffusion: str = "neural",
         **solve_options: Any,
     ) -> None:
         super().__init__()
         self.generator = SDEGenerator(data_size, hidden_size, noise_size, initial_noise_size, width, depth,
-                                      **solve_options)  # fmt: skip
+                                      diffusion=diffusion, **solve_options)  # fmt: skip
         self.discriminator = CDEDiscriminator(
             data_size,
             discriminator_hidden or hidden_size,
