@@ -2,6 +2,10 @@
 beside scipy's Radau, BDF and LSODA and diffrax's Kvaerno5; time (median of repeats), steps,
 evaluations and relative error against Radau at rtol 1e-10.
 
+The torchnde and scipy solves are timed interleaved (one repeat of each in turn, then the next
+repeat), so that a busy machine slows them alike and the ``x Radau`` column (time over scipy
+Radau's with its default finite-difference Jacobian) holds; diffrax is timed after them.
+
 ``python -m benchmarks.stiff [--out DIR] [--repeats N]`` writes ``stiff.json`` and ``stiff.md``.
 """
 
@@ -21,6 +25,7 @@ import numpy as np
 from .common import configure_threads, fmt_time, short_error
 
 RTOL = 1e-6
+RADAU = "scipy Radau (finite-difference Jacobian, its default)"  # the reference of the ratios
 # name -> (y0, t1, atol)
 PROBLEMS = {
     "robertson": ([1.0, 0.0, 0.0], 1e5, 1e-10),
@@ -102,13 +107,23 @@ def _numpy_jac(name: str) -> Callable:
 
 
 def _time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    out = fn()  # warm-up (and, for jax, the compilation)
-    times = []
+    return _time_interleaved({"": fn}, repeats)[""]
+
+
+def _time_interleaved(
+    fns: dict[str, Callable[[], Any]], repeats: int, warm: dict[str, Any] | None = None
+) -> dict[str, tuple[float, Any]]:
+    """``{label: (median time, last output)}``: a warm-up call of each (for jax, the compilation;
+    ``warm``: the outputs of warm-up calls already made), then ``repeats`` rounds calling each once
+    in turn."""
+    outs = {label: fn() for label, fn in fns.items()} if warm is None else dict(warm)
+    times: dict[str, list[float]] = {label: [] for label in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+        for label, fn in fns.items():
+            start = time.perf_counter()
+            outs[label] = fn()
+            times[label].append(time.perf_counter() - start)
+    return {label: (statistics.median(times[label]), outs[label]) for label in fns}
 
 
 def run_problem(name: str, repeats: int) -> list[dict[str, Any]]:
@@ -132,34 +147,58 @@ def run_problem(name: str, repeats: int) -> list[dict[str, Any]]:
     candidates = [
         ("rodas5p (autograd Jacobian, its default)", nde.solvers.Rodas5P()),
         ("rodas5p (analytic Jacobian)", nde.solvers.Rodas5P(jacobian=jac_t)),
+        ("rodas5p (finite-difference Jacobian)", nde.solvers.Rodas5P(jacobian="fd")),
         ("kvaerno5 (autograd Jacobian, its default)", nde.solvers.Kvaerno5()),
         ("kvaerno5 (analytic Jacobian)", nde.solvers.Kvaerno5(jacobian=jac_t)),
+        ("kvaerno5 (finite-difference Jacobian)", nde.solvers.Kvaerno5(jacobian="fd")),
         ("kvaerno4", nde.solvers.Kvaerno4()),
         ("kvaerno3", nde.solvers.Kvaerno3()),
     ]
+    fns: dict[str, Callable[[], Any]] = {}
     for label, solver in candidates:
-        try:
+
+        def run(s: Any = solver) -> Any:
             with torch.no_grad():
-                med, sol = _time(
-                    lambda s=solver: nde.solve(f, y0_t, ts, s, rtol=RTOL, atol=atol, max_steps=50_000),
-                    repeats,
-                )
-            rows.append({"library": f"torchnde {label}", "time_s": med, "steps": sol.stats.steps,
-                         "rejected": sol.stats.rejected, "nfe": sol.stats.nfe, "rel_err": rel(sol.ys[-1].numpy())})  # fmt: skip
-        except Exception as err:
-            rows.append({"library": f"torchnde {label}", "error": short_error(err)})
+                return nde.solve(f, y0_t, ts, s, rtol=RTOL, atol=atol, max_steps=50_000)
+
+        fns[f"torchnde {label}"] = run
     for method in ("Radau", "BDF", "LSODA"):
         for analytic in (False, True):
             kw = {"jac": jac} if analytic else {}
-            med, sol = _time(
-                lambda m=method, kw=kw: solve_ivp(f_np, (0.0, t1), y0, method=m, rtol=RTOL, atol=atol, **kw),
-                repeats,
-            )
             how = "analytic Jacobian" if analytic else "finite-difference Jacobian, its default"
-            rows.append({"library": f"scipy {method} ({how})", "time_s": med, "steps": len(sol.t) - 1,
-                         "nfe": sol.nfev, "rel_err": rel(sol.y[:, -1])})  # fmt: skip
+            fns[f"scipy {method} ({how})"] = lambda m=method, kw=kw: solve_ivp(
+                f_np, (0.0, t1), y0, method=m, rtol=RTOL, atol=atol, **kw
+            )
+    timed = _timed_or_errors(fns, repeats)
+    for label, result in timed.items():
+        if isinstance(result, str):
+            rows.append({"library": label, "error": result})
+            continue
+        med, sol = result
+        if label.startswith("torchnde"):
+            rows.append({"library": label, "time_s": med, "steps": sol.stats.steps, "rejected": sol.stats.rejected,
+                         "nfe": sol.stats.nfe, "rel_err": rel(sol.ys[-1].numpy())})  # fmt: skip
+        else:
+            rows.append({"library": label, "time_s": med, "steps": len(sol.t) - 1, "nfe": sol.nfev,
+                         "rel_err": rel(sol.y[:, -1])})  # fmt: skip
     rows.append(_diffrax_row(name, y0, t1, atol, repeats, rel))
     return rows
+
+
+def _timed_or_errors(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, Any]:
+    """:func:`_time_interleaved` over the candidates whose warm-up call succeeds; a failing one
+    maps to its short error message."""
+    working: dict[str, Callable[[], Any]] = {}
+    warm: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for label, fn in fns.items():
+        try:
+            warm[label] = fn()
+            working[label] = fn
+        except Exception as err:
+            errors[label] = short_error(err)
+    timed = _time_interleaved(working, repeats, warm)
+    return {label: timed[label] if label in timed else errors[label] for label in fns}
 
 
 def _diffrax_row(
@@ -212,21 +251,25 @@ def markdown(results: dict[str, list[dict[str, Any]]]) -> str:
         "# torchnde stiff benchmarks",
         "",
         f"rtol {RTOL:g} (atol 1e-10 Robertson on [0, 1e5], 1e-8 Van der Pol mu=1000 on [0, 3000]), float64, "
-        "one thread; time = median of repeats after a warm-up (jax: after compilation). rel err = max "
-        "relative error at the end against scipy Radau at rtol 1e-10.",
+        "one thread; time = median of repeats after a warm-up (jax: after compilation), torchnde and scipy "
+        "timed interleaved (diffrax after them); x Radau = time over scipy Radau's (its default "
+        "finite-difference Jacobian) in the same run. rel err = max relative error at the end against "
+        "scipy Radau at rtol 1e-10.",
         "",
-        "| problem | library | time | steps | rejected | f evals | rel err |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| problem | library | time | x Radau | steps | rejected | f evals | rel err |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for problem, rows in results.items():
+        radau = next((r["time_s"] for r in rows if r["library"] == RADAU and "time_s" in r), None)
         for i, r in enumerate(rows):
             case = f"`{problem}`" if i == 0 else ""
             if "error" in r:
-                lines.append(f"| {case} | {r['library']} | error: {r['error']} | | | | |")
+                lines.append(f"| {case} | {r['library']} | error: {r['error']} | | | | | |")
                 continue
+            ratio = f"{r['time_s'] / radau:.2f}" if radau else "—"
             lines.append(
-                f"| {case} | {r['library']} | {fmt_time(r['time_s'])} | {r['steps']} | {r.get('rejected', '—')} | "
-                f"{r.get('nfe', '—')} | {r['rel_err']:.1e} |"
+                f"| {case} | {r['library']} | {fmt_time(r['time_s'])} | {ratio} | {r['steps']} | "
+                f"{r.get('rejected', '—')} | {r.get('nfe', '—')} | {r['rel_err']:.1e} |"
             )
     return "\n".join(lines) + "\n"
 

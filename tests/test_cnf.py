@@ -1,5 +1,6 @@
 """``CNF``: shapes, the log-density of a linear flow in closed form, the exact and Hutchinson
-traces, sampling as the inverse map, and gradients (finite differences, every strategy)."""
+traces, sampling as the inverse map and its trajectories, the regularisers' integrals (also per
+dimension), and gradients (finite differences, every strategy)."""
 
 from __future__ import annotations
 
@@ -68,6 +69,18 @@ def test_exact_trace_equals_the_trace_of_the_jacrev_jacobian():
     jac = torch.stack([torch.func.jacrev(lambda v: f(t, v[None])[0])(zi) for zi in z.detach()])
     torch.testing.assert_close(trace, jac.diagonal(dim1=1, dim2=2).sum(1))
     torch.testing.assert_close(frobenius, jac.pow(2).sum((1, 2)))
+
+
+def test_exact_frobenius_sums_each_rows_squares_first_in_a_fixed_order():
+    # the order of the additions is part of the result (an experiment's figures are reproduced to
+    # the last bit): row i's squared norm, then the rows in order
+    torch.manual_seed(2)
+    z = torch.randn(1000, 2, requires_grad=True)
+    a = torch.randn(2, 2)
+    dz = torch.tanh(z) @ a.T
+    _, frobenius = exact_trace(dz, z)
+    rows = [torch.autograd.grad(dz[:, i].sum(), z, retain_graph=True)[0] for i in range(2)]
+    assert torch.equal(frobenius, rows[0].pow(2).sum(1) + rows[1].pow(2).sum(1))
 
 
 def _probe_estimates(kind: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,6 +166,89 @@ def test_regularisers_integrate_the_kinetic_energy_and_the_exact_frobenius_norm(
     torch.testing.assert_close(flow.regularisation, expected.to(F64), atol=0, rtol=1e-7)
 
 
+def test_per_dimension_regularisers_integrate_the_rates_of_finlay_et_als_code():
+    # f = A z (not normal): ∫‖f‖²/(2d) dt by Simpson's rule on the closed form z(t) = e^{tA} x,
+    # and ∫‖A‖_F²/d dt = ‖A‖_F²/d; the penalty weights them, the integrals are kept per sample
+    a = torch.tensor([[0.3, -0.8], [0.5, -0.4]], dtype=F64)
+    regs = [
+        nde.models.KineticEnergy(0.5, per_dimension=True),
+        nde.models.JacobianFrobenius(3.0, per_dimension=True),
+    ]
+    flow = CNF(_linear(a), dim=2, regularisers=regs, solver="dopri5", rtol=1e-10, atol=1e-10)
+    x = torch.randn(6, 2, dtype=F64, generator=torch.Generator().manual_seed(1))
+    flow.log_prob(x)
+    kinetic, frobenius = flow.integrals
+    ts = torch.linspace(0, 1, 401, dtype=F64)
+    velocity = torch.einsum(
+        "kij,nj->kni", a @ torch.linalg.matrix_exp(ts[:, None, None] * a), x
+    )  # [401, 6, 2]
+    speed = velocity.pow(2).sum(2) / 4
+    w = torch.ones(401, dtype=F64)
+    w[1:-1:2], w[2:-1:2] = 4, 2
+    torch.testing.assert_close(kinetic, (w[:, None] * speed).sum(0) / (3 * 400), rtol=1e-9, atol=0)
+    torch.testing.assert_close(frobenius, torch.full((6,), float(a.pow(2).sum() / 2), dtype=F64))
+    torch.testing.assert_close(flow.regularisation, 0.5 * kinetic.mean() + 3.0 * frobenius.mean())
+
+
+def test_per_dimension_changes_the_integrated_channel_not_only_the_weight():
+    # the same penalty either way, but the channels differ by 2d and d, so an adaptive solver
+    # sees other states: on a fixed grid the integrals agree to rounding
+    flow_options = {"solver": "rk4", "dt": 0.25}
+    x = torch.randn(5, 2, dtype=F64, generator=torch.Generator().manual_seed(2))
+    plain = _tiny_flow(
+        regularisers=[nde.models.KineticEnergy(1.0), nde.models.JacobianFrobenius(1.0)], **flow_options
+    )
+    scaled = _tiny_flow(
+        regularisers=[nde.models.KineticEnergy(1.0, per_dimension=True), nde.models.JacobianFrobenius(1.0, per_dimension=True)],
+        **flow_options,
+    )  # fmt: skip
+    plain.log_prob(x)
+    scaled.log_prob(x)
+    torch.testing.assert_close(scaled.integrals[0], plain.integrals[0] / 4, rtol=1e-14, atol=0)
+    torch.testing.assert_close(scaled.integrals[1], plain.integrals[1] / 2, rtol=1e-14, atol=0)
+    assert plain.integrals[0].min() > 0 and plain.integrals[1].min() > 0
+
+
+def test_regularised_loss_gradients_match_finite_differences_in_float64():
+    regs = [
+        nde.models.KineticEnergy(0.5, per_dimension=True),
+        nde.models.JacobianFrobenius(0.5, per_dimension=True),
+    ]
+    flow = _tiny_flow(regularisers=regs, solver="rk4", dt=0.5)
+    names = [n for n, _ in flow.named_parameters()]
+    x = torch.randn(3, 2, dtype=F64, generator=torch.Generator().manual_seed(3))
+
+    def loss(*params: torch.Tensor) -> torch.Tensor:
+        logp = torch.func.functional_call(flow, dict(zip(names, params)), (x,))
+        return -logp.mean() + flow.regularisation
+
+    params = tuple(p.detach().clone().requires_grad_() for p in flow.parameters())
+    assert torch.autograd.gradcheck(loss, params, eps=1e-6, atol=1e-6, fast_mode=True)
+
+
+def test_trajectory_runs_the_field_through_every_time_and_ends_at_the_inverse():
+    flow = _tiny_flow(solver="dopri5", rtol=1e-9, atol=1e-9)
+    z = torch.randn(4, 2, dtype=F64, generator=torch.Generator().manual_seed(4))
+    ts = torch.linspace(1, 0, 6, dtype=F64)
+    paths = flow.trajectory(z, ts)
+    assert paths.shape == (6, 4, 2) and torch.equal(paths[0], z)
+    nfe = flow.nfe
+    torch.testing.assert_close(paths[-1], flow.inverse(z), atol=1e-9, rtol=0)
+    assert nfe >= flow.nfe > 0  # the dense grid costs at least the two-point solve
+    # each point of the path maps forwards onto the base point z over the rest of [0, 1]
+    back = CNF(flow.field, dim=2, solver="dopri5", rtol=1e-9, atol=1e-9, t_span=(float(ts[2]), 1.0))
+    torch.testing.assert_close(back.flow(paths[2])[0], z, atol=1e-7, rtol=0)
+
+
+def test_density_of_an_untrained_flow_integrates_to_one():
+    flow = _tiny_flow(solver="dopri5", rtol=1e-7, atol=1e-7)
+    g = torch.linspace(-7, 7, 141, dtype=F64)
+    grid = torch.stack(torch.meshgrid(g, g, indexing="xy"), -1).reshape(-1, 2)
+    with torch.no_grad():
+        logp = flow.log_prob(grid)
+    assert float(logp.exp().sum() * (g[1] - g[0]) ** 2) == pytest.approx(1.0, abs=2e-3)
+
+
 @pytest.mark.parametrize("trace", ["exact", "hutchinson"])
 def test_gradients_match_finite_differences_in_float64(trace):
     flow = _tiny_flow(trace=trace, solver="rk4", dt=0.5)
@@ -211,3 +307,5 @@ def test_bad_arguments_are_errors_that_name_the_fix():
         CNF(dim=2).log_prob(torch.randn(4, 3))
     with pytest.raises(TypeError, match="event_shape="):
         CNF(lambda t, z: z).sample(3)
+    with pytest.raises(TypeError, match="per_dimension must be True or False"):
+        nde.models.KineticEnergy(0.1, per_dimension="yes")

@@ -1,5 +1,6 @@
 """The stochastic Lorenz generator: shapes, seeding, standardisation, the drift it integrates
-(against the deterministic Lorenz system when the noise is off), and its argument checks."""
+(against the deterministic Lorenz system when the noise is off), its argument checks, and the
+mirror map of the system's symmetry (x, y, z) -> (-x, -y, z)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 import torchnde as nde
-from torchnde.datasets import stochastic_lorenz
+from torchnde.datasets import mirror_lorenz, stochastic_lorenz
 
 
 def test_paths_are_time_first_on_a_uniform_grid():
@@ -66,3 +67,40 @@ def test_bad_arguments_are_errors_that_name_the_fix():
         stochastic_lorenz(noise=-1.0)
     with pytest.raises(TypeError, match="dtype"):
         stochastic_lorenz(dtype=torch.int64)
+
+
+def test_mirror_of_standardised_paths_is_the_standardised_mirror_of_the_raw_paths():
+    kwargs = {"n_paths": 12, "n_times": 9, "dt": 1e-2, "seed": 5, "dtype": torch.float64}
+    data, raw = stochastic_lorenz(**kwargs), stochastic_lorenz(normalise=False, **kwargs)
+    mean = torch.tensor(data.params["mean"], dtype=torch.float64)
+    std = torch.tensor(data.params["std"], dtype=torch.float64)
+    flip = torch.tensor([-1.0, -1.0, 1.0], dtype=torch.float64)
+    assert torch.allclose(mirror_lorenz(data.noisy, data.params) * std + mean, raw.noisy * flip, atol=1e-10)
+    assert torch.equal(mirror_lorenz(raw.noisy, raw.params), raw.noisy * flip)  # mean 0, std 1: a sign flip
+    twice = mirror_lorenz(mirror_lorenz(data.clean, data.params), data.params)
+    assert torch.allclose(twice, data.clean, atol=1e-12)
+
+
+def test_mirror_of_a_noise_free_path_is_the_path_from_the_mirrored_start():
+    def lorenz(t, s):
+        x, y, z = s.unbind(-1)
+        return torch.stack([10 * (y - x), x * (28 - z) - y, x * y - 8 / 3 * z], -1)
+
+    data = stochastic_lorenz(
+        n_paths=4, n_times=11, t1=0.2, noise=0.0, diffusion=(0, 0, 0), dt=1e-3, dtype=torch.float64
+    )
+    mean = torch.tensor(data.params["mean"], dtype=torch.float64)
+    std = torch.tensor(data.params["std"], dtype=torch.float64)
+    got = mirror_lorenz(data.clean, data.params) * std + mean
+    # without noise the generator's Milstein steps are Euler steps, and Euler's map is equivariant
+    want = nde.solve(lorenz, got[0], data.t, solver="euler", dt=1e-3).ys
+    assert float(want[-1].abs().max()) > 1.0  # the paths have moved
+    assert torch.allclose(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_mirror_rejects_paths_without_three_coordinates_and_params_without_the_map():
+    data = stochastic_lorenz(n_paths=2, n_times=3, dt=1e-2)
+    with pytest.raises(ValueError, match=r"paths must be a tensor \[\.\.\., 3\]"):
+        mirror_lorenz(data.noisy[..., :2], data.params)
+    with pytest.raises(ValueError, match="pass the params returned by stochastic_lorenz"):
+        mirror_lorenz(data.noisy, {"std": data.params["std"]})

@@ -12,20 +12,16 @@ import pytest
 import torch
 
 import torchnde as nde
-from torchnde.experiments import names, run_experiment
+from torchnde.experiments import names, rnode, run_experiment
 from torchnde.experiments.anode import FirstCoordinates, TimeMLP
 from torchnde.experiments.dissecting import _forced_relaxation
 from torchnde.experiments.rnode import (
-    _cnf_field,
     _concat_mlp,
     _eight_gaussians,
     _eight_gaussians_log_density,
     _gaussian_nll,
-    _log_likelihood,
     _two_spirals,
 )
-
-from .helpers import central_difference
 
 TOY_EXPERIMENTS = [
     "anode-g1d",
@@ -193,77 +189,19 @@ def test_sonode_quick_tier_passes_with_the_mse_claim_recorded_as_not_reproduced(
     assert "Adam's second moment" in known[0]["known_failure"]
 
 
-# -- RNODE: the CNF helpers and the quick tier ------------------------------------------------------
+# -- RNODE: its flow and the quick tier ----------------------------------------------------------------
 
 
-class _Linear(torch.nn.Module):
-    """f(t, z) = A z: a flow with a closed form (z(t) = e^{tA} z(0), tr and Frobenius constant)."""
-
-    def __init__(self, a: torch.Tensor) -> None:
-        super().__init__()
-        self.a = torch.nn.Parameter(a)
-
-    def forward(self, t, z):
-        return z @ self.a.T
-
-
-def test_cnf_field_trace_and_frobenius_match_the_full_jacobian():
-    torch.manual_seed(0)
-    net = _concat_mlp(hidden=16).double()
-    z = torch.randn(5, 2, dtype=torch.float64)
-    t = torch.tensor(0.3, dtype=torch.float64)
-    zero = torch.zeros(5, 1, dtype=torch.float64)
-    f, trace, kinetic, frobenius = _cnf_field(net, regularise=True)(t, (z, zero, zero, zero))
-    for i in range(5):
-        jac = torch.autograd.functional.jacobian(lambda y: net(t, y[None])[0], z[i])
-        torch.testing.assert_close(trace[i, 0], torch.trace(jac))
-        torch.testing.assert_close(frobenius[i, 0], jac.pow(2).sum() / 2)
-    torch.testing.assert_close(f, net(t, z))
-    torch.testing.assert_close(kinetic[:, 0], f.pow(2).sum(1) / 4)
-
-
-def test_cnf_log_likelihood_of_a_linear_flow_is_the_change_of_variables():
-    a = torch.tensor([[0.3, -0.8], [0.5, -0.4]], dtype=torch.float64)
-    x = torch.randn(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    logp, kinetic, frobenius, nfe = _log_likelihood(_Linear(a), x, tol=1e-10, regularise=True)
-    z1 = x @ torch.linalg.matrix_exp(a).T
-    exact = -0.5 * z1.pow(2).sum(1) - math.log(2 * math.pi) + torch.trace(a)
-    torch.testing.assert_close(logp, exact, rtol=0, atol=1e-8)
-    torch.testing.assert_close(frobenius, torch.full((6,), float(a.pow(2).sum() / 2), dtype=torch.float64))
-    # kinetic energy: int_0^1 |A e^{tA} x|^2 / 4 dt by Simpson's rule on a fine grid
-    ts = torch.linspace(0, 1, 2001, dtype=torch.float64)
-    speed = torch.stack([(x @ (a @ torch.linalg.matrix_exp(s * a)).T).pow(2).sum(1) / 4 for s in ts])
-    w = torch.ones(2001, dtype=torch.float64)
-    w[1:-1:2], w[2:-1:2] = 4, 2
-    torch.testing.assert_close(kinetic, (w[:, None] * speed).sum(0) / (3 * 2000), rtol=1e-8, atol=0)
-    assert nfe > 0
-
-
-def test_cnf_density_integrates_to_one():
-    torch.manual_seed(2)
-    net = _concat_mlp(hidden=16).double()
-    g = torch.linspace(-7, 7, 141, dtype=torch.float64)
-    grid = torch.stack(torch.meshgrid(g, g, indexing="xy"), -1).reshape(-1, 2)
-    with torch.no_grad():
-        logp = _log_likelihood(net, grid, tol=1e-7)[0]
-    assert float(logp.exp().sum() * (g[1] - g[0]) ** 2) == pytest.approx(1.0, abs=2e-3)
-
-
-def test_cnf_training_gradient_matches_finite_differences():
-    torch.manual_seed(3)
-    net = _concat_mlp(hidden=4, layers=1).double()
-    x = torch.randn(4, 2, dtype=torch.float64)
-    lam = 0.5
-
-    def loss() -> torch.Tensor:
-        logp, kinetic, frobenius, _ = _log_likelihood(net, x, tol=1e-10, regularise=True)
-        return -logp.mean() + lam * (kinetic.mean() + frobenius.mean())
-
-    grad = torch.autograd.grad(loss(), list(net.parameters()))
-    for p, g in zip(net.parameters(), grad):
-        for idx in [(0,) * p.dim(), tuple(s - 1 for s in p.shape)]:
-            numeric = central_difference(loss, p, idx, eps=1e-5)
-            assert float(g[idx]) == pytest.approx(numeric, rel=1e-4, abs=1e-7)
+def test_rnode_flow_is_the_models_cnf_with_the_per_dimension_penalties_only_when_asked():
+    net = _concat_mlp()
+    plain, penalised = rnode._flow(net), rnode._flow(net, lam=0.3, tol=1e-3)
+    assert isinstance(plain, nde.models.CNF) and plain.field is net and penalised.field is net
+    assert plain.regularisers == () and plain.trace == "exact" and plain.solver == "dopri5"
+    assert (plain.rtol, plain.atol, penalised.rtol) == (1e-5, 1e-5, 1e-3)
+    assert penalised.regularisers == (
+        nde.models.KineticEnergy(0.3, per_dimension=True),
+        nde.models.JacobianFrobenius(0.3, per_dimension=True),
+    )
 
 
 def test_eight_gaussians_follow_the_ffjord_toy_and_their_exact_density():

@@ -21,9 +21,9 @@ def _generator(gradient: str = "backprop", **kw) -> SDEGenerator:
     ).double()
 
 
-def _discriminator(gradient: str = "backprop") -> CDEDiscriminator:
+def _discriminator(gradient: str = "backprop", readout: str = "last", **kw) -> CDEDiscriminator:
     torch.manual_seed(1)
-    return CDEDiscriminator(1, hidden_size=3, width=4, gradient=gradient).double()
+    return CDEDiscriminator(1, hidden_size=3, width=4, gradient=gradient, readout=readout, **kw).double()
 
 
 def _fixed_noise(batch: int = 3) -> tuple[torch.Tensor, nde.BrownianInterval]:
@@ -71,6 +71,20 @@ def test_the_same_noise_gives_the_same_samples_and_fresh_noise_other_samples():
         c = gen(TS, initial_noise=noise)
     assert torch.equal(a, b)
     assert not torch.allclose(a[:, 1:], c[:, 1:])
+
+
+def test_a_constant_diffusion_generator_without_drift_moves_by_its_matrix_times_the_brownian_path():
+    gen = _generator(diffusion="constant")
+    with torch.no_grad():
+        gen.drift.net[-2].weight.zero_()  # tanh(0) = 0: no drift
+        gen.drift.net[-2].bias.zero_()
+        noise, bm = _fixed_noise()
+        ys = gen(TS, initial_noise=noise, brownian=bm)
+        w = torch.stack([bm(0.0, float(t)) for t in TS[1:]], dim=1)  # [batch, time, noise]
+        expected = ys[:, :1] + w @ (gen.readout.weight @ gen.diffusion.matrix).T
+        x = torch.tensor([[0.3, -2.0, 5.0]], dtype=F64)
+        assert torch.equal(gen.diffusion(TS[1], x), gen.diffusion(TS[3], 2 * x))  # independent of t, x
+    assert torch.allclose(ys[:, 1:], expected, rtol=1e-12, atol=1e-13)
 
 
 def test_lipswish_is_one_lipschitz_and_nearly_tight():
@@ -177,6 +191,49 @@ def test_reversible_heun_gradients_equal_backprop_for_the_discriminator():
         assert torch.allclose(rev, bp, rtol=1e-10, atol=1e-13)
 
 
+def test_the_all_times_readout_averages_the_last_time_scores_of_the_paths_cut_at_each_sample_time():
+    # Euler reads the path's slope at the start of each step only, so the path cut at t_k gives
+    # the same hidden states up to t_k as the whole path
+    ys = torch.randn(3, len(TS), 1, dtype=F64, generator=torch.Generator().manual_seed(4))
+    every = _discriminator(readout="all", solver="euler")
+    last = _discriminator(solver="euler")  # the same weights (the same seed)
+    with torch.no_grad():
+        x0 = torch.cat([TS[:1].expand(3, 1), ys[:, 0]], dim=-1)
+        at_start = last.readout(last.initial(x0)).squeeze(-1)  # H at t_0: the initial network's state
+        cut = [last(ys[:, : k + 1], TS[: k + 1]) for k in range(1, len(TS))]
+        expected = torch.stack([at_start, *cut]).mean(0)
+        assert torch.allclose(every(ys, TS), expected, rtol=1e-12, atol=1e-14)
+        assert not torch.allclose(every(ys, TS), last(ys, TS))
+
+
+def test_the_all_times_readout_has_reversible_gradients_equal_to_backprop():
+    ys = torch.randn(3, len(TS), 1, dtype=F64, generator=torch.Generator().manual_seed(3))
+    out = {}
+    for gradient in ("backprop", "reversible"):
+        disc = _discriminator(gradient, readout="all")
+        x = ys.clone().requires_grad_(True)
+        out[gradient] = torch.autograd.grad(disc(x, TS).pow(2).sum(), [x, *disc.parameters()])
+    for bp, rev in zip(out["backprop"], out["reversible"]):
+        assert bp.abs().max() > 0
+        assert torch.allclose(rev, bp, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("gradient", ["backprop", "reversible"])
+def test_constant_diffusion_gradients_match_finite_differences_in_float64(gradient):
+    gen = _generator(gradient, diffusion="constant")
+    (grad,) = torch.autograd.grad(_generator_loss(gen), gen.diffusion.matrix)
+    eps = 1e-6
+    with torch.no_grad():
+        for i, j in ((0, 0), (2, 1)):
+            gen.diffusion.matrix[i, j] += eps
+            up = float(_generator_loss(gen))
+            gen.diffusion.matrix[i, j] -= 2 * eps
+            down = float(_generator_loss(gen))
+            gen.diffusion.matrix[i, j] += eps
+            assert grad[i, j].item() == pytest.approx((up - down) / (2 * eps), rel=1e-6, abs=1e-9)
+        assert grad.abs().min() > 0
+
+
 def test_the_stochastic_adjoint_option_approaches_backprop_on_a_fine_grid():
     bp_gen = _generator("backprop", dt=2**-8)
     bp = _grads(_generator_loss(bp_gen), bp_gen)
@@ -203,5 +260,9 @@ def test_bad_inputs_are_errors_that_name_the_fix():
         SDEGenerator(1, tolerance=1e-3)
     with pytest.raises(ValueError, match="hidden_size"):
         CDEDiscriminator(1, hidden_size=0)
+    with pytest.raises(ValueError, match=r"diffusion must be one of \('neural', 'constant'\)"):
+        SDEGAN(1, diffusion="additive")
+    with pytest.raises(ValueError, match=r"readout must be one of \('last', 'all'\)"):
+        SDEGAN(1, discriminator_readout="mean")
     with pytest.raises(ValueError, match="width"):
         lipswish_mlp(2, 2, width=0)

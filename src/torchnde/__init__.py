@@ -11,6 +11,7 @@ from __future__ import annotations
 from . import brownian as brownian
 from . import controllers as controllers
 from . import datasets as datasets
+from . import distributed as distributed
 from . import gradients as gradients
 from . import interpolation as interpolation
 from . import log_ode as log_ode

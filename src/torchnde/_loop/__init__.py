@@ -22,6 +22,7 @@ from .._solution import Solution
 from ..controllers import AbstractController
 from ..solvers import AbstractSolver
 from .diagnostics import error
+from .fused import fusable, loop_fused
 from .global_ import loop_global
 from .per_sample import loop_per_sample
 from .problem import Problem
@@ -43,6 +44,8 @@ def integrate(problem: Problem, solver: AbstractSolver, ctrl: AbstractController
         return loop_reversible(problem, solver, ctrl, opts)
     if problem.per_sample:
         return loop_per_sample(problem, solver, ctrl, opts)
+    if opts.compile and fusable(problem, solver, ctrl, opts):
+        return loop_fused(problem, solver, ctrl, opts)
     return loop_global(problem, solver, ctrl, opts)
 
 

@@ -114,3 +114,15 @@ class ErrorNorm:
         finally:
             if grad:
                 torch.set_grad_enabled(True)
+
+    def on_device(
+        self, y0: torch.Tensor, y1: torch.Tensor, errors: tuple[torch.Tensor, ...], h: torch.Tensor
+    ) -> torch.Tensor:
+        """The global layout's norm left on the device, a float64 0-d tensor (a fused compiled
+        block: :mod:`.fused`); no reuse of the previous step's ``|y1|`` (a traced block keeps no
+        Python state) and no gradient."""
+        with torch.no_grad():
+            scale = self.scale(y0)
+            scale = torch.maximum(scale, self.scale(y1))
+            norms = tuple(self._tensor_norm(e / scale).double() * self._factor for e in errors)
+            return self.solver.combine_error_norms(norms) * h.abs()

@@ -25,7 +25,7 @@ from .saving import global_dense, interpolate_host
 from .stepping import STRETCH, Progress, prepared, stops
 from .watch import EventWatch
 
-__all__ = ["loop_global"]
+__all__ = ["finish", "loop_global"]
 
 
 def loop_global(problem: Problem, solver: AbstractSolver, ctrl: AbstractController, opts: LoopOptions) -> Raw:
@@ -132,7 +132,7 @@ def loop_global(problem: Problem, solver: AbstractSolver, ctrl: AbstractControll
     bar.update(s, steps, force=True)
     end = (s, y, dt, unclipped, fail_dt)
     counts = (steps, accepted, getattr(memory, "forced", 0))
-    return _finish(problem, solver, ctrl, opts, func, outputs, next_out, status, counts, end, kept, watch)
+    return finish(problem, solver, ctrl, opts, func, outputs, next_out, status, counts, end, kept, watch)
 
 
 def _before(end: float, s: float, s_stop: float) -> float:
@@ -160,7 +160,7 @@ def _emit(outputs: list[torch.Tensor], s_out: list[float], next_out: int, solver
     return next_out
 
 
-def _finish(problem: Problem, solver: AbstractSolver, ctrl: AbstractController, opts: LoopOptions, func: Any,
+def finish(problem: Problem, solver: AbstractSolver, ctrl: AbstractController, opts: LoopOptions, func: Any,
             outputs: list[torch.Tensor], next_out: int, status: Status, counts: tuple[int, int, int],
             end: tuple, kept: tuple[list, list, list], watch: EventWatch | None) -> Raw:  # fmt: skip
     """The loop's raw result: outputs (NaN after a failure), statistics, and what was kept."""

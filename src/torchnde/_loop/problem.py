@@ -22,6 +22,20 @@ from .raw import Raw
 __all__ = ["NOT_MONOTONIC", "Problem", "check_times", "not_monotonic", "tuple_like"]
 
 
+class _NoCount:
+    """A counter that keeps nothing (``Problem.func(count=False)``): a traced call adds no guard
+    on a changing integer, as a list's item would."""
+
+    def __getitem__(self, i: int) -> int:
+        return 0
+
+    def __setitem__(self, i: int, value: int) -> None:
+        pass
+
+
+_NO_COUNT = _NoCount()
+
+
 def tuple_like(y: Any) -> bool:
     return isinstance(y, (tuple, list))
 
@@ -180,7 +194,7 @@ class Problem:
         lowered CDE term) is handed the global layout's float time itself, unless
         ``host_time=False`` (a traced step, where a float would be a guard)."""
         f, lead = self.f, ((self.batch,) if self.per_sample else ())
-        counter = self.nfe_counter if count else [0]
+        counter: Any = self.nfe_counter if count else _NO_COUNT
         user_time, flatten = self.user_time, self.flatten_out
         if not self.is_tuple and self.direction > 0:
             if self.per_sample:
@@ -213,14 +227,17 @@ class Problem:
 
     def _with_jacobian(self, func: Callable) -> Callable:
         """Tag the loop's ``func`` with the user's Jacobian in the loop's layout (``func.jacobian(s,
-        y)``: ``[N, N]``, per sample ``[B, N, N]``), which :func:`solvers.jacobian.jacobians` uses
-        instead of autograd. Only this problem's own field carries it: a field that wraps ``func``
+        y)``: ``[N, N]``, per sample ``[B, N, N]``), or with ``"fd"`` (finite differences of
+        ``func``), which :func:`solvers.jacobian.jacobians` uses instead of autograd. Only this problem's own field carries it: a field that wraps ``func``
         (a reversible grid) falls back to autograd, and the adjoint solves its augmented system
         with a copy of the solver without the option (``gradients.adjoint._adjoint_solver``)."""
         if self.sde is not None:  # the stochastic solvers read the diffusion and noise here
             func.sde = self.sde  # type: ignore[attr-defined]
         user = self.jacobian
         if user is None:
+            return func
+        if user == "fd":  # forward differences of func itself (solvers.jacobian)
+            func.jacobian = user  # type: ignore[attr-defined]
             return func
         per_sample, n, sign = self.per_sample, self.numel, self.direction
         user_time, unflatten = self.user_time, self.unflatten

@@ -7,17 +7,32 @@ from __future__ import annotations
 import math
 import sys
 import time as _time
+import types
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch._dynamo.utils import counters as _dynamo_counters
 from torch.utils.checkpoint import checkpoint
 
 from ..solvers import AbstractSolver
+from ..solvers.explicit_rk import ExplicitRungeKutta
 from .problem import Problem
 from .raw import LoopOptions
 
-__all__ = ["STRETCH", "Progress", "checkpointed", "compiled_step", "jump_sides", "prepared", "stops"]
+__all__ = [
+    "BACKEND",
+    "DYNAMO_CONFIG",
+    "STRETCH",
+    "Progress",
+    "checkpointed",
+    "compile_cached",
+    "compiled_step",
+    "jump_sides",
+    "prepared",
+    "stops",
+]
 
 # A step that would end within a relative 1e-8 of a stop is stretched onto it, so that float
 # rounding in ``s + dt`` never leaves a sliver of a step before an output or grid time.
@@ -92,35 +107,119 @@ def checkpointed(fn: Callable, enabled: bool) -> Callable:
 
 _COMPILED: dict[tuple, Callable] = {}
 _COMPILED_MAX = 16
+# The backend ``torch.compile`` runs a step with (a test that checks tracing and guards, not
+# code generation, sets "eager": it traces in a fraction of inductor's time).
+BACKEND = "inductor"
+# While a compiled step or block runs, an integer attribute of an ``nn.Module`` (a call counter,
+# ``self.nfe += 1``) is a traced input, not a constant: otherwise every call of the field changes
+# a guarded value and each solve recompiles until dynamo's recompile limit, then runs eager.
+DYNAMO_CONFIG = torch._dynamo.config.patch(allow_unspec_int_on_nn_module=True)
+
+
+def compile_cached(
+    key: tuple, problem: Problem, solver: AbstractSolver, build: Callable[[], tuple], dynamic: bool,
+    inductor: dict[str, Any] | None = None,
+) -> tuple:  # fmt: skip
+    """The functions ``build()`` returns under ``torch.compile`` (with the ``inductor`` options
+    when the backend is inductor), cached under ``key`` (which
+    must hold everything their trace depends on); the solver's constants are built first
+    (:meth:`AbstractSolver.prepare`), so that no trace records their construction. The cache
+    holds at most ``_COMPILED_MAX`` entries (oldest evicted), since an entry keeps its vector
+    field alive. Call them under ``DYNAMO_CONFIG``."""
+    key = (*key, BACKEND)
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        if len(_COMPILED) >= _COMPILED_MAX:
+            _COMPILED.pop(next(iter(_COMPILED)))
+        solver.prepare(problem.y0)
+        options = inductor if BACKEND == "inductor" else None
+        compiled = _COMPILED[key] = tuple(
+            _Watched(
+                torch.compile(_own_code(fn), dynamic=dynamic, backend=BACKEND, options=options), fn.__name__
+            )
+            for fn in build()
+        )
+    return compiled
+
+
+def _own_code(fn: Callable) -> Callable:
+    """``fn`` with a code object of its own: dynamo keeps its compiled graphs, and counts them
+    against its recompile limit, per code object, which every cache entry's closure of the same
+    function would otherwise share (after eight fields or shapes, a ninth would run eager)."""
+    return types.FunctionType(
+        fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
+    )
+
+
+RECOMPILED = (
+    "solve(compile=True) compiled its {name!r} function again for a solve of the same shapes: the "
+    "trace depends on a Python value that changed since, typically a counter in f kept in a global "
+    "variable, which a trace reads as a constant. Every such solve recompiles (seconds) until "
+    "torch's recompile limit, then runs eager. Keep the counter on the field (an attribute of its "
+    "nn.Module or object, self.nfe += 1) or in a closure, or read sol.stats.nfe."
+)
+
+
+class _Watched:
+    """A compiled function that warns once (``RECOMPILED``) when a call like one it has already
+    run (the same flags, grad mode, shapes and inputs that require grad) compiles a new graph: a guard that re-triggers on every
+    solve would otherwise cost seconds per solve without a word."""
+
+    def __init__(self, compiled: Callable, name: str):
+        self.compiled, self.name, self.seen, self.warned = compiled, name, set(), False
+
+    def __call__(self, *args: Any) -> Any:
+        graphs = _dynamo_counters["stats"]["unique_graphs"]
+        out = self.compiled(*args)
+        kind = (torch.is_grad_enabled(), *((a.shape, a.requires_grad) if isinstance(a, torch.Tensor) else a
+                                           for a in args if isinstance(a, (bool, torch.Tensor))))  # fmt: skip
+        if kind in self.seen:
+            if not self.warned and _dynamo_counters["stats"]["unique_graphs"] != graphs:
+                self.warned = True
+                warnings.warn(RECOMPILED.format(name=self.name), RuntimeWarning, stacklevel=3)
+        else:
+            self.seen.add(kind)
+        return out
 
 
 def compiled_step(problem: Problem, solver: AbstractSolver) -> Callable:
     """``solver.step`` under ``torch.compile``, cached by everything the trace depends on.
 
-    The cache holds at most ``_COMPILED_MAX`` entries (oldest evicted), since an entry keeps its
-    vector field alive.
+    The step traces as one graph (see :func:`compile_cached`), and a field's integer attributes
+    are unspecialised (``DYNAMO_CONFIG``), so a field that counts its calls compiles once.
     """
     key = (type(solver), id(problem.f), problem.per_sample, problem.direction, problem.is_tuple,
            tuple(problem.shapes), problem.batch, problem.dtype, problem.device)  # fmt: skip
-    compiled = _COMPILED.get(key)
-    if compiled is None:
-        if len(_COMPILED) >= _COMPILED_MAX:
-            _COMPILED.pop(next(iter(_COMPILED)))
+
+    def build() -> tuple[Callable]:
         uncounted = problem.func(count=False, host_time=False)
 
         def step(s: Any, y: torch.Tensor, f0: torch.Tensor, h: Any, need_error: bool, state: Any) -> Any:
             return solver.step(uncounted, s, y, f0, h, need_error, state)
 
-        compiled = _COMPILED[key] = torch.compile(step, dynamic=True)
+        return (step,)
+
+    (compiled,) = compile_cached(key, problem, solver, build, dynamic=True)  # floats s, h: symbolic
     evals = solver.evaluations_per_step or 0
     counter = problem.nfe_counter
+    # A float step size that reaches an operator's scalar argument is specialised by inductor (a
+    # recompile for every new value): the explicit Runge–Kutta engine takes 0-d tensors instead.
+    tensor_time = isinstance(solver, ExplicitRungeKutta)
 
     def call(_func: Callable, s: Any, y: torch.Tensor, f0: torch.Tensor, h: Any, need_error: bool,
              state: Any = None) -> Any:  # fmt: skip
         counter[0] += evals
-        return compiled(s, y, f0, h, need_error, state)
+        if tensor_time and not isinstance(h, torch.Tensor):  # global layout: 0-d tensors, which a
+            s, h = as_scalar(s, y.device), as_scalar(h, y.device)  # trace never specialises on
+        with DYNAMO_CONFIG:
+            return compiled(s, y, f0, h, need_error, state)
 
     return call
+
+
+def as_scalar(x: float, device: torch.device) -> torch.Tensor:
+    """``x`` as a float64 0-d tensor on ``device``."""
+    return torch.tensor(x, dtype=torch.float64, device=device)
 
 
 class Progress:

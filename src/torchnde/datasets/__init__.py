@@ -14,6 +14,7 @@ read from a file an installed package ships or the user points at (MNIST).
 | :func:`ornstein_uhlenbeck`, :func:`geometric_brownian_motion` | exact sample paths with their analytic mean and std (:class:`SamplePaths`) |
 | :func:`stochastic_lorenz` | sample paths of the stochastic Lorenz system of the latent SDE paper |
 | :func:`mnist_idx`, :func:`read_idx` | real MNIST digits read from IDX files on disk (``mnist-10k`` or a full MNIST directory; never downloaded) |
+| :func:`mirror_lorenz` | their images under the system's symmetry (x, y, z) -> (-x, -y, z), which leaves their law unchanged |
 
 ```python
 from torchnde import datasets
@@ -30,7 +31,7 @@ from .burgers import (
     initial_boundary_points,
     solution_points,
 )
-from .lorenz import stochastic_lorenz
+from .lorenz import mirror_lorenz, stochastic_lorenz
 from .mnist import LabelledImages, data_roots, mnist_idx, read_idx
 from .physics import (
     Trajectories,
@@ -98,4 +99,5 @@ __all__ = [
     "data_roots",
     "mnist_idx",
     "read_idx",
+    "mirror_lorenz",
 ]

@@ -18,6 +18,11 @@ from torchnde.datasets import stochastic_lorenz
 t, clean, noisy, params = stochastic_lorenz(n_paths=16, n_times=50, seed=0)
 clean.shape, params["drift"]       # (torch.Size([50, 16, 3]), (10.0, 28.0, 2.6666666666666665))
 ```
+
+The law of the paths is invariant under the system's symmetry :math:`(x, y, z) \mapsto (-x, -y, z)`
+(the drift is equivariant, the noise :math:`b_i s_i\,dW_i` maps to :math:`b_i s_i\,d(-W_i)`, and
+the initial and observation noise are centred Gaussians); :func:`mirror_lorenz` applies it to
+paths, in the units they were returned in.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from ..terms import SDETerm
 from ._checks import check_count, check_dtype
 from .systems import Observations, _check_noise
 
-__all__ = ["LORENZ_DIFFUSION", "LORENZ_DRIFT", "stochastic_lorenz"]
+__all__ = ["LORENZ_DIFFUSION", "LORENZ_DRIFT", "mirror_lorenz", "stochastic_lorenz"]
 
 LORENZ_DRIFT = (10.0, 28.0, 8.0 / 3.0)
 LORENZ_DIFFUSION = (0.1, 0.28, 0.3)
@@ -128,3 +133,43 @@ def stochastic_lorenz(
         "std": std.tolist(),
     }
     return Observations(t.to(dtype), clean.to(dtype), noisy.to(dtype), params)
+
+
+_MIRROR = (-1.0, -1.0, 1.0)
+
+
+def mirror_lorenz(paths: torch.Tensor, params: dict) -> torch.Tensor:
+    r"""The image of Lorenz paths under the symmetry :math:`(x, y, z) \mapsto (-x, -y, z)`, in the
+    units of ``paths``.
+
+    The stochastic Lorenz system's drift is equivariant under the map and its diagonal noise
+    :math:`b_i s_i\,dW_i` is carried to :math:`b_i s_i\,d(-W_i)`, again a Brownian motion; with
+    centred Gaussian initial states and observation noise, a mirrored path has the same law as a
+    sampled one (E. N. Lorenz, *Deterministic nonperiodic flow*, J. Atmos. Sci. 20, 1963). Adding the mirror
+    images to a training set therefore balances the attractor's two lobes exactly, without
+    changing the distribution the model is asked to learn.
+
+    ``paths`` is ``[..., 3]`` as returned by :func:`stochastic_lorenz` with parameters ``params``
+    (its ``params``): when standardised, the map is applied in the system's units, so
+    :math:`\tilde x = -x - 2 m_x / s_x` for mean :math:`m` and standard deviation :math:`s`.
+
+    ```python
+    import torch
+    from torchnde.datasets import mirror_lorenz, stochastic_lorenz
+    t, clean, noisy, params = stochastic_lorenz(n_paths=8, seed=0)
+    both = torch.cat([noisy, mirror_lorenz(noisy, params)], dim=1)   # lobes balanced: [50, 16, 3]
+    assert torch.allclose(mirror_lorenz(mirror_lorenz(noisy, params), params), noisy, atol=1e-5)
+    ```
+    """
+    if not isinstance(paths, torch.Tensor) or paths.ndim < 1 or paths.shape[-1] != 3:
+        shape = tuple(paths.shape) if isinstance(paths, torch.Tensor) else type(paths).__name__
+        raise ValueError(f"paths must be a tensor [..., 3] (coordinates x, y, z last), got {shape}")
+    missing = [key for key in ("mean", "std") if key not in params]
+    if missing:
+        raise ValueError(
+            f"params lacks {missing}: pass the params returned by stochastic_lorenz with these paths"
+        )
+    sign = torch.tensor(_MIRROR, dtype=paths.dtype, device=paths.device)
+    mean = torch.as_tensor(params["mean"], dtype=paths.dtype, device=paths.device)
+    std = torch.as_tensor(params["std"], dtype=paths.dtype, device=paths.device)
+    return sign * paths + (sign - 1) * mean / std

@@ -7,7 +7,9 @@ A checkpoint holds only tensors and plain containers (dicts, lists, numbers, str
 - ``step`` and ``history``: how far the stage got and the per-step numbers so far;
 - ``state``: the ``state_dict()`` of every model, optimiser and scheduler of the stage, and the
   state of any ``torch.Generator`` it uses;
-- ``rng``: Python's, numpy's and torch's (CPU and CUDA) global generator states, as tensors.
+- ``rng``: Python's, numpy's and torch's (CPU and CUDA) global generator states, as tensors;
+  a training run across processes (``torchrun``) stores a list of them, one per rank, and each
+  rank restores its own.
 
 Restoring all of it makes a resumed run continue exactly where the interrupted one stopped.
 :func:`read_checkpoint` refuses (:class:`CheckpointError`, with the reason) a file that cannot be read, was
@@ -38,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["FORMAT", "CheckpointError", "read_checkpoint", "write_checkpoint"]
+__all__ = ["FORMAT", "CheckpointError", "read_checkpoint", "rng_states", "write_checkpoint"]
 
 FORMAT = 2  # 1: the first layout (pickled numpy and Python RNG states, read without weights_only)
 
@@ -47,7 +49,8 @@ class CheckpointError(Exception):
     """A checkpoint that must not be used; the message says why."""
 
 
-def _rng_states() -> dict[str, Any]:
+def rng_states() -> dict[str, Any]:
+    """Python's, numpy's and torch's global generator states, as tensors and plain values."""
     np_state = np.random.get_state()
     py_state = random.getstate()
     states: dict[str, Any] = {
@@ -125,9 +128,17 @@ def _misfit(key: str, obj: Any, saved: Any) -> str | None:
 
 
 def write_checkpoint(
-    path: Path, config: Mapping[str, Any], step: int, history: list[dict[str, Any]], state: Mapping[str, Any]
+    path: Path,
+    config: Mapping[str, Any],
+    step: int,
+    history: list[dict[str, Any]],
+    state: Mapping[str, Any],
+    rng: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Save a checkpoint to ``path`` atomically (a temporary file, then ``os.replace``)."""
+    """Save a checkpoint to ``path`` atomically (a temporary file, then ``os.replace``).
+
+    ``rng``: every rank's :func:`rng_states` (rank order), written by rank 0 for a run across
+    processes; default: this process's own."""
     path.parent.mkdir(parents=True, exist_ok=True)
     blob = {
         "format": FORMAT,
@@ -135,7 +146,7 @@ def write_checkpoint(
         "step": int(step),
         "history": history,
         "state": {k: _state_of(v) for k, v in state.items()},
-        "rng": _rng_states(),
+        "rng": rng_states() if rng is None else list(rng),
     }
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
@@ -145,8 +156,12 @@ def write_checkpoint(
     os.replace(tmp, path)
 
 
-def read_checkpoint(path: Path, config: Mapping[str, Any], state: Mapping[str, Any]) -> dict[str, Any]:
+def read_checkpoint(
+    path: Path, config: Mapping[str, Any], state: Mapping[str, Any], rank: int = 0
+) -> dict[str, Any]:
     """Load the checkpoint at ``path`` into ``state`` and the global RNGs; return it.
+
+    ``rank``: which of a per-rank list of generator states (a run across processes) to restore.
 
     Raises :class:`CheckpointError` (and restores nothing) if the file cannot be read, has
     another format version, was written for another ``config``, or does not fit ``state``.
@@ -164,6 +179,8 @@ def read_checkpoint(path: Path, config: Mapping[str, Any], state: Mapping[str, A
     for key, value in config.items():
         if saved.get(key) != value:
             raise CheckpointError(f"it was written for {key} {saved.get(key)!r}, this run has {value!r}")
+    for key in sorted(set(saved) - set(config)):  # e.g. world_size: written by a run across processes
+        raise CheckpointError(f"it was written for {key} {saved[key]!r}, this run has none")
     if set(blob["state"]) != set(state):
         raise CheckpointError(f"it holds {sorted(blob['state'])}, the stage trains {sorted(state)}")
     for key, obj in state.items():
@@ -172,12 +189,17 @@ def read_checkpoint(path: Path, config: Mapping[str, Any], state: Mapping[str, A
             raise CheckpointError(f"it does not fit: {why}")
     if not isinstance(blob["step"], int) or not isinstance(blob["history"], list):
         raise CheckpointError("its step count or history is malformed")
+    saved_rng = blob["rng"]
+    if isinstance(saved_rng, list):
+        if not 0 <= rank < len(saved_rng):
+            raise CheckpointError(f"it holds the generators of {len(saved_rng)} ranks, not of rank {rank}")
+        saved_rng = saved_rng[rank]
     backup = {key: copy.deepcopy(_state_of(obj)) for key, obj in state.items()}
-    rng = _rng_states()
+    rng = rng_states()
     try:
         for key, obj in state.items():
             _load_state(obj, blob["state"][key])
-        _set_rng_states(blob["rng"])
+        _set_rng_states(saved_rng)
     except Exception as err:
         for key, obj in state.items():
             _load_state(obj, backup[key])

@@ -6,6 +6,15 @@ resumes from), records numbers with :meth:`Run.metric`, pass criteria with :meth
 (measured value, threshold, the paper's claim; a claim known not to reproduce is recorded with
 its reason and not counted) and figures with :meth:`Run.figure`. The harness
 writes ``metrics.json`` and a ``report.md`` that embeds the figures.
+
+Under ``torchrun`` (:mod:`torchnde.distributed`) the same experiment runs on every rank:
+:func:`run_experiment` joins the process group, seeds each rank's global generators with its own
+:func:`~torchnde.distributed.rank_seed` (``run.generator`` stays common to all ranks, for data
+every rank shares), and only rank 0 prints, writes checkpoints (holding every rank's generator
+states), figures and reports. :meth:`Run.ddp` and :meth:`Run.shard` wrap a model in
+``DistributedDataParallel`` and take this rank's rows of a batch; once a model is wrapped, the
+ranks train one model on shards of each batch and :meth:`Run.train` averages each step's numbers
+over them (before that, each rank runs on its own and rank 0's numbers are the ones recorded).
 """
 
 from __future__ import annotations
@@ -24,10 +33,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
+from .. import distributed
 from .._names import did_you_mean
 from .._optional import MissingDependency, install_hint, missing, require
-from ._checkpoint import CheckpointError, read_checkpoint, write_checkpoint
+from ._checkpoint import CheckpointError, read_checkpoint, rng_states, write_checkpoint
 from ._figures import finish, problems
 from ._progress import Progress, seconds
 
@@ -163,6 +174,18 @@ def _plain(value: Any) -> Any:
     )
 
 
+def _mean_over_ranks(info: dict[str, Any]) -> dict[str, Any]:
+    """``info`` with its numbers (not flags, strings or lists) averaged over the ranks."""
+    keys = sorted(k for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+    if distributed.world_size() == 1 or not keys:
+        return info
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    values = torch.tensor([float(info[k]) for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(values)
+    means = (values / distributed.world_size()).tolist()
+    return {**info, **dict(zip(keys, means))}
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -179,9 +202,12 @@ class Run:
     - ``progress``: show progress (a tqdm bar on a terminal, plain periodic lines otherwise).
     - ``experiment``: the registered name (checkpoints record it; set by :func:`run_experiment`).
     - ``fresh``: train every stage from the start, ignoring (and overwriting) its checkpoint.
+    - ``sharded``: set by :meth:`ddp` under ``torchrun``: the ranks train one model on shards,
+      so :meth:`train` averages the steps' numbers over them.
 
     Messages about what the run is doing and where its files go are printed on stdout (see
-    :meth:`say`), warnings on stderr, progress bars on stderr.
+    :meth:`say`), warnings on stderr, progress bars on stderr. Under ``torchrun`` only rank 0
+    prints (warnings name their rank) and writes files.
     """
 
     out: Path
@@ -196,6 +222,34 @@ class Run:
     figure_problems: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     sections: list[tuple[str, str]] = field(default_factory=list)
+    sharded: bool = field(default=False, repr=False)
+
+    @property
+    def rank(self) -> int:
+        """This process's rank under ``torchrun`` (0 in a single process)."""
+        return distributed.rank()
+
+    @property
+    def world_size(self) -> int:
+        """How many processes run the experiment (1 without ``torchrun``)."""
+        return distributed.world_size()
+
+    def ddp(self, model: torch.nn.Module, **options: Any) -> torch.nn.Module:
+        """``model`` wrapped in ``DistributedDataParallel`` under ``torchrun`` (the model itself
+        in one process). DDP copies rank 0's parameters to every rank here and averages the
+        gradients over the ranks in ``backward``; ``options`` go to DDP. Train the wrapper,
+        save the model (its ``state_dict`` has no ``module.`` prefix)."""
+        if self.world_size == 1:
+            return model
+        if dist.get_backend() == "nccl" and "device_ids" not in options:
+            options["device_ids"] = [torch.cuda.current_device()]
+        self.sharded = True
+        return torch.nn.parallel.DistributedDataParallel(model, **options)
+
+    def shard(self, batch: torch.Tensor, dim: int = 0) -> torch.Tensor:
+        """This rank's contiguous block of ``batch`` along ``dim``
+        (:func:`torchnde.distributed.shard`); the whole batch in one process."""
+        return distributed.shard(batch, dim)
 
     def pick(self, quick: Any, full: Any) -> Any:
         """``quick`` in the quick tier, ``full`` otherwise."""
@@ -260,12 +314,14 @@ class Run:
         self.sections.append((title, markdown))
 
     def say(self, text: str) -> None:
-        """Tell the user what the run is doing or where a file went (stdout, flushed)."""
-        print(text, flush=True)
+        """Tell the user what the run is doing or where a file went (stdout, flushed; rank 0)."""
+        if self.rank == 0:
+            print(text, flush=True)
 
     def warn(self, text: str) -> None:
         """Tell the user about something that went wrong and how it was handled (stderr)."""
-        print(f"warning: {text}", file=sys.stderr, flush=True)
+        where = f" (rank {self.rank})" if self.world_size > 1 else ""
+        print(f"warning{where}: {text}", file=sys.stderr, flush=True)
 
     @contextmanager
     def stage(self, what: str, total: int | None = None, *, unit: str = "step") -> Iterator[Progress]:
@@ -279,7 +335,8 @@ class Run:
         ```
         """
         self.say(f"{what} ...")
-        bar = Progress(what, total or 0, enabled=self.progress and total is not None, unit=unit)
+        shown = self.progress and total is not None and self.rank == 0
+        bar = Progress(what, total or 0, enabled=shown, unit=unit)
         try:
             yield bar
         finally:
@@ -296,6 +353,9 @@ class Run:
         import matplotlib.pyplot as plt
 
         path = self.out / f"{name}.png"
+        if self.rank != 0:  # one copy of each figure: rank 0's
+            plt.close(fig)
+            return path
         finish(fig)
         found = problems(fig)
         fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -328,6 +388,12 @@ class Run:
         stage is not trained again (both are announced; ``fresh=True`` retrains). A checkpoint
         that cannot be read, or was written for another configuration or other shapes, is
         reported and ignored.
+
+        Under ``torchrun`` every rank calls ``step``. Once a model is wrapped by :meth:`ddp`
+        (the ranks train one model on shards of each batch) the numbers it returns are averaged
+        over the ranks, so the history and the progress are the global batch's; rank 0 writes the checkpoint with every rank's generator states, and a rerun with the same
+        number of ranks resumes each rank from its own (a checkpoint of another world size is
+        ignored). The ranks must share ``out`` (one machine, or a shared file system).
         """
         path = self.out / "checkpoints" / f"{tag}.pt"
         config = {
@@ -337,11 +403,13 @@ class Run:
             "tag": tag,
             "steps": int(steps),
         }
+        if self.world_size > 1:
+            config["world_size"] = self.world_size
         history: list[dict[str, Any]] = []
         start = 0
         if path.exists() and not self.fresh:
             try:
-                saved = read_checkpoint(path, config, state)
+                saved = read_checkpoint(path, config, state, rank=self.rank)
             except CheckpointError as err:
                 self.warn(f"ignoring checkpoint {path}: {err}; training {tag!r} from step 0 instead")
             else:
@@ -354,18 +422,39 @@ class Run:
                 )
         label = f"training {tag}"
         self.say(f"{label}: {steps - start} steps" + (f" (from step {start})" if start else ""))
-        bar = Progress(label, steps, initial=start, enabled=self.progress)
+        bar = Progress(label, steps, initial=start, enabled=self.progress and self.rank == 0)
         try:
             for i in range(start, steps):
                 info = {k: _plain(v) for k, v in step(i).items()}
+                if self.sharded:
+                    info = _mean_over_ranks(info)
                 history.append(info)
                 bar.update(info=info)
                 if (i + 1) % every == 0 or i + 1 == steps:
-                    write_checkpoint(path, config, i + 1, history, state)
+                    self._save(path, config, i + 1, history, state)
         finally:
             bar.close()
         self.say(f"{label}: done in {seconds(time.perf_counter() - bar.start)}; checkpoint: {path}")
         return history
+
+    def _save(
+        self,
+        path: Path,
+        config: dict[str, Any],
+        step: int,
+        history: list[dict[str, Any]],
+        state: dict[str, Any],
+    ) -> None:
+        """Write the checkpoint: this process's, or (``torchrun``) rank 0's with every rank's
+        generator states; the ranks wait for the file before they go on."""
+        if self.world_size == 1:
+            write_checkpoint(path, config, step, history, state)
+            return
+        states: list[Any] = [None] * self.world_size
+        dist.all_gather_object(states, rng_states())
+        if self.rank == 0:
+            write_checkpoint(path, config, step, history, state, rng=states)
+        dist.barrier()
 
     # -- output ---------------------------------------------------------------------------
 
@@ -380,7 +469,7 @@ class Run:
         return sorted((self.out / "checkpoints").glob("*.pt"))
 
     def write(self, exp: Experiment, elapsed: float) -> dict[str, Any]:
-        """Write ``metrics.json`` and ``report.md``; return the metrics document."""
+        """Write ``metrics.json`` and ``report.md`` (rank 0 only); return the metrics document."""
         doc = {
             "experiment": exp.name,
             "title": exp.title,
@@ -397,6 +486,10 @@ class Run:
             "figure_problems": self.figure_problems,
             "checkpoints": [p.relative_to(self.out).as_posix() for p in self.checkpoints()],
         }
+        if self.world_size > 1:
+            doc["world_size"] = self.world_size
+        if self.rank != 0:
+            return doc
         (self.out / "metrics.json").write_text(json.dumps(_jsonable(doc), indent=2) + "\n")
         lines = [
             f"# {exp.title} (`{exp.name}`)",
@@ -482,6 +575,8 @@ def run_experiment(
     from the checkpoints there (announced on stdout); ``fresh=True`` deletes them first. The
     header (what runs, where its files go) is printed first, then each stage with its progress,
     each figure's path as it is saved, and the paths of ``metrics.json`` and ``report.md``.
+    Under ``torchrun`` it joins the process group first (:func:`torchnde.distributed.process_group`)
+    and every rank runs the experiment (see the module's docstring); every rank gets the document.
 
     ```python
     doc = run_experiment("anode-g1d", quick=True, out="/tmp/g1d")   # about 10 s
@@ -494,21 +589,35 @@ def run_experiment(
     folder.mkdir(parents=True, exist_ok=True)
     matplotlib = require("matplotlib", extra="experiments")
     matplotlib.use("Agg")
+    with distributed.process_group():
+        return _run(exp, folder, quick=quick, seed=seed, progress=progress, fresh=fresh)
+
+
+def _run(
+    exp: Experiment, folder: Path, *, quick: bool, seed: int, progress: bool, fresh: bool
+) -> dict[str, Any]:
+    """:func:`run_experiment` once the process group (if any) is joined."""
+    name = exp.name
     run = Run(folder, quick=quick, seed=seed, progress=progress, experiment=name, fresh=fresh)
     run.say(f"{name}: {exp.title}")
     run.say(f"  {exp.paper}")
-    run.say(f"  {'quick' if quick else 'full'} tier, seed {seed}; outputs in {folder}")
+    ranks = f" on {run.world_size} ranks" if run.world_size > 1 else ""
+    run.say(f"  {'quick' if quick else 'full'} tier, seed {seed}{ranks}; outputs in {folder}")
     old = run.checkpoints()
     if fresh and old:
-        for path in old:
-            path.unlink()
+        if run.rank == 0:
+            for path in old:
+                path.unlink()
+        if run.world_size > 1:
+            dist.barrier()
         run.say(f"--fresh: deleted {len(old)} checkpoint(s) in {folder / 'checkpoints'}")
         run.fresh = False  # nothing left to ignore; the new checkpoints are this run's
-    seed_everything(seed)
+    seed_everything(distributed.rank_seed(seed))
     start = time.perf_counter()
     dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
     if exp.threads is not None:
         torch.set_num_threads(exp.threads)
+    matplotlib = require("matplotlib", extra="experiments")
     try:
         # constrained layout from each figure's creation: colorbars and suptitles take their room
         with matplotlib.rc_context({"figure.constrained_layout.use": True}):

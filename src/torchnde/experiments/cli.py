@@ -16,6 +16,7 @@ main(["run", "anode-g1d", "--quick", "--seeds", "0-2"])      # 0 if they passed 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -147,6 +148,8 @@ def _run_one(name: str, args: argparse.Namespace, seed: int, out: str | None) ->
     doc = run_experiment(
         name, quick=args.quick, seed=seed, out=folder, progress=not args.no_progress, fresh=args.fresh
     )
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 reports
+        return doc["passed"]
     print(f"{name}: {'passed' if doc['passed'] else 'FAILED'} in {doc['seconds']:.1f} s")
     for line in format_checks(doc):
         print(line)

@@ -15,13 +15,23 @@ noise-free spiral, at other random times of each spiral:
 - **interpolation**: ``held`` times inside the observed window that were not shown;
 - **extrapolation**: ``beyond`` times in the second half of the window.
 
+Both models are trained in the extrapolation setting of Rubanova et al. (their experiments):
+the encoder of a training spiral sees only its ``observed`` points of the first half, and the
+loss covers those points and ``observed`` further noisy points of its second half, which the
+encoder never sees. Trained only to reconstruct what it was shown, the latent ODE never
+learned what happens after the last observation, and its extrapolation error grew to 3.6–4.4×
+its interpolation error (full tier, seeds 0–2); trained to predict the second half too, it
+stays on the spiral (1.35×, 1.72×, 1.16× at seeds 0, 1, 2; its interpolation RMSE 0.133,
+0.112, 0.093, was 0.108 at seed 0), and its lead over GRU-Δt beyond the window grows from
+2.7–3.7× to 5.0–9.1×.
+
 The latent ODE follows the torchdiffeq example's sizes (latent 4, encoder 25, fields 20): an
 ODE-RNN runs backwards over the observations to :math:`q(z_0 \mid x)`, a latent neural ODE
-carries :math:`z_0` forward and an MLP reads it out; it is trained on the ELBO. The baseline
-(:class:`GRUDelta`) is the RNN the paper compares with, given the time gaps: a GRU runs
-backwards over the observations with inputs ``[x·m, m, Δt]`` to a code, and a GRU decoder
+carries :math:`z_0` forward and an MLP reads it out; it is trained on the ELBO of the targets.
+The baseline (:class:`GRUDelta`) is the RNN the paper compares with, given the time gaps: a GRU
+runs backwards over the observations with inputs ``[x·m, m, Δt]`` to a code, and a GRU decoder
 runs forward from it over the query times with ``Δt`` as its input; it is trained on the MSE of
-the observations. Both start at ``t0 = 0``, the start of every window.
+the same targets. Both start at ``t0 = 0``, the start of every window.
 """
 
 from __future__ import annotations
@@ -146,30 +156,51 @@ def _random_times(gen: torch.Generator, rows: int, low: int, high: int, count: i
     return (torch.rand(rows, high - low, generator=gen).argsort(1)[:, :count] + low).sort(1).values
 
 
-def _latent_ode_spirals(run: Run) -> None:
-    n_train, n_test = run.pick(100, 400), 200
-    observed, held, beyond = run.pick((12, 10, 10), (30, 20, 25))
-    iters = run.pick(120, 1500)
-    batch = 100
-    interp_factor, extrap_factor = run.pick((1.2, 1.0), (1.5, 1.5))
-    n = n_train + n_test
-    data = irregular_spirals(n, WINDOW, n_total=N_TOTAL, noise=NOISE, seed=run.seed)
-    gen = run.generator(1)
+def _times(
+    n: int, observed: int, held: int, beyond: int, gen: torch.Generator, gen_later: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each spiral's own grid indices in its window: ``(shown, target, scored)``.
+
+    ``shown`` ``[n, observed]``: what the encoders see, in the first half. ``target``
+    ``[n, 2 * observed]``: the training targets (Rubanova et al.'s extrapolation setting),
+    ``shown`` followed by as many times of the second half that the encoders never see.
+    ``scored`` ``[n, held + beyond]``: ``held`` other times of the first half (interpolation),
+    then ``beyond`` times of the second half (extrapolation). The second-half targets come from
+    their own generator, so the other draws do not depend on them.
+    """
     half = WINDOW // 2
-    # each spiral's own times: observed ones, held-out ones inside the window, and ones beyond it
     inside = _random_times(gen, n, 0, half, observed + held)
     pick = torch.rand(n, observed + held, generator=gen).argsort(1)
     shown = inside.gather(1, pick[:, :observed].sort(1).values)
     hidden = inside.gather(1, pick[:, observed:].sort(1).values)
     scored = torch.cat([hidden, _random_times(gen, n, half, WINDOW, beyond)], 1)
+    target = torch.cat([shown, _random_times(gen_later, n, half, WINDOW, observed)], 1)
+    return shown, target, scored
+
+
+def _latent_ode_spirals(run: Run) -> None:
+    n_train, n_test = run.pick(100, 400), 200
+    observed, held, beyond = run.pick((12, 10, 10), (30, 20, 25))
+    iters = run.pick(90, 1500)
+    batch = 100
+    interp_factor, extrap_factor = run.pick((1.2, 1.0), (1.5, 1.5))
+    n = n_train + n_test
+    data = irregular_spirals(n, WINDOW, n_total=N_TOTAL, noise=NOISE, seed=run.seed)
+    shown, target, scored = _times(n, observed, held, beyond, run.generator(1), run.generator(3))
     rows = torch.arange(n).unsqueeze(-1)
     t_shown, x_shown = data.times[shown], data.values[rows, shown]
     t_scored, truth = data.times[scored], data.clean[rows, scored]
+    t_target, x_target = data.times[target], data.values[rows, target]
     run.note(
         f"Data: {n_train} training and {n_test} test spirals, windows of {WINDOW} times of a "
         f"{N_TOTAL}-point grid (t in [0, {float(data.times[-1]):.2f}]), noise std {NOISE}. Each spiral "
         f"shows {observed} random times of the first half; scored at {held} other random times there "
-        f"(interpolation) and {beyond} in the second half (extrapolation). Latent ODE: ODE-RNN encoder "
+        f"(interpolation) and {beyond} in the second half (extrapolation). Training (Rubanova et al.'s "
+        f"extrapolation setting): the encoders see the {observed} shown points of a training spiral, and "
+        f"the loss covers them and {observed} noisy points of its second half that they never see "
+        "(trained on the shown points alone, the latent ODE's extrapolation RMSE was 3.6-4.4x its "
+        "interpolation RMSE in the full tier, seeds 0-2). "
+        "Latent ODE: ODE-RNN encoder "
         "(hidden 25, midpoint with steps of at most 0.1), latent 4, latent field and decoder MLPs of 20 (ELU), "
         f"rk4 with dt = 0.05, ELBO with obs std {NOISE}. GRU-Δt: hidden 25, MSE. Adam lr 1e-2, "
         f"{iters} iterations of minibatches of {batch}; RMSE against the noise-free spirals."
@@ -186,18 +217,18 @@ def _latent_ode_spirals(run: Run) -> None:
             i: int, model: nn.Module = model, opt: torch.optim.Optimizer = opt, picks: torch.Generator = picks
         ) -> dict[str, Any]:
             idx = torch.randperm(n_train, generator=picks)[:batch]
-            t, x = t_shown[idx], x_shown[idx]
+            t, x, tq, xq = t_shown[idx], x_shown[idx], t_target[idx], x_target[idx]
             opt.zero_grad()
             if isinstance(model, LatentODE):
-                terms = model.elbo(t, x, t0=0.0)
-                loss = -terms.value / x.numel() * len(idx)
+                terms = model.elbo(t, x, t_query=tq, targets=xq, t0=0.0)
+                loss = -terms.value / xq.numel() * len(idx)
                 pred = terms.prediction
             else:
-                pred = model(t, x, torch.ones_like(x, dtype=torch.bool), t)
-                loss = ((pred - x) ** 2).mean()
+                pred = model(t, x, torch.ones_like(x, dtype=torch.bool), tq)
+                loss = ((pred - xq) ** 2).mean()
             loss.backward()
             opt.step()
-            return {"loss": loss.item(), "mse": float(((pred.detach() - x) ** 2).mean())}
+            return {"loss": loss.item(), "mse": float(((pred.detach() - xq) ** 2).mean())}
 
         start = time.perf_counter()
         histories[label] = run.train(
@@ -247,8 +278,7 @@ def _latent_ode_spirals(run: Run) -> None:
         drift,
         "<=",
         2.0,
-        known_failure="the extrapolation horizon here is the whole second half of each window, as long "
-        "as the observed part, and the error grows along it (3.9x at seed 0); not investigated further",
+        claim="extrapolation past the observed window stays on the spiral (project criterion)",
     )
     with torch.no_grad():
         dense = models["latent ODE"].predict(t_in[:3], x_in[:3], None, data.times[1:], t0=0.0)
@@ -313,5 +343,10 @@ def _figures(
         "at the scored times (o: held-out times inside the window, x: times beyond it).",
     )
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    _history_plot(ax, histories, "mse", "MSE on the observed points", log=True)
-    run.figure("training", fig, "Reconstruction MSE of the observed (noisy) points during training.")
+    _history_plot(ax, histories, "mse", "MSE on the training targets", log=True)
+    run.figure(
+        "training",
+        fig,
+        "MSE on the training targets during training: the noisy points shown to the encoders and the "
+        "unseen ones of the second half.",
+    )

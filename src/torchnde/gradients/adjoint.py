@@ -12,6 +12,7 @@ import torch
 from .._loop import solve_plain
 from .._solution import Stats
 from ..controllers import ConstantStep, PIDController, channel_rms_norm
+from ..solvers.jacobian import autograd_engine
 
 __all__ = ["run_adjoint"]
 
@@ -282,27 +283,6 @@ def _controller(strategy: Any, fixed: Any, tolerances: tuple, carry: Any, stops:
     return ctrl if strategy.controller_hook is None else strategy.controller_hook(ctrl)
 
 
-# What ``torch.autograd.grad`` runs once it has normalised and checked its arguments. Private:
-# absent from some torch releases, and its arguments could change; it is used only after a probe
-# on a tiny graph gives the right answer (``_engine``), else ``_vjp`` calls ``torch.autograd.grad``.
-_ENGINE: list[Callable | None] = []
-
-
-def _engine() -> Callable | None:
-    if not _ENGINE:
-        run = getattr(torch.autograd.graph, "_engine_run_backward", None)
-        try:
-            with torch.enable_grad():
-                x = torch.ones(2, dtype=torch.float64, requires_grad=True)
-                got = run((x * 3.0,), (torch.ones(2, dtype=torch.float64),), False, False, (x,), True,
-                          accumulate_grad=False)  # fmt: skip
-            ok = x.grad is None and torch.equal(got[0], torch.full((2,), 3.0, dtype=torch.float64))
-        except Exception:  # any failure means: use the public function
-            ok = False
-        _ENGINE.append(run if ok else None)
-    return _ENGINE[0]
-
-
 def _vjp(out: torch.Tensor, inputs: tuple, cotangent: torch.Tensor, create_graph: bool) -> tuple:
     """``cotangent^T d out / d inputs``, ``None`` for an input ``out`` does not depend on (also
     when it depends on none of them, such as ``f = lambda t, y: torch.cos(t)``).
@@ -313,7 +293,7 @@ def _vjp(out: torch.Tensor, inputs: tuple, cotangent: torch.Tensor, create_graph
     if not out.requires_grad:
         return (None,) * len(inputs)
     plain = type(out) is torch.Tensor and type(cotangent) is torch.Tensor
-    run = _engine() if plain and not create_graph else None
+    run = autograd_engine() if plain and not create_graph else None
     if run is None or cotangent.shape != out.shape or cotangent.dtype != out.dtype:
         return torch.autograd.grad(out, inputs, cotangent, allow_unused=True, create_graph=create_graph)
     return run((out,), (cotangent,), False, False, inputs, True, accumulate_grad=False)

@@ -98,7 +98,8 @@ def exact_trace(
         for i in range(d)
     ]
     jacobian = torch.stack(rows, 1)  # [batch, d, d]: the per-op cost dominates a loop of small ones
-    trace, frobenius = jacobian.diagonal(dim1=1, dim2=2).sum(1), jacobian.pow(2).sum((1, 2))
+    # the Frobenius norm as the sum of the rows' squared norms (row sums first: a fixed order)
+    trace, frobenius = jacobian.diagonal(dim1=1, dim2=2).sum(1), jacobian.pow(2).sum(2).sum(1)
     return trace, frobenius
 
 
@@ -180,10 +181,11 @@ class CNF(SolveOptions):
     - ``regularisers``: :class:`KineticEnergy` / :class:`JacobianFrobenius` integrals in the same
       solve (RNODE, Finlay et al. 2020). The Frobenius norm reuses the trace's products: exact
       with ``trace="exact"``, the probe's estimate with ``"hutchinson"``. After
-      :meth:`log_prob`, ``self.regularisation`` is their weighted batch mean. (The penalties
-      per dimension of Finlay et al.'s code, :math:`\lambda_K\lVert f\rVert^2/(2d)` and
-      :math:`\lambda_J\lVert\partial f\rVert_F^2/d`, are ``KineticEnergy(λ_K / (2 * d))`` and
-      ``JacobianFrobenius(λ_J / d)``.)
+      :meth:`log_prob`, ``self.regularisation`` is their weighted batch mean and
+      ``self.integrals`` the integrals themselves, one ``[batch]`` tensor per regulariser. (The
+      penalties per dimension of Finlay et al.'s code, :math:`\lambda_K\lVert f\rVert^2/(2d)`
+      and :math:`\lambda_J\lVert\partial f\rVert_F^2/d`, are ``KineticEnergy(λ_K,
+      per_dimension=True)`` and ``JacobianFrobenius(λ_J, per_dimension=True)``.)
     - solve options (``solver``, ``rtol``, ``atol``, ``dt``, ``gradient``, ...): see
       :class:`~torchnde.models.SolveOptions`; every gradient strategy of ``solve`` works
       (``"adjoint"`` differentiates the augmented field with this module's parameters).
@@ -239,6 +241,7 @@ class CNF(SolveOptions):
         self.t_span = check_span(t_span)
         self.regularisers = tuple(regularisers)
         self.regularisation: torch.Tensor | None = None
+        self.integrals: tuple[torch.Tensor, ...] | None = None
 
     def vector_field(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """The field :math:`f(t, z)` this flow integrates."""
@@ -266,7 +269,7 @@ class CNF(SolveOptions):
                 else:
                     trace, frobenius = hutchinson_trace(dz, zz, probe, create_graph=outer)
                 rates = tuple(
-                    frobenius if isinstance(r, JacobianFrobenius) else r.rate(zz, dz, probe)
+                    r.normalise(frobenius, zz) if isinstance(r, JacobianFrobenius) else r.rate(zz, dz, probe)
                     for r in regularisers
                 )
             out = (dz, trace, *rates)
@@ -298,12 +301,13 @@ class CNF(SolveOptions):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         r"""``(z(t1), Δ(t1))``: the forward map of ``x`` and :math:`\int_{t_0}^{t_1}\operatorname{tr}
         \partial_z f\,dt` per sample (exact, or Hutchinson with one probe drawn from
-        ``generator`` for the whole solve). Sets ``self.regularisation``."""
+        ``generator`` for the whole solve). Sets ``self.regularisation`` and ``self.integrals``."""
         x = self._check_data(x, "flow")
         probe = None if self.trace == "exact" else probe_like(x, self.probe, generator)
         zero = x.new_zeros(x.shape[0])
         state0 = (x, zero, *(zero for _ in self.regularisers))
         final = [s[-1] for s in self._solve(self.augmented_field(probe), state0, self._times(x, False)).ys]
+        self.integrals = tuple(final[2:]) if self.regularisers else None
         self.regularisation = penalty(self.regularisers, final[2:]) if self.regularisers else None
         return final[0], final[1]
 
@@ -320,7 +324,23 @@ class CNF(SolveOptions):
         """The data points ``x = z(t0)`` of base points ``z = z(t1)``: the solve from ``t1`` back
         to ``t0`` (without the trace)."""
         z = self._check_data(z, "inverse")
-        return self._solve(self.vector_field, z, self._times(z, True)).ys[-1]
+        return self.trajectory(z, self._times(z, True))[-1]
+
+    def trajectory(self, z: torch.Tensor, t_eval: Any) -> torch.Tensor:
+        r"""The states ``[len(t_eval), batch, *event_shape]`` of :math:`\dot z = f(t, z)` started
+        from ``z`` at ``t_eval[0]`` (without the trace): from ``t1`` down to ``t0`` the paths that
+        carry base points to samples, from ``t0`` up to ``t1`` those of data points to the base.
+        ``self.nfe`` is that solve's cost (the sampling cost for ``t_eval = (t1, t0)``).
+
+        ```python
+        import torch, torchnde as nde
+        flow = nde.models.CNF(dim=2, hidden=(16,), solver="dopri5", rtol=1e-5, atol=1e-5)
+        paths = flow.trajectory(torch.randn(50, 2), torch.linspace(1, 0, 11))
+        assert paths.shape == (11, 50, 2)   # paths[-1] is flow.inverse of paths[0]
+        ```
+        """
+        z = self._check_data(z, "trajectory")
+        return self._solve(self.vector_field, z, time_grid(t_eval, z)).ys
 
     def sample(
         self,

@@ -15,6 +15,13 @@ Hutchinson's identity :math:`\lVert J\rVert_F^2 = \mathbb E_\varepsilon \lVert
 \varepsilon^\top J\rVert^2`, :math:`\varepsilon\sim\mathcal N(0, I)`, one probe drawn per solve
 (one vector–Jacobian product per evaluation).
 
+``per_dimension=True`` integrates the rates the way Finlay et al.'s code normalises them, per
+state dimension :math:`d` (the number of entries of one sample's state): the kinetic energy
+per dimension :math:`\tfrac{1}{2d}\lVert f\rVert^2` and :math:`\tfrac1d\lVert\partial_y f
+\rVert_F^2`. Mathematically that is only a rescaled weight, but the integrals are channels of the
+state, so their size enters the solver's error estimate: the two conventions take different
+steps.
+
 ```python
 import torch, torchnde as nde
 from torch import nn
@@ -29,7 +36,7 @@ loss = out.pow(2).mean() + model.regularisation
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -44,26 +51,48 @@ def _per_sample(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Regulariser:
-    """A penalty integrated along the trajectory: ``weight * ∫ rate(t, y, f) dt`` per sample."""
+    """A penalty integrated along the trajectory: ``weight * ∫ rate(t, y, f) dt`` per sample.
+
+    ``per_dimension``: divide the rate by ``per_dimension_divisor * d`` (``d`` entries in one
+    sample's state), the normalisation of Finlay et al.'s code.
+    """
 
     weight: float = 0.01
+    per_dimension: bool = field(default=False, kw_only=True)
+
+    # the rate's divisor per state dimension under per_dimension=True
+    per_dimension_divisor = 1
 
     def __post_init__(self) -> None:
         if not self.weight >= 0:
             raise ValueError(f"{type(self).__name__}: weight must be >= 0, got {self.weight}")
+        if not isinstance(self.per_dimension, bool):
+            raise TypeError(
+                f"{type(self).__name__}: per_dimension must be True or False, got {self.per_dimension!r}"
+            )
 
     def rate(self, y: torch.Tensor, dy: torch.Tensor, probe: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
+
+    def normalise(self, total: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``total`` (a per-sample sum over ``y``'s entries) divided as ``per_dimension`` asks."""
+        if not self.per_dimension:
+            return total
+        d = y[0].numel() if y.dim() >= 2 else y.numel()
+        return total / (self.per_dimension_divisor * d)
 
     needs_probe = False
 
 
 @dataclass(frozen=True)
 class KineticEnergy(Regulariser):
-    r"""Kinetic energy :math:`\lambda_K\int\lVert f(t, y)\rVert^2 dt` (Finlay et al., ICML 2020)."""
+    r"""Kinetic energy :math:`\lambda_K\int\lVert f(t, y)\rVert^2 dt` (Finlay et al., ICML 2020);
+    with ``per_dimension=True`` :math:`\lambda_K\int\tfrac{1}{2d}\lVert f(t, y)\rVert^2 dt`."""
+
+    per_dimension_divisor = 2
 
     def rate(self, y: torch.Tensor, dy: torch.Tensor, probe: torch.Tensor | None) -> torch.Tensor:
-        return _per_sample(dy.pow(2))
+        return self.normalise(_per_sample(dy.pow(2)), y)
 
 
 @dataclass(frozen=True)
@@ -72,7 +101,8 @@ class JacobianFrobenius(Regulariser):
     Hutchinson probe per solve (Finlay et al., ICML 2020; Hutchinson 1989).
 
     The vector–Jacobian product couples samples only through ``f``; for a field that acts on
-    each sample separately (the usual case) the estimate is per sample.
+    each sample separately (the usual case) the estimate is per sample. With
+    ``per_dimension=True`` the rate is divided by :math:`d`.
     """
 
     needs_probe = True
@@ -82,7 +112,7 @@ class JacobianFrobenius(Regulariser):
         (vjp,) = torch.autograd.grad(dy, y, probe, create_graph=True, allow_unused=True)
         if vjp is None:
             return _per_sample(torch.zeros_like(y))
-        return _per_sample(vjp.pow(2))
+        return self.normalise(_per_sample(vjp.pow(2)), y)
 
 
 def augment_field(

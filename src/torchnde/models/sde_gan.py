@@ -14,6 +14,10 @@ state :math:`X \in \mathbb R^x` and an output :math:`Y \in \mathbb R^y`:
 a Stratonovich SDE with general noise (:math:`\sigma_\theta(t, X) \in \mathbb R^{x \times w}`,
 :math:`W` a :math:`w`-dimensional Brownian motion); :math:`\zeta, \mu, \sigma` are MLPs with
 LipSwish activations, :math:`\mu, \sigma` with a final tanh.
+With ``diffusion="constant"`` the diffusion is a learnt matrix :math:`\Sigma \in \mathbb
+R^{x \times w}` (additive noise, :math:`dX = \mu_\theta(t, X)\,dt + \Sigma\,dW`): the law's
+spread over time then comes from the drift's mean reversion, as in an Ornstein–Uhlenbeck
+process, which this generator represents exactly (a linear drift, a constant :math:`\Sigma`).
 
 **Discriminator** (:class:`CDEDiscriminator`). On the time-augmented path
 :math:`\hat Y_t = (t, Y_t)` (the linear interpolation of the generated or the real samples):
@@ -23,6 +27,11 @@ LipSwish activations, :math:`\mu, \sigma` with a final tanh.
 
 a neural CDE (:class:`torchnde.CDETerm` on a :class:`torchnde.LinearPath`), :math:`f_\phi` an MLP
 with LipSwish activations and a final tanh, returning :math:`[h, 1 + y]`.
+With ``readout="all"`` the score reads every sample time instead of the last,
+:math:`D = \frac1{K}\sum_{k=1}^{K} m_\phi \cdot H_{t_k}` (:math:`t_1 < \dots < t_K` the sample
+times): each :math:`H_{t_k}` has seen the path up to :math:`t_k`, so every marginal law (the
+initial one included) gets a direct say in the score, as diffrax's SDE-GAN example does with
+:math:`t_0` and :math:`T`.
 
 **Training** (:meth:`SDEGAN.loss`, :meth:`SDEGAN.training_step`): the Wasserstein estimate
 :math:`L = \mathbb E[D(Y_{\text{fake}})] - \mathbb E[D(Y_{\text{real}})]`, minimised by the
@@ -51,6 +60,8 @@ from ._base import SolveOptions
 
 __all__ = ["SDEGAN", "CDEDiscriminator", "LipSwish", "SDEGenerator", "lipswish_mlp"]
 
+DIFFUSIONS = ("neural", "constant")  # the generator's sigma: an MLP of (t, X), or a learnt matrix
+READOUTS = ("last", "all")  # what the discriminator's score reads: H_T, or H at every sample time
 LIPSWISH_SCALE = 0.909  # 1 / max_x d/dx [x sigmoid(x)] = 1 / 1.0998..., rounded down
 
 
@@ -113,6 +124,21 @@ class _TimeField(nn.Module):
         return self.net(tx).view(*x.shape[:-1], *self.shape)
 
 
+class _ConstantField(nn.Module):
+    r"""A learnt matrix ``[*shape]``, the same at every ``(t, x)``: an additive, time-homogeneous
+    diffusion. Initialised as ``nn.Linear`` initialises its bias (uniform in
+    :math:`\pm 1/\sqrt{n}`, :math:`n` = ``shape[0]``)."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        bound = 1.0 / shape[0] ** 0.5
+        self.matrix = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+        self.shape = shape
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.matrix.to(x.dtype).expand(*x.shape[:-1], *self.shape)
+
+
 def _check_times(ts: Any) -> torch.Tensor:
     if not isinstance(ts, torch.Tensor) or ts.ndim != 1 or len(ts) < 2 or not ts.is_floating_point():
         raise ValueError(
@@ -143,6 +169,8 @@ class SDEGenerator(SolveOptions):
     - ``hidden_size``: :math:`x`; ``noise_size``: :math:`w`, the Brownian motion's dimension;
       ``initial_noise_size``: :math:`v`.
     - ``width``, ``depth``: of the MLPs :math:`\zeta, \mu, \sigma`.
+    - ``diffusion``: ``"neural"`` (:math:`\sigma_\theta(t, X)`, an MLP, the paper's) or
+      ``"constant"`` (a learnt matrix :math:`\Sigma`: additive, time-homogeneous noise).
     - the solve options of :class:`~torchnde.models.SolveOptions`; defaults
       ``solver="reversible_heun"``, ``gradient="reversible"``, ``dt=None`` (one step per
       interval of the sample times; give a smaller ``dt`` for a finer solve).
@@ -167,12 +195,18 @@ class SDEGenerator(SolveOptions):
         width: int = 16,
         depth: int = 1,
         *,
+        diffusion: str = "neural",
         solver: Any = "reversible_heun",
         gradient: Any = "reversible",
         dt: float | None = None,
         **solve_options: Any,
     ) -> None:
         super().__init__(solver=solver, gradient=gradient, dt=dt, **solve_options)
+        if diffusion not in DIFFUSIONS:
+            raise ValueError(
+                f"SDEGenerator: diffusion must be one of {DIFFUSIONS} ('neural': an MLP of (t, X); 'constant': a "
+                f"learnt matrix, additive noise), got {diffusion!r}"
+            )
         _check_sizes("SDEGenerator", data_size=data_size, hidden_size=hidden_size, noise_size=noise_size,
                      initial_noise_size=initial_noise_size)  # fmt: skip
         self.data_size, self.hidden_size = data_size, hidden_size
@@ -181,9 +215,13 @@ class SDEGenerator(SolveOptions):
         self.drift = _TimeField(
             lipswish_mlp(1 + hidden_size, hidden_size, width, depth, True), (hidden_size,)
         )
-        self.diffusion = _TimeField(
-            lipswish_mlp(1 + hidden_size, hidden_size * noise_size, width, depth, True),
-            (hidden_size, noise_size),
+        self.diffusion: nn.Module = (
+            _TimeField(
+                lipswish_mlp(1 + hidden_size, hidden_size * noise_size, width, depth, True),
+                (hidden_size, noise_size),
+            )
+            if diffusion == "neural"
+            else _ConstantField((hidden_size, noise_size))
         )
         self.readout = nn.Linear(hidden_size, data_size)
 
@@ -236,6 +274,8 @@ class CDEDiscriminator(SolveOptions):
 
     - ``data_size``: the channels of a sample; ``hidden_size``: of :math:`H`.
     - ``width``, ``depth``: of the MLPs :math:`\xi, f`.
+    - ``readout``: ``"last"`` (:math:`D = m \cdot H_T`, the paper's) or ``"all"`` (the average of
+      :math:`m \cdot H_{t_k}` over the sample times; see the module docstring).
     - the solve options of :class:`~torchnde.models.SolveOptions`; defaults
       ``solver="reversible_heun"``, ``gradient="reversible"``, ``dt=None`` (one step per
       interval of the sample times, landing on every knot of the linear path).
@@ -259,6 +299,7 @@ class CDEDiscriminator(SolveOptions):
         width: int = 16,
         depth: int = 1,
         *,
+        readout: str = "last",
         solver: Any = "reversible_heun",
         gradient: Any = "reversible",
         dt: float | None = None,
@@ -266,7 +307,12 @@ class CDEDiscriminator(SolveOptions):
     ) -> None:
         super().__init__(solver=solver, gradient=gradient, dt=dt, **solve_options)
         _check_sizes("CDEDiscriminator", data_size=data_size, hidden_size=hidden_size)
-        self.data_size, self.hidden_size = data_size, hidden_size
+        if readout not in READOUTS:
+            raise ValueError(
+                f"CDEDiscriminator: readout must be one of {READOUTS} ('last': the final hidden state; 'all': "
+                f"the average over the sample times), got {readout!r}"
+            )
+        self.data_size, self.hidden_size, self.readout_at = data_size, hidden_size, readout
         self.initial = lipswish_mlp(1 + data_size, hidden_size, width, depth)
         self.field = _TimeField(
             lipswish_mlp(1 + hidden_size, hidden_size * (1 + data_size), width, depth, True),
@@ -287,7 +333,10 @@ class CDEDiscriminator(SolveOptions):
         x = torch.cat([ts.view(1, -1, 1).expand(ys.shape[0], -1, 1), ys], dim=-1)
         path = LinearPath(x, ts)
         h0 = self.initial(x[:, 0])
-        sol = self._solve(CDETerm(self.field, path), h0, ts[[0, -1]], dt=_grid_step(self.dt, ts))
+        at = ts if self.readout_at == "all" else ts[[0, -1]]
+        sol = self._solve(CDETerm(self.field, path), h0, at, dt=_grid_step(self.dt, ts))
+        if self.readout_at == "all":
+            return self.readout(sol.ys).squeeze(-1).mean(0)
         return self.readout(sol.ys[-1]).squeeze(-1)
 
     @torch.no_grad()
@@ -309,7 +358,9 @@ class SDEGAN(nn.Module):
     - ``data_size``: the channels of a sample.
     - ``hidden_size``, ``noise_size``, ``initial_noise_size``, ``width``, ``depth``: the
       generator's (see :class:`SDEGenerator`); the discriminator takes ``discriminator_hidden``
-      (default ``hidden_size``), ``width`` and ``depth``.
+      (default ``hidden_size``), ``width``, ``depth`` and ``discriminator_readout`` (``"last"``
+      or ``"all"``, see :class:`CDEDiscriminator`); ``diffusion`` (``"neural"`` or
+      ``"constant"``) is the generator's.
     - ``solve_options``: options for both solves (``solver``, ``gradient``, ``dt``, ...; see
       :class:`~torchnde.models.SolveOptions`), e.g. ``gradient="backprop"``.
 
@@ -338,13 +389,20 @@ class SDEGAN(nn.Module):
         width: int = 16,
         depth: int = 1,
         discriminator_hidden: int | None = None,
+        discriminator_readout: str = "last",
+        diffusion: str = "neural",
         **solve_options: Any,
     ) -> None:
         super().__init__()
         self.generator = SDEGenerator(data_size, hidden_size, noise_size, initial_noise_size, width, depth,
-                                      **solve_options)  # fmt: skip
+                                      diffusion=diffusion, **solve_options)  # fmt: skip
         self.discriminator = CDEDiscriminator(
-            data_size, discriminator_hidden or hidden_size, width, depth, **solve_options
+            data_size,
+            discriminator_hidden or hidden_size,
+            width,
+            depth,
+            readout=discriminator_readout,
+            **solve_options,
         )
         self.discriminator.clip_weights_()
 

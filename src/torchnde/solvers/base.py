@@ -173,6 +173,12 @@ class AbstractSolver(abc.ABC):
         method's Newton tolerances and empty Jacobian cache); ``None`` for stateless solvers."""
         return None
 
+    def prepare(self, y: torch.Tensor) -> None:
+        """Build the constants the step caches for ``y``'s dtype and device (tableau tensors),
+        so that a traced step (``solve(compile=True)``) finds them ready instead of tracing
+        their construction. The default has nothing to build."""
+        return None
+
     def combine_error_norms(self, norms: tuple[Any, ...]) -> Any:
         """Turn the scaled norms of ``StepResult.errors`` into the one the controller uses."""
         return norms[0]

@@ -125,6 +125,11 @@ class ExplicitRungeKutta(AbstractSolver):
                 co = _COEFFICIENTS[key] = _Coefficients(self.tableau, y.dtype, y.device)
         return co
 
+    def prepare(self, y: torch.Tensor) -> None:
+        self._coefficients(y)
+        self.dense_polynomial.matrix_t(y.dtype, y.device)
+        self.dense_polynomial.matrix(y.dtype, y.device)
+
     def step(
         self,
         func: Func,
@@ -253,7 +258,10 @@ def _chain(
 
 
 def _column(dt: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-sample ``dt`` as ``[B, 1, ..., 1]`` in the state's dtype."""
+    """Per-sample ``dt`` as ``[B, 1, ..., 1]`` in the state's dtype (a 0-d ``dt``, the global
+    layout under ``compile=True``, stays 0-d: it broadcasts over any state)."""
+    if dt.ndim == 0:
+        return dt.to(y.dtype)
     return dt.to(y.dtype).view(-1, *([1] * (y.ndim - 1)))
 
 

@@ -113,7 +113,9 @@ class FullyImplicitRK(NewtonSolver):
     supports_per_sample: ClassVar[bool] = True
     error_order: ClassVar[int | None] = None
 
-    def __init__(self, newton: Newton | None = None, jacobian: Callable[..., torch.Tensor] | None = None):
+    def __init__(
+        self, newton: Newton | None = None, jacobian: Callable[..., torch.Tensor] | str | None = None
+    ):
         super().__init__(newton, jacobian)
         if self.newton.linear_solver != "dense":
             raise ValueError(f"{type(self).__name__} supports Newton(linear_solver='dense') only")

@@ -176,14 +176,17 @@ _DEFAULT_STATE = ImplicitState()  # a direct step call without a state: the defa
 class NewtonSolver(AbstractSolver):
     """What the implicit Runge–Kutta engines (ESDIRK here, fully implicit in
     :mod:`.fully_implicit`) share: the options ``newton`` (a :class:`Newton`) and ``jacobian``
-    (``None``: autograd; or the exact ``jacobian(t, y) -> df/dy``, ``[N, N]`` or per sample
-    ``[B, N, N]``, as for :class:`~torchnde.solvers.Rodas5P`), the Newton tolerances as the
+    (``None`` or ``"autograd"``: autograd; ``"fd"``: forward differences of ``f``; or the exact
+    ``jacobian(t, y) -> df/dy``, ``[N, N]`` or per sample ``[B, N, N]``, as for
+    :class:`~torchnde.solvers.Rodas5P`), the Newton tolerances as the
     state a solve starts from, and a continuous extension ``_dense`` set by the engine."""
 
     implicit: ClassVar[bool] = True
     _dense: DensePolynomial
 
-    def __init__(self, newton: Newton | None = None, jacobian: Callable[..., torch.Tensor] | None = None):
+    def __init__(
+        self, newton: Newton | None = None, jacobian: Callable[..., torch.Tensor] | str | None = None
+    ):
         if newton is not None and not isinstance(newton, Newton):
             raise TypeError(f"newton must be a torchnde.solvers.Newton, got {type(newton).__name__}")
         self.newton = newton or Newton()
@@ -223,7 +226,9 @@ class DiagonallyImplicitRK(NewtonSolver):
     tableau: ClassVar[ESDIRKTableau]
     supports_per_sample: ClassVar[bool] = True  # dense linear solver only (gmres: global layout)
 
-    def __init__(self, newton: Newton | None = None, jacobian: Callable[..., torch.Tensor] | None = None):
+    def __init__(
+        self, newton: Newton | None = None, jacobian: Callable[..., torch.Tensor] | str | None = None
+    ):
         super().__init__(newton, jacobian)
         self._dense = hermite_interpolant(self.tableau.b, self.order)
 

@@ -17,9 +17,10 @@ benchmarks within the Julia Differential Equations package*, BIT 63 (2023). Fift
 fourth-order embedded solution (the last stage's input; the last stage's increment is the
 error estimate). Dense output is the cubic Hermite interpolant.
 
-Nothing is reused from step to step but whether ``f`` reads ``t`` at all (then
-:math:`\partial_t f = 0` is not computed): the solver's state, learnt by the first step of a
-solve and carried in ``StepResult.state`` (see :class:`RosenbrockState`).
+Little is reused from step to step, since the method's order needs the exact Jacobian at each
+step's start: whether ``f`` reads ``t`` at all (then :math:`\partial_t f = 0` is not computed),
+and the Jacobian of a rejected step for its retry from the same point. Both are the solver's
+state, carried in ``StepResult.state`` (see :class:`RosenbrockState`).
 """
 
 from __future__ import annotations
@@ -38,12 +39,21 @@ __all__ = ["Rodas5P", "RosenbrockState"]
 
 
 class RosenbrockState(NamedTuple):
-    """What a Rosenbrock solve carries from step to step: ``autonomous``, whether ``f`` ignores
-    ``t`` (so that ``df/dt = 0`` need not be computed), learnt by the first step. The first
-    step's state is ``None`` (``init_state``): it is learnt then; a direct step call without a
-    state learns it anew."""
+    """What a Rosenbrock solve carries from step to step (immutable: a step returns a new one).
+
+    - ``autonomous``: whether ``f`` ignores ``t`` (so that ``df/dt = 0`` need not be computed),
+      learnt by the first step. The first step's state is ``None`` (``init_state``): it is learnt
+      then; a direct step call without a state learns it anew.
+    - ``point``: ``(t0, y0)`` of the last step, and ``jacobian``: ``(df/dy, df/dt or None)``
+      there. A step from the same point (the retry of a rejected step: the same ``y0`` object and
+      ``t0``) reuses them, since the method needs the Jacobian at the step's start and that has
+      not moved. Kept only while autograd is not recording the step (a recorded step builds its
+      own, differentiable, Jacobian) and in the global layout.
+    """
 
     autonomous: bool
+    point: tuple[Any, torch.Tensor] | None = None
+    jacobian: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
 
 class Rodas5P(AbstractSolver):
@@ -71,6 +81,11 @@ class Rodas5P(AbstractSolver):
                                 torch.stack([z, 6e7 * b, z])])
 
         sol = torchnde.solve(f, y0, t, torchnde.solvers.Rodas5P(jacobian=jac), rtol=1e-6, atol=1e-10)
+
+    ``jacobian="fd"`` takes it by forward differences of ``f`` instead (scipy's default; see
+    :func:`~torchnde.solvers.jacobian.finite_difference_jacobian`): ``N`` more evaluations per
+    step, accurate to about :math:`\sqrt{\varepsilon}`, cheaper than autograd's pass on 2- and
+    3-state problems; ``jacobian="autograd"`` is the default.
     """
 
     name: ClassVar[str] = "rodas5p"
@@ -112,7 +127,7 @@ class Rodas5P(AbstractSolver):
     # solution, so k_8 is the error estimate
     m: ClassVar[tuple[float, ...]] = (*_LAST, 1.0, 1.0, 1.0)
 
-    def __init__(self, jacobian: Callable[..., torch.Tensor] | None = None) -> None:
+    def __init__(self, jacobian: Callable[..., torch.Tensor] | str | None = None) -> None:
         self.jacobian = check_jacobian_option("Rodas5P", jacobian)
         # Hermite over [f0, f1] with y1 - y0 = h * slope: stages are (f0, f1, slope)
         self._dense = DensePolynomial(
@@ -158,9 +173,18 @@ class Rodas5P(AbstractSolver):
         h = float(dt)
         shape = y0.shape
         differentiate = torch.is_grad_enabled() and (y0.requires_grad or f0.requires_grad)
-        jac, ft = jacobians(
-            func, t0, y0, batched=False, create_graph=differentiate, with_time=not state.autonomous
-        )
+        point = state.point
+        if point is not None and point[1] is y0 and point[0] == t0 and not differentiate:
+            jac, ft = state.jacobian  # type: ignore[misc]  # a retry from the same point
+        else:
+            jac, ft = jacobians(
+                func, t0, y0, batched=False, create_graph=differentiate, with_time=not state.autonomous, f0=f0
+            )
+            state = (
+                state._replace(point=None, jacobian=None)
+                if differentiate
+                else state._replace(point=(t0, y0), jacobian=(jac, ft))
+            )
         n = jac.shape[0]
         w = torch.eye(n, dtype=jac.dtype, device=jac.device) / (h * self.gamma) - jac
         solve = dense_solver(w)  # an inverse for small systems, else LU
@@ -200,7 +224,7 @@ class Rodas5P(AbstractSolver):
         batch, shape = y0.shape[0], y0.shape
         differentiate = torch.is_grad_enabled() and (y0.requires_grad or f0.requires_grad)
         jac, ft = jacobians(
-            func, t0, y0, batched=True, create_graph=differentiate, with_time=not state.autonomous
+            func, t0, y0, batched=True, create_graph=differentiate, with_time=not state.autonomous, f0=f0
         )
         n = jac.shape[-1]
         h = torch.where(dt > 0, dt, 1.0).to(y0.dtype)  # finished samples (dt = 0) stand still
