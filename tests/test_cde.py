@@ -45,6 +45,24 @@ def test_the_solve_lands_on_every_kink_of_a_linear_control():
     assert sol.stats.steps == 5  # one step per piece, none straddling a kink
 
 
+@pytest.mark.parametrize("solver", ["heun", "rk4", "dopri5"])
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_a_solve_that_ends_on_an_interior_knot_equals_the_solve_on_the_path_cut_there(solver, per_sample):
+    # the last step's end stage must read the piece before the knot, not the one after it
+    x = torch.randn(2, 6, 2, dtype=F64)
+    w = torch.randn(3, 6, dtype=F64)
+    z0 = torch.randn(2, 3, dtype=F64)
+    options = {"rtol": 1e-8, "atol": 1e-10} if solver == "dopri5" else {"dt": 0.25}
+    end = T[[0, 3]]  # t = 1.2, an interior knot of the whole path and the last knot of the cut one
+    ys = [
+        nde.solve(
+            nde.CDETerm(_field(w, 2), path), z0, end, solver=solver, per_sample=per_sample, **options
+        ).ys[-1]
+        for path in (nde.LinearPath(x, T), nde.LinearPath(x[:, :4], T[:4]))
+    ]
+    assert torch.allclose(ys[0], ys[1], rtol=0, atol=1e-12)
+
+
 def test_a_linear_control_is_integrated_exactly_by_a_first_order_method_between_knots():
     # dz = dX with a piecewise linear X: z(t) = z0 + X(t) - X(t0), whatever the solver.
     x = torch.randn(1, 6, 2, dtype=F64)

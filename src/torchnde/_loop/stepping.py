@@ -58,7 +58,9 @@ def stops(
 ) -> tuple[list[float], dict[float, tuple[float, float]]]:
     """The global layout's grid and jump times strictly inside ``(s0, s1)``, in forward time; each
     jump maps to its ``jump_sides`` in the state's dtype. A jump at ``s0`` is in the jumps too
-    (not the grid): the solve starts from its far side (a backward solve from a kink)."""
+    (not the grid): the solve starts from its far side (a backward solve from a kink). So is a
+    jump at ``s1``: the last step ends just short of it, so that no stage sees the far side of a
+    kink the solve ends on (a CDE on a linear path stopped at an interior knot)."""
     stops: set[float] = set()
     jumps: dict[float, tuple[float, float]] = {}
     for name in ("step_ts", "jump_ts"):
@@ -68,7 +70,7 @@ def stops(
         for t in (times * direction).tolist():
             if s0 < t < s1:
                 stops.add(t)
-            if name == "jump_ts" and s0 <= t < s1:
+            if name == "jump_ts" and s0 <= t <= s1:
                 jumps[t] = jump_sides(t, dtype)
     return sorted(stops), jumps
 
