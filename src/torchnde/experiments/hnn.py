@@ -453,7 +453,7 @@ def run_hnn_two_body(run: Run) -> None:
     n_orbits = run.pick(100, 250)
     data = two_body(n_orbits, seed=run.seed)
     test, train = data.split(0.2)  # the repository holds out 20%
-    steps = run.pick(1500, 6000)
+    steps = run.pick(500, 6000)
     pair = _Pair(run, train, test, steps, batch=run.pick(400, 500), decay=True)
     x0 = test.x_clean[:, 0]
     ev = _energy_rollouts(pair, data, x0, 20.0, 0.05)
