@@ -75,6 +75,8 @@ class ErrorNorm:
                 self._tensor_norm, self._factor = (lambda x: user(x.reshape(-1))), 1.0
             tensor_norm, factor = self._tensor_norm, self._factor  # no reference to self: no cycle
             self.norm = lambda x: float(tensor_norm(x)) * factor
+            # the same norm left on the device, a float64 0-d tensor (the fused compiled loop)
+            self.device_norm = lambda x: tensor_norm(x).double() * factor
 
     def select(self, keep: torch.Tensor) -> None:
         """Follow a compacted per-sample batch: per-sample tolerances keep only ``keep``."""
@@ -124,5 +126,5 @@ class ErrorNorm:
         with torch.no_grad():
             scale = self.scale(y0)
             scale = torch.maximum(scale, self.scale(y1))
-            norms = tuple(self._tensor_norm(e / scale).double() * self._factor for e in errors)
+            norms = tuple(self.device_norm(e / scale) for e in errors)
             return self.solver.combine_error_norms(norms) * h.abs()

@@ -148,7 +148,7 @@ def _kernels(problem: Problem, solver: ExplicitRungeKutta, ctrl: PIDController) 
         if ctrl.dt0 is None:
             with torch.no_grad():
                 scale = norm.scale(y0)
-                dt = initial_step_size(func, s0, y0, f0, solver.error_order, scale, _device_norm(norm))  # type: ignore[arg-type]
+                dt = initial_step_size(func, s0, y0, f0, solver.error_order, scale, norm.device_norm)  # type: ignore[arg-type]
         else:
             dt = torch.full_like(s0, ctrl.dt0)
         dt = dt.double() if dtmax is None else dt.double().clamp(max=dtmax)
@@ -161,12 +161,6 @@ def _kernels(problem: Problem, solver: ExplicitRungeKutta, ctrl: PIDController) 
         return block(carry, s_out, s1, max_steps)
 
     return start, block
-
-
-def _device_norm(norm: ErrorNorm) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The error norm of a scaled vector as a float64 0-d tensor (the initial step's norm)."""
-    tensor_norm, factor = norm._tensor_norm, norm._factor
-    return lambda x: tensor_norm(x).double() * factor
 
 
 def loop_fused(problem: Problem, solver: AbstractSolver, ctrl: Any, opts: LoopOptions) -> Raw:
