@@ -22,3 +22,6 @@ def test_quick_tier_passes_its_criteria(tmp_path):
     metrics = doc["metrics"]
     assert metrics["heldout_elbo"]["after"] > metrics["heldout_elbo"]["before"]
     assert 0.0 <= metrics["coverage_90"] <= 1.0 and metrics["posterior_mse"] > 0
+    spread = metrics["posterior_final_std"]
+    assert len(spread["posterior"]) == len(spread["heldout"]) == 3
+    assert all(v > 0 for v in spread["posterior"] + spread["heldout"])
