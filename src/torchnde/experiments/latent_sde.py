@@ -37,7 +37,10 @@ narrow at seeds 0, 1, 2: seed 2 now fails the std criterion (``x`` and ``y`` wit
 seed). Whether the mirroring or the run-to-run spread moved seed 2 from 15% to 21.5% one run each
 cannot tell (the estimate itself, 1,024 prior samples against 1,024 fresh paths, has a standard
 error of about 3%); batches of 64 drawn from the 256 original and mirrored paths, instead of
-pairs, gave 20.2% at seed 2 (mean error 0.011), so the pairing is not the cause. Where the shortfall comes from, measured on seed 2's trained model (1,024 prior samples, a
+pairs, gave 20.2% at seed 2 (mean error 0.011), so the pairing is not the cause. The shortfall is systematic: seed 3 (full tier, checked since) fails the same way, ``z``
+21.4% narrow (0.266 against 0.339; the posterior given its held-out paths 0.260 against their
+0.314), with ``x`` and ``y`` within 1.4%, mean errors within 0.023 of the std, coverage 93%.
+Where the shortfall comes from, measured on seed 2's trained model (1,024 prior samples, a
 standard error of about 3% on a standard deviation; the data's ``z`` at ``t = 1`` has 0.337):
 
 - Not ``p(z0)``. The prior is narrow at ``t = 0`` (``x``: 0.059 against the data's 0.116, the
