@@ -1,5 +1,10 @@
-"""The loop of reversible solvers (global and per-sample states alike): fixed steps on one grid
-that lands on every output time, so that a backward pass can undo every step exactly."""
+r"""The loop of reversible solvers (global and per-sample states alike): fixed steps on one grid
+that lands on every output time, so that a backward pass can undo every step exactly.
+
+A CDE term is handed to the solver as its vector field and the increments of its control
+(:class:`BoundControl`, ``func.control``), not lowered to :math:`f\,dX/dt`: a method that carries
+an evaluation from one step into the next (reversible Heun carries :math:`f(t_n, z_n)`) then
+multiplies it by the increment of the piece it steps over, not by the slope at a knot."""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from .._solution import Stats, Status
 from .raw import Raw
 from .stepping import STRETCH, checkpointed
 
-__all__ = ["grid_func", "loop_reversible", "step_grid"]
+__all__ = ["BoundControl", "bind_control", "grid_func", "loop_reversible", "step_grid"]
 
 
 def step_grid(s_out: list[float], dt: float, extra: list[float]) -> list[float]:
@@ -58,7 +63,7 @@ def loop_reversible(problem: Any, solver: Any, ctrl: Any, opts: Any) -> Any:
     func = grid_func(problem, problem.func())
     step = checkpointed(solver.step, opts.checkpoint)  # gradient="checkpoint": recompute each step
     y = problem.y0
-    f0 = func(grid[0], y)
+    f0 = None if problem.control is not None else func(grid[0], y)  # a control: the solver starts it
     state = solver.init_state(ctrl)
     outputs = [y]
     wanted = set(s_out[1:])
@@ -91,12 +96,58 @@ def loop_reversible(problem: Any, solver: Any, ctrl: Any, opts: Any) -> Any:
 
 def grid_func(problem: Any, func: Callable) -> Callable:
     """``func`` called with a host time: per sample, every sample at that time (SDE problems are
-    global, and ``func`` carries their ``sde``)."""
-    if not problem.per_sample:
-        return func
-    batch, device = problem.batch, problem.device
+    global, and ``func`` carries their ``sde``); a CDE's ``control`` attached as ``func.control``."""
+    out = func
+    if problem.per_sample:
+        batch, device = problem.batch, problem.device
 
-    def call(s: float, y: torch.Tensor) -> torch.Tensor:
-        return func(torch.full((batch,), s, dtype=torch.float64, device=device), y)
+        def out(s: float, y: torch.Tensor) -> torch.Tensor:
+            return func(torch.full((batch,), s, dtype=torch.float64, device=device), y)
 
-    return call
+    if problem.control is not None:
+        out.control = problem.control  # type: ignore[attr-defined]
+    return out
+
+
+class BoundControl:
+    r"""A CDE term's vector field and control increments (:meth:`CDETerm.lower_controlled`) in
+    the reversible loop's layout: forward host times ``s`` (user time ``t = s * direction``),
+    evaluations of the field counted. A solver stepping from ``s0`` to ``s1`` computes
+    :math:`f(t, z)\,\Delta X` as ``product(field(s, z), increment(s0, s1))``; a backward solve
+    (``direction = -1``) needs no sign, since :math:`\Delta X = X(t_1) - X(t_0)` carries it."""
+
+    __slots__ = ("_field", "_increment", "counter", "direction", "product", "time")
+
+    def __init__(self, parts: tuple[Callable, Callable, Callable], time: Callable, direction: float,
+                 counter: list[int]):  # fmt: skip
+        self._field, self._increment, self.product = parts
+        self.time, self.direction, self.counter = time, direction, counter
+
+    def field(self, s: float, y: torch.Tensor) -> torch.Tensor:
+        """:math:`f(t, y)`, ``[*y.shape, channels]``."""
+        self.counter[0] += 1
+        return self._field(self.time(s), y)
+
+    def increment(self, s0: float, s1: float) -> torch.Tensor:
+        """:math:`X(t(s_1)) - X(t(s_0))`, ``[*path.batch_shape, channels]``."""
+        return self._increment(s0 * self.direction, s1 * self.direction)
+
+    def counted(self, counter: list[int]) -> BoundControl:
+        """The same control, counting its evaluations in ``counter`` (a backward pass's)."""
+        parts = (self._field, self._increment, self.product)
+        return BoundControl(parts, self.time, self.direction, counter)
+
+
+def bind_control(term: Any, problem: Any) -> BoundControl:
+    """The CDE ``term``'s control for the reversible loop of ``problem`` (global or per sample:
+    every sample on one grid, so one host time)."""
+    user_time = problem.user_time
+    if problem.per_sample:
+        batch, device = problem.batch, problem.device
+
+        def time(s: float) -> torch.Tensor:
+            return user_time(torch.full((batch,), s, dtype=torch.float64, device=device))
+
+    else:
+        time = user_time
+    return BoundControl(term.lower_controlled(), time, problem.direction, problem.nfe_counter)

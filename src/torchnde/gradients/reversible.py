@@ -76,6 +76,8 @@ def _backward(context: _Context, saved: Any, grad_ys: torch.Tensor) -> tuple[tor
 
     if problem.sde is not None:  # an SDE's diffusion and noise, counted with the drift
         func.sde = problem.sde.counted(counter)  # type: ignore[attr-defined]
+    if problem.control is not None:  # a CDE's field and increments (the solver starts from them)
+        func.control = problem.control.counted(counter)  # type: ignore[attr-defined]
 
     s_out = problem.s_host
     out_index = {s: i for i, s in enumerate(s_out)}
@@ -99,7 +101,8 @@ def _backward(context: _Context, saved: Any, grad_ys: torch.Tensor) -> tuple[tor
                 res = solver.step(func, s0, y_, None, h, False, context.state_type(*leaves))
             else:  # the method's start: its state is made from y0 (and f(t0, y0))
                 leaves = []
-                res = solver.step(func, s0, y_, func(s0, y_), h, False, None)
+                f0 = None if problem.control is not None else func(s0, y_)
+                res = solver.step(func, s0, y_, f0, h, False, None)
             outputs = [res.y1, *res.state]
             adjoints = [a_y, *a_state]
             kept = [(o, a) for o, a in zip(outputs, adjoints) if o.requires_grad]
