@@ -116,22 +116,30 @@ class ReversibleHeun(AbstractSolver):
         return StepResult(y1, (), (fz, f1), f1, state=ReversibleState(z1, f1))
 
     def reverse_step(
-        self, func: Func, t1: Any, y1: torch.Tensor, state: ReversibleState, dt: Any
+        self, func: Func, t1: Any, y1: torch.Tensor, state: ReversibleState, dt: Any, t0: Any = None
     ) -> tuple[torch.Tensor, ReversibleState]:
         """Undo the step of size ``dt`` that ended at ``(t1, y1)`` with ``state``: the previous
-        ``(y0, state0)`` at ``t1 - dt``, in closed form (one evaluation of ``f``)."""
+        ``(y0, state0)`` at ``t0`` (default ``t1 - dt``; pass the step's start where it must be
+        that float exactly, e.g. the far side of a jump), in closed form (one evaluation of ``f``)."""
+        t0 = t1 - dt if t0 is None else t0
         control = getattr(func, "control", None)
         z1, f1 = state
         if control is not None:  # the controlled form: the same map with -dX
-            dx = control.increment(t1 - dt, t1)
+            dx = control.increment(t0, t1)
             z0 = torch.sub(y1, z1, alpha=1.0).add_(y1).sub_(control.product(f1, dx))
-            f0 = control.field(t1 - dt, z0)
+            f0 = control.field(t0, z0)
             y0 = y1 - 0.5 * control.product(f0 + f1, dx)
             return y0, ReversibleState(z0, f0)
         z0 = torch.add(torch.sub(y1, z1, alpha=1.0).add_(y1), f1, alpha=-dt)  # 2y1 - z1 - dt f1
-        f0 = func(t1 - dt, z0)
+        f0 = func(t0, z0)
         y0 = torch.add(y1, f0 + f1, alpha=-0.5 * dt)
         return y0, ReversibleState(z0, f0)
+
+    def restart(self, func: Func, t: Any, state: ReversibleState) -> ReversibleState:
+        """``state`` with its carried derivative evaluated again at ``t`` (``z`` unchanged): the
+        loop calls it after a step landing on a jump of ``f``, with ``t`` its far side."""
+        control = getattr(func, "control", None)
+        return ReversibleState(state.z, func(t, state.z) if control is None else control.field(t, state.z))
 
     def dense_stages(self, func: Func, t0: Any, y0: torch.Tensor, dt: Any, result: StepResult,
                      f1: torch.Tensor) -> torch.Tensor:  # fmt: skip
