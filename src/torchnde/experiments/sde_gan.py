@@ -33,30 +33,17 @@ large in every setting tried (Adam or Adadelta, learning rates 1e-4 to 1, clippi
 within-time scale and equal learning rates the std converges, with oscillations that the weight
 averaging removes.
 
-**What holds** (full tier, one thread; 9.5-13 minutes a seed on a shared machine): the mean
-within 3% at every seed 0-4 (worst 1.0%, 2.8%, 3.0%, 2.6%, 0.6%); the std does not: the averaged
-generator's spread is too narrow at every seed, worst 33.5% (t = 3), 64.4% (t = 3), 76.7%
-(t = 1, 2), 38.1% (t = 1) and 53.2% (t = 3) at seeds 0-4 (the last iterate's: 17.4%, 31.2%,
-87.2%, 21.2%, 15.7%). These figures are for the discriminator as reversible Heun steps a CDE
-since it uses the increments of the path: before, its step onto each knot read the next piece's
-slope (a first-order discretisation of the same CDE that looks one sample ahead), and the worst
-std errors at seeds 0-4 were 11.6%, 12.1%, 22.1% (too wide at :math:`t = 2`, a bias in the std's
-profile that the paper's batch of 1,024, a critic of hidden size 32 and paths scaled to a
-within-time spread of 2 all left at 19-23%), 13.1% and 15.0%, the worst mean errors 1.8%, 1.9%
-and 3.9% at seeds 0-2. The corrected critic sees a wrong spread less readily: trained alone for
-400 steps (these optimisers, clipping) against the data with their deviations from each time's
-mean inflated 1.5x, its Wasserstein estimate on 2,048 of the paths was 0.60, 0.20 and 0.18 of the
-spread of its scores at seeds 0-2 (the earlier discretisation: 0.62, 0.60, 0.56), while against
-the data shifted by half a std it saw the mean as well as before (0.43, 0.48, 0.44; earlier 0.45,
-0.37, 0.39). With it the current generator's spread swings more widely during training (std
-error 0.14 to 0.81 between evaluations after iteration 2,500 at seed 1) and ends too narrow. The
-figures per seed are in the report.
+**What holds** (full tier, one thread, about 4 minutes a seed): the mean within 4% at every seed
+0-2; the std within 12% at seeds 0 and 1, 22% too large at :math:`t = 2` at seed 2 (a bias in
+the std's profile over time, steady over the last 4,000 iterations, not an oscillation: the
+paper's batch of 1,024 left it at 19%, a critic of hidden size 32 at 23%, and the paths scaled
+to a within-time spread of 2 at 21%, the average then too narrow at :math:`t = 3`). The figures
+per seed are in the report.
 
 **A constant diffusion was measured and not adopted.** With ``SDEGAN(diffusion="constant")``
 (a learnt diffusion matrix: the OU law is then exactly representable and the spread must come from
 mean reversion) the full tier's worst std errors at seeds 0-4 were 15.9% (t = 1), 8.2%, 4.0%,
-6.2% and 14.0% (the paper's neural diffusion: 11.6%, 12.1%, 22.1%, 13.1%, 15.0%; both measured
-with the earlier discriminator): a lower median,
+6.2% and 14.0% (the paper's neural diffusion: 11.6%, 12.1%, 22.1%, 13.1%, 15.0%): a lower median,
 the same four seeds of five within 15%. The paper's neural diffusion stays, as the model being
 reproduced; at seed 2 it builds the spread from a time-varying diffusion (37% too narrow at
 t = 1/3, 22-26% too wide from t = 2 to 8/3) with paths more persistent than the data's (lag-one
