@@ -100,6 +100,9 @@ class Settings:
     min_sample_s: float  # a sample repeats the call until it lasts at least this long
     # (wall time is larger: warm-ups, first calls, probes and gc between the timed calls)
     compile_timeout_s: float
+    # a full garbage collection before each timed call (and none during it); off for dry runs,
+    # where nothing is measured and a collection of a large heap (inside pytest) costs 0.3 s
+    collect_garbage: bool = True
 
 
 class FirstCallTimeout(BaseException):
@@ -126,10 +129,11 @@ def time_limit(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _timed(fn: Callable[[], Any], inner: int = 1) -> float:
+def _timed(fn: Callable[[], Any], inner: int = 1, collect: bool = True) -> float:
     """Mean seconds per call of ``inner`` back-to-back calls, with the garbage collector run
-    before and disabled during them."""
-    gc.collect()
+    before them (if ``collect``) and disabled during them."""
+    if collect:
+        gc.collect()
     gc.disable()
     try:
         start = time.perf_counter()
@@ -171,8 +175,10 @@ def measure_group(
             continue
         try:
             with time_limit(cand.first_call_timeout_s):
-                timings[cand.key].first_call_s = _timed(cand.run)
-            warm = [_timed(cand.run) for _ in range(max(settings.warmup - 1, 1))]
+                timings[cand.key].first_call_s = _timed(cand.run, collect=settings.collect_garbage)
+            warm = [
+                _timed(cand.run, collect=settings.collect_garbage) for _ in range(max(settings.warmup - 1, 1))
+            ]
             timings[cand.key].inner = inner_calls(statistics.median(warm), settings.min_sample_s)
         except (Exception, FirstCallTimeout) as err:  # a failing peer must not stop the run
             cand.error = short_error(err)
@@ -186,8 +192,9 @@ def measure_group(
 
     # Freeze the (hundreds of thousands of) objects torch, jax and inductor have created, so the
     # gc.collect() before each timed call only walks what the solves themselves leave behind.
-    gc.collect()
-    gc.freeze()
+    if settings.collect_garbage:
+        gc.collect()
+        gc.freeze()
     try:
         spent = 0.0
         for rep in range(settings.repeats):
@@ -196,11 +203,12 @@ def measure_group(
             for cand in live:
                 assert cand.run is not None
                 inner = timings[cand.key].inner
-                per_call = _timed(cand.run, inner)
+                per_call = _timed(cand.run, inner, settings.collect_garbage)
                 timings[cand.key].times_s.append(per_call)
                 spent += per_call * inner
     finally:
-        gc.unfreeze()
+        if settings.collect_garbage:
+            gc.unfreeze()
     return timings
 
 

@@ -58,7 +58,13 @@ from .training import diffrax_training, torch_strategies, torch_training, traini
 FULL = Settings(warmup=3, repeats=30, min_repeats=10, group_budget_s=10.0, min_sample_s=0.02,
                 compile_timeout_s=300.0)  # fmt: skip
 DRY = Settings(
-    warmup=1, repeats=1, min_repeats=1, group_budget_s=0.0, min_sample_s=0.0, compile_timeout_s=60.0
+    warmup=1,
+    repeats=1,
+    min_repeats=1,
+    group_budget_s=0.0,
+    min_sample_s=0.0,
+    compile_timeout_s=60.0,
+    collect_garbage=False,
 )
 DRY_SKIP = "skipped in --dry-run: its jit compile alone outlasts the dry run"
 

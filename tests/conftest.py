@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 import torch
 
@@ -18,3 +20,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The slow checks (experiments' quick tiers, marked ``slow``) first: with one worker per core
     (``pytest -n auto``) they start early instead of leaving one worker alone at the end."""
     items.sort(key=lambda item: 0 if item.get_closest_marker("slow") is not None else 1)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Move what importing and collecting created (torch, the test items: about 480,000
+    objects) out of the garbage collector's reach: every later full collection of a worker then
+    walks only what the tests themselves left, not the whole heap again (over five solver test
+    files, 4.4 s of collections instead of 7.7 s)."""
+    gc.collect()
+    gc.freeze()

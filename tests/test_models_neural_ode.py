@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import torchnde as nde
+import torchnde.models._base as base
 from torchnde.models import DataControlledNeuralODE, NeuralODE
 
 from .helpers import central_difference
@@ -145,3 +146,27 @@ def test_data_controlled_field_can_express_the_reflection():
 def test_data_controlled_lift_sets_the_state_size():
     model = DataControlledNeuralODE(nn.Linear(4 + 2, 4), lift=nn.Linear(2, 4))
     assert model(torch.randn(5, 2)).shape == (5, 4)
+
+
+def test_a_fields_arity_is_read_once_per_class_and_per_instance_override(monkeypatch):
+    class Timed(nn.Module):
+        def forward(self, t, y):
+            return t * y
+
+    reads = []
+    signature = base.inspect.signature
+    monkeypatch.setattr(base.inspect, "signature", lambda f: reads.append(f) or signature(f))
+    calls = []
+    timed = NeuralODE(Timed(), solver="rk4", dt=0.5)
+    y = timed(torch.ones(1, dtype=torch.float64))
+    assert timed.nfe == 8 and len(reads) == 1  # two rk4 steps, one look at the signature
+    torch.testing.assert_close(y, torch.full((1,), math.exp(0.5), dtype=torch.float64), rtol=1e-2, atol=0)
+    # a forward set on one instance is that instance's arity, not its class's
+    override = Timed()
+    override.forward = lambda y: calls.append(y) or -y
+    y = NeuralODE(override, solver="rk4", dt=0.1)(torch.ones(1, dtype=torch.float64))
+    assert calls and float(y) == pytest.approx(math.exp(-1.0), rel=1e-5)
+    fresh = NeuralODE(Timed(), solver="rk4", dt=0.5)  # the class's own forward again
+    torch.testing.assert_close(
+        fresh(torch.ones(1, dtype=torch.float64)), y.new_full((1,), math.exp(0.5)), rtol=1e-2, atol=0
+    )

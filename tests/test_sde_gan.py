@@ -219,6 +219,30 @@ def test_the_all_times_readout_has_reversible_gradients_equal_to_backprop():
 
 
 @pytest.mark.parametrize("gradient", ["backprop", "reversible"])
+def test_the_papers_stepping_solves_the_lowered_ode_and_increments_solve_the_controlled_equation(gradient):
+    # "derivative" (default, the paper's code): the ODE f(t, H) dX/dt, its slope carried over each
+    # knot; "increments": the CDE term, f(t, H) times the path's increment over each step
+    ys = torch.randn(3, len(TS), 1, dtype=F64, generator=torch.Generator().manual_seed(5))
+    disc = _discriminator(gradient)
+    x = torch.cat([TS.view(1, -1, 1).expand(3, -1, 1), ys], dim=-1)
+    term = nde.CDETerm(disc.field, nde.LinearPath(x, TS))
+    h0 = disc.initial(x[:, 0])
+    solve = dict(solver="reversible_heun", dt=float(TS[1] - TS[0]), gradient=gradient)
+    with torch.no_grad():
+        lowered = nde.solve(term.lower(), h0, TS[[0, -1]], **solve).ys[-1]
+        controlled = nde.solve(term, h0, TS[[0, -1]], **solve).ys[-1]
+        assert torch.equal(disc(ys, TS), disc.readout(lowered).squeeze(-1))
+        increments = _discriminator(gradient, stepping="increments")  # the same weights (the same seed)
+        assert torch.equal(increments(ys, TS), increments.readout(controlled).squeeze(-1))
+        assert (lowered - controlled).abs().max() > 1e-3  # the two schemes differ at the knots
+    x = ys.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(increments(x, TS).sum(), x)
+    assert grad.abs().max() > 0
+    with pytest.raises(ValueError, match=r"stepping must be one of \('derivative', 'increments'\)"):
+        CDEDiscriminator(1, stepping="controlled")
+
+
+@pytest.mark.parametrize("gradient", ["backprop", "reversible"])
 def test_constant_diffusion_gradients_match_finite_differences_in_float64(gradient):
     gen = _generator(gradient, diffusion="constant")
     (grad,) = torch.autograd.grad(_generator_loss(gen), gen.diffusion.matrix)

@@ -65,10 +65,11 @@ def _kepler(e: float = 0.6):
     return f, (q0, p0), energy
 
 
-def _energy_drift(name: str, periods: int = 1000, per_period: int = 30) -> tuple[float, float]:
-    """Max relative energy error over every step of the first and of the last 100 periods, on an
+def _energy_drift(name: str, periods: int = 300, per_period: int = 30) -> tuple[float, float]:
+    """Max relative energy error over every step of the first and of the last 30 periods, on an
     orbit of eccentricity 0.3 (30 steps per period: rk4's drift shows as clearly as at e = 0.6
-    with 100 steps, at a third of the steps)."""
+    with 100 steps, at a third of the steps). Over 300 periods rk4's last window is 13x its
+    first, the symplectic solvers' 1.00x (over 1,000 periods: 52x and 1.00x, at 3.3x the cost)."""
     f, y0, energy = _kepler(0.3)
     e0 = energy(*y0)
     period = 2 * math.pi
@@ -76,11 +77,12 @@ def _energy_drift(name: str, periods: int = 1000, per_period: int = 30) -> tuple
     sol = nde.solve(f, y0, t, name, dt=period / per_period, max_steps=10**6, save_steps=True)
     rel = ((energy(*sol.step_ys) - e0) / e0).abs()
     which = torch.div(sol.step_ts, period, rounding_mode="floor")
-    return float(rel[which < 100].max()), float(rel[which >= periods - 100].max())
+    window = periods // 10
+    return float(rel[which < window].max()), float(rel[which >= periods - window].max())
 
 
 @pytest.mark.parametrize("name", PAIR_SOLVERS)
-def test_kepler_energy_error_stays_bounded_for_1000_periods(name):
+def test_kepler_energy_error_stays_bounded_for_300_periods(name):
     first, last = _energy_drift(name)
     assert last <= 2 * first, f"{name}: first {first:.3e}, last {last:.3e}"
 

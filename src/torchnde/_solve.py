@@ -17,6 +17,7 @@ import torch
 from ._loop import LoopOptions, Problem
 from ._loop.diagnostics import error, precision_hint, stiffness_advice
 from ._loop.kl import split_kl, with_kl
+from ._loop.reversible import bind_control
 from ._loop.sde import bind_sde
 from ._names import did_you_mean
 from ._solution import Solution, Status
@@ -25,7 +26,7 @@ from .events import Event
 from .gradients import AbstractGradient, Adjoint, Checkpoint, Reversible, check_sde_adjoint, resolve_gradient
 from .gradients.times import attach_output_times, attach_start_time
 from .solvers import AbstractSolver, accepting, adaptive_sde, default_solver, resolve_solver
-from .terms import AbstractTerm, SDETerm, as_term
+from .terms import AbstractTerm, CDETerm, SDETerm, as_term
 
 __all__ = ["solve"]
 
@@ -147,6 +148,8 @@ def _solve(
     problem.check_finite()  # one host read, before any work
     if sde:
         problem.sde = bind_sde(term, problem, method, ctrl)  # type: ignore[arg-type]
+    if isinstance(term, CDETerm) and method.reversible:  # steps with the path's increments
+        problem.control = bind_control(term, problem)
     problem.jacobian = method.jacobian  # a user Jacobian of an implicit solver, else None
     _check_pair(method, problem)
     if problem.n_out == 1:
@@ -156,7 +159,8 @@ def _solve(
     time_grad = torch.is_grad_enabled() and problem.t_eval.requires_grad
     if time_grad:
         attach_start_time(problem)
-    raw, backward_stats = strategy.run(problem, method, ctrl, opts, term.owner)
+    owner = term.owner if problem.control is None else term.controlled_owner  # type: ignore[attr-defined]
+    raw, backward_stats = strategy.run(problem, method, ctrl, opts, owner)
     if time_grad:
         raw.ys = attach_output_times(problem, raw.ys)
     sol = problem.solution(raw)

@@ -359,10 +359,50 @@ class CDETerm(AbstractTerm):
         cde.host_time = True  # type: ignore[attr-defined]
         return cde
 
+    def lower_controlled(self) -> tuple[Callable[[Any, Any], Any], Callable[[float, float], Any], Callable]:
+        r"""The equation kept as :math:`dz = f(t, z)\,dX`, for a solver that steps with the
+        increments of the control rather than its derivative (reversible Heun): ``(field,
+        increment, product)`` with ``field(t, z) = f(t, z)`` (``[*z.shape, channels]``, checked on
+        the first call), ``increment(t0, t1) = X(t1) - X(t0)`` for float times, and
+        ``product(fz, dx)`` the contraction :math:`f\,\Delta X` (``[*z.shape]``). On a piecewise
+        linear path a step between two knots then sees the slope of the piece it crosses, which
+        the derivative at either end of the step need not be."""
+        f, evaluate = self.vector_field, self.path.evaluate
+        batch, channels = self.path.batch_shape, self.path.channels
+        n_batch, checked = len(batch), []
+
+        def field(t: Any, z: Any) -> Any:
+            fz = f(t, z)
+            if not checked:
+                _check_cde_shapes(fz, z, batch, channels)
+                checked.append(True)
+            return fz
+
+        def increment(t0: float, t1: float) -> Any:
+            return evaluate(t1) - evaluate(t0)
+
+        def product(fz: Any, dx: Any) -> Any:
+            lead = (1,) * (fz.ndim - 1 - n_batch)
+            return (fz * dx.reshape(*batch, *lead, channels)).sum(-1)
+
+        return field, increment, product
+
     @property
     def owner(self) -> Any:
         # the tensors to differentiate are f's and the path's: found from one evaluation
         return self.lower()
+
+    @property
+    def controlled_owner(self) -> Any:
+        """:attr:`owner` for a solve in the controlled form (:meth:`lower_controlled`), which
+        reads the path's values rather than its derivative: one evaluation of ``f`` and of the
+        path finds the tensors to differentiate."""
+        batch, evaluate = self.path.batch_shape, self.path.evaluate
+
+        def values(t: Any, z: Any) -> Any:
+            return evaluate(t.reshape(batch) if isinstance(t, torch.Tensor) and t.ndim else t)
+
+        return _Joint((self.vector_field, values))
 
     def __repr__(self) -> str:
         knots = ", land_on_knots=True" if self.land_on_knots else ""

@@ -59,6 +59,7 @@ class Problem:
     nfe_counter: list[int]
     jacobian: Callable | None = None  # the user's df/dy(t, y) (an implicit solver's option)
     sde: Any = None  # an SDE term's diffusion and noise, bound by _loop.sde.bind_sde
+    control: Any = None  # a CDE term's field and increments for a reversible solver (_loop.reversible)
 
     @staticmethod
     def build(f: Callable, y0: Any, t_eval: Any, per_sample: bool) -> Problem:

@@ -92,7 +92,7 @@ def run_dissecting(run: Run) -> None:
 def _reflection(run: Run) -> None:
     import matplotlib.pyplot as plt
 
-    steps = run.pick(150, 600)
+    steps = run.pick(100, 600)
     hidden = 16
     solve = dict(solver="dopri5", rtol=1e-4, atol=1e-4)
     x_pts, y_pts = reflection(2, domain="points")
@@ -211,7 +211,7 @@ def _reflection(run: Run) -> None:
 def _galerkin(run: Run) -> None:
     import matplotlib.pyplot as plt
 
-    steps = run.pick(200, 1000)
+    steps = run.pick(120, 1000)
     modes, hidden = 3, 8
     solve = dict(solver="dopri5", rtol=1e-5, atol=1e-5)
     t = torch.linspace(0, 1, 21)

@@ -415,7 +415,7 @@ def run_hnn_pendulum(run: Run) -> None:
     """The repository's pendulum recipe (H = 2(1 - cos q) + p^2); energy MSE ratio vs the paper's."""
     data = pendulum(seed=run.seed)
     train, test = data.split(0.5)
-    steps = run.pick(1000, 2000)
+    steps = run.pick(400, 2000)
     pair = _Pair(run, train, test, steps, weight_decay=1e-4)
     x0 = test.x_clean[:, 0]
     ev = _energy_rollouts(pair, data, x0, 20.0, 0.05)

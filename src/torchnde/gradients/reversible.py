@@ -26,10 +26,10 @@ class _ReversibleFunction(torch.autograd.Function):
         raw = context.run(y0.detach())
         context.raw = raw
         ctx.context = context
-        grid, y, state = raw.reversible
+        plan, y, state = raw.reversible
         ctx.save_for_backward(y, *state)  # the only tensors the backward pass starts from
         context.state_type = type(state)
-        raw.reversible = grid
+        raw.reversible = plan
         return raw.ys
 
     @staticmethod
@@ -42,7 +42,7 @@ class _Context:
     def __init__(self, problem: Any, solver: Any, params: tuple, run: Callable):
         self.problem, self.solver, self.params, self.run = problem, solver, params, run
         self.raw: Any = None
-        self.grid: Any = None  # the step grid, for the backward pass
+        self.plan: Any = None  # the steps (_loop.reversible.Plan), for the backward pass
         self.state_type: Any = None  # the solver state's tuple type, to rebuild it from tensors
         self.backward_stats = Stats()
 
@@ -54,7 +54,7 @@ def run_reversible(
     context = _Context(problem, solver, params, run)
     ys = _ReversibleFunction.apply(context, problem.y0, *params)
     raw, context.raw = context.raw, None  # the backward pass holds the context: no cycle via ys
-    context.grid = raw.reversible
+    context.plan = raw.reversible
     raw.ys = ys
     return raw, context.backward_stats
 
@@ -62,11 +62,14 @@ def run_reversible(
 def _backward(context: _Context, saved: Any, grad_ys: torch.Tensor) -> tuple[torch.Tensor, list[Any]]:
     """Vector-Jacobian products of the whole solve, last step first. Step ``k`` maps ``(y_k,
     state_k)`` to ``(y_k+1, state_k+1)``; its start is rebuilt from its end by
-    ``solver.reverse_step`` and the step recorded again from there with ``solver.step``. The
+    ``solver.reverse_step`` and the step recorded again from there with ``solver.step``
+    (followed by ``solver.restart`` where it lands on a jump, undone first by a restart on the
+    jump's near side). The
     adjoints ``a_y``, ``a_state`` (one per state tensor) are pulled back through it; the first
     step is recorded from ``state=None``, so that its state's dependence on ``y0`` is included."""
     problem, params, solver = context.problem, context.params, context.solver
-    grid = context.grid
+    plan = context.plan
+    grid = plan.grid
     counter = [0]
     base = grid_func(problem, problem.func(count=False))
 
@@ -76,6 +79,8 @@ def _backward(context: _Context, saved: Any, grad_ys: torch.Tensor) -> tuple[tor
 
     if problem.sde is not None:  # an SDE's diffusion and noise, counted with the drift
         func.sde = problem.sde.counted(counter)  # type: ignore[attr-defined]
+    if problem.control is not None:  # a CDE's field and increments (the solver starts from them)
+        func.control = problem.control.counted(counter)  # type: ignore[attr-defined]
 
     s_out = problem.s_host
     out_index = {s: i for i, s in enumerate(s_out)}
@@ -88,10 +93,12 @@ def _backward(context: _Context, saved: Any, grad_ys: torch.Tensor) -> tuple[tor
     a_state: list[Any] = [torch.zeros_like(x) for x in state]
     g = [torch.zeros_like(p) for p in params]
     for k in range(len(grid) - 2, -1, -1):
-        s0, s1 = grid[k], grid[k + 1]
-        h = s1 - s0
+        s0, h, again = plan.starts[k], plan.sizes[k], plan.restarts[k]
+        s1 = s0 + h  # the step's end, as the solver computed it
         with torch.no_grad():
-            y0, state0 = solver.reverse_step(func, s1, y1, state, h)
+            if again is not None:  # it landed on a jump: the carried derivative on its near side
+                state = solver.restart(func, s1, state)
+            y0, state0 = solver.reverse_step(func, s1, y1, state, h, t0=s0)
         with torch.enable_grad():
             y_ = y0.detach().requires_grad_(True)
             if k > 0:
@@ -99,8 +106,10 @@ def _backward(context: _Context, saved: Any, grad_ys: torch.Tensor) -> tuple[tor
                 res = solver.step(func, s0, y_, None, h, False, context.state_type(*leaves))
             else:  # the method's start: its state is made from y0 (and f(t0, y0))
                 leaves = []
-                res = solver.step(func, s0, y_, func(s0, y_), h, False, None)
-            outputs = [res.y1, *res.state]
+                f0 = None if problem.control is not None else func(s0, y_)
+                res = solver.step(func, s0, y_, f0, h, False, None)
+            end_state = res.state if again is None else solver.restart(func, again, res.state)
+            outputs = [res.y1, *end_state]
             adjoints = [a_y, *a_state]
             kept = [(o, a) for o, a in zip(outputs, adjoints) if o.requires_grad]
             grads = torch.autograd.grad(
@@ -113,7 +122,7 @@ def _backward(context: _Context, saved: Any, grad_ys: torch.Tensor) -> tuple[tor
         for j, v in enumerate(grads[1 + len(leaves) :]):
             if v is not None:
                 g[j] = g[j] + v
-        i = out_index.get(s0)
+        i = out_index.get(grid[k])
         if i is not None and i > 0:
             a_y = a_y + grad_ys[i]
         y1, state = y0, state0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -28,19 +29,41 @@ def as_field(net: Callable[..., Any]) -> Callable[[torch.Tensor, Any], Any]:
     """``net`` as a vector field ``f(t, y)``.
 
     A network whose ``forward`` takes one argument (an ``nn.Sequential``, an MLP) is treated as
-    autonomous and called as ``net(y)``; one that takes two is called as ``net(t, y)``.
+    autonomous and called as ``net(y)``; one that takes two is called as ``net(t, y)``. The
+    models call this at every evaluation of their field, so the answer is remembered per class
+    (per object for a plain function, or a module whose ``forward`` was set on the instance):
+    ``inspect.signature`` costs about as much as a small network's forward pass.
     """
-    target = net.forward if isinstance(net, nn.Module) else net
+    return (lambda t, y: net(y)) if _state_only(net) else net
+
+
+_STATE_ONLY: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def _state_only(net: Callable[..., Any]) -> bool:
+    """Whether ``net`` takes the state alone (one required positional argument, no ``*args``)."""
+    module = isinstance(net, nn.Module)
+    key = type(net) if module and "forward" not in net.__dict__ else net
     try:
-        params = inspect.signature(target).parameters.values()
+        return _STATE_ONLY[key]
+    except (KeyError, TypeError):  # not seen yet, or not weakly referenceable
+        pass
+    try:
+        params = inspect.signature(net.forward if module else net).parameters.values()
     except (TypeError, ValueError):
-        return net
-    positional = [
-        p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
-    ]
-    if any(p.kind == p.VAR_POSITIONAL for p in params) or len(positional) != 1:
-        return net
-    return lambda t, y: net(y)
+        found = False
+    else:
+        positional = [
+            p
+            for p in params
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        ]
+        found = len(positional) == 1 and not any(p.kind == p.VAR_POSITIONAL for p in params)
+    try:
+        _STATE_ONLY[key] = found
+    except TypeError:
+        pass
+    return found
 
 
 class SolveOptions(nn.Module):

@@ -433,14 +433,19 @@ class StochasticReversibleHeun(_Stratonovich):
         return StepResult(y1, (), (), f1, state=ReversibleHeunState(z1, f1, g1))
 
     def reverse_step(self, func: Func, t1: Any, y1: torch.Tensor, state: ReversibleHeunState,
-                     dt: Any) -> tuple[torch.Tensor, ReversibleHeunState]:  # fmt: skip
+                     dt: Any, t0: Any = None) -> tuple[torch.Tensor, ReversibleHeunState]:  # fmt: skip
         """Undo the step of size ``dt`` that ended at ``(t1, y1)`` with ``state``: the previous
-        ``(y0, state0)``, on the same Brownian increment."""
+        ``(y0, state0)`` at ``t0`` (default ``t1 - dt``), on the same Brownian increment."""
         sde = func.sde  # type: ignore[attr-defined]
         z1, f1, g1 = state
-        t0 = t1 - dt
+        t0 = t1 - dt if t0 is None else t0
         dw = sde.increment(t0, dt)
         z0 = torch.add(2 * y1 - z1, f1, alpha=-dt) - sde.prod(g1, dw)
         f0, g0 = func(t0, z0), sde.diffusion(t0, z0)
         y0 = torch.add(y1, f0 + f1, alpha=-0.5 * dt) - 0.5 * sde.prod(g0 + g1, dw)
         return y0, ReversibleHeunState(z0, f0, g0)
+
+    def restart(self, func: Func, t: Any, state: ReversibleHeunState) -> ReversibleHeunState:
+        """``state`` with its drift evaluated again at ``t``, after a step landing on a jump of
+        the drift (``t`` its far side)."""
+        return ReversibleHeunState(state.z, func(t, state.z), state.gz)
