@@ -18,8 +18,8 @@ demo: $(STAMP)
 
 # One pytest worker per core (pytest-xdist): the suite takes about half the time on CI's two.
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples docs/_ext
+	$(BIN)/ruff format --check src tests benchmarks examples docs/_ext
 	$(BIN)/python -m pytest -n auto --durations=20
 
 # The documentation site (mkdocs-material, API pages from the docstrings) into site/;
@@ -32,8 +32,8 @@ gallery: $(STAMP)
 	$(BIN)/python docs/_ext/gallery.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples docs/_ext
+	$(BIN)/ruff format --check src tests benchmarks examples docs/_ext
 
 # Side-by-side timings against torchdiffeq, torchode, scipy and (when jax installs) diffrax.
 bench: $(STAMP)
@@ -53,8 +53,8 @@ reproduce: $(STAMP)
 	$(MAKE) bench; exit $$status
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks examples docs/_ext
+	$(BIN)/ruff check --fix src tests benchmarks examples docs/_ext
 
 clean:
 	rm -rf $(VENV) build site *.egg-info src/*.egg-info
