@@ -328,9 +328,9 @@ class CDETerm(AbstractTerm):
         """``cde(t, z) = f(t, z) @ dX/dt(t)``. It takes the loop's time as a Python float too
         (``host_time``): a path on one shared grid then finds the piece holding ``t`` on the
         host, without a kernel, and ``f`` still receives a 0-d tensor."""
-        f, derivative = self.vector_field, self.path.derivative
-        batch, channels = self.path.batch_shape, self.path.channels
-        n_batch, checked, scalar = len(batch), [], torch.scalar_tensor
+        derivative, batch = self.path.derivative, self.path.batch_shape
+        field, product = self._field_and_product()
+        scalar = torch.scalar_tensor
 
         def cde(t: Any, z: Any) -> Any:
             if t.__class__ is float:  # the global layout's host time
@@ -345,16 +345,7 @@ class CDETerm(AbstractTerm):
                 dx = derivative(t.reshape(batch))
             else:
                 dx = derivative(t)
-            fz = f(t, z)
-            if not checked:
-                _check_cde_shapes(fz, z, batch, channels)
-                checked.append(True)
-            if z.ndim == n_batch:  # one scalar state per sample
-                return (fz * dx).sum(-1)
-            # a broadcast product and a sum: cheaper than a batch of matrix-vector products,
-            # forwards and backwards
-            lead = (1,) * (z.ndim - n_batch)
-            return (fz * dx.reshape(*batch, *lead, channels)).sum(-1)
+            return product(field(t, z), dx)
 
         cde.host_time = True  # type: ignore[attr-defined]
         return cde
@@ -367,7 +358,20 @@ class CDETerm(AbstractTerm):
         ``product(fz, dx)`` the contraction :math:`f\,\Delta X` (``[*z.shape]``). On a piecewise
         linear path a step between two knots then sees the slope of the piece it crosses, which
         the derivative at either end of the step need not be."""
-        f, evaluate = self.vector_field, self.path.evaluate
+        evaluate = self.path.evaluate
+        field, product = self._field_and_product()
+
+        def increment(t0: float, t1: float) -> Any:
+            return evaluate(t1) - evaluate(t0)
+
+        return field, increment, product
+
+    def _field_and_product(self) -> tuple[Callable[[Any, Any], Any], Callable[[Any, Any], Any]]:
+        """``f`` with its output's shape checked on the first call, and the contraction
+        ``product(fz, dx)`` of ``fz`` (``[*z.shape, channels]``) with a derivative or an increment
+        of the path (``[*path.batch_shape, channels]``): what :meth:`lower` and
+        :meth:`lower_controlled` share."""
+        f = self.vector_field
         batch, channels = self.path.batch_shape, self.path.channels
         n_batch, checked = len(batch), []
 
@@ -378,14 +382,13 @@ class CDETerm(AbstractTerm):
                 checked.append(True)
             return fz
 
-        def increment(t0: float, t1: float) -> Any:
-            return evaluate(t1) - evaluate(t0)
-
         def product(fz: Any, dx: Any) -> Any:
+            # a broadcast product and a sum: cheaper than a batch of matrix-vector products,
+            # forwards and backwards
             lead = (1,) * (fz.ndim - 1 - n_batch)
             return (fz * dx.reshape(*batch, *lead, channels)).sum(-1)
 
-        return field, increment, product
+        return field, product
 
     @property
     def owner(self) -> Any:
