@@ -20,7 +20,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples docs/_ext
 	$(BIN)/ruff format --check src tests benchmarks examples docs/_ext
-	$(BIN)/python -m pytest -n auto --durations=20
+	$(BIN)/python -m pytest -n auto --dist worksteal --durations=20
 
 # The documentation site (mkdocs-material, API pages from the docstrings) into site/;
 # `make test` builds it too, with --strict, and runs every example in docs/ (tests/test_docs*.py).

@@ -17,8 +17,9 @@ def _one_thread():
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow checks (experiments' quick tiers, marked ``slow``) first: with one worker per core
-    (``pytest -n auto``) they start early instead of leaving one worker alone at the end."""
+    """The slow checks (experiments' quick tiers, marked ``slow``) first, so they start early.
+    Under xdist's default ``--dist load`` they would all land in one worker's first chunk; ``make
+    test`` uses ``--dist worksteal``, which lets the other worker take over its pending tests."""
     items.sort(key=lambda item: 0 if item.get_closest_marker("slow") is not None else 1)
 
 
