@@ -264,3 +264,38 @@ def test_autograd_fallback_under_saved_tensor_hooks_equals_the_torch_func_path()
         grad_h, rows_h = model.gradient_and_hessian(x[:, :2], x[:, 2:])
     torch.testing.assert_close(grad_h, grad, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(rows_h, rows, rtol=1e-12, atol=1e-12)
+
+
+def test_batched_autograd_derivatives_equal_vmap_ones_with_their_parameter_gradients():
+    torch.manual_seed(4)
+    net = lnn_init_(
+        nn.Sequential(nn.Linear(4, 32), nn.Softplus(), nn.Linear(32, 32), nn.Softplus(), nn.Linear(32, 1))
+    )
+    net = net.double()
+    q, qd = torch.randn(9, 2, dtype=D64), torch.randn(9, 2, dtype=D64)
+    results = []  # every parameter but the last bias, which no acceleration depends on
+    for derivatives in ("vmap", "autograd"):
+        model = LagrangianNN(net, damping=1e-8, derivatives=derivatives)
+        qdd = model.accelerations(q, qd)
+        results.append((qdd.detach(), torch.autograd.grad(qdd.square().sum(), list(net.parameters())[:-1])))
+    (want, want_grads), (got, got_grads) = results
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    for g, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-12)
+
+
+def test_batched_autograd_rollouts_match_vmap_and_carry_no_graph_without_grad_mode():
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 1)).double()
+    x0 = torch.cat(_states(5, 1, seed=2), -1)
+    t = torch.linspace(0.0, 0.5, 6, dtype=D64)
+    with torch.no_grad():
+        want = LagrangianNN(net, damping=1e-8, solver="rk4", dt=0.05)(x0, t)
+        got = LagrangianNN(net, damping=1e-8, solver="rk4", dt=0.05, derivatives="autograd")(x0, t)
+    assert not got.requires_grad and got.grad_fn is None
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_an_unknown_derivatives_option_is_an_error_that_names_both():
+    with pytest.raises(ValueError, match=r"'vmap' .*'autograd'"):
+        LagrangianNN(PendulumLagrangian(), derivatives="jacfwd")

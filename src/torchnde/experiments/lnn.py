@@ -118,7 +118,9 @@ def run_lnn_double_pendulum(run: Run) -> None:
     batch = run.pick(None, 500)
     scale = 1.0 / float(x[:, 2:].std())
 
-    lnn = LagrangianNN(_KineticPrior(_softplus_mlp(6, 1, head=_AngleFeatures(2, scale)), 2, scale))
+    lnn = LagrangianNN(
+        _KineticPrior(_softplus_mlp(6, 1, head=_AngleFeatures(2, scale)), 2, scale), derivatives="autograd"
+    )
     base = _softplus_mlp(6, 2, head=_AngleFeatures(2, scale))
 
     def lnn_acc(v: torch.Tensor) -> torch.Tensor:
@@ -294,7 +296,7 @@ def run_lnn_relativistic(run: Run) -> None:
     steps = run.pick(500, 3000)
 
     scale = 1.0 / float(x[:, 1:].std())
-    lnn = LagrangianNN(_KineticPrior(_softplus_mlp(2, 1), 1, scale))
+    lnn = LagrangianNN(_KineticPrior(_softplus_mlp(2, 1), 1, scale), derivatives="autograd")
     hnn = HamiltonianNN(_softplus_mlp(2, 1))
     hnn_canonical = HamiltonianNN(_softplus_mlp(2, 1))
 

@@ -78,10 +78,17 @@ class LagrangianNN(SolveOptions):
         A = \operatorname{sym}\nabla_{\dot q}\nabla_{\dot q}^\top L, \qquad
         b = \nabla_q L - (\nabla_{\dot q}\nabla_q^\top L)\,\dot q, \qquad A\,\ddot q = b .
 
-    The gradient of :math:`L` and the :math:`d` velocity rows of its Hessian come from
-    ``torch.func`` (``vmap`` over the samples of ``jacrev`` of :math:`\partial L/\partial\dot q`:
-    no per-sample Python loop), and stay differentiable with respect to the network's
-    parameters.
+    The gradient of :math:`L` and the :math:`d` velocity rows of its Hessian stay differentiable
+    with respect to the network's parameters. ``derivatives`` chooses how they are batched:
+
+    - ``"vmap"`` (default): ``torch.func`` (``vmap`` over the samples of ``jacrev`` of
+      :math:`\partial L/\partial\dot q`, no per-sample Python loop). Correct for any network.
+    - ``"autograd"``: plain autograd on the whole batch, one backward pass for the gradient and
+      one per velocity row (:math:`d + 1` in all). The derivatives of the batch's sum are each
+      sample's own only when the network treats its rows independently (linear layers,
+      elementwise activations, fixed feature maps: no batch norm, nothing that mixes samples);
+      then it is faster: 1.25–1.6x for a training step (forward and backward), 1.4–2.2x in a
+      rollout without gradients (an MLP of width 128, :math:`d = 2`, 8 and 300 samples).
 
     **The linear solve.** :math:`A` is symmetrised, :math:`\tfrac12(A + A^\top)`.
 
@@ -104,6 +111,8 @@ class LagrangianNN(SolveOptions):
     The state is a tuple ``(q, q̇)`` or a tensor ``cat([q, q̇], -1)``, as for
     :class:`~torchnde.models.hamiltonian.HamiltonianNN`; the network is evaluated on one sample
     at a time under ``vmap`` (as a ``[1, 2d]`` batch), so it must not mix samples.
+    ``derivatives="autograd"`` is also used under saved-tensor hooks (``gradient="checkpoint"``),
+    where ``torch.func`` refuses to run.
 
     ```python
     import torch
@@ -114,6 +123,8 @@ class LagrangianNN(SolveOptions):
     lnn = LagrangianNN(net, damping=1e-6, solver="rk4", dt=0.01)
     q, qd = torch.randn(8, 2), torch.randn(8, 2)
     qdd = lnn.accelerations(q, qd)                    # [8, 2]
+    fast = LagrangianNN(net, damping=1e-6, derivatives="autograd")  # the MLP treats rows alone
+    assert torch.allclose(fast.accelerations(q, qd), qdd, atol=1e-4)
     traj = lnn((q, qd), torch.linspace(0.0, 0.1, 11))  # ([11, 8, 2], [11, 8, 2])
     ```
     """
@@ -123,10 +134,16 @@ class LagrangianNN(SolveOptions):
         lagrangian: nn.Module,
         *,
         damping: float = 0.0,
+        derivatives: str = "vmap",
         t_span: tuple[float, float] = (0.0, 1.0),
         **options: Any,
     ) -> None:
         super().__init__(**options)
+        if derivatives not in ("vmap", "autograd"):
+            raise ValueError(
+                f"derivatives must be 'vmap' (any network) or 'autograd' (a network whose rows are "
+                f"independent samples, faster), got {derivatives!r}"
+            )
         self.t_span = check_span(t_span)
         if not callable(lagrangian):
             raise TypeError(
@@ -136,6 +153,7 @@ class LagrangianNN(SolveOptions):
             raise ValueError(f"damping must be a finite float >= 0 (0 = exact solve), got {damping!r}")
         self.lagrangian = lagrangian
         self.damping = float(damping)
+        self.derivatives = derivatives
 
     # -- the Lagrangian and its derivatives ------------------------------------------------------
 
@@ -168,7 +186,8 @@ class LagrangianNN(SolveOptions):
 
         Batched with ``torch.func``: ``vmap`` over the samples of ``jacrev`` of
         :math:`\partial L / \partial \dot q` (reverse-over-reverse, ``d`` vector-Jacobian products
-        per sample; the ``q`` rows of the Hessian are never needed).
+        per sample; the ``q`` rows of the Hessian are never needed); with
+        ``derivatives="autograd"``, by plain autograd on the batch (see the class docstring).
         """
         q, qd = torch.broadcast_tensors(q, qd)
         d = q.shape[-1]
@@ -179,6 +198,9 @@ class LagrangianNN(SolveOptions):
             g = torch.func.grad(self._sample_scalar)(xi)
             return g[d:], g
 
+        if self.derivatives == "autograd":
+            grad, rows = self._autograd_rows(x, d)
+            return grad.reshape(*batch, 2 * d), rows.reshape(*batch, d, 2 * d)
         try:
             rows, grad = torch.func.vmap(torch.func.jacrev(velocity_gradient, has_aux=True))(x)
         except RuntimeError as err:  # torch.func refuses to run under saved-tensor hooks
@@ -188,17 +210,23 @@ class LagrangianNN(SolveOptions):
         return grad.reshape(*batch, 2 * d), rows.reshape(*batch, d, 2 * d)
 
     def _autograd_rows(self, x: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The same derivatives by plain autograd, for code that runs under saved-tensor hooks
-        (``gradient="checkpoint"``): rows of ``L`` belong to independent samples, so the
-        derivatives of the batch sum are every sample's own; ``d`` extra backward passes."""
+        """The same derivatives by plain autograd (``derivatives="autograd"``, and under
+        saved-tensor hooks, ``gradient="checkpoint"``): rows of ``L`` belong to independent
+        samples, so the derivatives of the batch sum are every sample's own; ``d`` extra backward
+        passes. Without grad mode outside (a rollout), the results carry no graph."""
+        recording = torch.is_grad_enabled()
         with torch.enable_grad():
             x = x if x.requires_grad else x.detach().requires_grad_()
             values = self.lagrangian(x).reshape(-1)
             if values.shape[0] != x.shape[0]:
                 self._sample_scalar(x[0])  # raises the shape error
             (grad,) = torch.autograd.grad(values.sum(), x, create_graph=True)
-            rows = [torch.autograd.grad(grad[:, d + i].sum(), x, create_graph=True)[0] for i in range(d)]
-        return grad, torch.stack(rows, 1)
+            rows = [
+                torch.autograd.grad(grad[:, d + i].sum(), x, create_graph=recording, retain_graph=True)[0]
+                for i in range(d)
+            ]
+        rows = torch.stack(rows, 1)
+        return (grad, rows) if recording else (grad.detach(), rows)
 
     def accelerations(self, q: torch.Tensor, qd: torch.Tensor) -> torch.Tensor:
         r""":math:`\ddot q` from the Euler–Lagrange equations (see the class docstring), ``[..., d]``.
