@@ -5,6 +5,9 @@ enough to read (see ``docs/architecture.md``)."""
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,3 +131,13 @@ def test_loop_modules_and_functions_fit_on_a_screen(path):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             length = (node.end_lineno or node.lineno) - node.lineno + 1
             assert length <= FUNCTION_LINES, f"{path.name}: {node.name}() has {length} lines"
+
+
+def test_importing_the_package_does_not_load_the_compiler():
+    """``torch._dynamo`` (over a second to import, half of ``import torchnde``) is loaded only when
+    something compiles (``solve(compile=True)``)."""
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    code = "import sys, torchnde; print(sorted(m for m in sys.modules if m.startswith(('torch._dynamo', 'torch._inductor'))))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

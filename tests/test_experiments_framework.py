@@ -257,3 +257,39 @@ def test_a_report_section_comes_after_the_notes_and_before_the_measurements(tmp_
     report = (tmp_path / "report.md").read_text()
     assert "\n## Beside the paper\n\n| model | error |\n|---|---|\n| ours | 1% |\n" in report
     assert report.index("- a note") < report.index("## Beside the paper") < report.index("## Measurements")
+
+
+def test_a_resumed_or_reused_stage_reports_the_time_all_its_steps_took(tmp_path):
+    """``run.train_seconds[tag]`` sums the runs that trained the stage (kept in the checkpoint):
+    a stage resumed at step 30 of 60 reports the time of 60 steps, not this run's 30."""
+    import math
+    import time
+
+    model = torch.nn.Linear(1, 1)
+
+    def train(crash_at: int | None = None) -> fw.Run:
+        run = fw.Run(tmp_path, quick=True, progress=False, experiment="toy-linear")
+
+        def step(i: int) -> dict:
+            if i == crash_at:
+                raise KeyboardInterrupt
+            time.sleep(0.004)
+            return {"loss": float(i)}
+
+        run.train("timed", step, 60, {"model": model}, every=10)
+        return run
+
+    with pytest.raises(KeyboardInterrupt):
+        train(crash_at=35)
+    saved = torch.load(tmp_path / "checkpoints" / "timed.pt", weights_only=True)
+    assert saved["step"] == 30 and saved["seconds"] >= 30 * 0.004
+    resumed = train()
+    assert resumed.train_seconds["timed"] >= 60 * 0.004  # this run alone slept 30 x 0.004
+    assert resumed.train_seconds["timed"] - saved["seconds"] < 30 * 0.004 + 1.0
+    reused = train()  # the finished stage is not trained again; its time is the checkpoint's
+    final = torch.load(tmp_path / "checkpoints" / "timed.pt", weights_only=True)["seconds"]
+    assert reused.train_seconds["timed"] == final == resumed.train_seconds["timed"]
+    blob = torch.load(tmp_path / "checkpoints" / "timed.pt", weights_only=True)
+    del blob["seconds"]  # a checkpoint written before the time was kept
+    torch.save(blob, tmp_path / "checkpoints" / "timed.pt")
+    assert math.isnan(train().train_seconds["timed"])

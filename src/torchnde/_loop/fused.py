@@ -33,7 +33,7 @@ from .error_norm import ErrorNorm
 from .global_ import finish
 from .problem import Problem
 from .raw import LoopOptions, Raw
-from .stepping import DYNAMO_CONFIG, STRETCH, compile_cached
+from .stepping import STRETCH, compile_cached, dynamo_config
 
 __all__ = ["BLOCK", "fusable", "loop_fused"]
 
@@ -176,7 +176,7 @@ def loop_fused(problem: Problem, solver: AbstractSolver, ctrl: Any, opts: LoopOp
     y0, s_out = problem.y0, problem.s_eval
     s1_host = problem.s_host[-1]  # type: ignore[index]
     limit = torch.tensor(opts.max_steps, device=y0.device)
-    with DYNAMO_CONFIG:
+    with dynamo_config():
         carry, info = start(y0, s_out, limit)
         while True:
             code, s, steps, accepted, dt, fail_dt, unclipped = info.tolist()  # the block's one sync

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch._dynamo.utils import counters as _dynamo_counters
 from torch.utils.checkpoint import checkpoint
 
 from ..solvers import AbstractSolver
@@ -23,7 +22,7 @@ from .raw import LoopOptions
 
 __all__ = [
     "BACKEND",
-    "DYNAMO_CONFIG",
+    "dynamo_config",
     "STRETCH",
     "Progress",
     "checkpointed",
@@ -112,10 +111,18 @@ _COMPILED_MAX = 16
 # The backend ``torch.compile`` runs a step with (a test that checks tracing and guards, not
 # code generation, sets "eager": it traces in a fraction of inductor's time).
 BACKEND = "inductor"
-# While a compiled step or block runs, an integer attribute of an ``nn.Module`` (a call counter,
-# ``self.nfe += 1``) is a traced input, not a constant: otherwise every call of the field changes
-# a guarded value and each solve recompiles until dynamo's recompile limit, then runs eager.
-DYNAMO_CONFIG = torch._dynamo.config.patch(allow_unspec_int_on_nn_module=True)
+_DYNAMO_CONFIG: list[Any] = []
+
+
+def dynamo_config() -> Any:
+    """The context a compiled step or block runs in: an integer attribute of an ``nn.Module`` (a
+    call counter, ``self.nfe += 1``) is a traced input, not a constant; otherwise every call of the
+    field changes a guarded value and each solve recompiles until dynamo's recompile limit, then
+    runs eager. Built on first use: importing ``torch._dynamo`` costs over a second, which
+    ``import torchnde`` does not pay unless something compiles."""
+    if not _DYNAMO_CONFIG:  # torch loads its _dynamo submodule on first access
+        _DYNAMO_CONFIG.append(torch._dynamo.config.patch(allow_unspec_int_on_nn_module=True))
+    return _DYNAMO_CONFIG[0]
 
 
 def compile_cached(
@@ -127,7 +134,7 @@ def compile_cached(
     must hold everything their trace depends on); the solver's constants are built first
     (:meth:`AbstractSolver.prepare`), so that no trace records their construction. The cache
     holds at most ``_COMPILED_MAX`` entries (oldest evicted), since an entry keeps its vector
-    field alive. Call them under ``DYNAMO_CONFIG``."""
+    field alive. Call them under :func:`dynamo_config`."""
     key = (*key, BACKEND)
     compiled = _COMPILED.get(key)
     if compiled is None:
@@ -171,12 +178,13 @@ class _Watched:
         self.compiled, self.name, self.seen, self.warned = compiled, name, set(), False
 
     def __call__(self, *args: Any) -> Any:
-        graphs = _dynamo_counters["stats"]["unique_graphs"]
+        counters = torch._dynamo.utils.counters  # loaded with torch.compile
+        graphs = counters["stats"]["unique_graphs"]
         out = self.compiled(*args)
         kind = (torch.is_grad_enabled(), *((a.shape, a.requires_grad) if isinstance(a, torch.Tensor) else a
                                            for a in args if isinstance(a, (bool, torch.Tensor))))  # fmt: skip
         if kind in self.seen:
-            if not self.warned and _dynamo_counters["stats"]["unique_graphs"] != graphs:
+            if not self.warned and counters["stats"]["unique_graphs"] != graphs:
                 self.warned = True
                 warnings.warn(RECOMPILED.format(name=self.name), RuntimeWarning, stacklevel=3)
         else:
@@ -188,7 +196,7 @@ def compiled_step(problem: Problem, solver: AbstractSolver) -> Callable:
     """``solver.step`` under ``torch.compile``, cached by everything the trace depends on.
 
     The step traces as one graph (see :func:`compile_cached`), and a field's integer attributes
-    are unspecialised (``DYNAMO_CONFIG``), so a field that counts its calls compiles once.
+    are unspecialised (:func:`dynamo_config`), so a field that counts its calls compiles once.
     """
     key = (type(solver), id(problem.f), problem.per_sample, problem.direction, problem.is_tuple,
            tuple(problem.shapes), problem.batch, problem.dtype, problem.device)  # fmt: skip
@@ -213,7 +221,7 @@ def compiled_step(problem: Problem, solver: AbstractSolver) -> Callable:
         counter[0] += evals
         if tensor_time and not isinstance(h, torch.Tensor):  # global layout: 0-d tensors, which a
             s, h = as_scalar(s, y.device), as_scalar(h, y.device)  # trace never specialises on
-        with DYNAMO_CONFIG:
+        with dynamo_config():
             return compiled(s, y, f0, h, need_error, state)
 
     return call

@@ -134,11 +134,13 @@ def write_checkpoint(
     history: list[dict[str, Any]],
     state: Mapping[str, Any],
     rng: list[dict[str, Any]] | None = None,
+    seconds: float | None = None,
 ) -> None:
     """Save a checkpoint to ``path`` atomically (a temporary file, then ``os.replace``).
 
     ``rng``: every rank's :func:`rng_states` (rank order), written by rank 0 for a run across
-    processes; default: this process's own."""
+    processes; default: this process's own. ``seconds``: the training time of the ``step``
+    steps so far (kept so that a resumed run reports the whole stage's time)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     blob = {
         "format": FORMAT,
@@ -148,6 +150,8 @@ def write_checkpoint(
         "state": {k: _state_of(v) for k, v in state.items()},
         "rng": rng_states() if rng is None else list(rng),
     }
+    if seconds is not None:
+        blob["seconds"] = float(seconds)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         torch.save(blob, f)

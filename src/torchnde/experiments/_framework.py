@@ -220,6 +220,7 @@ class Run:
     metrics: dict[str, Any] = field(default_factory=dict)
     figures: list[tuple[str, str]] = field(default_factory=list)
     figure_problems: dict[str, list[str]] = field(default_factory=dict)
+    train_seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     sections: list[tuple[str, str]] = field(default_factory=list)
     sharded: bool = field(default=False, repr=False)
@@ -394,6 +395,10 @@ class Run:
         over the ranks, so the history and the progress are the global batch's; rank 0 writes the checkpoint with every rank's generator states, and a rerun with the same
         number of ranks resumes each rank from its own (a checkpoint of another world size is
         ignored). The ranks must share ``out`` (one machine, or a shared file system).
+
+        ``self.train_seconds[tag]`` is then the stage's training time in seconds, summed over the
+        runs that trained it (kept in the checkpoint: a resumed or reused stage reports the time
+        its steps took, not this run's share; NaN where an older checkpoint did not record it).
         """
         path = self.out / "checkpoints" / f"{tag}.pt"
         config = {
@@ -406,7 +411,7 @@ class Run:
         if self.world_size > 1:
             config["world_size"] = self.world_size
         history: list[dict[str, Any]] = []
-        start = 0
+        start, spent = 0, 0.0
         if path.exists() and not self.fresh:
             try:
                 saved = read_checkpoint(path, config, state, rank=self.rank)
@@ -414,8 +419,11 @@ class Run:
                 self.warn(f"ignoring checkpoint {path}: {err}; training {tag!r} from step 0 instead")
             else:
                 history, start = saved["history"], saved["step"]
+                recorded = saved.get("seconds")  # absent in older checkpoints
+                spent = float(recorded) if isinstance(recorded, (int, float)) else math.nan
                 if start >= steps:
                     self.say(f"reusing checkpoint {path} (trained {start} steps); --fresh to retrain")
+                    self.train_seconds[tag] = spent
                     return history
                 self.say(
                     f"resuming {tag!r} from checkpoint {path} at step {start} of {steps}; --fresh to start over"
@@ -423,6 +431,7 @@ class Run:
         label = f"training {tag}"
         self.say(f"{label}: {steps - start} steps" + (f" (from step {start})" if start else ""))
         bar = Progress(label, steps, initial=start, enabled=self.progress and self.rank == 0)
+        began = time.perf_counter()
         try:
             for i in range(start, steps):
                 info = {k: _plain(v) for k, v in step(i).items()}
@@ -431,7 +440,8 @@ class Run:
                 history.append(info)
                 bar.update(info=info)
                 if (i + 1) % every == 0 or i + 1 == steps:
-                    self._save(path, config, i + 1, history, state)
+                    self.train_seconds[tag] = spent + (time.perf_counter() - began)
+                    self._save(path, config, i + 1, history, state, self.train_seconds[tag])
         finally:
             bar.close()
         self.say(f"{label}: done in {seconds(time.perf_counter() - bar.start)}; checkpoint: {path}")
@@ -444,16 +454,17 @@ class Run:
         step: int,
         history: list[dict[str, Any]],
         state: dict[str, Any],
+        seconds: float,
     ) -> None:
         """Write the checkpoint: this process's, or (``torchrun``) rank 0's with every rank's
         generator states; the ranks wait for the file before they go on."""
         if self.world_size == 1:
-            write_checkpoint(path, config, step, history, state)
+            write_checkpoint(path, config, step, history, state, seconds=seconds)
             return
         states: list[Any] = [None] * self.world_size
         dist.all_gather_object(states, rng_states())
         if self.rank == 0:
-            write_checkpoint(path, config, step, history, state, rng=states)
+            write_checkpoint(path, config, step, history, state, rng=states, seconds=seconds)
         dist.barrier()
 
     # -- output ---------------------------------------------------------------------------

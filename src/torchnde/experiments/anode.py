@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 from typing import Any
 
 import torch
@@ -157,11 +156,9 @@ def _anode_g1d(run: Run) -> None:
             opt.step()
             return {"loss": loss.item(), "nfe": int(model.nfe)}
 
-        start = time.perf_counter()
-        histories[label] = run.train(
-            label.lower().replace("(1)", "1"), step, steps, {"model": model, "opt": opt}
-        )
-        seconds[label] = time.perf_counter() - start
+        tag = label.lower().replace("(1)", "1")
+        histories[label] = run.train(tag, step, steps, {"model": model, "opt": opt})
+        seconds[label] = run.train_seconds[tag]
 
     with torch.no_grad():
         final = {label: (m(x) - y).pow(2).mean().item() for label, m in models.items()}
@@ -312,11 +309,9 @@ def _anode_spheres(run: Run) -> None:
             model = AugmentedNeuralODE(
                 TimeMLP(2 + aug, hidden), augment_dims=aug, readout=nn.Linear(2 + aug, 1), **solve
             )
-            start = time.perf_counter()
-            hist = _train_spheres(
-                run, f"{label.lower()}-seed{seed}", model, x, y, epochs=epochs, batch=batch, seed=seed
-            )
-            seconds = time.perf_counter() - start
+            tag = f"{label.lower()}-seed{seed}"
+            hist = _train_spheres(run, tag, model, x, y, epochs=epochs, batch=batch, seed=seed)
+            seconds = run.train_seconds[tag]
             last = hist[-per_epoch:]
             with torch.no_grad():
                 pred = model(x_test)

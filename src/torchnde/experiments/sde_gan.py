@@ -75,7 +75,6 @@ not check it.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
@@ -198,11 +197,10 @@ def run_sde_gan_ou(run: Run) -> None:
             info["moment_error"] = error(gan.generator)
         return info
 
-    began = time.perf_counter()
     history = run.train(
         "sde_gan", step, cfg["iterations"], {"gan": gan, "g_opt": g_opt, "d_opt": d_opt, "averaged": averaged}
     )
-    train_seconds = time.perf_counter() - began
+    train_seconds = run.train_seconds["sde_gan"]
     curve += [(i + 1, *h["moment_error"]) for i, h in enumerate(history) if "moment_error" in h]
 
     samples, gen_mean, gen_std, err_mean, err_std = evaluate(averaged.module)
