@@ -50,6 +50,24 @@ def _solve_ensemble(throw: bool = True) -> nde.Solution:
     )
 
 
+M = 2_000  # SDE paths: geometric Brownian motion, one motion for the whole ensemble
+
+
+def _gbm_paths(blocks: list[slice] | None = None) -> torch.Tensor:
+    """``M`` paths of dX = 0.1 X dt + 0.2 X dW driven by rows of one seeded motion: by
+    ``ensemble_solve`` (each rank's block), or block by block in this process (``blocks``)."""
+    bm = nde.BrownianInterval(0.0, 1.0, (M, 1), dtype=torch.float64, seed=11)
+    x0, ts = torch.ones(M, 1, dtype=torch.float64), torch.linspace(0, 1, 5, dtype=torch.float64)
+
+    def term(rows: slice) -> nde.SDETerm:
+        return nde.SDETerm(lambda t, y: 0.1 * y, lambda t, y: 0.2 * y, "diagonal", brownian=bm.rows(rows))
+
+    if blocks is None:
+        return distributed.ensemble_solve(None, x0, ts, "euler", dt=0.02, field_for_rows=term).ys
+    parts = [nde.solve(term(b), x0[b], ts, "euler", dt=0.02, per_sample=True).ys for b in blocks]
+    return torch.cat(parts, dim=1)
+
+
 def _rank_main(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
@@ -58,8 +76,9 @@ def _rank_main(rank: int, world: int, port: int, out: str) -> None:
         sol = _solve_ensemble()
         odd = torch.arange(14.0).reshape(7, 2)  # blocks of 4 and 3 rows, padded for the collective
         uneven = distributed.gather(distributed.shard(odd), 7)
+        gbm = _gbm_paths()
         if rank == 0:
-            torch.save({"ys": sol.ys, "steps": sol.stats.steps, "nfe": sol.stats.nfe,
+            torch.save({"ys": sol.ys, "steps": sol.stats.steps, "nfe": sol.stats.nfe, "gbm": gbm,
                         "status": sol.status, "rows": (rows.start, rows.stop), "uneven": uneven}, out)  # fmt: skip
         else:
             torch.save({"rows": (rows.start, rows.stop)}, out + ".1")
@@ -85,8 +104,31 @@ def test_ten_thousand_per_sample_solves_sharded_over_two_ranks_equal_one_process
     assert torch.equal(shared["steps"], alone.stats.steps) and torch.equal(shared["nfe"], alone.stats.nfe)
     assert torch.equal(shared["status"], torch.zeros(N, dtype=torch.int64))
     assert torch.equal(shared["uneven"], torch.arange(14.0).reshape(7, 2))
+    assert torch.equal(shared["gbm"], _gbm_paths([slice(0, M)]))  # SDE paths: the same noise per row
     assert 10 < float(alone.stats.steps.double().mean()) < 40  # the samples did take different steps
     assert int(alone.stats.steps.min()) < int(alone.stats.steps.max())
+
+
+def test_sde_paths_driven_by_rows_of_one_motion_do_not_depend_on_the_split():
+    whole = _gbm_paths([slice(0, M)])
+    assert torch.equal(_gbm_paths([slice(0, 700), slice(700, M)]), whole)
+    assert torch.equal(_gbm_paths([slice(0, 1), slice(1, 1500), slice(1500, M)]), whole)
+    assert torch.equal(_gbm_paths(), whole)  # ensemble_solve in one process
+    mean = float(whole[-1].mean())  # E X(1) = e^0.1, std of the mean about 0.005
+    assert abs(mean - 1.1052) < 0.02
+
+
+def test_rows_of_a_motion_are_checked():
+    bm = nde.BrownianPath(0.0, (4, 1), dtype=torch.float64, seed=0)
+    with pytest.raises(TypeError, match="slice"):
+        bm.rows(2)
+    with pytest.raises(TypeError, match="step 1"):
+        bm.rows(slice(0, 4, 2))
+    with pytest.raises(ValueError, match="empty"):
+        bm.rows(slice(3, 3))
+    with pytest.raises(ValueError, match="scalar"):
+        nde.BrownianPath(0.0, (), seed=0).rows(slice(0, 1))
+    assert bm.rows(slice(1, None)).shape == (3, 1) and not bm.rows(slice(0, 2)).any_order
 
 
 def test_shard_rows_splits_contiguously_and_the_blocks_cover_every_row_once():

@@ -200,11 +200,52 @@ class AbstractBrownian(abc.ABC):
     def _normal(self, generator: torch.Generator, rows: int) -> torch.Tensor:
         return torch.randn((rows, *self.shape), generator=generator, dtype=self.dtype, device=self.device)
 
+    def rows(self, index: slice) -> AbstractBrownian:
+        """The motion of rows ``index`` (a slice of the first dimension, step 1): its increments
+        and Lévy areas are this motion's, those rows only. An ensemble split into blocks of rows
+        (:func:`torchnde.distributed.ensemble_solve`'s ``field_for_rows``) then drives every
+        sample with the same noise on any number of processes: each draws the whole motion's
+        values at the times it is asked for (the cost of the whole ensemble's noise, not of its
+        block's) and keeps its block.
+
+        ```python
+        import torch, torchnde as nde
+        bm = nde.BrownianInterval(0.0, 1.0, (6, 2), dtype=torch.float64, seed=3)
+        block = bm.rows(slice(2, 5))
+        assert torch.equal(block(0.2, 0.7), bm(0.2, 0.7)[2:5])
+        ```
+        """
+        return _Rows(self, index)
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(t0={self.t0}, t1={self.t1}, shape={tuple(self.shape)}, "
             f"dtype={self.dtype}, levy_area={self.levy_area})"
         )
+
+
+class _Rows(AbstractBrownian):
+    """A block of rows of another motion (:meth:`AbstractBrownian.rows`)."""
+
+    def __init__(self, parent: AbstractBrownian, index: slice) -> None:
+        if not isinstance(index, slice) or index.step not in (None, 1):
+            raise TypeError(f"rows takes a slice of rows with step 1 (slice(start, stop)), got {index!r}")
+        if len(parent.shape) == 0:
+            raise ValueError("rows needs a motion with a first dimension of rows; this one is a scalar")
+        start, stop, _ = index.indices(parent.shape[0])
+        if stop <= start:
+            raise ValueError(f"rows {index!r} of a motion with {parent.shape[0]} rows is empty")
+        self.parent, self.index = parent, slice(start, stop)
+        self.t0, self.t1 = parent.t0, parent.t1
+        self.any_order = parent.any_order
+        self._init((stop - start, *parent.shape[1:]), parent.dtype, parent.device, parent.levy_area)
+
+    def _point(self, t: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+        w, a = self.parent._point(t)
+        return w[self.index], (None if a is None else a[self.index])
+
+    def __repr__(self) -> str:
+        return f"{self.parent!r}.rows(slice({self.index.start}, {self.index.stop}))"
 
 
 class BrownianInterval(AbstractBrownian):

@@ -235,8 +235,9 @@ def ensemble_solve(
       ``field_for_rows``.
     - ``field_for_rows``: instead of ``f``, a function ``rows -> f`` given this rank's ``slice``
       of the ensemble that returns the vector field (or term) of those rows: a parameter sweep
-      (``lambda rows: partial(field, theta[rows])``) or SDE paths (a term whose Brownian motion
-      holds the rows' noise, e.g. a :class:`~torchnde.BrownianPath` of the rows' increments).
+      (``lambda rows: partial(field, theta[rows])``) or SDE paths (a term driven by
+      ``bm.rows(rows)`` of one seeded motion ``bm`` of the whole ensemble's shape: every sample
+      then gets the same noise on any number of ranks; :meth:`~torchnde.AbstractBrownian.rows`).
     - ``y0``: ``[N, *state]``, one row per problem (a tensor; pack a tuple state into one).
     - ``t_eval``: output times, shared ``[n]`` or per problem ``[N, n]`` (sharded like ``y0``).
     - ``solver`` and ``**options``: as :func:`torchnde.solve` (``rtol``, ``atol``, ``dt``,
