@@ -432,6 +432,7 @@ class Run:
         self.say(f"{label}: {steps - start} steps" + (f" (from step {start})" if start else ""))
         bar = Progress(label, steps, initial=start, enabled=self.progress and self.rank == 0)
         began = time.perf_counter()
+        self.train_seconds[tag] = spent
         try:
             for i in range(start, steps):
                 info = {k: _plain(v) for k, v in step(i).items()}
