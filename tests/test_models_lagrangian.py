@@ -257,7 +257,7 @@ def test_without_t_eval_the_model_returns_the_state_at_the_end_of_t_span():
 def test_autograd_fallback_under_saved_tensor_hooks_equals_the_torch_func_path():
     torch.manual_seed(3)
     net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Softplus(), torch.nn.Linear(16, 1)).double()
-    model = LagrangianNN(net)
+    model = LagrangianNN(net, derivatives="vmap")
     x = torch.randn(7, 4, dtype=torch.float64)
     grad, rows = model.gradient_and_hessian(x[:, :2], x[:, 2:])
     with torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
@@ -299,3 +299,15 @@ def test_batched_autograd_rollouts_match_vmap_and_carry_no_graph_without_grad_mo
 def test_an_unknown_derivatives_option_is_an_error_that_names_both():
     with pytest.raises(ValueError, match=r"'vmap' .*'autograd'"):
         LagrangianNN(PendulumLagrangian(), derivatives="jacfwd")
+
+
+def test_auto_takes_batched_autograd_only_for_networks_known_to_act_row_by_row():
+    mlp = nn.Sequential(
+        nn.Linear(4, 8), nn.Softplus(), nn.Sequential(nn.Linear(8, 8), nn.Tanh()), nn.Linear(8, 1)
+    )
+    assert LagrangianNN(mlp).derivatives == "autograd"
+    assert LagrangianNN(mlp, derivatives="vmap").derivatives == "vmap"
+    assert LagrangianNN(PendulumLagrangian()).derivatives == "vmap"  # its own forward: not known
+    assert (
+        LagrangianNN(nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 1))).derivatives == "vmap"
+    )

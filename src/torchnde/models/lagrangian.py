@@ -64,6 +64,17 @@ def lnn_init_(mlp: nn.Module, *, generator: torch.Generator | None = None) -> nn
     return mlp
 
 
+# Modules known to act on each row of a [batch, features] input alone (exact types: a subclass
+# may override forward). Dropout is left out: vmap refuses its randomness, so "vmap" would fail.
+_ROWWISE = (nn.Sequential, nn.Linear, nn.Identity, nn.Tanh, nn.Softplus, nn.ReLU, nn.LeakyReLU, nn.ELU,
+            nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid, nn.Softsign, nn.Tanhshrink, nn.Hardtanh)  # fmt: skip
+
+
+def _rowwise(net: Any) -> bool:
+    """Whether ``net`` is made only of :data:`_ROWWISE` modules (then its rows are independent)."""
+    return isinstance(net, nn.Module) and all(type(m) in _ROWWISE for m in net.modules())
+
+
 class LagrangianNN(SolveOptions):
     r"""A Lagrangian neural network (LNN): accelerations from the Euler–Lagrange equations.
 
@@ -81,7 +92,7 @@ class LagrangianNN(SolveOptions):
     The gradient of :math:`L` and the :math:`d` velocity rows of its Hessian stay differentiable
     with respect to the network's parameters. ``derivatives`` chooses how they are batched:
 
-    - ``"vmap"`` (default): ``torch.func`` (``vmap`` over the samples of ``jacrev`` of
+    - ``"vmap"``: ``torch.func`` (``vmap`` over the samples of ``jacrev`` of
       :math:`\partial L/\partial\dot q`, no per-sample Python loop). Correct for any network.
     - ``"autograd"``: plain autograd on the whole batch, one backward pass for the gradient and
       one per velocity row (:math:`d + 1` in all). The derivatives of the batch's sum are each
@@ -89,6 +100,10 @@ class LagrangianNN(SolveOptions):
       elementwise activations, fixed feature maps: no batch norm, nothing that mixes samples);
       then it is faster: 1.25–1.6x for a training step (forward and backward), 1.4–2.2x in a
       rollout without gradients (an MLP of width 128, :math:`d = 2`, 8 and 300 samples).
+    - ``"auto"`` (default): ``"autograd"`` when the network is built only of ``nn.Sequential``,
+      ``nn.Linear`` and elementwise activations (their exact types, so rows are known to be
+      independent), else ``"vmap"``. Pass ``"autograd"`` for a network of your own modules that
+      you know to act row by row.
 
     **The linear solve.** :math:`A` is symmetrised, :math:`\tfrac12(A + A^\top)`.
 
@@ -122,9 +137,9 @@ class LagrangianNN(SolveOptions):
     net = lnn_init_(nn.Sequential(nn.Linear(4, 64), nn.Softplus(), nn.Linear(64, 1)))
     lnn = LagrangianNN(net, damping=1e-6, solver="rk4", dt=0.01)
     q, qd = torch.randn(8, 2), torch.randn(8, 2)
-    qdd = lnn.accelerations(q, qd)                    # [8, 2]
-    fast = LagrangianNN(net, damping=1e-6, derivatives="autograd")  # the MLP treats rows alone
-    assert torch.allclose(fast.accelerations(q, qd), qdd, atol=1e-4)
+    qdd = lnn.accelerations(q, qd)                    # [8, 2]; a plain MLP: batched autograd
+    general = LagrangianNN(net, damping=1e-6, derivatives="vmap")  # right for any network
+    assert torch.allclose(general.accelerations(q, qd), qdd, atol=1e-4)
     traj = lnn((q, qd), torch.linspace(0.0, 0.1, 11))  # ([11, 8, 2], [11, 8, 2])
     ```
     """
@@ -134,16 +149,19 @@ class LagrangianNN(SolveOptions):
         lagrangian: nn.Module,
         *,
         damping: float = 0.0,
-        derivatives: str = "vmap",
+        derivatives: str = "auto",
         t_span: tuple[float, float] = (0.0, 1.0),
         **options: Any,
     ) -> None:
         super().__init__(**options)
-        if derivatives not in ("vmap", "autograd"):
+        if derivatives not in ("auto", "vmap", "autograd"):
             raise ValueError(
-                f"derivatives must be 'vmap' (any network) or 'autograd' (a network whose rows are "
-                f"independent samples, faster), got {derivatives!r}"
+                f"derivatives must be 'vmap' (any network), 'autograd' (a network whose rows are "
+                f"independent samples, faster) or 'auto' (the default: 'autograd' for a plain MLP), "
+                f"got {derivatives!r}"
             )
+        if derivatives == "auto":
+            derivatives = "autograd" if _rowwise(lagrangian) else "vmap"
         self.t_span = check_span(t_span)
         if not callable(lagrangian):
             raise TypeError(
