@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from torchnde.experiments import _framework as fw
-from torchnde.experiments._figures import data_range, finish, problems
+from torchnde.experiments._figures import data_range, finish, problems, save_png
 from torchnde.experiments.hnn import _plot_energy
 
 
@@ -113,3 +113,27 @@ def test_a_panel_placed_over_another_panels_label_is_found_through_run_figure(tm
     inset.set(xlabel="u", ylabel="v")
     run.figure("inset", fig)
     assert "panel 1 y label overlaps panel 2 plot area" in run.figure_problems["inset.png"]
+
+
+@pytest.mark.parametrize("panels", [1, 6])
+def test_save_png_writes_the_bytes_of_a_tight_savefig_after_the_layout_check(tmp_path, panels):
+    """Run.figure's path (house style, layout check at the file's resolution, then save_png)
+    writes what savefig(bbox_inches="tight") writes, without a second layout pass."""
+    files = []
+    for name in ("plain", "fast"):
+        rng = np.random.default_rng(0)
+        fig, axes = plt.subplots(1, panels, figsize=(3 * panels, 3), squeeze=False)
+        for k, ax in enumerate(axes.flat):
+            ax.plot(rng.random(50), label=f"curve {k}")
+            ax.set(xlabel="step", ylabel="value", title=f"panel {k}")
+            ax.legend()
+        finish(fig)
+        fig.set_dpi(110)
+        assert problems(fig) == []
+        files.append(tmp_path / f"{name}.png")
+        if name == "plain":
+            fig.savefig(files[-1], dpi=110, bbox_inches="tight")
+        else:
+            save_png(fig, files[-1], dpi=110)
+        plt.close(fig)
+    assert files[0].read_bytes() == files[1].read_bytes()

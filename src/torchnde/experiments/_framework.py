@@ -39,7 +39,7 @@ from .. import distributed
 from .._names import did_you_mean
 from .._optional import MissingDependency, install_hint, missing, require
 from ._checkpoint import CheckpointError, read_checkpoint, rng_states, write_checkpoint
-from ._figures import finish, problems
+from ._figures import finish, problems, save_png
 from ._progress import Progress, seconds
 
 __all__ = [
@@ -358,8 +358,9 @@ class Run:
             plt.close(fig)
             return path
         finish(fig)
+        fig.set_dpi(110)  # the layout check and the file share one layout, at the file's resolution
         found = problems(fig)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        save_png(fig, path, dpi=110)
         plt.close(fig)
         self.figures.append((path.name, caption))
         if found:
