@@ -159,13 +159,15 @@ def save_png(fig: Any, path: Any, dpi: int) -> None:
     (``fig.set_dpi(dpi)``, then :func:`problems`), byte for byte, without laying it out again:
     the tight box is read from that layout and the layout engine is switched off, so savefig
     skips its own layout pass (about a third of a figure's cost). Under rcParams that ask every
-    figure for a layout engine it falls back to the plain call."""
+    figure for a layout engine, or a ``"layout"`` padding, it falls back to the plain call."""
     import matplotlib
 
-    if matplotlib.rcParams["figure.autolayout"] or matplotlib.rcParams["figure.constrained_layout.use"]:
+    rc = matplotlib.rcParams
+    pad = rc["savefig.pad_inches"]
+    if rc["figure.autolayout"] or rc["figure.constrained_layout.use"] or not isinstance(pad, (int, float)):
         fig.savefig(path, dpi=dpi, bbox_inches="tight")
         return
-    box = fig.get_tightbbox().padded(matplotlib.rcParams["savefig.pad_inches"])
+    box = fig.get_tightbbox().padded(pad)
     fig.set_layout_engine(None)  # the layout stays as the last draw left it
     fig.savefig(path, dpi=dpi, bbox_inches=box)
 
