@@ -233,14 +233,22 @@ def test_adjoint_and_backprop_gradients_of_a_rollout_agree():
     lagrangian = WithKinetic()
     x0 = torch.cat(_states(3, 1, seed=8), -1)
     t = torch.linspace(0, 1, 4, dtype=D64)
-    grads = []
-    for gradient in ("backprop", "adjoint"):
-        lagrangian.zero_grad(set_to_none=True)
-        model = LagrangianNN(lagrangian, solver="dopri5", rtol=1e-10, atol=1e-12, gradient=gradient)
-        model(x0, t).square().sum().backward()
-        grads.append(flat_grad(model))
-    assert grads[0].abs().max() > 0
-    torch.testing.assert_close(grads[1], grads[0], rtol=1e-6, atol=1e-8)
+    for derivatives in ("vmap", "autograd"):
+        grads = []
+        for gradient in ("backprop", "adjoint"):
+            lagrangian.zero_grad(set_to_none=True)
+            model = LagrangianNN(
+                lagrangian,
+                solver="dopri5",
+                rtol=1e-10,
+                atol=1e-12,
+                gradient=gradient,
+                derivatives=derivatives,
+            )
+            model(x0, t).square().sum().backward()
+            grads.append(flat_grad(model))
+        assert grads[0].abs().max() > 0
+        torch.testing.assert_close(grads[1], grads[0], rtol=1e-6, atol=1e-8)
 
 
 def test_without_t_eval_the_model_returns_the_state_at_the_end_of_t_span():
