@@ -212,20 +212,24 @@ class LagrangianNN(SolveOptions):
         batch = q.shape[:-1]
         x = torch.cat([q, qd], -1).reshape(-1, 2 * d)
 
+        grad, rows = self._autograd_rows(x, d) if self.derivatives == "autograd" else self._vmap_rows(x, d)
+        return grad.reshape(*batch, 2 * d), rows.reshape(*batch, d, 2 * d)
+
+    def _vmap_rows(self, x: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(grad, rows)`` of ``x`` (``[N, 2d]``) by ``torch.func``, one sample at a time; by
+        :meth:`_autograd_rows` under saved-tensor hooks, where ``torch.func`` refuses to run."""
+
         def velocity_gradient(xi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             g = torch.func.grad(self._sample_scalar)(xi)
             return g[d:], g
 
-        if self.derivatives == "autograd":
-            grad, rows = self._autograd_rows(x, d)
-            return grad.reshape(*batch, 2 * d), rows.reshape(*batch, d, 2 * d)
         try:
             rows, grad = torch.func.vmap(torch.func.jacrev(velocity_gradient, has_aux=True))(x)
-        except RuntimeError as err:  # torch.func refuses to run under saved-tensor hooks
+        except RuntimeError as err:
             if "saved tensor hooks" not in str(err):
                 raise
-            grad, rows = self._autograd_rows(x, d)
-        return grad.reshape(*batch, 2 * d), rows.reshape(*batch, d, 2 * d)
+            return self._autograd_rows(x, d)
+        return grad, rows
 
     def _autograd_rows(self, x: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The same derivatives by plain autograd (``derivatives="autograd"``, and under
