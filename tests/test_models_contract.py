@@ -1,8 +1,11 @@
 """Every model: forward shapes, gradients to its parameters, NFE after each call, the solve
-options passed through (solver, fixed step, adjoint), and unknown options rejected."""
+options passed through (solver, fixed step, adjoint), unknown options rejected, and no autograd
+graph kept once the caller drops the output."""
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Callable
 
 import pytest
@@ -118,3 +121,34 @@ def test_model_trajectory_is_time_first(name):
 def test_model_rejects_unknown_options(name):
     with pytest.raises(TypeError, match="unknown option"):
         MODELS[name][0](tolerance=1e-3)
+
+
+class _Saved:
+    """What a saved-tensor hook packs: a weak reference to it tells whether the graph is alive.
+    It holds the tensor detached: an op that saves its own output would otherwise make a cycle
+    (box -> output -> its grad_fn -> box) that Python's collector cannot see through."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor.detach()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model_keeps_no_graph_once_its_output_is_dropped(name):
+    torch.manual_seed(0)
+    make, data, _ = MODELS[name]
+    model = make()
+    saved: list[weakref.ref] = []
+
+    def pack(t: torch.Tensor) -> _Saved:
+        box = _Saved(t)
+        saved.append(weakref.ref(box))
+        return box
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda box: box.tensor):
+        out = model(data())
+    assert out.requires_grad and saved and any(r() is not None for r in saved)
+    del out
+    gc.collect()
+    assert all(r() is None for r in saved)  # nothing the graph saved outlives the output
+    ys = model.solution.ys  # the record is kept, detached
+    assert model.nfe > 0 and not any(y.requires_grad for y in (ys if isinstance(ys, tuple) else (ys,)))

@@ -81,7 +81,10 @@ class SolveOptions(nn.Module):
 
     After each call, ``self.stats`` holds the forward solve's :class:`Stats`, ``self.nfe`` its
     evaluation count (a tensor per sample in per-sample mode), and ``self.solution`` the whole
-    :class:`Solution` (its ``backward_stats`` fill in when an adjoint backward runs).
+    :class:`Solution` (its ``backward_stats`` fill in when an adjoint backward runs). The kept
+    solution's tensors are detached: the model does not keep the autograd graph of its last call
+    alive once the caller drops the output (only ``solution.evaluate`` of a ``dense=True`` model
+    still refers to it, until the next call).
     """
 
     def __init__(
@@ -138,8 +141,24 @@ class SolveOptions(nn.Module):
         if isinstance(strategy, Adjoint) and strategy.params is None and "gradient" not in override:
             trainable = tuple(p for p in self.parameters() if p.requires_grad)
             options["gradient"] = dataclasses.replace(strategy, params=trainable)
-        self.solution = solve(f, y0, t_eval, **options)
-        return self.solution
+        solution = solve(f, y0, t_eval, **options)
+        self.solution = _detached_copy(solution)
+        return solution
+
+
+def _detached(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, tuple):
+        return tuple(_detached(v) for v in value)
+    return value
+
+
+def _detached_copy(solution: Solution) -> Solution:
+    """``solution`` with its tensors detached (``backward_stats`` is the same object, filled in
+    by a later backward pass): what a model keeps of its last call without holding its graph."""
+    tensors = ("ts", "ys", "step_ts", "step_ys", "event_ts", "event_ys", "kl")
+    return dataclasses.replace(solution, **{name: _detached(getattr(solution, name)) for name in tensors})
 
 
 def time_grid(t_eval: Any, like: torch.Tensor) -> torch.Tensor:
