@@ -209,15 +209,22 @@ def _sde_method(term: SDETerm, method: AbstractSolver, controller: Any, rtol: An
 
 
 def _check_term(term: AbstractTerm, method: AbstractSolver) -> None:
-    names_ = ", ".join(repr(n) for n in accepting(term)) or "none yet"
     if not isinstance(term, method.terms):
         raise ValueError(
             f"solver {method.name!r} does not accept an {term.kind} term ({type(term).__name__}); "
-            f"solvers that do: {names_}"
+            f"solvers that do: {_accepting_names(term)}"
         )
     reason = method.unsupported(term)
     if reason is not None:
-        raise ValueError(f"solver {method.name!r} does not support {reason}; solvers that do: {names_}")
+        raise ValueError(
+            f"solver {method.name!r} does not support {reason}; solvers that do: {_accepting_names(term)}"
+        )
+
+
+def _accepting_names(term: AbstractTerm) -> str:
+    """The solvers that integrate ``term``, for an error message (built only when one is raised:
+    it asks every registered solver, about 100 Python calls, on a path every solve takes)."""
+    return ", ".join(repr(n) for n in accepting(term)) or "none yet"
 
 
 def _split_kl(sol: Solution) -> Solution:
