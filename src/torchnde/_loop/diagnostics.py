@@ -58,8 +58,8 @@ ADVICE_STEPS = 1000
 # errors; a Rosenbrock step factorises a fresh Jacobian, Kvaerno5's Newton reuses one across steps)
 IMPLICIT_CHOICE = (
     "solver='rodas5p' for a small or medium state (no Newton iterations; about twice kvaerno5's speed "
-    "on benchmarks/stiff.py's problems), or solver='kvaerno5' for a large one (its Jacobian is reused "
-    "across steps)"
+    "on the Robertson and Van der Pol benchmarks), or solver='kvaerno5' for a large one (its Jacobian "
+    "is reused across steps)"
 )
 
 
