@@ -155,10 +155,11 @@ def _detached(value: Any) -> Any:
 
 
 def _detached_copy(solution: Solution) -> Solution:
-    """``solution`` with its tensors detached (``backward_stats`` is the same object, filled in
-    by a later backward pass): what a model keeps of its last call without holding its graph."""
-    tensors = ("ts", "ys", "step_ts", "step_ys", "event_ts", "event_ys", "kl")
-    return dataclasses.replace(solution, **{name: _detached(getattr(solution, name)) for name in tensors})
+    """``solution`` with every tensor field detached (the other fields are the same objects:
+    ``backward_stats`` is filled in by a later backward pass): what a model keeps of its last call
+    without holding its graph."""
+    fields = {f.name: _detached(getattr(solution, f.name)) for f in dataclasses.fields(solution)}
+    return dataclasses.replace(solution, **fields)
 
 
 def time_grid(t_eval: Any, like: torch.Tensor) -> torch.Tensor:
