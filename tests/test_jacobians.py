@@ -1,6 +1,12 @@
-"""How the implicit solvers get df/dy: autograd (one backward pass per row through the engine
+"""How the implicit solvers get df/dy: autograd (for a 1-D state whose field treats a new axis
+as a batch, one pass over N copies of the state; else one backward pass per row through the engine
 for tiny states, one vectorised pass beyond), or ``jacobian="fd"``, forward differences of ``f``
 (scipy's default).
+
+The copies' Jacobian equals the row-by-row one, on a leading axis (an ``nn.Module``) and on a
+trailing one (a field that unbinds its state); a field that reads across the new axis (a mean
+over it, a branch on the whole tensor's norm, a product with a matrix on it) is found out by the
+first call's check and gets the row-by-row Jacobian, still exact.
 
 Autograd's two ways give the same matrix. The forward-difference one agrees with autograd's to
 the order of the square root of the unit roundoff, costs ``N`` evaluations of ``f`` (``N + 1``
@@ -14,8 +20,9 @@ import pytest
 import torch
 
 import torchnde as nde
+from torchnde._loop import problem as problem_module
 from torchnde.solvers import jacobian as jacobian_module
-from torchnde.solvers.jacobian import ROW_BY_ROW, finite_difference_jacobian, jacobians
+from torchnde.solvers.jacobian import ROW_BY_ROW, StateCopies, finite_difference_jacobian, jacobians
 
 F64 = torch.float64
 
@@ -89,13 +96,14 @@ def test_a_solve_with_fd_jacobians_matches_the_autograd_solve(cls):
 
 
 def test_rodas5p_fd_costs_two_more_evaluations_per_jacobian_on_a_3_state():
-    """Autograd's Jacobian evaluates f once (with its graph); forward differences reuse the
+    """Autograd's Jacobian evaluates f once (with its graph; on the state's copies, after a
+    check of three evaluations on the solve's first Jacobian); forward differences reuse the
     step's f(t0, y0) and evaluate f once per column: 3 - 1 more for each Jacobian."""
     y0 = torch.tensor([1.0, 0.0, 0.0], dtype=F64)
     ts = torch.tensor([0.0, 1e5], dtype=F64)
     auto = nde.solve(robertson, y0, ts, nde.solvers.Rodas5P(), rtol=1e-6, atol=1e-10)
     fd = nde.solve(robertson, y0, ts, nde.solvers.Rodas5P(jacobian="fd"), rtol=1e-6, atol=1e-10)
-    assert fd.stats.nfe - auto.stats.nfe == 2 * auto.stats.accepted  # a Jacobian per step start
+    assert fd.stats.nfe - (auto.stats.nfe - 3) == 2 * auto.stats.accepted  # a Jacobian per step start
 
 
 def test_per_sample_rodas5p_with_fd_matches_autograd():
@@ -120,3 +128,88 @@ def test_an_unknown_jacobian_name_is_an_error_that_lists_the_valid_ones():
         nde.solvers.Rodas5P(jacobian="fdd")
     with pytest.raises(ValueError, match=r"Kvaerno5\(jacobian=...\).*got 'analytic'"):
         nde.solvers.Kvaerno5(jacobian="analytic")
+
+
+class _Field:
+    """A field carrying the copies' Jacobian, as the loop's own field does."""
+
+    def __init__(self, f):
+        self.f, self.calls = f, [0]
+        self.copies = StateCopies(lambda s, y: f(s, y), self._count)
+
+    def _count(self, k):
+        self.calls[0] += k
+
+    def __call__(self, t, y):
+        self.calls[0] += 1
+        return self.f(t, y)
+
+
+def _row_by_row(f, t, y):
+    return jacobians(f, t, y, batched=False)[0]  # a plain function: no copies attribute
+
+
+def test_copies_jacobian_of_a_module_stacks_copies_on_a_leading_axis():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Tanh(), torch.nn.Linear(16, 5)).double()
+    field = _Field(lambda t, y: net(y))
+    y, t = torch.randn(5, dtype=F64), torch.tensor(0.3, dtype=F64)
+    got, _ = jacobians(field, t, y, batched=False)
+    assert field.copies.axis == 0 and field.calls[0] == 4  # the check: f(y), f(y'), one stack; then one stack
+    torch.testing.assert_close(got, _row_by_row(lambda t, y: net(y), t, y), rtol=1e-14, atol=1e-15)
+    got, _ = jacobians(field, t, y + 1, batched=False)
+    assert field.calls[0] == 5  # checked once: each later Jacobian is one evaluation
+    torch.testing.assert_close(got, _row_by_row(lambda t, y: net(y), t, y + 1), rtol=1e-14, atol=1e-15)
+
+
+def test_copies_jacobian_of_an_unbinding_field_stacks_copies_on_a_trailing_axis():
+    def unbinding(t, y):  # unbind() splits the first axis: a stack [3, 3] on axis 0 is misread
+        a, b, c = y.unbind()
+        return torch.stack([-0.04 * a + 1e4 * b * c, 0.04 * a - 1e4 * b * c - 3e7 * b * b, 3e7 * b * b])
+
+    field = _Field(unbinding)
+    y, t = torch.tensor([0.9, 1e-5, 0.1], dtype=F64), torch.tensor(0.0, dtype=F64)
+    got, _ = jacobians(field, t, y, batched=False)
+    assert field.copies.axis == -1
+    torch.testing.assert_close(got, _row_by_row(robertson, t, y), rtol=1e-14, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "name, f",
+    [
+        ("a mean over the whole tensor", lambda t, y: torch.sin(y) - y.mean()),
+        ("a branch on the whole tensor's norm", lambda t, y: torch.sin(y) * (1.0 if y.norm() < 2 else -1.0)),
+        (
+            "a running sum over the flattened tensor",
+            lambda t, y: torch.sin(y) + y.flatten().cumsum(0).view_as(y),
+        ),
+    ],
+)
+def test_a_field_that_reads_across_copies_gets_the_row_by_row_jacobian(name, f):
+    field = _Field(f)
+    y, t = torch.tensor([0.3, -0.2, 0.5, 1.1], dtype=F64), torch.tensor(0.0, dtype=F64)
+    got, _ = jacobians(field, t, y, batched=False)
+    assert not field.copies.usable, name
+    torch.testing.assert_close(got, _row_by_row(f, t, y), rtol=1e-14, atol=1e-15)
+
+
+def test_a_matrix_product_on_the_state_takes_copies_on_the_trailing_axis_only():
+    w = torch.arange(16, dtype=F64).view(4, 4) / 10
+    field = _Field(lambda t, y: w @ torch.tanh(y))  # w @ stack mixes a leading axis, not a trailing one
+    y, t = torch.tensor([0.3, -0.2, 0.5, 1.1], dtype=F64), torch.tensor(0.0, dtype=F64)
+    got, _ = jacobians(field, t, y, batched=False)
+    assert field.copies.axis == -1
+    torch.testing.assert_close(got, w * (1 - torch.tanh(y) ** 2), rtol=1e-14, atol=1e-15)
+
+
+@pytest.mark.parametrize("cls", [nde.solvers.Rodas5P, nde.solvers.Kvaerno5])
+def test_a_solve_with_copies_jacobians_takes_the_row_by_row_solves_steps(cls, monkeypatch):
+    y0 = torch.tensor([1.0, 0.0, 0.0], dtype=F64)
+    ts = torch.tensor([0.0, 1.0, 1e3, 1e5], dtype=F64)
+    kw = dict(rtol=1e-6, atol=1e-10)
+    copies = nde.solve(robertson, y0, ts, cls(), **kw)
+    monkeypatch.setattr(problem_module, "COPIES_MAX", 0)  # the row-by-row Jacobian throughout
+    rows = nde.solve(robertson, y0, ts, cls(), **kw)
+    assert copies.stats.steps == rows.stats.steps and copies.stats.rejected == rows.stats.rejected
+    assert copies.stats.nfe == rows.stats.nfe + 3  # the first Jacobian's check
+    torch.testing.assert_close(copies.ys, rows.ys, rtol=1e-12, atol=1e-16)

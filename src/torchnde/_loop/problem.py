@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .._solution import Solution, Stats, Status
+from ..solvers.jacobian import COPIES_MAX, StateCopies
 from .inputs import COMPLEX, NOT_MONOTONIC, all_finite, empty_state, first_few, not_monotonic
 from .raw import Raw
 
@@ -236,6 +237,21 @@ class Problem:
             func.sde = self.sde  # type: ignore[attr-defined]
         user = self.jacobian
         if user is None:
+            if (
+                not (self.per_sample or self.is_tuple)
+                and len(self.shapes[0]) <= 1
+                and self.numel <= COPIES_MAX
+            ):
+                f, user_time, sign, counter = self.f, self.user_time, self.direction, self.nfe_counter
+
+                def call(s: Any, stack: torch.Tensor) -> torch.Tensor:
+                    out = f(user_time(s), stack)
+                    return out if sign > 0 else -out
+
+                def count(k: int) -> None:
+                    counter[0] += k
+
+                func.copies = StateCopies(call, count)  # type: ignore[attr-defined]
             return func
         if user == "fd":  # forward differences of func itself (solvers.jacobian)
             func.jacobian = user  # type: ignore[attr-defined]

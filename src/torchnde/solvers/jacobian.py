@@ -20,6 +20,7 @@ from .._names import did_you_mean
 from .base import Func
 
 __all__ = [
+    "StateCopies",
     "autograd_engine",
     "check_jacobian_option",
     "dense_solver",
@@ -117,6 +118,138 @@ def _rows_jacobian(
     return out.new_zeros(out.shape[0], x.shape[0]) if rows is None else rows
 
 
+# The copies way (:class:`StateCopies`) is tried for a 1-D (or 0-d) state of up to this many
+# unknowns: it evaluates ``f`` on ``N`` copies of the state, where the row-by-row way makes one
+# forward pass and ``N`` backward ones. Measured on a 2-64-64-N tanh MLP: 0.47x to 0.58x the
+# row-by-row way's time for 1-D states of 2 to 64 unknowns; on a state ``[B, d]`` (whose rows the
+# field treats as a batch) the copies are ``N`` batches of ``B`` rows each, and [32, 2] took
+# 2.6x: multi-dimensional states keep the row-by-row way.
+COPIES_MAX = 64
+
+
+class StateCopies:
+    r"""``df/dy`` from one evaluation of ``f`` on ``N`` copies of the state and one backward pass.
+
+    A vector field written for one state usually also evaluates a stack of states along a new
+    axis: an ``nn.Module`` treats leading axes as a batch, and a field written as
+    ``a, b, c = y.unbind()`` treats trailing ones so. Stacking ``N = y.numel()`` copies
+    :math:`Y = (y, \dots, y)` and back-propagating the identity, copy :math:`i` with the
+    cotangent :math:`e_i`, gives row :math:`i` of :math:`J = \partial f/\partial y` in copy
+    :math:`i`'s gradient: one forward and one backward pass where the row-by-row way takes one
+    forward and ``N`` backward passes (on Robertson, ``N = 3``: 118 against 291 us for the whole
+    Jacobian) -- the reverse-mode analogue of evaluating finite differences as one batch.
+
+    Whether ``f`` treats the new axis as a batch is checked once, on the first call, for a
+    leading axis and then a trailing one: ``f`` of a stack whose second copy is a perturbed state
+    must equal ``f`` of each state alone, and a cotangent on the first copy's output must give
+    the other copies' inputs a gradient of exactly zero (no copy reads another: a field that
+    averages over that axis, branches on a norm of the whole tensor or mixes through a matrix
+    product on it fails this). Where neither axis passes (or ``f`` raises on the stack), the call
+    returns ``None`` and the caller takes the row-by-row way for the rest of the solve.
+
+    ``call(s, Y)``: the user's ``f`` at the loop's time ``s`` on a stack ``Y`` (the state's shape
+    with one more axis), in the loop's sign; ``count``: adds to the solve's evaluation counter.
+    """
+
+    def __init__(
+        self, call: Callable[[Any, torch.Tensor], torch.Tensor], count: Callable[[int], None]
+    ) -> None:
+        self.call = call
+        self.count = count
+        self.axis: int | None = None  # 0 (leading), -1 (trailing); None: not checked yet
+        self.usable = True
+        self._identity: torch.Tensor | None = None  # the cotangent: copy i gets e_i
+
+    def __call__(self, s: Any, y: torch.Tensor, create_graph: bool) -> torch.Tensor | None:
+        if not self.usable:
+            return None
+        n = y.numel()
+        if self.axis is None:
+            self.axis = self._probe(s, y.detach(), n)
+            if self.axis is None:
+                self.usable = False
+                return None
+        with torch.enable_grad():
+            stack = _copies(y if (create_graph and y.requires_grad) else y.detach(), n, self.axis)
+            if not stack.requires_grad:
+                stack.requires_grad_()
+            out = self.call(s, stack)
+            self.count(1)
+            if not out.requires_grad:  # f does not depend on y
+                return out.new_zeros(n, n)
+            cotangent = self._identity
+            if cotangent is None or cotangent.shape != out.shape or cotangent.dtype != out.dtype:
+                eye = torch.eye(n, dtype=out.dtype, device=out.device)
+                with torch.inference_mode(False):  # a cached constant must outlive inference mode
+                    cotangent = self._identity = eye.view(out.shape).clone()
+            run = autograd_engine() if not create_graph and type(out) is torch.Tensor else None
+            if run is not None:
+                grad = run((out,), (cotangent,), False, False, (stack,), True, accumulate_grad=False)[0]
+            else:
+                (grad,) = torch.autograd.grad(
+                    out, stack, cotangent, create_graph=create_graph, allow_unused=True
+                )
+        if grad is None:
+            return out.new_zeros(n, n)
+        rows = grad.reshape(n, n)
+        return rows if self.axis == 0 else rows.t()
+
+    def _probe(self, s: Any, y: torch.Tensor, n: int) -> int | None:
+        """The axis along which ``f`` treats copies as a batch (see the class docstring), or
+        ``None``; ``f`` is evaluated on the state, a perturbed state and up to two stacks."""
+        if n > COPIES_MAX:
+            return None
+        scale = float(y.abs().mean()) or 1.0
+        other = y + (y.abs() + scale) * 2.0**-6
+        try:
+            with torch.no_grad():
+                alone = (self.call(s, y), self.call(s, other))
+            self.count(2)
+        except Exception:  # f fails on its own state: leave it to the row-by-row way to report
+            return None
+        for axis in (0, -1):
+            try:
+                if self._separable(s, y, other, alone, n, axis):
+                    return axis
+            except Exception:  # f does not take the stack (a shape error, a branch on a value)
+                continue
+        return None
+
+    def _separable(self, s: Any, y: torch.Tensor, other: torch.Tensor, alone: tuple[torch.Tensor, ...],
+                   n: int, axis: int) -> bool:  # fmt: skip
+        copies = max(n, 2)
+        stack = _copies(y, copies, axis).clone()
+        stack.select(axis, 1).copy_(other)
+        stack.requires_grad_()
+        with torch.enable_grad():
+            out = self.call(s, stack)
+            self.count(1)
+            if type(out) is not torch.Tensor or out.shape != stack.shape or out.dtype != y.dtype:
+                return False
+            tol = 1e3 * torch.finfo(y.dtype).eps
+            for i in range(copies):
+                ref = alone[1] if i == 1 else alone[0]
+                got = out.select(axis, i)
+                bound = tol * (ref.abs() + ref.abs().max())
+                if not bool(((got - ref).abs() <= bound).all()):
+                    return False
+            if not out.requires_grad:
+                return True
+            cotangent = torch.zeros_like(out)
+            cotangent.select(axis, 0).fill_(1.0)
+            (grad,) = torch.autograd.grad(out, stack, cotangent, allow_unused=True)
+        if grad is None:
+            return True
+        grad.select(axis, 0).zero_()
+        return not bool(grad.ne(0).any())
+
+
+def _copies(y: torch.Tensor, n: int, axis: int) -> torch.Tensor:
+    """``n`` copies of ``y`` stacked along a new leading (``axis=0``) or trailing (``-1``) axis,
+    contiguous (a field may view or reshape its input)."""
+    return torch.stack([y] * n, axis)
+
+
 def finite_difference_jacobian(
     func: Func, t: Any, y: torch.Tensor, f0: torch.Tensor | None = None, *, batched: bool
 ) -> torch.Tensor:
@@ -183,7 +316,10 @@ def jacobians(
     elif user is not None:
         dy = user(t, x.view(shape))
     else:
-        dy = _autograd_jacobian(lambda v: out(t, v), x, create_graph)
+        copies = None if batched else getattr(func, "copies", None)
+        dy = None if copies is None else copies(t, x.view(shape), create_graph)
+        if dy is None:
+            dy = _autograd_jacobian(lambda v: out(t, v), x, create_graph)
         if batched:
             dy = dy.permute(1, 0, 2)  # [N, B, N] -> [B, N, N]
     if not with_time:
