@@ -36,6 +36,8 @@ CASES = (
     "node_fwd/grad/b1024",
     "per_sample/no_grad/b1024",
     "rk4/no_grad/b1",
+    "train/backprop/b256",
+    "train/adjoint/b256",
 )
 
 
@@ -56,6 +58,8 @@ def runner(nde: ModuleType, case: str) -> Any:
     if case.startswith("rk4"):
         p = rk4_problem()
         return lambda: nde.solve(p.field, p.y0, p.t_eval, solver="rk4", dt=1e-3)
+    if case.startswith("train"):
+        return _training_step(nde, case.split("/")[1])
     group, mode, batch = case.split("/")
     p = neural_ode(int(batch[1:]))
     grad, per_sample = mode == "grad", group == "per_sample"
@@ -63,6 +67,24 @@ def runner(nde: ModuleType, case: str) -> Any:
     def run() -> Any:
         with torch.set_grad_enabled(grad):
             return nde.solve(p.field, p.y0, p.t_eval, "dopri5", rtol=RTOL, atol=ATOL, per_sample=per_sample)
+
+    return run
+
+
+def _training_step(nde: ModuleType, strategy: str) -> Any:
+    """The training rows' iteration (``benchmarks.training``): solve at batch 256, an MSE loss on
+    the 10 saved points against a fixed target, backward, gradients cleared."""
+    from .training import training_problem
+
+    p, target = training_problem()
+    params = tuple(p.field.parameters())
+    gradient = nde.Backprop() if strategy == "backprop" else nde.Adjoint(params=params)
+
+    def run() -> Any:
+        ys = nde.solve(p.field, p.y0, p.t_eval, "dopri5", rtol=RTOL, atol=ATOL, gradient=gradient).ys
+        (ys - target).square().mean().backward()
+        p.field.zero_grad(set_to_none=True)
+        return ys
 
     return run
 
