@@ -213,3 +213,35 @@ def test_a_solve_with_copies_jacobians_takes_the_row_by_row_solves_steps(cls, mo
     assert copies.stats.steps == rows.stats.steps and copies.stats.rejected == rows.stats.rejected
     assert copies.stats.nfe == rows.stats.nfe + 3  # the first Jacobian's check
     torch.testing.assert_close(copies.ys, rows.ys, rtol=1e-12, atol=1e-16)
+
+
+def test_per_sample_copies_jacobian_is_one_matrix_per_sample():
+    field = _Field(robertson)
+    y = torch.tensor([[0.9, 1e-5, 0.1], [0.5, 2e-6, 0.5]], dtype=F64)
+    t = torch.zeros(2, dtype=F64)
+    got, _ = jacobians(field, t, y, batched=True)
+    assert field.copies.axis == 0 and got.shape == (2, 3, 3)
+    torch.testing.assert_close(got, jacobians(robertson, t, y, batched=True)[0], rtol=1e-14, atol=1e-15)
+
+
+def test_a_batch_too_large_for_copies_takes_the_vectorised_way_for_that_call_only():
+    field = _Field(robertson)
+    big = torch.rand(jacobian_module.COPIES_ROWS // 3 + 1, 3, dtype=F64)
+    t = torch.zeros(big.shape[0], dtype=F64)
+    got, _ = jacobians(field, t, big, batched=True)
+    assert field.copies.axis is None and field.copies.usable  # not checked, not ruled out
+    torch.testing.assert_close(got, jacobians(robertson, t, big, batched=True)[0], rtol=1e-14, atol=1e-15)
+    jacobians(field, t[:2], big[:2], batched=True)  # a batch that shrank below the limit
+    assert field.copies.axis == 0
+
+
+@pytest.mark.parametrize("cls", [nde.solvers.Rodas5P, nde.solvers.Kvaerno5])
+def test_a_per_sample_solve_with_copies_jacobians_takes_the_row_by_row_solves_steps(cls, monkeypatch):
+    y0 = torch.tensor([[1.0, 0.0, 0.0], [0.9, 0.0, 0.1], [0.95, 0.0, 0.05]], dtype=F64)
+    ts = torch.tensor([0.0, 10.0, 1e3], dtype=F64)
+    kw = dict(rtol=1e-6, atol=1e-10, per_sample=True)
+    copies = nde.solve(robertson, y0, ts, cls(), **kw)
+    monkeypatch.setattr(problem_module, "COPIES_MAX", 0)
+    rows = nde.solve(robertson, y0, ts, cls(), **kw)
+    assert torch.equal(copies.stats.steps, rows.stats.steps)
+    torch.testing.assert_close(copies.ys, rows.ys, rtol=1e-12, atol=1e-16)

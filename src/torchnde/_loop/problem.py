@@ -237,11 +237,7 @@ class Problem:
             func.sde = self.sde  # type: ignore[attr-defined]
         user = self.jacobian
         if user is None:
-            if (
-                not (self.per_sample or self.is_tuple)
-                and len(self.shapes[0]) <= 1
-                and self.numel <= COPIES_MAX
-            ):
+            if not self.is_tuple and len(self.shapes[0]) <= 1 and self.numel <= COPIES_MAX:
                 f, user_time, sign, counter = self.f, self.user_time, self.direction, self.nfe_counter
 
                 def call(s: Any, stack: torch.Tensor) -> torch.Tensor:
