@@ -135,7 +135,9 @@ class _Field:
 
     def __init__(self, f):
         self.f, self.calls = f, [0]
-        self.copies = StateCopies(lambda s, y: f(s, y), self._count)
+        self.copies = StateCopies(
+            lambda s, y: f(torch.as_tensor(s, dtype=F64), y), self._count
+        )  # time as the loop gives it
 
     def _count(self, k):
         self.calls[0] += k
@@ -268,3 +270,50 @@ def test_gradients_through_copies_jacobians_pass_gradcheck(solver):
 
     assert torch.autograd.gradcheck(outputs, (y0, w), eps=1e-6, atol=1e-6, rtol=1e-5, fast_mode=True)
     assert seen.count((3, 3)) > 20  # the Jacobians came from the copies (the check alone: 1)
+
+
+def _forced_robertson(t, y):  # unbinds its state: copies on a trailing axis, times as [N]
+    a, b, c = y.unbind()
+    k = 0.04 * (1 + 0.5 * torch.sin(t / 10))
+    return torch.stack([-k * a + 1e4 * b * c, k * a - 1e4 * b * c - 3e7 * b * b, 3e7 * b * b])
+
+
+_W = torch.arange(9, dtype=F64).view(3, 3) / 10
+
+
+def _forced_module(t, y):  # copies on a leading axis, times as [N, 1]
+    return torch.tanh(y @ _W) * torch.cos(t) - y
+
+
+@pytest.mark.parametrize(("f", "axis"), [(_forced_robertson, -1), (_forced_module, 0)])
+def test_a_time_dependent_field_gets_df_dt_from_the_same_copies_pass(f, axis):
+    field = _Field(f)
+    y, t = torch.tensor([0.9, 1e-5, 0.1], dtype=F64), 0.7
+    got = jacobians(field, t, y, batched=False, with_time=True)
+    assert field.copies.axis == axis and field.copies.timed
+    want = jacobians(f, torch.tensor(t, dtype=F64), y, batched=False, with_time=True)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(got[1], want[1], rtol=1e-14, atol=1e-15)
+
+
+@pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")  # the row-by-row pass's float(t)
+def test_a_field_that_reads_t_as_a_float_gets_the_row_by_row_time_derivative():
+    def f(t, y):
+        return -y * (1.0 + float(t))  # float(t) of a time per copy raises: not taken
+
+    field = _Field(f)
+    y = torch.tensor([0.9, 0.2, 0.1], dtype=F64)
+    got = jacobians(field, torch.tensor(0.5, dtype=F64), y, batched=False, with_time=True)
+    assert field.copies.timed is False and field.copies.usable
+    torch.testing.assert_close(got[0], -1.5 * torch.eye(3, dtype=F64), rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(got[1], torch.zeros(3, dtype=F64), rtol=0, atol=0)  # float(t): no graph
+
+
+def test_a_rodas5p_solve_of_a_time_dependent_field_takes_the_row_by_row_solves_steps(monkeypatch):
+    y0 = torch.tensor([1.0, 0.0, 0.0], dtype=F64)
+    ts = torch.tensor([0.0, 1.0, 1e2], dtype=F64)
+    copies = nde.solve(_forced_robertson, y0, ts, "rodas5p", rtol=1e-6, atol=1e-10)
+    monkeypatch.setattr(problem_module, "COPIES_MAX", 0)
+    rows = nde.solve(_forced_robertson, y0, ts, "rodas5p", rtol=1e-6, atol=1e-10)
+    assert copies.stats.steps == rows.stats.steps and copies.stats.nfe == rows.stats.nfe + 7  # two checks
+    torch.testing.assert_close(copies.ys, rows.ys, rtol=1e-12, atol=1e-16)

@@ -167,6 +167,7 @@ class StateCopies:
         self.axis: int | None = None  # 0 (leading), -1 (trailing); None: not checked yet
         self.usable = True
         self._identity: torch.Tensor | None = None  # the cotangent: copy i gets e_i
+        self.timed: bool | None = None  # whether f takes a time per copy; None: not checked yet
 
     def __call__(
         self, s: Any, y: torch.Tensor, create_graph: bool, batched: bool = False
@@ -192,13 +193,7 @@ class StateCopies:
             self.count(1)
             if not out.requires_grad:  # f does not depend on y
                 return out.new_zeros(*y.shape[:1] if batched else (), n, n)
-            cotangent = self._identity
-            if cotangent is None or cotangent.shape != out.shape or cotangent.dtype != out.dtype:
-                eye = torch.eye(n, dtype=out.dtype, device=out.device)
-                if batched:  # copy i of every sample gets e_i
-                    eye = eye.unsqueeze(1).expand(n, batch, n)
-                with torch.inference_mode(False):  # a cached constant must outlive inference mode
-                    cotangent = self._identity = eye.reshape(out.shape).clone()
+            cotangent = self._cotangent(out, n, batch, batched)
             run = autograd_engine() if not create_graph and type(out) is torch.Tensor else None
             if run is not None:
                 grad = run((out,), (cotangent,), False, False, (stack,), True, accumulate_grad=False)[0]
@@ -212,6 +207,17 @@ class StateCopies:
             return grad.reshape(n, batch, n).permute(1, 0, 2)
         rows = grad.reshape(n, n)
         return rows if self.axis == 0 else rows.t()
+
+    def _cotangent(self, out: torch.Tensor, n: int, batch: int, batched: bool) -> torch.Tensor:
+        """The identity on the copies (copy ``i`` of every sample gets ``e_i``), cached."""
+        cotangent = self._identity
+        if cotangent is None or cotangent.shape != out.shape or cotangent.dtype != out.dtype:
+            eye = torch.eye(n, dtype=out.dtype, device=out.device)
+            if batched:
+                eye = eye.unsqueeze(1).expand(n, batch, n)
+            with torch.inference_mode(False):  # a cached constant must outlive inference mode
+                cotangent = self._identity = eye.reshape(out.shape).clone()
+        return cotangent
 
     def _probe(self, s: Any, y: torch.Tensor, n: int, batched: bool) -> int | None:
         """The axis along which ``f`` treats copies as a batch (see the class docstring), or
@@ -234,13 +240,22 @@ class StateCopies:
         return None
 
     def _separable(self, s: Any, y: torch.Tensor, other: torch.Tensor, alone: tuple[torch.Tensor, ...],
-                   n: int, axis: int) -> bool:  # fmt: skip
+                   n: int, axis: int, other_s: float | None = None) -> bool:  # fmt: skip
+        """Whether ``f`` of a stack (copy 1 ``other``, the rest ``y``) equals ``f`` of each state
+        ``alone`` and no copy's output reads another copy's input. With ``other_s``, each copy
+        also gets its own time (copy 1 ``other_s``, the rest ``s``), and no copy's output may read
+        another copy's time either."""
         copies = max(n, 2)
         stack = _copies(y, copies, axis)
         stack.select(axis, 1).copy_(other)
         stack.requires_grad_()
+        times = None
+        if other_s is not None:
+            times = _times(float(s), copies, axis, y.ndim, y.device)
+            times.view(-1)[1] = other_s
+            times.requires_grad_()
         with torch.enable_grad():
-            out = self.call(s, stack)
+            out = self.call(s if times is None else times, stack)
             self.count(1)
             if type(out) is not torch.Tensor or out.shape != stack.shape or out.dtype != y.dtype:
                 return False
@@ -255,11 +270,82 @@ class StateCopies:
                 return True
             cotangent = torch.zeros_like(out)
             cotangent.select(axis, 0).fill_(1.0)
-            (grad,) = torch.autograd.grad(out, stack, cotangent, allow_unused=True)
-        if grad is None:
-            return True
-        grad.select(axis, 0).zero_()
-        return not bool(grad.ne(0).any())
+            inputs = (stack,) if times is None else (stack, times)
+            grads = torch.autograd.grad(out, inputs, cotangent, allow_unused=True)
+        for grad in grads:
+            if grad is not None:
+                grad.select(axis, 0).zero_()
+                if bool(grad.ne(0).any()):
+                    return False
+        return True
+
+    def with_time(
+        self, s: Any, y: torch.Tensor, create_graph: bool
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        r"""``(df/dy [N, N], df/dt [N])`` from the same single pass, each copy also getting its
+        own time (a ``[N, 1]`` or ``[1, N]`` float64 tensor, broadcasting against the stack) whose
+        gradient under copy ``i``'s cotangent :math:`e_i` is :math:`\partial f_i/\partial t`.
+        Checked once, as the copies themselves, with the second copy's time moved too; ``None``
+        where ``f`` does not take a time per copy (a ``float(t)``, a branch on ``t``) or the
+        copies are not usable: the caller then takes the row-by-row pass, which gives both."""
+        if not self.usable or self.timed is False:
+            return None
+        n = y.numel()
+        if n > COPIES_MAX:
+            return None
+        if self.axis is None:
+            self.axis = self._probe(s, y.detach(), n, False)
+            if self.axis is None:
+                self.usable = False
+                return None
+        if self.timed is None:
+            self.timed = self._timed(s, y.detach(), n)
+            if not self.timed:
+                return None
+        with torch.enable_grad():
+            stack = _copies(y if (create_graph and y.requires_grad) else y.detach(), n, self.axis)
+            if not stack.requires_grad:
+                stack.requires_grad_()
+            times = _times(float(s), n, self.axis, y.ndim, y.device).requires_grad_()
+            out = self.call(times, stack)
+            self.count(1)
+            if not out.requires_grad:
+                return out.new_zeros(n, n), out.new_zeros(n)
+            cotangent = self._cotangent(out, n, 1, False)
+            run = autograd_engine() if not create_graph and type(out) is torch.Tensor else None
+            if run is not None:
+                grad, grad_t = run(
+                    (out,), (cotangent,), False, False, (stack, times), True, accumulate_grad=False
+                )
+            else:
+                grad, grad_t = torch.autograd.grad(
+                    out, (stack, times), cotangent, create_graph=create_graph, allow_unused=True
+                )
+        dy = out.new_zeros(n, n) if grad is None else grad.reshape(n, n)
+        dt = out.new_zeros(n) if grad_t is None else grad_t.reshape(n).to(out.dtype)
+        return (dy if self.axis == 0 else dy.t()), dt
+
+    def _timed(self, s: Any, y: torch.Tensor, n: int) -> bool:
+        """Whether ``f`` takes a time per copy on the copies' axis (see :meth:`with_time`)."""
+        t = float(s)
+        other_t = t + (abs(t) + 1.0) * 2.0**-6
+        scale = float(y.abs().mean()) or 1.0
+        other = y + (y.abs() + scale) * 2.0**-6
+        try:
+            with torch.no_grad():
+                alone = (self.call(s, y), self.call(other_t, other))
+            self.count(2)
+            return self._separable(s, y, other, alone, n, self.axis, other_t)  # type: ignore[arg-type]
+        except Exception:  # f does not take a tensor of times (float(t), a branch on t)
+            return False
+
+
+def _times(t: float, n: int, axis: int, ndim: int, device: torch.device) -> torch.Tensor:
+    """``n`` copies of the time ``t`` (float64) shaped to broadcast against a stack of ``n``
+    states of ``ndim`` axes along ``axis``: ``[n, 1, ...]`` for a leading axis, ``[n]`` for a
+    trailing one (it then also matches a part of the state unbound from it, ``[n]``)."""
+    shape = (n, *([1] * ndim)) if axis == 0 else (n,)
+    return torch.full(shape, t, dtype=torch.float64, device=device)
 
 
 def _copies(y: torch.Tensor, n: int, axis: int) -> torch.Tensor:
@@ -327,6 +413,10 @@ def jacobians(
             else torch.as_tensor(t, dtype=torch.float64, device=y.device)
         )
         if user is None and not batched:  # one autograd pass for both
+            copies = getattr(func, "copies", None)
+            both = None if copies is None else copies.with_time(t, x.view(shape), create_graph)
+            if both is not None:
+                return both
             dt, dy = _autograd_jacobian(out, (t_tensor, x), create_graph)
             return dy, dt.to(y.dtype).reshape(-1)
     if user == "fd":
