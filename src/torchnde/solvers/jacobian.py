@@ -180,33 +180,71 @@ class StateCopies:
         n = y.numel() // batch if batch else 0
         if n > COPIES_MAX or n * batch > COPIES_ROWS:  # not this time (a batch may shrink later)
             return None
-        if self.axis is None:
-            self.axis = self._probe(s, y.detach(), n, batched)
-            if self.axis is None:
-                self.usable = False
-                return None
-        with torch.enable_grad():
-            stack = _copies(y if (create_graph and y.requires_grad) else y.detach(), n, self.axis)
-            if not stack.requires_grad:
-                stack.requires_grad_()
-            out = self.call(s, stack)
-            self.count(1)
-            if not out.requires_grad:  # f does not depend on y
-                return out.new_zeros(*y.shape[:1] if batched else (), n, n)
-            cotangent = self._cotangent(out, n, batch, batched)
-            run = autograd_engine() if not create_graph and type(out) is torch.Tensor else None
-            if run is not None:
-                grad = run((out,), (cotangent,), False, False, (stack,), True, accumulate_grad=False)[0]
-            else:
-                (grad,) = torch.autograd.grad(
-                    out, stack, cotangent, create_graph=create_graph, allow_unused=True
-                )
-        if grad is None:
+        if not self._checked(s, y, n, batched):
+            return None
+        out, grad, _ = self._pass(s, y, n, batch, batched, create_graph, timed=False)
+        if grad is None:  # f does not depend on y
             return out.new_zeros(*y.shape[:1] if batched else (), n, n)
         if batched:  # [N, B, N] -> [B, N, N]
             return grad.reshape(n, batch, n).permute(1, 0, 2)
         rows = grad.reshape(n, n)
         return rows if self.axis == 0 else rows.t()
+
+    def with_time(
+        self, s: Any, y: torch.Tensor, create_graph: bool
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        r"""``(df/dy [N, N], df/dt [N])`` from the same single pass, each copy also getting its
+        own time (a ``[N, 1]`` or ``[N]`` float64 tensor, broadcasting against the stack) whose
+        gradient under copy ``i``'s cotangent :math:`e_i` is :math:`\partial f_i/\partial t`.
+        Checked once, as the copies themselves, with the second copy's time moved too; ``None``
+        where ``f`` does not take a time per copy (a ``float(t)``, a branch on ``t``) or the
+        copies are not usable: the caller then takes the row-by-row pass, which gives both."""
+        n = y.numel()
+        if not self.usable or self.timed is False or n > COPIES_MAX or not self._checked(s, y, n, False):
+            return None
+        if self.timed is None:
+            self.timed = self._timed(s, y.detach(), n)
+            if not self.timed:
+                return None
+        out, grad, grad_t = self._pass(s, y, n, 1, False, create_graph, timed=True)
+        dy = out.new_zeros(n, n) if grad is None else grad.reshape(n, n)
+        dt = out.new_zeros(n) if grad_t is None else grad_t.reshape(n).to(out.dtype)
+        return (dy if self.axis == 0 else dy.t()), dt
+
+    def _checked(self, s: Any, y: torch.Tensor, n: int, batched: bool) -> bool:
+        """Whether the copies are usable, checking the axis on the first call."""
+        if self.axis is None:
+            self.axis = self._probe(s, y.detach(), n, batched)
+            if self.axis is None:
+                self.usable = False
+        return self.usable
+
+    def _pass(self, s: Any, y: torch.Tensor, n: int, batch: int, batched: bool, create_graph: bool,
+              timed: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:  # fmt: skip
+        """``(f(copies), d/d copies, d/d times or None)`` of the identity cotangent: one forward
+        pass on the stack (with a time per copy when ``timed``) and one backward pass."""
+        axis = self.axis
+        assert axis is not None
+        with torch.enable_grad():
+            stack = _copies(y if (create_graph and y.requires_grad) else y.detach(), n, axis)
+            if not stack.requires_grad:
+                stack.requires_grad_()
+            inputs: tuple[torch.Tensor, ...] = (stack,)
+            if timed:
+                inputs = (stack, _times(float(s), n, axis, y.ndim, y.device).requires_grad_())
+            out = self.call(inputs[1] if timed else s, stack)
+            self.count(1)
+            if not out.requires_grad:
+                return out, None, None
+            cotangent = self._cotangent(out, n, batch, batched)
+            run = autograd_engine() if not create_graph and type(out) is torch.Tensor else None
+            if run is not None:
+                grads = run((out,), (cotangent,), False, False, inputs, True, accumulate_grad=False)
+            else:
+                grads = torch.autograd.grad(
+                    out, inputs, cotangent, create_graph=create_graph, allow_unused=True
+                )
+        return out, grads[0], (grads[1] if timed else None)
 
     def _cotangent(self, out: torch.Tensor, n: int, batch: int, batched: bool) -> torch.Tensor:
         """The identity on the copies (copy ``i`` of every sample gets ``e_i``), cached."""
@@ -278,52 +316,6 @@ class StateCopies:
                 if bool(grad.ne(0).any()):
                     return False
         return True
-
-    def with_time(
-        self, s: Any, y: torch.Tensor, create_graph: bool
-    ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        r"""``(df/dy [N, N], df/dt [N])`` from the same single pass, each copy also getting its
-        own time (a ``[N, 1]`` or ``[1, N]`` float64 tensor, broadcasting against the stack) whose
-        gradient under copy ``i``'s cotangent :math:`e_i` is :math:`\partial f_i/\partial t`.
-        Checked once, as the copies themselves, with the second copy's time moved too; ``None``
-        where ``f`` does not take a time per copy (a ``float(t)``, a branch on ``t``) or the
-        copies are not usable: the caller then takes the row-by-row pass, which gives both."""
-        if not self.usable or self.timed is False:
-            return None
-        n = y.numel()
-        if n > COPIES_MAX:
-            return None
-        if self.axis is None:
-            self.axis = self._probe(s, y.detach(), n, False)
-            if self.axis is None:
-                self.usable = False
-                return None
-        if self.timed is None:
-            self.timed = self._timed(s, y.detach(), n)
-            if not self.timed:
-                return None
-        with torch.enable_grad():
-            stack = _copies(y if (create_graph and y.requires_grad) else y.detach(), n, self.axis)
-            if not stack.requires_grad:
-                stack.requires_grad_()
-            times = _times(float(s), n, self.axis, y.ndim, y.device).requires_grad_()
-            out = self.call(times, stack)
-            self.count(1)
-            if not out.requires_grad:
-                return out.new_zeros(n, n), out.new_zeros(n)
-            cotangent = self._cotangent(out, n, 1, False)
-            run = autograd_engine() if not create_graph and type(out) is torch.Tensor else None
-            if run is not None:
-                grad, grad_t = run(
-                    (out,), (cotangent,), False, False, (stack, times), True, accumulate_grad=False
-                )
-            else:
-                grad, grad_t = torch.autograd.grad(
-                    out, (stack, times), cotangent, create_graph=create_graph, allow_unused=True
-                )
-        dy = out.new_zeros(n, n) if grad is None else grad.reshape(n, n)
-        dt = out.new_zeros(n) if grad_t is None else grad_t.reshape(n).to(out.dtype)
-        return (dy if self.axis == 0 else dy.t()), dt
 
     def _timed(self, s: Any, y: torch.Tensor, n: int) -> bool:
         """Whether ``f`` takes a time per copy on the copies' axis (see :meth:`with_time`)."""
