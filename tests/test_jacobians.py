@@ -95,15 +95,22 @@ def test_a_solve_with_fd_jacobians_matches_the_autograd_solve(cls):
     torch.testing.assert_close(fd.ys, auto.ys, rtol=1e-6, atol=1e-10)  # within the solve's tolerance
 
 
-def test_rodas5p_fd_costs_two_more_evaluations_per_jacobian_on_a_3_state():
-    """Autograd's Jacobian evaluates f once (with its graph; on the state's copies, after a
-    check of three evaluations on the solve's first Jacobian); forward differences reuse the
-    step's f(t0, y0) and evaluate f once per column: 3 - 1 more for each Jacobian."""
+def test_rodas5p_fd_costs_two_more_evaluations_per_jacobian_on_a_3_state_one_by_one(monkeypatch):
+    """Autograd's Jacobian evaluates f once (with its graph); forward differences reuse the
+    step's f(t0, y0) and evaluate f once per column: 3 - 1 more for each Jacobian. On the
+    state's copies both evaluate f once per Jacobian (the columns in one call on the stack),
+    after the same check of three evaluations on the solve's first Jacobian."""
     y0 = torch.tensor([1.0, 0.0, 0.0], dtype=F64)
     ts = torch.tensor([0.0, 1e5], dtype=F64)
-    auto = nde.solve(robertson, y0, ts, nde.solvers.Rodas5P(), rtol=1e-6, atol=1e-10)
-    fd = nde.solve(robertson, y0, ts, nde.solvers.Rodas5P(jacobian="fd"), rtol=1e-6, atol=1e-10)
-    assert fd.stats.nfe - (auto.stats.nfe - 3) == 2 * auto.stats.accepted  # a Jacobian per step start
+    kw = dict(rtol=1e-6, atol=1e-10)
+    auto = nde.solve(robertson, y0, ts, nde.solvers.Rodas5P(), **kw)
+    fd = nde.solve(robertson, y0, ts, nde.solvers.Rodas5P(jacobian="fd"), **kw)
+    assert fd.stats.nfe == auto.stats.nfe and fd.stats.steps == auto.stats.steps
+    monkeypatch.setattr(problem_module, "COPIES_MAX", 0)  # one evaluation per column
+    auto = nde.solve(robertson, y0, ts, nde.solvers.Rodas5P(), **kw)
+    fd_rows = nde.solve(robertson, y0, ts, nde.solvers.Rodas5P(jacobian="fd"), **kw)
+    assert fd_rows.stats.nfe - auto.stats.nfe == 2 * auto.stats.accepted  # a Jacobian per step start
+    torch.testing.assert_close(fd.ys, fd_rows.ys, rtol=1e-12, atol=1e-16)  # the same differences
 
 
 def test_per_sample_rodas5p_with_fd_matches_autograd():
@@ -317,3 +324,16 @@ def test_a_rodas5p_solve_of_a_time_dependent_field_takes_the_row_by_row_solves_s
     rows = nde.solve(_forced_robertson, y0, ts, "rodas5p", rtol=1e-6, atol=1e-10)
     assert copies.stats.steps == rows.stats.steps and copies.stats.nfe == rows.stats.nfe + 7  # two checks
     torch.testing.assert_close(copies.ys, rows.ys, rtol=1e-12, atol=1e-16)
+
+
+@pytest.mark.parametrize("f", [robertson, _forced_robertson], ids=["leading", "trailing"])
+def test_forward_differences_on_the_copies_are_the_column_by_column_ones_in_one_call(f):
+    field = _Field(f)
+    y, t = torch.tensor([0.9, 1e-5, 0.1], dtype=F64), torch.tensor(0.3, dtype=F64)
+    f0 = f(t, y)
+    field.copies._checked(t, y, 3, False)  # the solve's first Jacobian makes this check
+    before = field.calls[0]
+    together = finite_difference_jacobian(field, t, y, f0, batched=False)
+    assert field.calls[0] == before + 1
+    one_by_one = finite_difference_jacobian(f, t, y, f0, batched=False)
+    torch.testing.assert_close(together, one_by_one, rtol=1e-12, atol=1e-16)

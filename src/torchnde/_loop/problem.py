@@ -236,7 +236,7 @@ class Problem:
         if self.sde is not None:  # the stochastic solvers read the diffusion and noise here
             func.sde = self.sde  # type: ignore[attr-defined]
         user = self.jacobian
-        if user is None:
+        if user is None or user == "fd":  # autograd or forward differences (solvers.jacobian)
             if not self.is_tuple and len(self.shapes[0]) <= 1 and self.numel <= COPIES_MAX:
                 f, user_time, sign, counter = self.f, self.user_time, self.direction, self.nfe_counter
 
@@ -248,9 +248,8 @@ class Problem:
                     counter[0] += k
 
                 func.copies = StateCopies(call, count)  # type: ignore[attr-defined]
-            return func
-        if user == "fd":  # forward differences of func itself (solvers.jacobian)
-            func.jacobian = user  # type: ignore[attr-defined]
+            if user == "fd":
+                func.jacobian = user  # type: ignore[attr-defined]
             return func
         per_sample, n, sign = self.per_sample, self.numel, self.direction
         user_time, unflatten = self.user_time, self.unflatten

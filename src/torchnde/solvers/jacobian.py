@@ -211,6 +211,33 @@ class StateCopies:
         dt = out.new_zeros(n) if grad_t is None else grad_t.reshape(n).to(out.dtype)
         return (dy if self.axis == 0 else dy.t()), dt
 
+    def evaluate(self, s: Any, points: torch.Tensor, y: torch.Tensor, batched: bool) -> torch.Tensor | None:
+        """``f`` at ``N`` states in one call on the copies' axis: ``points`` ``[N, N]`` (row
+        ``j`` a flattened state near ``y``), per sample ``[B, N, N]``; returns the flattened
+        outputs in the same layout, or ``None`` (the caller evaluates them one by one). Forward
+        differences (:func:`finite_difference_jacobian`) use it for their columns."""
+        batch = y.shape[0] if batched else 1
+        n = points.shape[-1]
+        if (
+            not self.usable
+            or n > COPIES_MAX
+            or n * batch > COPIES_ROWS
+            or not self._checked(s, y, n, batched)
+        ):
+            return None
+        state = y.shape[1:] if batched else y.shape
+        if batched:  # [B, N, N] -> [N, B, ...] -> [B, N, N]
+            out = self.call(s, points.transpose(0, 1).reshape(n, batch, *state))
+            self.count(1)
+            return out.reshape(n, batch, n).transpose(0, 1)
+        if self.axis == 0:
+            out = self.call(s, points.reshape(n, *state))
+            self.count(1)
+            return out.reshape(n, n)
+        out = self.call(s, points.t().reshape(*state, n))
+        self.count(1)
+        return out.reshape(n, n).t()
+
     def _checked(self, s: Any, y: torch.Tensor, n: int, batched: bool) -> bool:
         """Whether the copies are usable, checking the axis on the first call."""
         if self.axis is None:
@@ -360,7 +387,9 @@ def finite_difference_jacobian(
     *Numerical Methods for Unconstrained Optimization and Nonlinear Equations*, SIAM 1996,
     section 5.4), about ``1e-8`` in float64. Per sample (``batched``, ``y`` of shape
     ``[B, ...]``) each sample takes its own increments and the ``N`` evaluations are of the whole
-    batch: ``[B, N, N]``. Differentiable as the torch operations it is made of.
+    batch: ``[B, N, N]``. Where ``func`` carries the solve's :class:`StateCopies` (a 1-D state
+    whose field takes a stack of states), the ``N`` evaluations are one call on the stack.
+    Differentiable as the torch operations it is made of.
     """
     shape = y.shape
     lead = (shape[0],) if batched else ()
@@ -372,6 +401,10 @@ def finite_difference_jacobian(
     step = root * torch.where(size > floor, size, torch.where(floor > 0, floor, 1.0))
     step = (x + step) - x  # the increment the sum really carries
     points = x.unsqueeze(-2) + torch.diag_embed(step)  # row j: y + step_j e_j
+    copies = getattr(func, "copies", None)  # all N points in one call where f takes a stack
+    together = None if copies is None else copies.evaluate(t, points, y, batched)
+    if together is not None:
+        return (together.transpose(-1, -2) - base.unsqueeze(-1)) / step.unsqueeze(-2)
     outs = [func(t, p.view(shape)).reshape(*lead, -1) for p in points.unbind(-2)]
     return (torch.stack(outs, -1) - base.unsqueeze(-1)) / step.unsqueeze(-2)
 
