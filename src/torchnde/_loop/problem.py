@@ -205,7 +205,7 @@ class Problem:
                     counter[0] += 1
                     return f(user_time(s), y)
 
-                return self._with_jacobian(fast)
+                return self._with_jacobian(fast, counter)
             scalar, dtype, device = torch.scalar_tensor, self.dtype, self.device
             host = host_time and getattr(f, "host_time", False)
 
@@ -217,7 +217,7 @@ class Problem:
                     return f(float(s), y)
                 return f(scalar(s, dtype=dtype, device=device), y)
 
-            return self._with_jacobian(fastest)
+            return self._with_jacobian(fastest, counter)
         unflatten, per_sample = self.unflatten, self.per_sample
 
         def general(s: Any, y: torch.Tensor) -> torch.Tensor:
@@ -225,20 +225,23 @@ class Problem:
             rows = (y.shape[0],) if per_sample else lead
             return flatten(f(user_time(s), unflatten(y, rows)), rows)
 
-        return self._with_jacobian(general)
+        return self._with_jacobian(general, counter)
 
-    def _with_jacobian(self, func: Callable) -> Callable:
+    def _with_jacobian(self, func: Callable, counter: Any) -> Callable:
         """Tag the loop's ``func`` with the user's Jacobian in the loop's layout (``func.jacobian(s,
         y)``: ``[N, N]``, per sample ``[B, N, N]``), or with ``"fd"`` (finite differences of
         ``func``), which :func:`solvers.jacobian.jacobians` uses instead of autograd. Only this problem's own field carries it: a field that wraps ``func``
         (a reversible grid) falls back to autograd, and the adjoint solves its augmented system
-        with a copy of the solver without the option (``gradients.adjoint._adjoint_solver``)."""
+        with a copy of the solver without the option (``gradients.adjoint._adjoint_solver``).
+        For autograd and ``"fd"`` on a 1-D state, ``func.copies`` (a
+        :class:`~torchnde.solvers.jacobian.StateCopies`) evaluates the user's ``f`` on stacked
+        states, counting into ``counter`` as ``func`` does."""
         if self.sde is not None:  # the stochastic solvers read the diffusion and noise here
             func.sde = self.sde  # type: ignore[attr-defined]
         user = self.jacobian
         if user is None or user == "fd":  # autograd or forward differences (solvers.jacobian)
             if not self.is_tuple and len(self.shapes[0]) <= 1 and self.numel <= COPIES_MAX:
-                f, user_time, sign, counter = self.f, self.user_time, self.direction, self.nfe_counter
+                f, user_time, sign = self.f, self.user_time, self.direction
 
                 def call(s: Any, stack: torch.Tensor) -> torch.Tensor:
                     out = f(user_time(s), stack)
