@@ -301,11 +301,12 @@ class DiagonallyImplicitRK(NewtonSolver):
                 lu = factor[0]
         ks = [f0]
         theta_max = 0.0
+        rows, error_row = _stage_rows(tab, y0)
         for i in range(1, tab.stages):
-            base = y0
-            for j in range(i):
-                if a[i, j] != 0:
-                    base = base + (h * a[i, j]) * ks[j]
+            if i == 1:  # y0 + h a_10 k_0
+                base = torch.add(y0, f0, alpha=h * a[1, 0]) if a[1, 0] != 0 else y0
+            else:  # y0 + h sum_j a_ij k_j, one product over the stacked stages
+                base = torch.add(y0, torch.stack(ks, -1) @ rows[i], alpha=h)
             t_i = t0 + tab.c[i] * h
             with torch.no_grad():
                 guess = base + hg * _predicted_derivative(tab.c, i, ks)
@@ -327,8 +328,8 @@ class DiagonallyImplicitRK(NewtonSolver):
             jacobian = None  # converging slowly: re-evaluate at the next step
         y1 = y_i if tab.stiffly_accurate else y0 + sum((h * bj) * k for bj, k in zip(tab.b, ks) if bj != 0)
         errors: tuple[torch.Tensor, ...] = ()
-        if need_error and any(tab.e):  # fixed-step tableaux have no error weights
-            errors = (sum(ej * k for ej, k in zip(tab.e, ks) if ej != 0),)  # type: ignore[assignment]
+        if need_error and error_row is not None:  # fixed-step tableaux have no error weights
+            errors = (torch.stack(ks, -1) @ error_row,)
         f1 = ks[-1] if tab.stiffly_accurate else None
         return StepResult(y1, errors, tuple(ks), f1, state=ImplicitState(rtol, atol, jacobian, factor, eta))
 
@@ -485,6 +486,30 @@ class DiagonallyImplicitRK(NewtonSolver):
             m = torch.eye(jac.shape[0], dtype=jac.dtype, device=jac.device) - hg * jac
         g = y - base - hg * func(t, y)
         return y - torch.linalg.solve(m, g.reshape(-1, 1)).view(shape)
+
+
+# (tableau, dtype, device) -> (rows of a as tensors, the error weights or None): constants
+_ROWS: dict[
+    tuple[ESDIRKTableau, torch.dtype, torch.device], tuple[list[torch.Tensor | None], torch.Tensor | None]
+] = {}
+
+
+def _stage_rows(tab: ESDIRKTableau, y: torch.Tensor) -> tuple[list[torch.Tensor | None], torch.Tensor | None]:
+    """Row ``i`` of ``a`` below the diagonal (``a_i0 .. a_i,i-1``) as a tensor for each stage
+    ``i >= 2``, and the error weights ``e`` (``None`` when all are zero), cached per dtype and
+    device: a stage's base ``y0 + h sum_j a_ij k_j`` is then one stack and one product instead
+    of two operations per term."""
+    key = (tab, y.dtype, y.device)
+    cached = _ROWS.get(key)
+    if cached is None:
+        with torch.inference_mode(False):  # a cached constant must outlive inference mode
+            rows: list[torch.Tensor | None] = [None, None] + [
+                torch.tensor(tab.a_matrix[i, :i], dtype=y.dtype, device=y.device)
+                for i in range(2, tab.stages)
+            ]
+            error = torch.tensor(tab.e, dtype=y.dtype, device=y.device) if any(tab.e) else None
+        cached = _ROWS[key] = (rows, error)
+    return cached
 
 
 def _norm_weights(guess: torch.Tensor, rtol: float, atol: float) -> torch.Tensor:
