@@ -364,11 +364,13 @@ class DiagonallyImplicitRK(NewtonSolver):
         ks = [f0]
         converged = torch.ones(batch, dtype=torch.bool, device=y0.device)
         y_i = y0
+        rows, error_row = _stage_rows(tab, y0)
+        h_col = h.view(col)
         for i in range(1, tab.stages):
-            base = y0
-            for j in range(i):
-                if a[i, j] != 0:
-                    base = base + (h * a[i, j]).view(col) * ks[j]
+            if i == 1:
+                base = torch.addcmul(y0, h_col, f0, value=a[1, 0]) if a[1, 0] != 0 else y0
+            else:  # y0 + h sum_j a_ij k_j, one product over the stacked stages
+                base = torch.addcmul(y0, h_col, torch.stack(ks, -1) @ rows[i])
             t_i = t0 + tab.c[i] * dt
             with torch.no_grad():
                 guess = base + hg * _predicted_derivative(tab.c, i, ks)
@@ -384,8 +386,8 @@ class DiagonallyImplicitRK(NewtonSolver):
             else y0 + sum((h * bj).view(col) * k for bj, k in zip(tab.b, ks) if bj != 0)
         )
         errors: tuple[torch.Tensor, ...] = ()
-        if need_error and any(tab.e):
-            errors = (sum(ej * k for ej, k in zip(tab.e, ks) if ej != 0),)  # type: ignore[assignment]
+        if need_error and error_row is not None:
+            errors = (torch.stack(ks, -1) @ error_row,)
         y1 = torch.where(moving.view(col), y1, y0)
         return StepResult(
             y1, errors, tuple(ks), ks[-1] if tab.stiffly_accurate else None, converged | ~moving, state=state
