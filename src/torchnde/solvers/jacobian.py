@@ -1,9 +1,12 @@
 """Jacobians of the vector field, for the implicit solvers: by autograd (the default), by
 finite differences (``jacobian="fd"``), or the user's own.
 
-``torch.autograd.functional.jacobian`` with ``vectorize=True`` (reverse mode, batched over the
-rows) measured several times faster than ``torch.func.jacfwd`` on small states; a vector field
-with an operation that has no batching rule falls back to the row-by-row version. A solver's
+For a 1-D state whose field takes a stack of states (most do), autograd's Jacobian is one
+evaluation of ``f`` on ``N`` copies of the state and one backward pass (:class:`StateCopies`,
+checked once per solve); otherwise ``torch.autograd.functional.jacobian`` with
+``vectorize=True`` (reverse mode, batched over the rows), which measured several times faster
+than ``torch.func.jacfwd`` on small states; a vector field with an operation that has no
+batching rule falls back to the row-by-row version. A solver's
 ``jacobian`` option replaces autograd for ``df/dy``: the user's exact ``df/dy`` (a callable), or
 forward differences of ``f`` (``"fd"``, :func:`finite_difference_jacobian`, the default of
 scipy's stiff solvers); ``df/dt`` of a time-dependent field still comes from autograd.
@@ -140,8 +143,8 @@ class StateCopies:
     :math:`Y = (y, \dots, y)` and back-propagating the identity, copy :math:`i` with the
     cotangent :math:`e_i`, gives row :math:`i` of :math:`J = \partial f/\partial y` in copy
     :math:`i`'s gradient: one forward and one backward pass where the row-by-row way takes one
-    forward and ``N`` backward passes (on Robertson, ``N = 3``: 118 against 291 us for the whole
-    Jacobian) -- the reverse-mode analogue of evaluating finite differences as one batch.
+    forward and ``N`` backward passes (on Robertson, ``N = 3``: about 140 against 290 us for the
+    whole Jacobian) -- the reverse-mode analogue of evaluating finite differences as one batch.
 
     Whether ``f`` treats the new axis as a batch is checked once, on the first call, for a
     leading axis and then a trailing one: ``f`` of a stack whose second copy is a perturbed state
@@ -154,6 +157,10 @@ class StateCopies:
     Per sample (a batch ``[B, N]``), the copies go on a new leading axis, ``[N, B, N]``, copy
     ``i`` of every sample taking the cotangent :math:`e_i`: one matrix per sample, while
     ``N * B`` is at most :data:`COPIES_ROWS` (beyond, the vectorised row-by-row way is cheaper).
+
+    The same stack serves two more callers: :meth:`with_time` (each copy with its own time, so
+    the one pass also gives ``df/dt``, for Rosenbrock steps on a time-dependent field) and
+    :meth:`evaluate` (forward differences' ``N`` columns in one call).
 
     ``call(s, Y)``: the user's ``f`` at the loop's time ``s`` on a stack ``Y`` (the state's shape
     with one more axis), in the loop's sign; ``count``: adds to the solve's evaluation counter.
