@@ -1,4 +1,4 @@
-"""How the implicit solvers get df/dy: autograd (for a 1-D state whose field treats a new axis
+"""How the implicit solvers get df/dy: autograd (for a small state whose field treats a new axis
 as a batch, one pass over N copies of the state; else one backward pass per row through the engine
 for tiny states, one vectorised pass beyond), or ``jacobian="fd"``, forward differences of ``f``
 (scipy's default).
@@ -337,3 +337,49 @@ def test_forward_differences_on_the_copies_are_the_column_by_column_ones_in_one_
     assert field.calls[0] == before + 1
     one_by_one = finite_difference_jacobian(f, t, y, f0, batched=False)
     torch.testing.assert_close(together, one_by_one, rtol=1e-12, atol=1e-16)
+
+
+def _oscillators(t, y):  # a state [2, d]: positions and momenta, split on the first axis
+    q, p = y
+    return torch.stack([p, -torch.sin(q) - 100.0 * p])
+
+
+def test_a_small_multi_dimensional_state_takes_the_copies_and_a_large_one_does_not(monkeypatch):
+    y0 = torch.tensor([[1.0, 0.5, -0.3], [0.0, 0.1, 0.2]], dtype=F64)  # [2, 3]: 6 unknowns
+    ts = torch.tensor([0.0, 1.0, 5.0], dtype=F64)
+    copies = nde.solve(_oscillators, y0, ts, "rodas5p", rtol=1e-8, atol=1e-10)
+    monkeypatch.setattr(problem_module, "COPIES_ANY_SHAPE", 0)
+    rows = nde.solve(_oscillators, y0, ts, "rodas5p", rtol=1e-8, atol=1e-10)
+    # the check: f(y), f(y'), the trailing stack (the leading one, [6, 2, 3], fails to unpack: not counted)
+    assert copies.stats.steps == rows.stats.steps and copies.stats.nfe == rows.stats.nfe + 3
+    torch.testing.assert_close(copies.ys, rows.ys, rtol=1e-12, atol=1e-15)
+    monkeypatch.undo()
+    big = torch.randn(2, 9, dtype=F64, generator=torch.Generator().manual_seed(0))  # 18 unknowns
+    a = nde.solve(_oscillators, big, ts, "rodas5p", rtol=1e-6, atol=1e-9)
+    monkeypatch.setattr(problem_module, "COPIES_ANY_SHAPE", 0)
+    b = nde.solve(_oscillators, big, ts, "rodas5p", rtol=1e-6, atol=1e-9)
+    assert a.stats.nfe == b.stats.nfe  # no check, no copies: beyond 16 unknowns of a 2-D state
+
+
+@pytest.mark.parametrize("solver", ["rodas5p", "kvaerno5"])
+@pytest.mark.parametrize("field", ["state", "time-dependent"])
+def test_checkpointed_implicit_steps_replay_exactly_with_the_copies(solver, field):
+    """The copies' once-per-solve checks run in the forward pass and not when ``Checkpoint``
+    recomputes a step; their saved tensors are kept from torch.utils.checkpoint's hooks, which
+    would otherwise see the recomputed step save other tensors than the forward one did."""
+    gen = torch.Generator().manual_seed(2)
+    w = (0.3 * torch.randn(3, 3, dtype=F64, generator=gen)).requires_grad_()
+    y0 = torch.randn(3, dtype=F64, generator=gen).requires_grad_()
+    lam = torch.tensor([-1.0, -100.0, -1000.0], dtype=F64)
+    ts = torch.linspace(0, 1, 4, dtype=F64)
+
+    def f(t, y):
+        out = lam * y + torch.tanh(y @ w.T)
+        return out * (1 + 0.1 * torch.sin(t)) if field == "time-dependent" else out
+
+    grads = {}
+    for gradient in ("backprop", "checkpoint"):
+        sol = nde.solve(f, y0, ts, solver, rtol=1e-6, atol=1e-8, gradient=gradient)
+        grads[gradient] = torch.autograd.grad(sol.ys.square().sum(), (y0, w))
+    for got, want in zip(grads["checkpoint"], grads["backprop"]):
+        assert float((got - want).abs().max() / want.abs().max()) < 1e-10

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .._solution import Solution, Stats, Status
-from ..solvers.jacobian import COPIES_MAX, StateCopies
+from ..solvers.jacobian import COPIES_ANY_SHAPE, COPIES_MAX, StateCopies
 from .inputs import COMPLEX, NOT_MONOTONIC, all_finite, empty_state, first_few, not_monotonic
 from .raw import Raw
 
@@ -240,7 +240,9 @@ class Problem:
             func.sde = self.sde  # type: ignore[attr-defined]
         user = self.jacobian
         if user is None or user == "fd":  # autograd or forward differences (solvers.jacobian)
-            if not self.is_tuple and len(self.shapes[0]) <= 1 and self.numel <= COPIES_MAX:
+            if not self.is_tuple and self.numel <= (
+                COPIES_MAX if len(self.shapes[0]) <= 1 else COPIES_ANY_SHAPE
+            ):
                 f, user_time, sign = self.f, self.user_time, self.direction
 
                 def call(s: Any, stack: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Jacobians of the vector field, for the implicit solvers: by autograd (the default), by
 finite differences (``jacobian="fd"``), or the user's own.
 
-For a 1-D state whose field takes a stack of states (most do), autograd's Jacobian is one
+For a small state whose field takes a stack of states (most do), autograd's Jacobian is one
 evaluation of ``f`` on ``N`` copies of the state and one backward pass (:class:`StateCopies`,
 checked once per solve); otherwise ``torch.autograd.functional.jacobian`` with
 ``vectorize=True`` (reverse mode, batched over the rows), which measured several times faster
@@ -126,8 +126,12 @@ def _rows_jacobian(
 # forward pass and ``N`` backward ones. Measured on a 2-64-64-N tanh MLP: 0.47x to 0.58x the
 # row-by-row way's time for 1-D states of 2 to 64 unknowns; on a state ``[B, d]`` (whose rows the
 # field treats as a batch) the copies are ``N`` batches of ``B`` rows each, and [32, 2] took
-# 2.6x: multi-dimensional states keep the row-by-row way.
+# 2.6x: a multi-dimensional state takes the copies up to :data:`COPIES_ANY_SHAPE` unknowns.
 COPIES_MAX = 64
+# Multi-dimensional states up to this many unknowns: a 2-64-2 MLP on [2, 2], [4, 2], [8, 2] took
+# 0.45x, 0.53x, 0.67x the row-by-row time (a 2-64-64-2 one on [8, 2] 0.94x), a field of
+# ``q, p = y`` on [2, 1] to [2, 8] 0.44x-0.60x.
+COPIES_ANY_SHAPE = 16
 # Per sample (``[B, N]``), the copies are ``N`` batches of ``B`` rows: taken while ``N * B`` is
 # at most this. A 4-64-4 tanh MLP's Jacobian took 0.39x the vectorised way's time at B = 16 and
 # 1.1x at B = 256 (N * B = 1024); Robertson's (elementwise) 0.40x at B = 256.
@@ -210,7 +214,8 @@ class StateCopies:
         if not self.usable or self.timed is False or n > COPIES_MAX or not self._checked(s, y, n, False):
             return None
         if self.timed is None:
-            self.timed = self._timed(s, y.detach(), n)
+            with _unseen():
+                self.timed = self._timed(s, y.detach(), n)
             if not self.timed:
                 return None
         out, grad, grad_t = self._pass(s, y, n, 1, False, create_graph, timed=True)
@@ -248,7 +253,8 @@ class StateCopies:
     def _checked(self, s: Any, y: torch.Tensor, n: int, batched: bool) -> bool:
         """Whether the copies are usable, checking the axis on the first call."""
         if self.axis is None:
-            self.axis = self._probe(s, y.detach(), n, batched)
+            with _unseen():
+                self.axis = self._probe(s, y.detach(), n, batched)
             if self.axis is None:
                 self.usable = False
         return self.usable
@@ -366,6 +372,18 @@ class StateCopies:
             return False
 
 
+def _same(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _unseen() -> Any:
+    """Saved-tensor hooks that keep each tensor as it is. The innermost hooks are the ones used,
+    so inside this a checkpointed region's own (``torch.utils.checkpoint``'s, which the
+    ``Checkpoint`` strategy uses) do not see what the once-per-solve checks save: those run in
+    the forward pass and not in the step's recomputation, which must save the same tensors."""
+    return torch.autograd.graph.saved_tensors_hooks(_same, _same)
+
+
 def _times(t: float, n: int, axis: int, ndim: int, device: torch.device) -> torch.Tensor:
     """``n`` copies of the time ``t`` (float64) shaped to broadcast against a stack of ``n``
     states of ``ndim`` axes along ``axis``: ``[n, 1, ...]`` for a leading axis, ``[n]`` for a
@@ -394,7 +412,7 @@ def finite_difference_jacobian(
     *Numerical Methods for Unconstrained Optimization and Nonlinear Equations*, SIAM 1996,
     section 5.4), about ``1e-8`` in float64. Per sample (``batched``, ``y`` of shape
     ``[B, ...]``) each sample takes its own increments and the ``N`` evaluations are of the whole
-    batch: ``[B, N, N]``. Where ``func`` carries the solve's :class:`StateCopies` (a 1-D state
+    batch: ``[B, N, N]``. Where ``func`` carries the solve's :class:`StateCopies` (a small state
     whose field takes a stack of states), the ``N`` evaluations are one call on the stack.
     Differentiable as the torch operations it is made of.
     """
