@@ -331,7 +331,7 @@ def test_forward_differences_on_the_copies_are_the_column_by_column_ones_in_one_
     field = _Field(f)
     y, t = torch.tensor([0.9, 1e-5, 0.1], dtype=F64), torch.tensor(0.3, dtype=F64)
     f0 = f(t, y)
-    field.copies._checked(t, y, 3, False)  # the solve's first Jacobian makes this check
+    field.copies._ready(t, y, 3, 1, False)  # the solve's first Jacobian makes this check
     before = field.calls[0]
     together = finite_difference_jacobian(field, t, y, f0, batched=False)
     assert field.calls[0] == before + 1

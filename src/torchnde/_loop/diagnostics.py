@@ -54,7 +54,7 @@ def stiffness_ratio(func: Callable, s: Any, y: torch.Tensor, per_sample: bool, i
 # A successful explicit solve with at least this many steps is checked for stiffness.
 ADVICE_STEPS = 1000
 # Which implicit solver to suggest, and why (benchmarks/results/stiff.md, Robertson and Van der Pol
-# mu = 1000 at rtol 1e-6: rodas5p 72 and 452 ms, kvaerno5 132 ms and 1.10 s, with 10x smaller
+# mu = 1000 at rtol 1e-6: rodas5p 60 and 373 ms, kvaerno5 119 and 943 ms, with 4-10x smaller
 # errors; a Rosenbrock step factorises a fresh Jacobian, Kvaerno5's Newton reuses one across steps)
 IMPLICIT_CHOICE = (
     "solver='rodas5p' for a small or medium state (no Newton iterations; about twice kvaerno5's speed "

@@ -185,13 +185,9 @@ class StateCopies:
     ) -> torch.Tensor | None:
         """``df/dy``: ``[N, N]``, or per sample (``batched``: ``y`` of shape ``[B, ...]``)
         ``[B, N, N]``; ``None`` where the caller is to take the row-by-row way."""
-        if not self.usable:
-            return None
         batch = y.shape[0] if batched else 1
         n = y.numel() // batch if batch else 0
-        if n > COPIES_MAX or n * batch > COPIES_ROWS:  # not this time (a batch may shrink later)
-            return None
-        if not self._checked(s, y, n, batched):
+        if not self._ready(s, y, n, batch, batched):
             return None
         out, grad, _ = self._pass(s, y, n, batch, batched, create_graph, timed=False)
         if grad is None:  # f does not depend on y
@@ -211,7 +207,7 @@ class StateCopies:
         where ``f`` does not take a time per copy (a ``float(t)``, a branch on ``t``) or the
         copies are not usable: the caller then takes the row-by-row pass, which gives both."""
         n = y.numel()
-        if not self.usable or self.timed is False or n > COPIES_MAX or not self._checked(s, y, n, False):
+        if self.timed is False or not self._ready(s, y, n, 1, False):
             return None
         if self.timed is None:
             with _unseen():
@@ -230,28 +226,26 @@ class StateCopies:
         differences (:func:`finite_difference_jacobian`) use it for their columns."""
         batch = y.shape[0] if batched else 1
         n = points.shape[-1]
-        if (
-            not self.usable
-            or n > COPIES_MAX
-            or n * batch > COPIES_ROWS
-            or not self._checked(s, y, n, batched)
-        ):
+        if not self._ready(s, y, n, batch, batched):
             return None
         state = y.shape[1:] if batched else y.shape
-        if batched:  # [B, N, N] -> [N, B, ...] -> [B, N, N]
-            out = self.call(s, points.transpose(0, 1).reshape(n, batch, *state))
-            self.count(1)
-            return out.reshape(n, batch, n).transpose(0, 1)
-        if self.axis == 0:
-            out = self.call(s, points.reshape(n, *state))
-            self.count(1)
-            return out.reshape(n, n)
-        out = self.call(s, points.t().reshape(*state, n))
+        if batched:  # [B, N, N] -> [N, B, ...]
+            stack = points.transpose(0, 1).reshape(n, batch, *state)
+        else:
+            stack = points.reshape(n, *state) if self.axis == 0 else points.t().reshape(*state, n)
+        out = self.call(s, stack)
         self.count(1)
-        return out.reshape(n, n).t()
+        if batched:  # -> [B, N, N]
+            return out.reshape(n, batch, n).transpose(0, 1)
+        rows = out.reshape(n, n)
+        return rows if self.axis == 0 else rows.t()
 
-    def _checked(self, s: Any, y: torch.Tensor, n: int, batched: bool) -> bool:
-        """Whether the copies are usable, checking the axis on the first call."""
+    def _ready(self, s: Any, y: torch.Tensor, n: int, batch: int, batched: bool) -> bool:
+        """Whether this call takes the copies: usable, within :data:`COPIES_MAX` unknowns and
+        :data:`COPIES_ROWS` rows (not this time otherwise: a batch may shrink later), and ``f``
+        checked to take them (on the first call)."""
+        if not self.usable or n > COPIES_MAX or n * batch > COPIES_ROWS:
+            return False
         if self.axis is None:
             with _unseen():
                 self.axis = self._probe(s, y.detach(), n, batched)
@@ -301,12 +295,8 @@ class StateCopies:
         """The axis along which ``f`` treats copies as a batch (see the class docstring), or
         ``None``; ``f`` is evaluated on the state, a perturbed state and up to two stacks. Per
         sample only a leading axis is tried (the per-sample time broadcasts against leading axes)."""
-        scale = float(y.abs().mean()) or 1.0
-        other = y + (y.abs() + scale) * 2.0**-6
         try:
-            with torch.no_grad():
-                alone = (self.call(s, y), self.call(s, other))
-            self.count(2)
+            other, alone = self._alone(s, y, s)
         except Exception:  # f fails on its own state: leave it to the row-by-row way to report
             return None
         for axis in (0,) if batched else (0, -1):
@@ -357,16 +347,22 @@ class StateCopies:
                     return False
         return True
 
+    def _alone(self, s: Any, y: torch.Tensor, other_s: Any) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """``(other, (f(s, y), f(other_s, other)))``: a state near ``y`` (each element moved by
+        1/64 of its size plus the mean size) and ``f`` of each state alone, the checks' reference."""
+        scale = float(y.abs().mean()) or 1.0
+        other = y + (y.abs() + scale) * 2.0**-6
+        with torch.no_grad():
+            alone = (self.call(s, y), self.call(other_s, other))
+        self.count(2)
+        return other, alone
+
     def _timed(self, s: Any, y: torch.Tensor, n: int) -> bool:
         """Whether ``f`` takes a time per copy on the copies' axis (see :meth:`with_time`)."""
         t = float(s)
         other_t = t + (abs(t) + 1.0) * 2.0**-6
-        scale = float(y.abs().mean()) or 1.0
-        other = y + (y.abs() + scale) * 2.0**-6
         try:
-            with torch.no_grad():
-                alone = (self.call(s, y), self.call(other_t, other))
-            self.count(2)
+            other, alone = self._alone(s, y, other_t)
             return self._separable(s, y, other, alone, n, self.axis, other_t)  # type: ignore[arg-type]
         except Exception:  # f does not take a tensor of times (float(t), a branch on t)
             return False
