@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..solvers import AbstractSolver
 from ..solvers.explicit_rk import ExplicitRungeKutta
+from .graph_rewrites import inductor_backend
 from .problem import Problem
 from .raw import LoopOptions
 
@@ -126,11 +127,12 @@ def dynamo_config() -> Any:
 
 
 def compile_cached(
-    key: tuple, problem: Problem, solver: AbstractSolver, build: Callable[[], tuple], dynamic: bool,
+    key: tuple, problem: Problem, solver: AbstractSolver, build: Callable[[], tuple], dynamic: bool | None,
     inductor: dict[str, Any] | None = None,
 ) -> tuple:  # fmt: skip
-    """The functions ``build()`` returns under ``torch.compile`` (with the ``inductor`` options
-    when the backend is inductor), cached under ``key`` (which
+    """The functions ``build()`` returns under ``torch.compile`` (when the backend is inductor:
+    the graph rewrites of :mod:`.graph_rewrites`, then inductor with the ``inductor`` options),
+    cached under ``key`` (which
     must hold everything their trace depends on); the solver's constants are built first
     (:meth:`AbstractSolver.prepare`), so that no trace records their construction. The cache
     holds at most ``_COMPILED_MAX`` entries (oldest evicted), since an entry keeps its vector
@@ -141,11 +143,9 @@ def compile_cached(
         if len(_COMPILED) >= _COMPILED_MAX:
             _COMPILED.pop(next(iter(_COMPILED)))
         solver.prepare(problem.y0)
-        options = inductor if BACKEND == "inductor" else None
+        backend = inductor_backend(inductor) if BACKEND == "inductor" else BACKEND
         compiled = _COMPILED[key] = tuple(
-            _Watched(
-                torch.compile(_own_code(fn), dynamic=dynamic, backend=BACKEND, options=options), fn.__name__
-            )
+            _Watched(torch.compile(_own_code(fn), dynamic=dynamic, backend=backend), fn.__name__)
             for fn in build()
         )
     return compiled
@@ -170,24 +170,25 @@ RECOMPILED = (
 
 
 class _Watched:
-    """A compiled function that warns once (``RECOMPILED``) when a call like one it has already
-    run (the same flags, grad mode, shapes and inputs that require grad) compiles a new graph: a guard that re-triggers on every
-    solve would otherwise cost seconds per solve without a word."""
+    """A compiled function that warns once (``RECOMPILED``) when a call compiles a new graph for
+    calls like one it already compiled for (the same flags, grad mode, shapes and inputs that
+    require grad): a guard that re-triggers on every solve would otherwise cost seconds per
+    solve without a word. ``seen`` holds the kinds of call that compiled (empty before the first
+    call); a call that compiles nothing costs two dictionary reads."""
 
     def __init__(self, compiled: Callable, name: str):
         self.compiled, self.name, self.seen, self.warned = compiled, name, set(), False
 
     def __call__(self, *args: Any) -> Any:
-        counters = torch._dynamo.utils.counters  # loaded with torch.compile
-        graphs = counters["stats"]["unique_graphs"]
+        stats = torch._dynamo.utils.counters["stats"]  # loaded with torch.compile
+        graphs = stats["unique_graphs"]
         out = self.compiled(*args)
-        kind = (torch.is_grad_enabled(), *((a.shape, a.requires_grad) if isinstance(a, torch.Tensor) else a
-                                           for a in args if isinstance(a, (bool, torch.Tensor))))  # fmt: skip
-        if kind in self.seen:
-            if not self.warned and counters["stats"]["unique_graphs"] != graphs:
+        if stats["unique_graphs"] != graphs:
+            kind = (torch.is_grad_enabled(), *((a.shape, a.requires_grad) if isinstance(a, torch.Tensor) else a
+                                               for a in args if isinstance(a, (bool, torch.Tensor))))  # fmt: skip
+            if kind in self.seen and not self.warned:
                 self.warned = True
                 warnings.warn(RECOMPILED.format(name=self.name), RuntimeWarning, stacklevel=3)
-        else:
             self.seen.add(kind)
         return out
 

@@ -59,9 +59,14 @@ class DensePolynomial:
     coefficients: np.ndarray
     order: int
 
+    def __post_init__(self) -> None:
+        # a plain int: a compiled solve that read the numpy array here would guard on it by
+        # converting it to a tensor on every call (about 40 us a call, measured)
+        object.__setattr__(self, "_degree", int(self.coefficients.shape[1]))
+
     @property
     def degree(self) -> int:
-        return int(self.coefficients.shape[1])
+        return self._degree  # type: ignore[attr-defined]
 
     def matrix(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """``P`` as a tensor (cached per dtype and device)."""
