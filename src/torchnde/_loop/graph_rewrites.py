@@ -62,12 +62,23 @@ SMALL_WORK = 16384  # rows x in x out, at most (batch 16 of a 2-64 layer: 2,048;
 _TANH = (torch.tanh, torch.nn.functional.tanh, torch.Tensor.tanh)
 
 
-def _horner(x2: Any, coefficients: Sequence[float], mul: Callable, add: Callable) -> Any:
-    """``sum_k c_k x2^k`` by Horner's rule, with the given multiply and add."""
-    acc = add(mul(x2, coefficients[-1]), coefficients[-2])
-    for c in coefficients[-3::-1]:
-        acc = add(mul(acc, x2), c)
-    return acc
+def _rational(x: Any, call: Callable) -> Any:
+    """``x P(x^2) / Q(x^2)`` on the clamped ``x`` by Horner's rule, each operation made by
+    ``call(target, *args)``: run at once (:func:`rational_tanh`) or emitted as graph nodes."""
+    x = call(torch.clamp, x, -CLAMP, CLAMP)
+    x2 = call(operator.mul, x, x)
+
+    def horner(coefficients: Sequence[float]) -> Any:
+        acc = call(operator.add, call(operator.mul, x2, coefficients[-1]), coefficients[-2])
+        for c in coefficients[-3::-1]:
+            acc = call(operator.add, call(operator.mul, acc, x2), c)
+        return acc
+
+    return call(operator.truediv, call(operator.mul, x, horner(NUMERATOR)), horner(DENOMINATOR))
+
+
+def _run(target: Callable, *args: Any) -> Any:
+    return target(*args)
 
 
 def rational_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -80,13 +91,7 @@ def rational_tanh(x: torch.Tensor) -> torch.Tensor:
         >>> bool((rational_tanh(x) - torch.tanh(x)).abs().max() < 1e-6)
         True
     """
-    x = x.clamp(-CLAMP, CLAMP)
-    x2 = x * x
-    return (
-        x
-        * _horner(x2, NUMERATOR, operator.mul, operator.add)
-        / _horner(x2, DENOMINATOR, operator.mul, operator.add)
-    )
+    return _rational(x, _run)
 
 
 class _RationalTanhFunction(torch.autograd.Function):
@@ -160,11 +165,7 @@ def _small_linear(node: fx.Node) -> bool:
 def _rewrite_tanh(emit: _Emitter, node: fx.Node) -> fx.Node:
     if torch.is_grad_enabled():  # the graph may be differentiated (compiled under no_grad: not)
         return emit(_rational_tanh_differentiable, node.args[0])
-    x = emit(torch.clamp, node.args[0], -CLAMP, CLAMP)
-    x2 = emit(operator.mul, x, x)
-    p = _horner(x2, NUMERATOR, lambda a, b: emit(operator.mul, a, b), lambda a, b: emit(operator.add, a, b))
-    q = _horner(x2, DENOMINATOR, lambda a, b: emit(operator.mul, a, b), lambda a, b: emit(operator.add, a, b))
-    return emit(operator.truediv, emit(operator.mul, x, p), q)
+    return _rational(node.args[0], emit)
 
 
 def _rewrite_linear(emit: _Emitter, node: fx.Node) -> fx.Node:
@@ -178,7 +179,7 @@ def _rewrite_linear(emit: _Emitter, node: fx.Node) -> fx.Node:
     return y if bias is None else emit(operator.add, y, bias)
 
 
-def rewrite(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> fx.GraphModule:
+def rewrite(gm: fx.GraphModule) -> fx.GraphModule:
     """``gm`` with its float32 ``tanh`` calls and small linear layers rewritten (module
     docstring); a graph without fake values (not traced by dynamo) is returned as it is."""
     fake_mode = next((v.fake_mode for v in (n.meta.get("example_value") for n in gm.graph.nodes)
@@ -214,6 +215,6 @@ def inductor_backend(options: dict[str, Any] | None) -> Callable:
     def backend(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Any:
         # loaded on the first compile: ``import torchnde`` does not load the compiler
         compile_fx = importlib.import_module("torch._inductor.compile_fx").compile_fx
-        return compile_fx(rewrite(gm, example_inputs), example_inputs, config_patches=dict(options or {}))
+        return compile_fx(rewrite(gm), example_inputs, config_patches=dict(options or {}))
 
     return backend

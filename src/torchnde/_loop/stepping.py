@@ -127,7 +127,7 @@ def dynamo_config() -> Any:
 
 
 def compile_cached(
-    key: tuple, problem: Problem, solver: AbstractSolver, build: Callable[[], tuple], dynamic: bool | None,
+    key: tuple, problem: Problem, solver: AbstractSolver, build: Callable[[], tuple], dynamic: bool,
     inductor: dict[str, Any] | None = None,
 ) -> tuple:  # fmt: skip
     """The functions ``build()`` returns under ``torch.compile`` (when the backend is inductor:
